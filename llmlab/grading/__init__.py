@@ -1,0 +1,22 @@
+"""Grading: instant-feedback checks for exercises, and the notebook autograder.
+
+Taught in chapter 00 (solutions/00_intro). The checks are what a chapter's visible and hidden test
+cells call; :func:`llmlab.grading.autograde.grade_notebook` grades a whole learner notebook with
+nbgrader against the hidden tests of its authored twin.
+"""
+
+from llmlab.grading.checks import Case, check_function, check_module, check_value, expect
+from llmlab.grading.compare import explain
+from llmlab.grading.guard import ReferenceBlocked, blocked, reference
+
+__all__ = [
+    "Case",
+    "ReferenceBlocked",
+    "blocked",
+    "check_function",
+    "check_module",
+    "check_value",
+    "expect",
+    "explain",
+    "reference",
+]

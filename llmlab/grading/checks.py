@@ -1,0 +1,176 @@
+"""Instant-feedback checks for the visible and hidden test cells of every exercise.
+
+A check runs the learner's code on chosen cases, compares with llmlab's reference (blocked while
+the learner's code runs; see :mod:`llmlab.grading.guard`) and reports in words. It prints a
+one-line verdict; on a failure it prints what went wrong and raises ``AssertionError`` when the
+environment variable ``LLMLAB_GRADER=1`` is set (the grader and the test suite set it), so the
+cell fails for nbgrader while a learner's "Run all" carries on past an unsolved exercise.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from llmlab.grading.compare import explain, short
+from llmlab.grading.guard import ReferenceBlocked, blocked
+
+GRADER_ENV = "LLMLAB_GRADER"
+
+
+class Case:
+    """One input to a check: positional and keyword arguments, and a note on what it exercises."""
+
+    def __init__(self, *args: Any, note: str = "", **kwargs: Any) -> None:
+        self.args, self.kwargs, self.note = args, kwargs, note
+
+    @classmethod
+    def of(cls, case: Any) -> Case:
+        if isinstance(case, Case):
+            return case
+        return cls(*case) if isinstance(case, tuple) else cls(case)
+
+    def copy(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Fresh copies, so an in-place edit by one side cannot change what the other sees."""
+        return copy.deepcopy(self.args), copy.deepcopy(self.kwargs)
+
+    def describe(self, index: int, total: int) -> str:
+        label = f"case {index + 1} of {total}"
+        return f"{label} ({self.note})" if self.note else label
+
+
+def _strict() -> bool:
+    return os.environ.get(GRADER_ENV, "") == "1"
+
+
+def _report(name: str, failure: str | None, passed: int, hint: str | None) -> None:
+    if failure is None:
+        print(f"✓ {name}: {'all ' if passed > 1 else ''}{passed} check{'s' if passed > 1 else ''} passed.")
+        return
+    text = f"✗ {name}: {failure}"
+    if hint:
+        text += f"\n  Hint: {hint}"
+    print(text)
+    if _strict():
+        raise AssertionError(text)
+
+
+def _describe_error(exc: BaseException) -> str:
+    if isinstance(exc, NotImplementedError):
+        return ("not implemented yet: replace `raise NotImplementedError()` with your code "
+                "between the solution markers, then run the cell again.")
+    if isinstance(exc, ReferenceBlocked):
+        return str(exc)
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = ""
+    for frame in reversed(frames):
+        if "llmlab/grading" not in frame.filename.replace("\\", "/"):
+            where = f" at line {frame.lineno}: `{(frame.line or '').strip()}`"
+            break
+    return f"raised {type(exc).__name__}: {exc}{where}."
+
+
+def run_learner(fn: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any],
+                block: Sequence[Any]) -> tuple[Any, str | None]:
+    """Call the learner's ``fn`` with the references blocked; (result, None) or (None, error)."""
+    try:
+        with blocked(block):
+            return fn(*args, **kwargs), None
+    except Exception as exc:  # a learner's bug of any kind is feedback, not a crash
+        return None, _describe_error(exc)
+
+
+def check_function(fn: Callable[..., Any], ref: Callable[..., Any], cases: Sequence[Any], *,
+                   atol: float = 1e-5, rtol: float = 1e-4, hint: str | None = None,
+                   name: str | None = None, block: Sequence[Any] = ()) -> None:
+    """Compare ``fn`` with the reference ``ref`` on every case; explain the first mismatch.
+
+    ``cases``: ``Case`` objects (or tuples of positional arguments). ``block``: more references
+    to block besides ``ref`` (e.g. a helper the exercise also asks for).
+    """
+    name = name or getattr(fn, "__name__", "your function")
+    cases = [Case.of(c) for c in cases]
+    for i, case in enumerate(cases):
+        args, kwargs = case.copy()
+        expected = ref(*args, **kwargs)
+        args, kwargs = case.copy()
+        got, error = run_learner(fn, args, kwargs, [ref, *block])
+        where = case.describe(i, len(cases))
+        if error:
+            return _report(name, f"{where}: {error}", i, hint)
+        msg = explain(got, expected, atol, rtol)
+        if msg:
+            return _report(name, f"{where}: {msg}", i, hint)
+    return _report(name, None, len(cases), hint)
+
+
+def check_module(cls: type[torch.nn.Module], ref_cls: type[torch.nn.Module], init: dict[str, Any],
+                 inputs: Sequence[Any], *, atol: float = 1e-5, rtol: float = 1e-4,
+                 hint: str | None = None, name: str | None = None, grads: bool = True,
+                 seed: int = 0) -> None:
+    """Build the learner's module and the reference with ``init``, give the learner the
+    reference's weights, and compare outputs (and, with ``grads``, parameter gradients)."""
+    name = name or getattr(cls, "__name__", "your module")
+    torch.manual_seed(seed)
+    ref = ref_cls(**init)
+    learner, error = run_learner(cls, (), dict(init), [ref_cls])
+    if error:
+        return _report(name, f"constructing it {error}", 0, hint)
+    ref_shapes = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
+    got_shapes = {k: tuple(v.shape) for k, v in learner.state_dict().items()}
+    if ref_shapes != got_shapes:
+        msg = explain(got_shapes, ref_shapes, path="its parameters (name -> shape)")
+        return _report(name, f"{msg} Name and shape them as the docstring says.", 0, hint)
+    learner.load_state_dict(ref.state_dict())
+    cases = [Case.of(c) for c in inputs]
+    for i, case in enumerate(cases):
+        where = case.describe(i, len(cases))
+        args, kwargs = case.copy()
+        expected = ref(*args, **kwargs)
+        args, kwargs = case.copy()
+        got, error = run_learner(learner, args, kwargs, [ref_cls])
+        if error:
+            return _report(name, f"{where}: forward {error}", i, hint)
+        msg = explain(got, expected, atol, rtol, path="the output")
+        if msg:
+            return _report(name, f"{where}: {msg}", i, hint)
+        if grads and isinstance(expected, torch.Tensor) and expected.requires_grad:
+            msg = _compare_grads(learner, ref, got, expected, atol, rtol)
+            if msg:
+                return _report(name, f"{where}: {msg}", i, hint)
+    return _report(name, None, len(cases), hint)
+
+
+def _compare_grads(learner: torch.nn.Module, ref: torch.nn.Module, got: torch.Tensor,
+                   expected: torch.Tensor, atol: float, rtol: float) -> str | None:
+    weight = torch.randn(expected.shape, generator=torch.Generator().manual_seed(1))
+    for module, out in ((learner, got), (ref, expected)):
+        module.zero_grad()
+        (out * weight).sum().backward()
+    for (pname, p), (_, q) in zip(learner.named_parameters(), ref.named_parameters()):
+        if q.grad is None:
+            continue
+        msg = explain(p.grad, q.grad, atol * 10, rtol * 10, path=f"the gradient of `{pname}`")
+        if msg:
+            return msg + " (the forward matches: is something detached or computed in-place?)"
+    return None
+
+
+def check_value(got: Any, expected: Any, *, what: str = "the value", atol: float = 1e-5,
+                rtol: float = 1e-4, hint: str | None = None) -> None:
+    """Compare a value the learner computed with the expected one."""
+    msg = explain(got, expected, atol, rtol, path=what)
+    return _report(what, msg, 1, hint)
+
+
+def expect(condition: bool, message: str, *, what: str = "check") -> None:
+    """A plain condition, with the message a learner sees when it is false."""
+    return _report(what, None if condition else message, 1, None)
+
+
+__all__ = ["Case", "check_function", "check_module", "check_value", "expect", "short"]

@@ -1,0 +1,167 @@
+"""Build, check and release the book's notebooks.
+
+    python tools/notebooks.py build solutions/00_intro [...]   # .py -> executed .ipynb
+    python tools/notebooks.py check                            # every .ipynb matches its .py
+    python tools/notebooks.py release                          # solutions/ -> chapters/ (nbgrader)
+
+Each chapter is authored as a jupytext percent script ``solutions/NN_topic/NN_topic.py`` whose
+exercise cells carry short metadata (``solution="id"``, ``check="id" points=N``,
+``hidden="id" points=N``; see CONTRIBUTING.md). ``build`` turns that into nbgrader metadata,
+executes the notebook top to bottom in its folder and saves it with outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import jupytext
+import nbformat
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from llmlab.grading.course import run_nbgrader, write_config  # noqa: E402
+
+HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
+KERNEL = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+
+
+def chapters(root: Path = ROOT / "solutions") -> list[Path]:
+    """Chapter folders ``NN_topic`` that hold an authored script, in number order."""
+    return sorted(p for p in root.glob("[0-9][0-9]_*") if (p / f"{p.name}.py").exists())
+
+
+def nbgrader_meta(meta: dict) -> dict | None:
+    """The nbgrader metadata for a cell's short exercise metadata (None for ordinary cells)."""
+    base = {"schema_version": 3, "task": False}
+    if "solution" in meta:
+        return {**base, "grade": False, "solution": True, "locked": False,
+                "grade_id": meta["solution"]}
+    for kind in ("check", "hidden"):
+        if kind in meta:
+            if "points" not in meta:
+                raise ValueError(f"cell {kind}={meta[kind]!r} needs points=N")
+            return {**base, "grade": True, "solution": False, "locked": True,
+                    "points": meta["points"], "grade_id": f"{meta[kind]}__{kind}"}
+    return None
+
+
+def from_script(script: Path) -> nbformat.NotebookNode:
+    """Read a percent script into a notebook with nbgrader metadata and stable cell ids."""
+    nb = jupytext.read(script)
+    seen: set[str] = set()
+    for i, cell in enumerate(nb.cells):
+        meta = {k: v for k, v in cell.metadata.items() if k != "lines_to_next_cell"}
+        grader = nbgrader_meta(meta)
+        for key in ("solution", "check", "hidden", "points"):
+            meta.pop(key, None)
+        if grader:
+            if grader["grade_id"] in seen:
+                raise ValueError(f"{script}: duplicate exercise cell {grader['grade_id']}")
+            seen.add(grader["grade_id"])
+            meta["nbgrader"] = grader
+            if grader["grade_id"].endswith("__hidden") and HIDDEN_BEGIN not in cell.source:
+                cell.source = f"{HIDDEN_BEGIN}\n{cell.source}\n{HIDDEN_END}"
+        cell.metadata = meta
+        cell.id = grader["grade_id"].replace("__", "-") if grader else f"cell-{i:03d}"
+    nb.metadata = {"kernelspec": KERNEL, "language_info": {"name": "python"}}
+    return nb
+
+
+def execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int = 600) -> None:
+    """Execute in a fresh kernel in ``cwd`` with the grader's strict checks switched on."""
+    os.environ["LLMLAB_GRADER"] = "1"
+    os.environ["PYTHONHASHSEED"] = "0"
+    NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                   resources={"metadata": {"path": str(cwd)}}).execute()
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+    nb.metadata = {"kernelspec": KERNEL, "language_info": {"name": "python"}}
+
+
+def build(folder: Path) -> Path:
+    folder = folder.resolve()
+    script = folder / f"{folder.name}.py"
+    nb = from_script(script)
+    execute(nb, folder)
+    out = folder / f"{folder.name}.ipynb"
+    nbformat.write(nb, out)
+    print(f"built {out.relative_to(ROOT)}")
+    return out
+
+
+def sources(nb: nbformat.NotebookNode) -> list[tuple[str, str, dict]]:
+    return [(c.cell_type, c.source, c.metadata.get("nbgrader", {})) for c in nb.cells]
+
+
+def check() -> list[str]:
+    """Problems: notebooks that do not match their scripts (or are missing)."""
+    problems = []
+    for folder in chapters():
+        ipynb = folder / f"{folder.name}.ipynb"
+        if not ipynb.exists():
+            problems.append(f"{ipynb.relative_to(ROOT)} is missing: run tools/notebooks.py build")
+            continue
+        if sources(from_script(folder / f"{folder.name}.py")) != sources(nbformat.read(ipynb, 4)):
+            problems.append(f"{ipynb.relative_to(ROOT)} differs from its .py: rebuild it")
+    return problems
+
+
+def release(dest: Path = ROOT / "chapters", names: list[str] | None = None) -> None:
+    """Generate the learner release of every chapter into ``dest`` with nbgrader."""
+    names = names or [p.name for p in chapters()]
+    with tempfile.TemporaryDirectory() as tmp:
+        course = Path(tmp)
+        write_config(course, f"sqlite:///{course / 'gradebook.db'}")
+        for name in names:
+            src = ROOT / "solutions" / name / f"{name}.ipynb"
+            (course / "solutions" / name).mkdir(parents=True)
+            shutil.copy(src, course / "solutions" / name)
+            run_nbgrader(["generate_assignment", name, "--force"], course, timeout=300)
+            out = dest / name
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir(parents=True)
+            released = nbformat.read(course / "chapters" / name / f"{name}.ipynb", 4)
+            nbformat.write(clean_release(released), out / f"{name}.ipynb")
+            print(f"released {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+
+
+def clean_release(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    nb = copy.deepcopy(nb)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.execution_count = None
+            cell.outputs = []
+    return nb
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="convert and execute chapters (default: all)")
+    b.add_argument("folders", nargs="*", type=Path)
+    sub.add_parser("check", help="fail when a notebook differs from its script")
+    r = sub.add_parser("release", help="regenerate chapters/ from solutions/")
+    r.add_argument("--dest", type=Path, default=ROOT / "chapters")
+    args = parser.parse_args(argv)
+    if args.cmd == "build":
+        for folder in args.folders or chapters():
+            build(folder)
+    elif args.cmd == "check":
+        problems = check()
+        print("\n".join(problems) or "all notebooks match their scripts")
+        return 1 if problems else 0
+    else:
+        release(args.dest)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
