@@ -83,7 +83,10 @@ def execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int = 600) -> None:
                    resources={"metadata": {"path": str(cwd)}}).execute()
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
+    widgets = nb.metadata.get("widgets")
     nb.metadata = {"kernelspec": KERNEL, "language_info": {"name": "python"}}
+    if widgets:  # saved widget state, so the book renders widgets without a kernel
+        nb.metadata["widgets"] = widgets
 
 
 def build(folder: Path) -> Path:

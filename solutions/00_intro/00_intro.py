@@ -103,7 +103,7 @@ plt.show()
 # %% [markdown]
 # Turn the knob yourself (the widget runs live in JupyterLab):
 
-# %%
+# %% tags=["nbval-ignore-output"]
 import ipywidgets as widgets
 
 

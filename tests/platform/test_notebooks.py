@@ -1,0 +1,116 @@
+"""The notebook pipeline: solutions/ is built from its scripts, executed in order, and released
+to chapters/ with nothing of the solutions left in; every chapter grades full marks solved and
+zero unsolved."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tools"))
+
+import notebooks  # noqa: E402
+
+from llmlab.chapters import list_chapters  # noqa: E402
+from llmlab.grading.autograde import grade_notebook  # noqa: E402
+
+CHAPTERS = [p.name for p in notebooks.chapters()]
+MACHINE_PATH = re.compile(r"(/root/|/home/\w|/tmp/|/work/|/Users/\w|[A-Z]:\\\\Users)")
+SOLUTION_BLOCK = re.compile(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", re.DOTALL)
+
+
+def solution_nb(name: str) -> nbformat.NotebookNode:
+    return nbformat.read(ROOT / "solutions" / name / f"{name}.ipynb", 4)
+
+
+def release_nb(name: str) -> nbformat.NotebookNode:
+    return nbformat.read(ROOT / "chapters" / name / f"{name}.ipynb", 4)
+
+
+def test_there_are_chapters():
+    assert CHAPTERS and CHAPTERS[0] == "00_intro"
+
+
+def test_notebooks_match_their_scripts():
+    assert notebooks.check() == []
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_executed_in_order_without_machine_paths(name):
+    counts = [c.execution_count for c in solution_nb(name).cells if c.cell_type == "code"]
+    assert counts == list(range(1, len(counts) + 1)), "run the notebook top to bottom, once"
+    for i, cell in enumerate(solution_nb(name).cells):
+        for out in cell.get("outputs", []):
+            text = str(out.get("text", "")) + str(out.get("data", {}).get("text/plain", ""))
+            text += str(out.get("evalue", ""))
+            assert not MACHINE_PATH.search(text), f"cell {i} output shows a machine path"
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_chapter_states_title_budget_and_exercises(name):
+    (chapter,) = [c for c in list_chapters(ROOT / "solutions") if c.slug == name]
+    assert chapter.minutes <= 3 and chapter.ram_gb > 0
+    nb = solution_nb(name)
+    meta = [c.metadata.get("nbgrader", {}) for c in nb.cells]
+    exercises = [m["grade_id"] for m in meta if m.get("solution")]
+    assert exercises, "a chapter has graded exercises"
+    for ex in exercises:
+        points = {m["grade_id"]: m.get("points", 0) for m in meta if m.get("grade")}
+        assert points.get(f"{ex}__check", 0) > 0, f"{ex}: a visible check cell with points"
+        assert points.get(f"{ex}__hidden", 0) > 0, f"{ex}: a hidden test cell with points"
+    for i, cell in enumerate(nb.cells):
+        if cell.metadata.get("nbgrader", {}).get("solution"):
+            above = next(c.source for c in reversed(nb.cells[:i]) if c.cell_type == "markdown")
+            assert re.search(r"points?\b.*difficulty\s*[123].*min", above), \
+                f"the markdown above {cell.metadata.nbgrader.grade_id} states points, difficulty, time"
+
+
+def test_release_is_up_to_date(tmp_path):
+    notebooks.release(tmp_path)
+    for name in CHAPTERS:
+        fresh = nbformat.read(tmp_path / name / f"{name}.ipynb", 4)
+        committed = release_nb(name)
+        assert notebooks.sources(fresh) == notebooks.sources(committed), \
+            f"chapters/{name} is stale: run `make release`"
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_release_leaks_nothing(name):
+    release = release_nb(name)
+    text = "\n".join(c.source for c in release.cells)
+    for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"):
+        assert marker not in text
+    assert not [c for c in release.cells if c.get("outputs")], "released notebooks have no outputs"
+    source = solution_nb(name)
+    ordinary = "\n".join(c.source for c in source.cells
+                         if not c.metadata.get("nbgrader", {}).get("solution"))
+    for cell in source.cells:
+        for block in SOLUTION_BLOCK.findall(cell.source):
+            for line in block.splitlines():
+                line = line.strip()
+                if len(line) >= 16 and line not in ordinary:
+                    assert line not in text, f"solution code leaked into chapters/{name}: {line!r}"
+        gid = cell.metadata.get("nbgrader", {}).get("grade_id", "")
+        if gid.endswith("__hidden"):
+            for line in cell.source.splitlines():
+                line = line.strip()
+                if len(line) >= 16 and "HIDDEN TESTS" not in line and line not in ordinary:
+                    assert line not in text, f"hidden test leaked into chapters/{name}: {line!r}"
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_solution_grades_full_marks(name):
+    report = grade_notebook(ROOT / "solutions" / name / f"{name}.ipynb", timeout=300)
+    assert report.max_score > 0 and report.score == report.max_score, report.table()
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_unsolved_release_grades_zero_with_feedback(name):
+    report = grade_notebook(ROOT / "chapters" / name / f"{name}.ipynb", timeout=300)
+    assert report.max_score > 0 and report.score == 0, report.table()
+    assert all(e.feedback for e in report.exercises), report.table()
