@@ -38,7 +38,7 @@ $(VENV)/.dev: $(VENV)/.lab
 setup: $(VENV)/.dev
 
 lab: $(VENV)/.lab
-	cd chapters && $(VENV)/bin/jupyter lab --ip=$(HOST) --port=$(PORT) $(NO_BROWSER) $(ROOT_FLAG)
+	cd chapters && $(abspath $(VENV))/bin/jupyter lab --ip=$(HOST) --port=$(PORT) $(NO_BROWSER) $(ROOT_FLAG)
 
 test: $(VENV)/.dev
 	$(PY) -m pytest -n $(JOBS) --dist loadfile --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg \

@@ -9,5 +9,6 @@ from llmlab.grading.course import COURSE_SETTINGS
 
 c = get_config()  # noqa: F821
 exec(COURSE_SETTINGS)
-c.CourseDirectory.root = str(Path(__file__).resolve().parent)
-c.CourseDirectory.db_url = "sqlite:///" + str(Path(__file__).resolve().parent / ".nbgrader" / "gradebook.db")
+ROOT = Path(__file__).resolve().parent
+c.CourseDirectory.root = str(ROOT)
+c.CourseDirectory.db_url = "sqlite:///" + str(ROOT / "gradebook.db")

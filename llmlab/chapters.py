@@ -13,8 +13,10 @@ from pathlib import Path
 
 import nbformat
 
-BUDGET = re.compile(r"\*\*Budget:?\*\*:?\s*~?\s*(?P<min>[\d.]+)\s*min.*?RAM\s*~?\s*(?P<ram>[\d.]+)\s*(?P<unit>[GM]B)",
-                    re.IGNORECASE)
+BUDGET = re.compile(
+    r"\*\*Budget:?\*\*:?\s*~?\s*(?P<min>[\d.]+)\s*min.*?RAM\s*~?\s*(?P<ram>[\d.]+)\s*(?P<unit>[GM]B)",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,8 @@ def read_chapter(path: Path) -> Chapter:
         raise ValueError(f"{path}: the first cells must hold a '# Title' and a '**Budget:**' line")
     ram = float(budget["ram"]) / (1024 if budget["unit"].upper() == "MB" else 1)
     slug = path.parent.name
-    return Chapter(int(slug[:2]), slug, title[1].strip(), float(budget["min"]), ram, path)
+    name = re.sub(r"^\d+\s*[·.:\-]\s*", "", title[1].strip())
+    return Chapter(int(slug[:2]), slug, name, float(budget["min"]), ram, path)
 
 
 def list_chapters(root: Path) -> list[Chapter]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -30,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from llmlab.grading.course import run_nbgrader, write_config  # noqa: E402
 
 HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
+SOLUTION_BLOCK = re.compile(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", re.DOTALL)
 KERNEL = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 
 
@@ -134,6 +136,30 @@ def release(dest: Path = ROOT / "chapters", names: list[str] | None = None) -> N
             released = nbformat.read(course / "chapters" / name / f"{name}.ipynb", 4)
             nbformat.write(clean_release(released), out / f"{name}.ipynb")
             print(f"released {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+
+
+def leaks(source: nbformat.NotebookNode, release: nbformat.NotebookNode) -> list[str]:
+    """What of the solutions a learner release gives away: markers, outputs, solution code and
+    hidden-test lines (lines of 16+ characters that appear nowhere else in the chapter)."""
+    found = []
+    text = "\n".join(c.source for c in release.cells)
+    for marker in ("BEGIN SOLUTION", "END SOLUTION", HIDDEN_BEGIN, HIDDEN_END):
+        if marker in text:
+            found.append(f"marker {marker!r}")
+    found += [f"outputs in cell {i}" for i, c in enumerate(release.cells) if c.get("outputs")]
+    def secret(cell: nbformat.NotebookNode) -> str:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("solution"):
+            return "\n".join(SOLUTION_BLOCK.findall(cell.source))
+        return cell.source if meta.get("grade_id", "").endswith("__hidden") else ""
+    public = "\n".join(c.source for c in source.cells if not secret(c))
+    for cell in source.cells:
+        for line in secret(cell).splitlines():
+            line = line.strip()
+            if len(line) >= 16 and "HIDDEN TESTS" not in line and line not in public \
+                    and line in text:
+                found.append(f"line {line!r}")
+    return found
 
 
 def clean_release(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
