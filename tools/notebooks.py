@@ -181,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--dest", type=Path, default=ROOT / "chapters")
     args = parser.parse_args(argv)
     if args.cmd == "build":
-        for folder in args.folders or chapters():
+        # Chapter 00 lists every chapter's budget, so it is built after the others.
+        for folder in args.folders or sorted(chapters(), key=lambda p: p.name == "00_intro"):
             build(folder)
     elif args.cmd == "check":
         problems = check()
