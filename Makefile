@@ -60,7 +60,7 @@ bench: $(VENV)/.dev
 	for b in bench/bench_*.py; do $(PY) -m bench.$$(basename $$b .py) --size full || exit 1; done
 
 lint: $(VENV)/.dev
-	$(VENV)/bin/ruff check llmlab tests tools bench
+	$(VENV)/bin/ruff check llmlab tests tools bench book
 
 clean:
 	rm -rf book/_build .pytest_cache

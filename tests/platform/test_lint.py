@@ -16,6 +16,6 @@ def test_ruff_is_clean():
     ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
     if not Path(ruff).exists():
         pytest.skip("ruff is not installed (pip install -e .[test])")
-    proc = subprocess.run([ruff, "check", "llmlab", "tests", "tools", "bench", "nbgrader_config.py"],
+    proc = subprocess.run([ruff, "check", "llmlab", "tests", "tools", "bench", "book", "nbgrader_config.py"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-4000:]
