@@ -1,0 +1,109 @@
+"""Attention benchmark: naive vs FlashAttention (pure PyTorch) vs ``scaled_dot_product_attention``.
+
+1. Forward + backward of causal attention (batch 1, fp32, d_head 64) at growing sequence
+   lengths: wall time (interleaved, median) and peak tensor memory
+   (:func:`llmlab.attention.peak_memory`). Ratios: llmlab's flash ÷ naive and ÷ PyTorch SDPA.
+2. KV-cache bytes per token of each attention variant on real configs
+   (:data:`llmlab.attention.REAL_CONFIGS`).
+
+    python -m bench.bench_attention --size full    # up to 8k tokens, a few minutes on 2 cores
+    python -m bench.bench_attention --size tiny    # seconds
+"""
+
+from __future__ import annotations
+
+import statistics
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+
+from bench.common import markdown_table, measure, parser, write_results
+from llmlab.attention import (
+    REAL_CONFIGS,
+    flash_attention,
+    naive_attention,
+    peak_memory,
+    variants_of,
+)
+
+SIZES = {  # sequence lengths, heads, timing repeats, flash tile size
+    "tiny": dict(seqs=[128, 256], heads=2, repeat=3, block=64),
+    "full": dict(seqs=[512, 1024, 2048, 4096, 8192], heads=2, repeat=2, block=256),
+}
+MIB = 2**20
+
+
+def implementations(block: int) -> dict:
+    return {
+        "naive": lambda q, k, v: naive_attention(q, k, v, causal=True),
+        "flash": lambda q, k, v: flash_attention(q, k, v, causal=True, block_q=block,
+                                                 block_k=block),
+        "sdpa": lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+    }
+
+
+def forward_backward(fn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    q.grad = k.grad = v.grad = None
+    fn(q, k, v).sum().backward()
+
+
+def attention_rows(size: dict) -> list[dict]:
+    impls, rows = implementations(size["block"]), []
+    for seq in size["seqs"]:
+        g = torch.Generator().manual_seed(seq)
+        q, k, v = (torch.randn(1, size["heads"], seq, 64, generator=g).requires_grad_()
+                   for _ in range(3))
+        if seq == size["seqs"][0]:  # same numbers before comparing costs
+            with torch.no_grad():
+                ref = impls["naive"](q, k, v)
+                for name in ("flash", "sdpa"):
+                    assert torch.allclose(impls[name](q, k, v), ref, atol=1e-4), name
+        runs = {n: partial(forward_backward, fn, q, k, v) for n, fn in impls.items()}
+        mem = {n: peak_memory(run)[1] / MIB for n, run in runs.items()}  # also a warm-up
+        times: dict[str, list[float]] = {n: [] for n in runs}
+        for _ in range(size["repeat"]):  # interleaved so machine load hits all alike
+            for n, run in runs.items():
+                times[n].append(measure(run, repeat=1, warmup=0))
+        ms = {n: 1000 * statistics.median(t) for n, t in times.items()}
+        rows.append({
+            "seq": seq,
+            "naive ms": ms["naive"], "flash ms": ms["flash"], "SDPA ms": ms["sdpa"],
+            "naive MiB": mem["naive"], "flash MiB": mem["flash"], "SDPA MiB": mem["sdpa"],
+            "memory flash ÷ naive": mem["flash"] / mem["naive"],
+            "time flash ÷ naive": ms["flash"] / ms["naive"],
+            "time flash ÷ SDPA": ms["flash"] / ms["sdpa"],
+        })
+    return rows
+
+
+def kv_rows() -> list[dict]:
+    rows = []
+    for name, spec in REAL_CONFIGS.items():
+        # DeepSeek-V3 as MHA: 192-dim keys + 128-dim values per head = 2 x 160 numbers
+        for variant, s in variants_of(spec, d_head=spec.d_head or 160).items():
+            rows.append({"model": name, "variant": variant + (" (actual)" if variant ==
+                                                               spec.kind.upper() else ""),
+                         "KiB / token": s.bytes_per_token() / 1024,
+                         "GiB at 32k tokens": s.cached_tokens(32768) * s.bytes_per_token() / 2**30,
+                         "config": spec.source})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser(__doc__.split("\n\n")[0]).parse_args(argv)
+    size = SIZES[args.size]
+    rows = attention_rows(size)
+    notes = (f"Causal attention, forward + backward, batch 1, {size['heads']} heads, d_head 64, "
+             f"fp32; flash tiles {size['block']}x{size['block']}. Memory: peak bytes of live "
+             "tensors allocated during the call. llmlab's flash is a pure-PyTorch loop over "
+             "tiles: on a CPU it trades time for memory; SDPA is PyTorch's fused kernel.\n\n"
+             "**KV cache per token (bf16)** — `llmlab.attention.REAL_CONFIGS`:\n\n"
+             + markdown_table(kv_rows()))
+    path = write_results("attention", rows, args.out, title="Attention: naive vs flash vs SDPA",
+                         notes=notes, size=args.size)
+    print(path.read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,278 @@
+"""The paged KV cache: block tables over a shared block pool (PagedAttention).
+
+"Efficient Memory Management for Large Language Model Serving with PagedAttention" (Kwon et al.,
+arXiv 2309.06180). Each layer's keys and values live in a pool of ``num_blocks`` blocks of
+``block_size`` token slots; each sequence owns a *block table* listing its blocks in order, so
+token ``j`` of a sequence sits in slot ``table[j // block_size] * block_size + j % block_size``.
+A sequence wastes at most one partly filled block, sequences of any lengths share one pool, and a
+forked sequence (parallel sampling) shares its parent's blocks until it writes into a shared one
+(copy-on-write).
+
+Rows of a forward are sequences of different lengths. Before a forward, :meth:`PagedKVCache.prepare`
+reserves the slots of each row's new tokens (raising :class:`OutOfBlocksError` before anything is
+written, so a scheduler can preempt) and precomputes the gather index, the positions and the mask.
+The input is right-padded: row ``b`` has ``n_new[b]`` real tokens first. Each layer's
+:meth:`~PagedKVCache.update` scatters the real new tokens into their slots and gathers the row's
+whole sequence through its block table. With ``prefix_caching=True`` full blocks are shared across
+requests by chained hash (:mod:`llmlab.kvcache.prefix`). Taught in chapter 08
+(solutions/08_kvcache); chapter 09's scheduler drives it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from llmlab.kvcache.base import check_update
+from llmlab.kvcache.blocks import BlockAllocator, OutOfBlocksError, blocks_for
+from llmlab.kvcache.prefix import PrefixCachingAllocator, hash_block, prefix_block_hashes
+
+__all__ = ["OutOfBlocksError", "PagedKVCache"]
+
+
+@dataclass
+class _Step:
+    """Everything one forward needs, computed once by ``prepare`` and used by every layer."""
+
+    n_new: list[int]  # real new tokens per row
+    rows: torch.Tensor  # (n_total,) row of each real new token
+    cols: torch.Tensor  # (n_total,) its column in the right-padded input
+    write_slots: torch.Tensor  # (n_total,) pool slot it is written to
+    gather: torch.Tensor  # (batch, T) pool slot of each token of each row (0 past the end)
+    positions: torch.Tensor  # (batch, t_max) position of each input token
+    mask: torch.Tensor | None  # (batch, 1, t_max, T) or None when all rows are aligned
+    tokens: list[list[int]] | None  # the new token ids, for prefix-cache hashing
+
+
+class PagedKVCache:
+    """Paged cache for ``n_layer`` layers with ``num_blocks`` blocks of ``block_size`` tokens."""
+
+    def __init__(self, n_layer: int, num_blocks: int, block_size: int = 16,
+                 prefix_caching: bool = False) -> None:
+        if n_layer < 1 or block_size < 1:
+            raise ValueError(f"need n_layer >= 1 and block_size >= 1, got {n_layer}, {block_size}")
+        self.n_layer, self.num_blocks, self.block_size = n_layer, num_blocks, block_size
+        self.allocator = (PrefixCachingAllocator if prefix_caching else BlockAllocator)(num_blocks)
+        self._pools: list[list[torch.Tensor] | None] = [None] * n_layer  # (blocks*size, ...)
+        self.tables: dict[Hashable, list[int]] = {}  # sequence -> its block ids, in order
+        self.lengths: dict[Hashable, int] = {}  # sequence -> tokens stored
+        self._tokens: dict[Hashable, list[int] | None] = {}  # ids of stored tokens (for hashing)
+        self._hashes: dict[Hashable, list[bytes]] = {}  # chained hashes of its full blocks
+        self.batch: list[Hashable] = []  # the sequences that are the rows of the next forward
+        self._step: _Step | None = None  # the prepared forward
+        self._last_step: _Step | None = None  # the committed one (its mask is still asked for)
+
+    # ----------------------------------------------------------------- sequences
+    def add_sequence(self, seq_id: Hashable, prompt: Sequence[int] | None = None) -> int:
+        """Register a sequence; with prefix caching, reuse cached blocks of ``prompt``.
+
+        Returns how many leading prompt tokens are already cached (a multiple of ``block_size``,
+        at most ``len(prompt) - 1`` so the last prompt token is always computed to get logits).
+        The caller then feeds only ``prompt[cached:]``.
+        """
+        if seq_id in self.tables:
+            raise ValueError(f"sequence {seq_id!r} already exists")
+        blocks: list[int] = []
+        hashes: list[bytes] = []
+        if prompt is not None and isinstance(self.allocator, PrefixCachingAllocator):
+            hashes = prefix_block_hashes(list(prompt[:-1]), self.block_size)
+            blocks = self.allocator.lookup(hashes)
+            hashes = hashes[:len(blocks)]
+        cached = len(blocks) * self.block_size
+        self.tables[seq_id], self.lengths[seq_id] = blocks, cached
+        self._tokens[seq_id] = None if prompt is None else list(prompt[:cached])
+        self._hashes[seq_id] = hashes
+        return cached
+
+    def fork(self, parent: Hashable, child: Hashable) -> None:
+        """``child`` starts as a copy of ``parent`` sharing all its blocks (copy-on-write)."""
+        if child in self.tables:
+            raise ValueError(f"sequence {child!r} already exists")
+        for block in self.tables[parent]:
+            self.allocator.share(block)
+        self.tables[child] = list(self.tables[parent])
+        self.lengths[child] = self.lengths[parent]
+        toks = self._tokens[parent]
+        self._tokens[child] = None if toks is None else list(toks)
+        self._hashes[child] = list(self._hashes[parent])
+
+    def free(self, seq_id: Hashable) -> None:
+        """Drop a finished sequence; its tail blocks are released (and so evicted) first."""
+        for block in reversed(self.tables.pop(seq_id)):
+            self.allocator.release(block)
+        for d in (self.lengths, self._tokens, self._hashes):
+            d.pop(seq_id)
+        self.batch = [s for s in self.batch if s != seq_id]
+
+    def set_batch(self, seq_ids: Sequence[Hashable]) -> None:
+        """Make ``seq_ids`` the rows of the following forwards."""
+        unknown = [s for s in seq_ids if s not in self.tables]
+        if unknown:
+            raise ValueError(f"unknown sequences {unknown}; add_sequence them first")
+        self.batch, self._step = list(seq_ids), None
+
+    # ----------------------------------------------------------------- one forward
+    def prepare(self, n_new: Sequence[int] | int | None = None,
+                tokens: Sequence[Sequence[int]] | None = None, device: str | None = None) -> None:
+        """Reserve slots for the next forward: ``n_new[b]`` tokens for row ``b`` (or ``tokens[b]``).
+
+        Raises :class:`OutOfBlocksError` (nothing changed) when the pool is too small.
+        """
+        if not self.batch:
+            raise ValueError("no rows to prepare: set_batch([...]) with added sequences first")
+        if tokens is not None:
+            n_new = [len(t) for t in tokens]
+        if isinstance(n_new, int):
+            n_new = [n_new] * len(self.batch)
+        if n_new is None or len(n_new) != len(self.batch):
+            raise ValueError(f"need n_new for each of the {len(self.batch)} rows, got {n_new}")
+        needed = sum(self.blocks_needed(s, n) for s, n in zip(self.batch, n_new))
+        if needed > self.allocator.num_free:
+            raise OutOfBlocksError(needed, self.allocator.num_free)
+        for seq, n in zip(self.batch, n_new):
+            if n:
+                self._copy_on_write(seq)
+            table = self.tables[seq]
+            table += self.allocator.allocate(blocks_for(self.lengths[seq] + n, self.block_size)
+                                             - len(table))
+        self._step = self._plan(list(n_new), None if tokens is None else [list(t) for t in tokens],
+                                device)
+
+    @property
+    def num_free_blocks(self) -> int:
+        """Blocks a scheduler can still hand out (free, or cached and evictable)."""
+        return self.allocator.num_free
+
+    def blocks_needed(self, seq: Hashable, n: int) -> int:
+        """New blocks ``seq`` needs to store ``n`` more tokens (one more if its tail is shared)."""
+        length, table = self.lengths[seq], self.tables[seq]
+        shared_tail = n > 0 and length % self.block_size and self.allocator.refcount[table[-1]] > 1
+        return blocks_for(length + n, self.block_size) - len(table) + int(bool(shared_tail))
+
+    def _copy_on_write(self, seq: Hashable) -> None:
+        """Before writing into a partly filled block another sequence shares, copy it."""
+        table = self.tables[seq]
+        if self.lengths[seq] % self.block_size == 0 or self.allocator.refcount[table[-1]] == 1:
+            return
+        old, (new,) = table[-1], self.allocator.allocate(1)
+        bs = self.block_size
+        for pools in filter(None, self._pools):
+            for pool in pools:
+                pool[new * bs:(new + 1) * bs] = pool[old * bs:(old + 1) * bs]
+        self.allocator.release(old)
+        table[-1] = new
+
+    def _slots(self, tables: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Pool slots of positions. tables: (batch, n_blocks), pos: (batch, n) -> (batch, n)."""
+        block = torch.gather(tables, 1, (pos // self.block_size).clamp(max=tables.shape[1] - 1))
+        return block * self.block_size + pos % self.block_size
+
+    def _plan(self, n_new: list[int], tokens: list[list[int]] | None, device: str | None) -> _Step:
+        lengths = torch.tensor([self.lengths[s] for s in self.batch], device=device)
+        n = torch.tensor(n_new, device=device)
+        width = max(max(len(self.tables[s]) for s in self.batch), 1)
+        tables = torch.tensor([self.tables[s] + [0] * (width - len(self.tables[s]))
+                               for s in self.batch], device=device)  # (batch, width)
+        t_max, T = max(n_new), int((lengths + n).max())
+        cols = torch.arange(t_max, device=device)[None]  # (1, t_max)
+        positions = lengths[:, None] + cols  # (batch, t_max)
+        real = cols < n[:, None]  # (batch, t_max): True at the real (not padding) new tokens
+        rows, cols_real = real.nonzero(as_tuple=True)
+        write_slots = self._slots(tables, positions)[real]
+        key_pos = torch.arange(T, device=device)[None].expand(len(self.batch), T)
+        gather = torch.where(key_pos < (lengths + n)[:, None], self._slots(tables, key_pos), 0)
+        aligned = bool((lengths == lengths[0]).all()) and bool((n == t_max).all())
+        mask = None
+        if not aligned:
+            key_ok = key_pos < (lengths + n)[:, None]  # (batch, T)
+            mask = key_ok[:, None, :] & (key_pos[:, None, :] <= positions[:, :, None])
+            mask = (mask | ~mask.any(-1, keepdim=True))[:, None]  # a row with no key sees all
+        return _Step(n_new, rows, cols_real, write_slots, gather, positions, mask, tokens)
+
+    def positions(self) -> torch.Tensor:
+        """(batch, t_max) positions of the prepared forward's input tokens (pass to the model)."""
+        if self._step is None:
+            raise RuntimeError("call prepare(...) before positions()")
+        return self._step.positions
+
+    @property
+    def offset(self) -> int:
+        """Tokens stored per row before this forward (rows of a ragged batch: pass positions)."""
+        return min((self.lengths[s] for s in self.batch), default=0)
+
+    def attn_mask(self, t_new: int) -> torch.Tensor | None:
+        """The mask (batch, 1, t_max, T) of the forward in progress, None when rows are aligned.
+
+        Asked right after a layer's :meth:`update`, as the model's attention does (after the last
+        layer's update the step is committed; its mask stays available).
+        """
+        step = self._step or self._last_step
+        return None if step is None else step.mask
+
+    def update(self, layer_idx: int, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Scatter the real new tokens into their slots; gather each row ``(batch, T, ...)``."""
+        pools = self._pools[layer_idx] if 0 <= layer_idx < self.n_layer else None
+        check_update(self.n_layer, layer_idx, tensors,
+                     None if pools is None else tuple(p.shape[1:] for p in pools))
+        batch, t_new = tensors[0].shape[:2]
+        if self._step is None:  # used without a scheduler: rows are sequences 0..batch-1
+            if not self.batch:
+                for i in range(batch):
+                    self.add_sequence(i)
+                self.batch = list(range(batch))
+            self.prepare(t_new, device=tensors[0].device)
+        step = self._step
+        if batch != len(self.batch) or t_new < max(step.n_new):
+            raise ValueError(f"prepared {len(self.batch)} rows with up to {max(step.n_new)} new "
+                             f"tokens, got tensors of (batch, t_new) = ({batch}, {t_new})")
+        if pools is None:
+            slots = self.num_blocks * self.block_size
+            pools = [t.new_zeros((slots, *t.shape[2:])) for t in tensors]
+            self._pools[layer_idx] = pools
+        out = []
+        for pool, t in zip(pools, tensors):
+            pool[step.write_slots] = t[step.rows, step.cols]
+            out.append(pool[step.gather])  # (batch, T, ...)
+        if layer_idx == self.n_layer - 1:
+            self._commit(step)
+        return tuple(out)
+
+    def _commit(self, step: _Step) -> None:
+        """After the last layer: lengths grow, newly full blocks enter the prefix cache."""
+        for i, seq in enumerate(self.batch):
+            self.lengths[seq] += step.n_new[i]
+            toks = self._tokens[seq]
+            if toks is not None and step.tokens is not None:
+                toks += step.tokens[i]
+                self._register_full_blocks(seq)
+            else:
+                self._tokens[seq] = None
+        self._step, self._last_step = None, step
+
+    def _register_full_blocks(self, seq: Hashable) -> None:
+        if not isinstance(self.allocator, PrefixCachingAllocator):
+            return
+        hashes, toks, bs = self._hashes[seq], self._tokens[seq], self.block_size
+        for i in range(len(hashes), self.lengths[seq] // bs):
+            hashes.append(hash_block(hashes[-1] if hashes else None, toks[i * bs:(i + 1) * bs]))
+            self.allocator.register(self.tables[seq][i], hashes[-1])
+
+    # ----------------------------------------------------------------- accounting
+    def pool_view(self, layer_idx: int) -> list[torch.Tensor]:
+        """Layer ``layer_idx``'s pools as ``(num_blocks, block_size, ...)`` (for paged kernels)."""
+        pools = self._pools[layer_idx] or []
+        return [p.view(self.num_blocks, self.block_size, *p.shape[1:]) for p in pools]
+
+    def used_blocks(self) -> int:
+        return self.num_blocks - self.allocator.num_free
+
+    def stored_tokens(self) -> int:
+        """Tokens held, counting a shared block once."""
+        seen: dict[int, int] = {}
+        for seq, table in self.tables.items():
+            for i, block in enumerate(table):
+                fill = min(self.block_size, self.lengths[seq] - i * self.block_size)
+                seen[block] = max(seen.get(block, 0), fill)
+        return sum(seen.values())

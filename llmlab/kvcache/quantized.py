@@ -1,0 +1,172 @@
+"""Quantized KV caches: int8 per token, and KIVI (int4/int2 keys per channel, values per token).
+
+Asymmetric min-max quantization with ``bits`` bits: ``x ≈ q * scale + zero``,
+``q = round((x - min) / scale)`` in ``[0, 2^bits - 1]``, ``scale = (max - min) / (2^bits - 1)``,
+with min and max taken along one axis.
+
+- int8 per token: one scale/zero per token (and head), over its channels.
+- KIVI, "KIVI: A Tuning-Free Asymmetric 2bit Quantization for KV Cache" (Liu et al.,
+  arXiv 2402.02750): key channels have outliers that are fixed per channel, so keys are quantized
+  *per channel* (statistics over a group of ``group_size`` tokens); values are quantized *per
+  token*. The newest tokens that do not yet fill a group stay in full precision (the residual).
+
+The codes are bit-packed (two int4 codes per byte) and scales/zeros stored in fp16, so
+:meth:`QuantizedKVCache.nbytes` is what the cache really holds. ``update`` returns dequantized
+tensors, so any attention kernel can use them (a fused kernel would dequantize on the fly).
+Taught in chapter 08 (solutions/08_kvcache).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from llmlab import grading
+from llmlab.kvcache.base import check_update
+
+AXES = ("token", "channel")
+
+
+def quantize(x: torch.Tensor, bits: int,
+             dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Asymmetric quantization with min/max reduced over ``dim``.
+
+    x: (...) float -> codes (...) uint8 in [0, 2^bits - 1], scale and zero (float32, x's shape with
+    ``dim`` of size 1).
+    """
+    if not 1 <= bits <= 8:
+        raise ValueError(f"bits must be in 1..8, got {bits}")
+    lo, hi = x.amin(dim, keepdim=True), x.amax(dim, keepdim=True)
+    scale = ((hi - lo) / (2 ** bits - 1)).clamp(min=1e-8).float()
+    codes = ((x - lo) / scale).round().clamp(0, 2 ** bits - 1)
+    return codes.to(torch.uint8), scale, lo.float()
+
+
+def dequantize(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
+               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """codes * scale + zero, broadcast over the reduced axis."""
+    return (codes.float() * scale.float() + zero.float()).to(dtype)
+
+
+@grading.reference
+def kivi_quantize(k: torch.Tensor, v: torch.Tensor,
+                  bits: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """KIVI fake-quantization of one group of tokens: keys per channel, values per token.
+
+    k, v: (batch, tokens, n_kv_head, d_head) -> dequantized (k_hat, v_hat), same shapes. Keys
+    take min/max over the tokens (dim 1), values over the channels (dim -1).
+    """
+    k_hat = dequantize(*quantize(k, bits, dim=1), dtype=k.dtype)
+    v_hat = dequantize(*quantize(v, bits, dim=-1), dtype=v.dtype)
+    return k_hat, v_hat
+
+
+def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    """Pack ``8 // bits`` codes per byte along the last dim (bits in 1, 2, 4; else unchanged)."""
+    per = 8 // bits if bits in (1, 2, 4) else 1
+    if per == 1:
+        return codes
+    if codes.shape[-1] % per:
+        raise ValueError(f"last dim {codes.shape[-1]} must be a multiple of {per} to pack "
+                         f"{bits}-bit codes")
+    c = codes.view(*codes.shape[:-1], -1, per).to(torch.int32)
+    shifts = torch.arange(per, device=codes.device, dtype=torch.int32) * bits
+    return (c << shifts).sum(-1).to(torch.uint8)
+
+
+def unpack_codes(packed: torch.Tensor, bits: int) -> torch.Tensor:
+    """Inverse of :func:`pack_codes`."""
+    per = 8 // bits if bits in (1, 2, 4) else 1
+    if per == 1:
+        return packed
+    shifts = torch.arange(per, device=packed.device, dtype=torch.int32) * bits
+    c = (packed.to(torch.int32)[..., None] >> shifts) & (2 ** bits - 1)
+    return c.flatten(-2).to(torch.uint8)
+
+
+class QuantizedKVCache:
+    """A cache that stores tensor ``i`` quantized to ``bits[i]`` along ``axes[i]``.
+
+    ``axes`` entries: "token" (statistics over a token's channels) or "channel" (over a group of
+    tokens, per channel). Tokens are quantized once ``group_size`` of them have arrived; until
+    then they are the full-precision residual. Presets: :meth:`int8` and :meth:`kivi`.
+    """
+
+    def __init__(self, n_layer: int, bits: tuple[int, ...] = (8, 8),
+                 axes: tuple[str, ...] = ("token", "token"), group_size: int = 1) -> None:
+        if len(bits) != len(axes) or any(a not in AXES for a in axes):
+            raise ValueError(f"need one bit width and one axis in {AXES} per tensor, got "
+                             f"bits={bits}, axes={axes}")
+        if group_size < 1 or ("channel" in axes and group_size < 2):
+            raise ValueError(f"group_size must be >= 1 (>= 2 with per-channel), got {group_size}")
+        self.n_layer, self.bits, self.axes, self.group_size = n_layer, bits, axes, group_size
+        # per layer, per tensor: (packed codes, scale, zero) of all quantized groups, stacked
+        # (batch, n_groups, group_size, ...); and the full-precision residual (batch, <G, ...)
+        self._groups: list[list[tuple[torch.Tensor, ...] | None] | None] = [None] * n_layer
+        self._residual: list[tuple[torch.Tensor, ...] | None] = [None] * n_layer
+        self._len = [0] * n_layer
+
+    @classmethod
+    def int8(cls, n_layer: int, n_tensors: int = 2) -> QuantizedKVCache:
+        return cls(n_layer, (8,) * n_tensors, ("token",) * n_tensors, group_size=1)
+
+    @classmethod
+    def kivi(cls, n_layer: int, bits: int = 4, group_size: int = 32) -> QuantizedKVCache:
+        return cls(n_layer, (bits, bits), ("channel", "token"), group_size=group_size)
+
+    @property
+    def offset(self) -> int:
+        return min(self._len)
+
+    def attn_mask(self, t_new: int) -> None:
+        return None
+
+    def update(self, layer_idx: int, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        res = self._residual[layer_idx] if 0 <= layer_idx < self.n_layer else None
+        check_update(self.n_layer, layer_idx, tensors,
+                     None if res is None else tuple(r.shape[2:] for r in res))
+        if len(tensors) != len(self.bits):
+            raise ValueError(f"configured for {len(self.bits)} tensors, got {len(tensors)}")
+        if res is None:
+            self._groups[layer_idx] = [None] * len(tensors)
+            res = tuple(t[:, :0] for t in tensors)
+        res = tuple(torch.cat(p, 1) for p in zip(res, tensors))
+        groups = self._groups[layer_idx]
+        n_full = res[0].shape[1] // self.group_size * self.group_size
+        if n_full:
+            for i, r in enumerate(res):
+                new = self._quantize(r[:, :n_full], i)
+                old = groups[i]
+                groups[i] = new if old is None else tuple(torch.cat(p, 1) for p in zip(old, new))
+            res = tuple(r[:, n_full:] for r in res)
+        self._residual[layer_idx] = res
+        self._len[layer_idx] += tensors[0].shape[1]
+        return tuple(r if g is None else torch.cat([self._dequantize(g, i, r.dtype), r], 1)
+                     for i, (g, r) in enumerate(zip(groups, res)))
+
+    def _quantize(self, x: torch.Tensor, i: int) -> tuple[torch.Tensor, ...]:
+        """x: (batch, n_groups * G, ...) -> packed codes, scale, zero, (batch, n_groups, G, ...)."""
+        x = x.view(x.shape[0], -1, self.group_size, *x.shape[2:])
+        codes, scale, zero = quantize(x, self.bits[i], dim=2 if self.axes[i] == "channel" else -1)
+        return pack_codes(codes, self.bits[i]), scale.half(), zero.half()  # stored in fp16
+
+    def _dequantize(self, group: tuple[torch.Tensor, ...], i: int,
+                    dtype: torch.dtype) -> torch.Tensor:
+        packed, scale, zero = group
+        x = dequantize(unpack_codes(packed, self.bits[i]), scale, zero, dtype)
+        return x.flatten(1, 2)  # (batch, n_groups * G, ...)
+
+    def nbytes(self, residual: bool = True) -> int:
+        """Bytes held: packed codes, fp16 scales and zeros, and (with ``residual``) the
+        full-precision residual — fewer than ``group_size`` tokens, whatever the context."""
+        total = 0
+        for groups, res in zip(self._groups, self._residual):
+            for stacked in filter(None, groups or []):
+                total += sum(t.numel() * t.element_size() for t in stacked)
+            if residual:
+                total += sum(r.numel() * r.element_size() for r in res or ())
+        return total
+
+    def quantized_tokens(self, layer_idx: int = 0) -> int:
+        """Tokens of a layer stored quantized (the rest is the residual)."""
+        res = self._residual[layer_idx]
+        return self._len[layer_idx] - (0 if res is None else res[0].shape[1])

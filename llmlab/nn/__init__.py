@@ -1,0 +1,63 @@
+"""Transformer layers written from scratch: the pieces of chapter 02's GPT.
+
+Every module has a typed forward with documented shapes; where PyTorch has a fused kernel
+(``F.layer_norm``, ``scaled_dot_product_attention``) the module uses it and the readable
+definition next to it is tested to agree. Taught in chapter 02 (solutions/02_gpt).
+"""
+
+from llmlab.nn.attention import (
+    CausalSelfAttention,
+    causal_attention,
+    causal_mask,
+    fast_causal_attention,
+)
+from llmlab.nn.block import TransformerBlock, make_attention, make_mlp, make_norm
+from llmlab.nn.functional import (
+    cross_entropy,
+    fast_cross_entropy,
+    gelu_tanh,
+    log_softmax,
+    silu,
+    softmax,
+)
+from llmlab.nn.linear import Embedding, Linear
+from llmlab.nn.mlp import GeluMLP, SwiGLU, swiglu
+from llmlab.nn.norm import LayerNorm, RMSNorm, layer_norm, rms_norm
+from llmlab.nn.rope import (
+    RotaryEmbedding,
+    apply_rope,
+    interleaved_to_half_permutation,
+    rope_cos_sin,
+    rope_frequencies,
+)
+
+__all__ = [
+    "CausalSelfAttention",
+    "Embedding",
+    "GeluMLP",
+    "LayerNorm",
+    "Linear",
+    "RMSNorm",
+    "RotaryEmbedding",
+    "SwiGLU",
+    "TransformerBlock",
+    "apply_rope",
+    "causal_attention",
+    "causal_mask",
+    "cross_entropy",
+    "fast_causal_attention",
+    "fast_cross_entropy",
+    "gelu_tanh",
+    "interleaved_to_half_permutation",
+    "layer_norm",
+    "log_softmax",
+    "make_attention",
+    "make_mlp",
+    "make_norm",
+    "rms_norm",
+    "rope_cos_sin",
+    "rope_frequencies",
+    "silu",
+    "softmax",
+    "swiglu",
+]

@@ -1,0 +1,33 @@
+"""Pretraining: AdamW, the warmup+cosine schedule, clipping, bf16 autocast, the Trainer,
+checkpoints, MFU, baselines, presets and the ``llmlab pretrain`` pipeline.
+
+Taught in chapter 02 (solutions/02_gpt).
+"""
+
+from llmlab.train.baselines import uniform_loss, unigram_loss
+from llmlab.train.checkpoint import load_checkpoint, save_checkpoint
+from llmlab.train.clip import clip_grad_norm
+from llmlab.train.config import TrainConfig
+from llmlab.train.mfu import measure_matmul_peak, mfu
+from llmlab.train.optim import AdamW, adamw_step, adamw_step_foreach, decay_groups
+from llmlab.train.schedule import cosine_lr
+from llmlab.train.trainer import Trainer, autocast, evaluate_loss
+
+__all__ = [
+    "AdamW",
+    "TrainConfig",
+    "Trainer",
+    "adamw_step",
+    "adamw_step_foreach",
+    "autocast",
+    "clip_grad_norm",
+    "cosine_lr",
+    "decay_groups",
+    "evaluate_loss",
+    "load_checkpoint",
+    "measure_matmul_peak",
+    "mfu",
+    "save_checkpoint",
+    "uniform_loss",
+    "unigram_loss",
+]

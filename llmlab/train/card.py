@@ -1,0 +1,109 @@
+"""The model card written next to a pretrained checkpoint: what it is, what it saw, how long it
+took, how good it is, and what it writes (Mitchell et al., "Model Cards for Model Reporting",
+arXiv:1810.03993). Taught in chapter 02 (solutions/02_gpt).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _loss_curve(out_dir: Path, log: list[dict]) -> str | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(r["step"], r["loss"]) for r in log if "loss" in r]
+    val = [(r["step"], r["val_loss"]) for r in log if "val_loss" in r]
+    if not train:
+        return None
+    fig, ax = plt.subplots(figsize=(5, 3), dpi=100)
+    ax.plot(*zip(*train), label="train loss", lw=1)
+    if val:
+        ax.plot(*zip(*val), "o-", label="val loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out_dir / "loss_curve.png")
+    plt.close(fig)
+    return "loss_curve.png"
+
+
+def write_model_card(out_dir: Path, s: dict, log: list[dict]) -> Path:
+    """Write ``MODEL_CARD.md`` (and ``loss_curve.png``) from a pretraining summary."""
+    c, t, d = s["model_config"], s["train_config"], s["data"]
+    curve = _loss_curve(out_dir, log)
+    samples = "\n\n".join(f"```python\n{x}\n```" for x in s["samples"])
+    tps = f"{s['median_tokens_per_s']:,.0f}" if s["median_tokens_per_s"] else "n/a"
+    mfu = f"{100 * s['median_mfu']:.1f}%" if s["median_mfu"] else "n/a"
+    text = f"""# llmlab book model ({s['preset']})
+
+A small Llama-style GPT pretrained by llmlab itself, from scratch, on CPU. It is the model
+chapters 03–09 fine-tune, align, quantize, cache and serve. Load it with
+
+```python
+from llmlab.model import load_book_model
+model, tokenizer = load_book_model()
+```
+
+Reproduce it with `{s['command']}`. The run is seeded; it repeats bit for bit with the same
+llmlab code, Python standard library, torch version and thread count, and otherwise to within
+about 0.001 nats of validation loss.
+
+## Architecture
+
+| | |
+|---|---|
+| parameters | {s['params']:,} ({s['non_embedding_params']:,} non-embedding) |
+| layers × d_model | {c['n_layer']} × {c['d_model']} |
+| attention | GQA: {c['n_head']} query heads share {c['n_kv_head']} KV heads, d_head {c['d_head']} |
+| positions | RoPE ({c['rope_layout']} layout, base {c['rope_base']:g}) |
+| norm / MLP | {c['norm']} / {c['mlp']} (d_ff {c['d_ff']}) |
+| context | {c['block_size']} tokens |
+| vocabulary | {c['vocab_size']} byte-level BPE ids (llmlab.tokenizer, `<|endoftext|>` last) |
+| embeddings | {'tied' if c['tie_embeddings'] else 'untied'} input/output |
+
+## Data
+
+The source code and docstrings of the Python {d['train']['python']} standard library (offline on
+every machine), split by file with a stable hash: train {d['train']['files']} files,
+{d['train']['chars']:,} characters, {d['train'].get('tokens', 0):,} tokens; validation
+{d['val']['files']} files, {d['val'].get('tokens', 0):,} tokens. Corpus sha256: train
+`{d['train']['sha256'][:16]}…`, val `{d['val']['sha256'][:16]}…`.
+
+## Training
+
+{s['steps']} AdamW steps (β = ({t['beta1']}, {t['beta2']}), weight decay {t['weight_decay']},
+clip {t['grad_clip']}), batch {t['batch_size']} × {c['block_size']} tokens, peak lr {t['lr']}
+with {t['warmup_steps']} warmup steps and cosine decay to {t['min_lr_ratio']}× — {s['tokens_trained']:,}
+tokens in total, bf16 autocast with fp32 master weights. Wall time **{s['wall_time_s'] / 60:.1f} min**
+on {s['threads']} thread(s) of a shared 2-core CPU ({s['machine']}, torch {s['torch']}):
+median {tps} tokens/s, MFU {mfu} of the measured bf16 matmul peak.
+
+## Evaluation
+
+| validation loss (nats/token) | value |
+|---|---|
+| **this model** | **{s['val_loss']:.3f}** (perplexity {s['val_ppl']:.1f}) |
+| unigram baseline (train frequencies) | {s['unigram_val_loss']:.3f} |
+| uniform guess, ln({c['vocab_size']}) | {s['uniform_val_loss']:.3f} |
+
+Measured on the first {s['val_eval_tokens']:,} validation tokens (fp32).
+{f'![loss curve]({curve})' if curve else ''}
+
+## Samples (temperature 0.8, top-k 40, seed 0)
+
+{samples}
+
+## Limitations
+
+A few million parameters trained for minutes: it has learned Python's surface — indentation,
+keywords, docstring style, common identifiers — not program semantics. It is a teaching
+artefact, not a code assistant.
+"""
+    path = out_dir / "MODEL_CARD.md"
+    path.write_text(text)
+    return path

@@ -1,0 +1,174 @@
+"""The pretraining loop: sample windows, forward under autocast, backward with gradient
+accumulation, clip, AdamW step, schedule — with a log, validation and exact resume.
+
+- Mixed precision: matmuls run in bf16 under ``torch.autocast("cpu", torch.bfloat16)`` while
+  weights, gradients and Adam moments stay fp32 (Micikevicius et al., "Mixed Precision
+  Training", arXiv:1710.03740; bf16 needs no loss scaling, having fp32's exponent range).
+- Gradient accumulation: ``grad_accum`` micro-batches, each loss divided by ``grad_accum``,
+  sum to the gradient of the mean over the big batch (tested equal to one big batch).
+Taught in chapter 02 (solutions/02_gpt).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from llmlab.data.batches import random_windows, sequential_windows
+from llmlab.model.counting import flops_per_token
+from llmlab.nn.functional import fast_cross_entropy
+from llmlab.train.checkpoint import load_checkpoint, save_checkpoint
+from llmlab.train.clip import clip_grad_norm
+from llmlab.train.config import TrainConfig
+from llmlab.train.mfu import measure_matmul_peak, mfu
+from llmlab.train.optim import AdamW, decay_groups
+from llmlab.train.schedule import cosine_lr
+
+
+def autocast(precision: str):
+    """bf16 autocast on CPU, or nothing for fp32."""
+    if precision == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def evaluate_loss(model: torch.nn.Module, tokens: np.ndarray, batch_size: int, seq_len: int,
+                  max_batches: int | None = None, precision: str = "fp32") -> float:
+    """Mean next-token loss (nats) over consecutive non-overlapping windows of ``tokens``."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for x, y in sequential_windows(tokens, batch_size, seq_len, max_batches):
+        with autocast(precision):
+            logits = model(x)
+        total += fast_cross_entropy(logits, y, reduction="sum").item()
+        count += y.numel()
+    model.train(was_training)
+    return total / count
+
+
+class Trainer:
+    """Trains a ``GPT`` on a token array. ``fit()`` runs to ``config.max_steps``; ``log`` holds
+    one dict per logged step (loss, grad_norm, lr, tokens_per_s, mfu) and per evaluation
+    (val_loss, val_ppl)."""
+
+    def __init__(self, model: torch.nn.Module, train_tokens: np.ndarray,
+                 val_tokens: np.ndarray | None = None, config: TrainConfig | None = None,
+                 peak_flops: float | None = None) -> None:
+        self.model, self.config = model, config or TrainConfig()
+        c = self.config
+        self.seq_len = c.seq_len or model.config.block_size
+        if self.seq_len > model.config.block_size:
+            raise ValueError(f"seq_len {self.seq_len} > block_size {model.config.block_size}")
+        self.train_tokens, self.val_tokens = train_tokens, val_tokens
+        self.optimizer = AdamW(decay_groups(model, c.weight_decay), lr=c.lr,
+                               betas=(c.beta1, c.beta2), eps=c.eps)
+        self.generator = torch.Generator().manual_seed(c.seed)  # the data sampler's stream
+        self.step = 0
+        self.log: list[dict] = []
+        self.flops_per_token = flops_per_token(model.config, self.seq_len)
+        self._peak = peak_flops
+
+    @property
+    def peak_flops(self) -> float:
+        """Measured matmul peak in the training dtype (measured once, on first use)."""
+        if self._peak is None:
+            dtype = torch.bfloat16 if self.config.precision == "bf16" else torch.float32
+            self._peak = measure_matmul_peak(dtype)
+        return self._peak
+
+    def lr_at(self, step: int) -> float:
+        c = self.config
+        return cosine_lr(step, c.lr, c.warmup_steps, c.max_steps, c.lr * c.min_lr_ratio)
+
+    def train_step(self) -> dict:
+        """One optimizer step over ``grad_accum`` micro-batches. Returns loss, grad_norm, lr."""
+        c, model = self.config, self.model
+        model.train()
+        lr = self.lr_at(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum = 0.0
+        for _ in range(c.grad_accum):
+            x, y = random_windows(self.train_tokens, c.batch_size, self.seq_len, self.generator)
+            with autocast(c.precision):
+                logits = model(x)
+            loss = fast_cross_entropy(logits, y) / c.grad_accum
+            loss.backward()
+            loss_sum += loss.item()
+        grad_norm = clip_grad_norm(model.parameters(), c.grad_clip).item()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return {"step": self.step, "loss": loss_sum, "grad_norm": grad_norm, "lr": lr}
+
+    def evaluate(self) -> dict:
+        if self.val_tokens is None:
+            raise ValueError("Trainer has no val_tokens to evaluate on")
+        c = self.config
+        loss = evaluate_loss(self.model, self.val_tokens, c.batch_size, self.seq_len,
+                             c.eval_batches, c.precision)
+        return {"step": self.step, "val_loss": loss, "val_ppl": math.exp(loss)}
+
+    def fit(self, progress: bool = True) -> list[dict]:
+        """Train to ``max_steps`` (continuing from ``self.step`` after a resume)."""
+        threads = torch.get_num_threads()
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
+        try:
+            self._fit(progress)
+        finally:
+            torch.set_num_threads(threads)
+        return self.log
+
+    def _fit(self, progress: bool) -> None:
+        c = self.config
+        bar = tqdm(total=c.max_steps, initial=self.step, desc="pretraining", disable=not progress)
+        tokens_per_step = c.batch_size * c.grad_accum * self.seq_len
+        t_last, steps_last = time.perf_counter(), 0
+        while self.step < c.max_steps:
+            row = self.train_step()
+            steps_last += 1
+            if self.step % c.log_every == 0 or self.step == c.max_steps:
+                dt = time.perf_counter() - t_last
+                tps = steps_last * tokens_per_step / dt
+                row |= {"tokens": self.step * tokens_per_step, "tokens_per_s": tps,
+                        "mfu": mfu(tps, self.flops_per_token, self.peak_flops)}
+                self.log.append(row)
+                bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{tps:,.0f}")
+                t_last, steps_last = time.perf_counter(), 0
+            if self.val_tokens is not None and c.eval_every and (
+                    self.step % c.eval_every == 0 or self.step == c.max_steps):
+                self.log.append(self.evaluate())
+                t_last = time.perf_counter()  # evaluation time is not training throughput
+            if c.checkpoint_every and c.checkpoint_path and self.step % c.checkpoint_every == 0:
+                self.save(c.checkpoint_path)
+                t_last = time.perf_counter()
+            bar.update(1)
+        bar.close()
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
+                "step": self.step, "log": list(self.log), "config": self.config.to_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step, self.log = state["step"], list(state["log"])
+
+    def save(self, path: str | Path) -> Path:
+        """Atomic checkpoint of everything ``resume`` needs."""
+        return save_checkpoint(self.state_dict(), path)
+
+    def resume(self, path: str | Path) -> None:
+        self.load_state_dict(load_checkpoint(path))

@@ -1,0 +1,760 @@
+# %% [markdown]
+# # 01 · Tokenization
+#
+# A language model never sees text. It sees a sequence of integers, and the **tokenizer**
+# decides which integers: how many there are for a sentence (what you pay for, and how much fits
+# in the context window), whether "1234" is one symbol or four, whether a Chinese sentence costs
+# twice as much as its English translation. This chapter builds the tokenizers the industry
+# uses — byte-level BPE (GPT-2, GPT-4, Llama 3, Qwen), WordPiece (BERT) and the Unigram LM
+# (SentencePiece, T5) — and checks them token for token against `tiktoken`, Hugging Face
+# `tokenizers` and `sentencepiece`.
+#
+# **You will learn to**
+# 1. explain how text becomes bytes (UTF-8) and bytes become tokens, and why it matters for
+#    cost, context length, arithmetic and non-English text;
+# 2. implement byte-level BPE: count pairs, merge, train naively, encode with merge ranks;
+# 3. make BPE training fast (incremental pair counts) and know why pre-tokenization regexes and
+#    special tokens exist;
+# 4. implement WordPiece's longest-match encoding and the Unigram model's Viterbi segmentation;
+# 5. build a chat template with the assistant mask used for supervised fine-tuning;
+# 6. measure the vocabulary-size trade-off on English, Chinese and code.
+
+# %% [markdown]
+# **Budget:** ~1 min on 2 CPU cores · peak RAM ~1 GB. No GPU and no network needed.
+#
+# The text we use is text every machine has: the **Python standard library** — its source code,
+# and its docstrings as English prose — plus a short Chinese text that ships with `llmlab`.
+
+# %% tags=["nbval-ignore-output"]
+import random
+import time
+from collections import Counter
+from pathlib import Path
+
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+from IPython.display import Markdown, display
+from tqdm.auto import tqdm
+
+from llmlab import grading
+from llmlab.tokenizer import (
+    CHATML_SPECIAL_TOKENS,
+    GPT2_PATTERN,
+    GPT4_PATTERN,
+    Tokenizer,
+    apply_chat_template,
+    bytes_per_token,
+    encode_with_dropout,
+    fertility,
+    from_sentencepiece,
+    to_hf,
+    to_sentencepiece,
+    to_tiktoken,
+    train_bpe,
+    train_unigram,
+    train_wordpiece,
+    vocab_utilization,
+)
+from llmlab.tokenizer import bpe_basics, unigram, wordpiece
+from llmlab.tokenizer.bpe_train import bpe_merges_from_counts
+from llmlab.tokenizer.pretokenize import pretokenize
+from llmlab.tokenizer.samples import chinese_text, python_docstrings, python_source
+from llmlab.utils import seed_all
+
+seed_all(0)
+t0 = time.time()
+english_all = python_docstrings(600_000)
+code_all = python_source(600_000)
+chinese_all = chinese_text()
+# train on the first part of each, measure on the rest (held out)
+english, english_eval = english_all[:400_000], english_all[400_000:]
+code, code_eval = code_all[:400_000], code_all[400_000:]
+half = len(chinese_all) // 2
+chinese, chinese_eval = chinese_all[:half], chinese_all[half:]
+print(f"English {len(english_all):,} chars · code {len(code_all):,} · Chinese {len(chinese_all):,}"
+      f" · loaded in {time.time() - t0:.1f} s")
+
+# %% [markdown]
+# ## 1. Bytes, Unicode and UTF-8
+#
+# Unicode gives every character a number, its *code point*: `a` is U+0061, `é` is U+00E9,
+# `中` is U+4E2D, `👍` is U+1F44D. There are about 150,000 assigned characters — too many to
+# give each its own embedding, and new ones keep coming. **UTF-8** writes each code point as
+# 1 to 4 bytes: ASCII stays one byte, Latin accents take two, Chinese characters three, emoji
+# four. A *byte-level* tokenizer starts from the 256 possible bytes, so it can encode any text
+# at all — no "unknown" token, ever — and then learns to merge frequent byte sequences.
+
+# %%
+for ch in ["a", "é", "中", "👍", "\n"]:
+    b = ch.encode("utf-8")
+    print(f"{ch!r:6} U+{ord(ch):05X}  {len(b)} byte(s): {' '.join(f'{x:02x}' for x in b)}")
+print()
+print("'分词' as bytes:", list("分词".encode("utf-8")))
+print("decoding half a character:", bytes([0xE5, 0x88]).decode("utf-8", errors="replace"))
+
+# %% [markdown]
+# The last line matters later: a token boundary can fall *inside* a character, so a single token
+# may not be valid UTF-8. Decoders replace such bytes with U+FFFD (�) instead of crashing.
+
+# %% [markdown]
+# ## 2. Byte-pair encoding, step by step
+#
+# BPE (Sennrich et al. 2016, originally a 1994 compression algorithm by Gage) learns a
+# vocabulary bottom-up:
+#
+# 1. write the training text as byte ids 0–255;
+# 2. count every adjacent pair of ids;
+# 3. give the most frequent pair a new id (256, 257, …) and replace it everywhere;
+# 4. repeat until the vocabulary has the size you want.
+#
+# The ordered list of merges *is* the tokenizer. To encode new text, apply the merges in the
+# order they were learned. Drag the slider to watch the merges build up on one sentence (the
+# tokenizer was trained on that sentence alone; `|` marks token boundaries):
+
+# %%
+sentence = "the cat sat on the mat; the cat ate the rat, and the rat ran"
+sentence_vocab, sentence_merges = train_bpe([sentence], 256 + 20)
+
+
+def show_merges(k: int = 5) -> None:
+    tok = Tokenizer({i: b for i, b in sentence_vocab.items() if i < 256 + k}, sentence_merges[:k])
+    ids = tok.encode(sentence)
+    print(f"after {k} merges: {len(ids)} tokens (from {len(sentence.encode())} bytes)")
+    print("|".join(tok.decode([i]) for i in ids))
+    if k:
+        a, b = sentence_merges[k - 1]
+        print(f"merge {k}: {a!r} + {b!r} -> {a + b!r}")
+
+
+show_merges(5)
+
+# %% tags=["nbval-ignore-output"]
+widgets.interact(show_merges, k=widgets.IntSlider(value=5, min=0, max=20, description="merges"));
+
+# %% [markdown]
+# Ties are broken deterministically: among equally frequent pairs, llmlab (like the Stanford
+# CS336 reference) takes the *lexicographically greatest* pair of byte strings. The tie-break
+# matters: two trainers that break ties differently learn different vocabularies from the same
+# text.
+#
+# ### Exercise 1.1 — count adjacent pairs · 2 points · difficulty 1 · ~5 min
+#
+# Count every adjacent pair in `ids`. Each occurrence adds `weight` (when a word occurs 40 times
+# in the corpus we count its pairs once with weight 40). When `counts` is given, add into it and
+# return it; otherwise start from an empty dict.
+# `count_pairs([1, 2, 1, 2, 3]) == {(1, 2): 2, (2, 1): 1, (2, 3): 1}`.
+
+# %% solution="count_pairs"
+def count_pairs(ids: list[int], counts: dict[tuple[int, int], int] | None = None,
+                weight: int = 1) -> dict[tuple[int, int], int]:
+    """Adjacent pair -> number of occurrences (times ``weight``), added into ``counts``."""
+    ### BEGIN SOLUTION
+    counts = {} if counts is None else counts
+    for pair in zip(ids, ids[1:]):
+        counts[pair] = counts.get(pair, 0) + weight
+    return counts
+    ### END SOLUTION
+
+
+# %% check="count_pairs" points=1
+grading.check_function(count_pairs, bpe_basics.count_pairs, [
+    grading.Case([1, 2, 1, 2, 3], note="the example"),
+    grading.Case([7], note="one id: no pairs"),
+    grading.Case([5, 5, 5], note="overlapping pairs both count"),
+], hint="zip(ids, ids[1:]) walks over the adjacent pairs")
+
+# %% hidden="count_pairs" points=1
+grading.check_function(count_pairs, bpe_basics.count_pairs, [
+    grading.Case([], note="empty"),
+    grading.Case([1, 2, 3], {(1, 2): 4, (9, 9): 1}, note="adding into existing counts"),
+    grading.Case(list(b"hello hello"), weight=3, note="a weight"),
+    grading.Case(list("the cat sat".encode()), {}, 2, note="everything at once"),
+])
+
+# %% [markdown]
+# ### Exercise 1.2 — apply one merge · 2 points · difficulty 1 · ~5 min
+#
+# Return a new list where every occurrence of `pair`, scanning left to right and never
+# overlapping, is replaced by `new_id`. `merge_pair([5, 5, 5], (5, 5), 9) == [9, 5]`: the first
+# two 5s merge and the third has no partner left.
+
+# %% solution="merge_pair"
+def merge_pair(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
+    """``ids`` with each non-overlapping ``pair`` (left to right) replaced by ``new_id``."""
+    ### BEGIN SOLUTION
+    out, i = [], 0
+    while i < len(ids):
+        if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+    ### END SOLUTION
+
+
+# %% check="merge_pair" points=1
+grading.check_function(merge_pair, bpe_basics.merge_pair, [
+    grading.Case([1, 2, 3, 1, 2], (1, 2), 7, note="two occurrences"),
+    grading.Case([5, 5, 5], (5, 5), 9, note="overlap: left to right"),
+    grading.Case([1, 2], (2, 1), 7, note="absent pair: unchanged"),
+], hint="walk with an index; after a merge skip two positions, otherwise one")
+
+# %% hidden="merge_pair" points=1
+grading.check_function(merge_pair, bpe_basics.merge_pair, [
+    grading.Case([], (1, 2), 7, note="empty"),
+    grading.Case([5, 5, 5, 5], (5, 5), 9, note="four in a row"),
+    grading.Case([3, 1, 2], (1, 2), 300, note="pair at the end"),
+    grading.Case([1], (1, 1), 8, note="a single id"),
+])
+
+# %% [markdown]
+# ### Exercise 1.3 — train BPE, naively · 4 points · difficulty 2 · ~20 min
+#
+# Put the two pieces together. BPE never merges across **pre-tokens** (section 4): first cut
+# the text with `pretokenize(text, pattern)` and count each pre-token's UTF-8 bytes as a word
+# (`Counter` helps). Then, until `len(vocab) == vocab_size` (or no pair is left):
+#
+# - count the pairs of every word, weighted by the word's count (your `count_pairs`);
+# - pick the most frequent pair, ties broken by the greatest `(vocab[a], vocab[b])` — in Python,
+#   `max(counts, key=lambda p: (counts[p], vocab[p[0]], vocab[p[1]]))`;
+# - give it id `len(vocab)`, with bytes `vocab[a] + vocab[b]`, append `(vocab[a], vocab[b])` to
+#   `merges`, and merge it in every word (your `merge_pair`).
+#
+# Return `(vocab, merges)`: `vocab` maps ids 0–255 to `bytes([i])` and each new id to its bytes.
+
+# %% solution="train_bpe_naive"
+def train_bpe_naive(text: str, vocab_size: int, pattern: str = GPT2_PATTERN
+                    ) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]]]:
+    """Byte-level BPE by recounting all pairs after every merge."""
+    ### BEGIN SOLUTION
+    words = {tuple(w.encode("utf-8")): n for w, n in Counter(pretokenize(text, pattern)).items()}
+    vocab = {i: bytes([i]) for i in range(256)}
+    merges = []
+    while len(vocab) < vocab_size:
+        counts = {}
+        for w, n in words.items():
+            count_pairs(list(w), counts, n)
+        if not counts:
+            break
+        a, b = max(counts, key=lambda p: (counts[p], vocab[p[0]], vocab[p[1]]))
+        new_id = len(vocab)
+        vocab[new_id] = vocab[a] + vocab[b]
+        merges.append((vocab[a], vocab[b]))
+        merged = {}
+        for w, n in words.items():
+            key = tuple(merge_pair(list(w), (a, b), new_id))
+            merged[key] = merged.get(key, 0) + n
+        words = merged
+    return vocab, merges
+    ### END SOLUTION
+
+
+# %% check="train_bpe_naive" points=2
+grading.check_function(train_bpe_naive, bpe_basics.train_bpe_naive, [
+    grading.Case(sentence, 270, note="the slider's sentence, 14 merges"),
+    grading.Case("abcd", 258, note="a tie: the greatest pair wins"),
+    grading.Case(english[:3000], 320, note="3,000 characters of docstrings"),
+], block=[bpe_merges_from_counts],
+   hint="ties: max over (count, vocab[a], vocab[b]); merges hold bytes, not ids")
+
+# %% hidden="train_bpe_naive" points=2
+grading.check_function(train_bpe_naive, bpe_basics.train_bpe_naive, [
+    grading.Case("aaaa aaaa", 300, note="runs out of pairs before vocab_size"),
+    grading.Case(chinese[:300], 300, note="Chinese: 3-byte characters"),
+    grading.Case(code[:3000], 330, GPT4_PATTERN, note="code with GPT-4's pattern"),
+], block=[bpe_merges_from_counts])
+
+# %% [markdown]
+# ### Exercise 1.4 — encode with merge ranks · 3 points · difficulty 2 · ~10 min
+#
+# Encoding one pre-token: start from its bytes as ids, and repeatedly merge the adjacent pair
+# that was learned **earliest** (the lowest new id in `merges`, a dict `(a, b) -> new_id`), until
+# no adjacent pair has a merge. This "lowest rank first" rule is exactly what tiktoken and
+# Hugging Face do, and why encoding reproduces training: the order of merges is the priority.
+
+# %%
+sentence_tok = Tokenizer(sentence_vocab, sentence_merges)
+# the slider sentence's merges as (left id, right id) -> new id
+sentence_ranks = {(sentence_tok.token_to_id[a], sentence_tok.token_to_id[b]):
+                  sentence_tok.token_to_id[a + b] for a, b in sentence_merges}
+print(list(sentence_ranks.items())[:4])
+
+
+# %% solution="bpe_encode"
+def bpe_encode(data: bytes, merges: dict[tuple[int, int], int]) -> list[int]:
+    """Token ids of one pre-token's bytes."""
+    ### BEGIN SOLUTION
+    ids = list(data)
+    while len(ids) >= 2:
+        pairs = count_pairs(ids)
+        pair = min(pairs, key=lambda p: merges.get(p, float("inf")))
+        if pair not in merges:
+            break
+        ids = merge_pair(ids, pair, merges[pair])
+    return ids
+    ### END SOLUTION
+
+
+# %% check="bpe_encode" points=1
+grading.check_function(bpe_encode, bpe_basics.bpe_encode, [
+    grading.Case(b" cat", sentence_ranks, note="a word of the sentence"),
+    grading.Case(b"x", sentence_ranks, note="one byte"),
+    grading.Case(b" the", {}, note="no merges at all"),
+], block=[Tokenizer], hint="pick the pair with the smallest merges[pair]; stop when none is in merges")
+
+# %% hidden="bpe_encode" points=2
+grading.check_function(bpe_encode, bpe_basics.bpe_encode, [
+    grading.Case(b" theatre", sentence_ranks, note="a new word"),
+    grading.Case(b"", sentence_ranks, note="empty"),
+    grading.Case(b"aaaaa", {(97, 97): 256, (256, 256): 257}, note="merges of merges"),
+    grading.Case(b"abc", {(98, 99): 256, (97, 98): 257}, note="rank beats position"),
+], block=[Tokenizer])
+
+# %% [markdown]
+# ## 3. Fast training
+#
+# The naive trainer recounts every pair of every word after every merge:
+# O(merges × corpus). `llmlab.tokenizer.train_bpe` learns *the same merges* much faster:
+#
+# - it keeps `pair_counts` and an index `where[pair]` of the words containing each pair, so a
+#   merge only touches the words that contain it (early merges touch many, late merges few);
+# - a max-heap ordered by (count, tie-break) picks the next merge; entries are not updated in
+#   place but re-checked when they surface ("lazy deletion") — a merge `(a, b) → c` only lowers
+#   existing counts and creates pairs containing `c`, so a stale entry always over-states and
+#   can simply be re-pushed with its true count;
+# - on large inputs, pre-tokens are counted by several processes in parallel, the text cut at
+#   special tokens and at positions where no pre-token can cross.
+#
+# Below, both trainers run on the same 20,000 characters and must agree merge for merge.
+
+# %% tags=["nbval-ignore-output"]
+sample = english[:20_000]
+t = time.perf_counter()
+naive = bpe_basics.train_bpe_naive(sample, 600)
+t_naive = time.perf_counter() - t
+t = time.perf_counter()
+fast = train_bpe([sample], 600)
+t_fast = time.perf_counter() - t
+print(f"naive {t_naive:.2f} s · fast {t_fast:.3f} s · {t_naive / t_fast:.0f}x faster")
+
+# %%
+assert fast == naive
+print("identical vocab and merges:", fast == naive)
+
+# %% [markdown]
+# Now the tokenizer the rest of the chapter uses: 8,000 tokens trained on 400 kB of docstrings,
+# 400 kB of standard-library code and half of the Chinese sample, with one special token.
+
+# %% tags=["nbval-ignore-output"]
+EOT = "<|endoftext|>"
+t = time.perf_counter()
+vocab, merges = train_bpe([english, code, chinese], 8000, [EOT], progress=True)
+print(f"trained 8,000 tokens on {len(english) + len(code) + len(chinese):,} chars"
+      f" in {time.perf_counter() - t:.1f} s")
+
+# %%
+tok = Tokenizer(vocab, merges, [EOT])
+print(tok)
+print("a few late merges:", [a + b for a, b in merges[-6:]])
+
+
+def show_tokens(text: str, tokenizer=tok) -> None:
+    ids = tokenizer.encode(text)
+    pieces = [tokenizer.decode([i]) for i in ids]
+    print(f"{len(text.encode())} bytes -> {len(ids)} tokens: " + "|".join(pieces))
+
+
+show_tokens("Return the number of items in the list.")
+show_tokens("    def __init__(self, *args, **kwargs):")
+show_tokens("分词是大语言模型处理文本的第一步。")
+
+# %% [markdown]
+# The `�` pieces in the Chinese line are tokens that hold only part of a character's three
+# bytes: this tokenizer saw little Chinese, so most characters stay split into bytes (section 10
+# measures what that costs).
+
+# %% [markdown]
+# ## 4. Pre-tokenization: the regex before BPE
+#
+# Without a rule, BPE would learn tokens such as `"dog."`, `"dog!"` and `"dog?"` separately and
+# merge across word boundaries. GPT-2 therefore first cuts the text with a regular expression
+# (letters, numbers, punctuation, whitespace, English contractions, each optionally with one
+# leading space) and merges only *within* the pieces. GPT-4's pattern (`cl100k_base`) changed
+# three things: contractions are case-insensitive, **numbers are cut into runs of at most three
+# digits**, and a word may take one leading non-letter (so `"_name"` can be one token).
+
+# %%
+for text in ["It's 2024: 1234567 + 89 = 1234656!", "    return self._cache"]:
+    for name, pattern in [("GPT-2", GPT2_PATTERN), ("GPT-4", GPT4_PATTERN)]:
+        print(f"{name}: {pretokenize(text, pattern)}")
+    print()
+
+# %% [markdown]
+# Why it matters for arithmetic: with GPT-2's pattern a number is one pre-token and BPE merges
+# its digits in whatever chunks were frequent in training, so `1234567` and `1234568` may split
+# at different places and digits of equal place value do not line up. Runs of three (GPT-4,
+# Llama 3) or single digits (Llama 1/2, Qwen) make the split predictable.
+
+# %%
+for n in ["1234567", "1234568", "2024", "99999"]:
+    show_tokens(n)
+
+# %% [markdown]
+# ## 5. Special tokens and chat templates
+#
+# Special tokens mark structure: the end of a document (`<|endoftext|>`), or the turns of a
+# conversation. They are matched *before* pre-tokenization (the longest first when two
+# overlap), map to reserved ids, and are never produced by merging ordinary text — typing the
+# characters `<|im_start|>` into a chat box must not let a user forge a system turn, which is
+# why production tokenizers only accept them from trusted code.
+#
+# Chat models are trained on conversations rendered by a **chat template**. ChatML (OpenAI;
+# Qwen uses it too) wraps each message as `<|im_start|>role\ncontent<|im_end|>\n`. For
+# supervised fine-tuning we compute the loss only on what the assistant wrote — its reply and
+# the `<|im_end|>` that ends it, so the model learns to stop — which the **assistant mask**
+# marks (1 = train on this token). llmlab's mask matches `transformers`'
+# `apply_chat_template(..., return_assistant_tokens_mask=True)` token for token (tested).
+
+# %%
+chat_vocab, chat_merges = train_bpe([english, code, chinese], 2000, CHATML_SPECIAL_TOKENS)
+chat_tok = Tokenizer(chat_vocab, chat_merges, CHATML_SPECIAL_TOKENS)
+messages = [
+    {"role": "system", "content": "You are a concise assistant."},
+    {"role": "user", "content": "What does len() return?"},
+    {"role": "assistant", "content": "The number of items in a container."},
+]
+enc = apply_chat_template(chat_tok, messages)
+print(enc.text)
+print("".join(f"[{chat_tok.decode([i])}]" if m else chat_tok.decode([i])
+              for i, m in zip(enc.ids, enc.assistant_mask)))
+print(f"{sum(enc.assistant_mask)} of {len(enc.ids)} tokens are trained on ([...] above)")
+
+# %% [markdown]
+# ## 6. Checked against the industry
+#
+# The merges *are* the tokenizer, so llmlab can hand them to tiktoken (which stores only
+# "mergeable ranks") and to Hugging Face `tokenizers` (which stores bytes as printable
+# characters, space → `Ġ`), and both must produce the same ids on any text. The tests in
+# `tests/tokenizer/` check this on English, Chinese, emoji, code, numbers, whitespace runs and
+# special tokens; here is a quick look.
+
+# %%
+tricky = f"Hello 世界 👍🏽 x=1234567;\n\n\t  spaces   {EOT} done"
+ours = tok.encode(tricky)
+print("llmlab   ", ours)
+print("tiktoken ", to_tiktoken(tok).encode(tricky, allowed_special="all"))
+print("HF       ", to_hf(tok).encode(tricky).ids)
+assert to_tiktoken(tok).encode(tricky, allowed_special="all") == ours == to_hf(tok).encode(tricky).ids
+
+# %% [markdown]
+# ## 7. WordPiece (BERT)
+#
+# WordPiece (Schuster & Nakajima 2012; BERT, Devlin et al. 2018) differs from BPE in both
+# directions. **Training** merges the pair with the highest
+# $\frac{\mathrm{count}(ab)}{\mathrm{count}(a)\,\mathrm{count}(b)}$ — the merge that raises the
+# likelihood of the corpus most under a unigram model — so it prefers pairs whose parts rarely
+# occur apart. **Encoding** does not replay merges: it takes the *longest* vocabulary entry at
+# the start of a word, then the longest entry marked as a continuation (`##` prefix) at the
+# rest, and so on; if some rest matches nothing, the whole word becomes `[UNK]`.
+#
+# ### Exercise 1.5 — WordPiece longest match first · 3 points · difficulty 1 · ~10 min
+#
+# Implement `wordpiece_word(word, vocab)`: return `[unk]` for words longer than `max_chars`;
+# otherwise from `start = 0`, find the longest `word[start:end]` in `vocab` (with `prefix`
+# prepended when `start > 0`), append it, continue from `end`. If no piece matches at some
+# `start`, return `[unk]`. With `{"una", "##ff", "##able", ...}`:
+# `"unaffable" -> ["una", "##ff", "##able"]`.
+
+# %% solution="wordpiece_word"
+def wordpiece_word(word: str, vocab: set[str] | dict[str, int], unk: str = "[UNK]",
+                   prefix: str = "##", max_chars: int = 100) -> list[str]:
+    """Greedy longest-match-first WordPiece pieces of one word."""
+    ### BEGIN SOLUTION
+    if len(word) > max_chars:
+        return [unk]
+    pieces, start = [], 0
+    while start < len(word):
+        end = len(word)
+        while end > start:
+            piece = word[start:end] if start == 0 else prefix + word[start:end]
+            if piece in vocab:
+                pieces.append(piece)
+                break
+            end -= 1
+        if end == start:
+            return [unk]
+        start = end
+    return pieces
+    ### END SOLUTION
+
+
+# %% check="wordpiece_word" points=1
+wp_vocab = {"un", "una", "##ff", "##f", "##able", "##a", "a", "aff", "[UNK]"}
+grading.check_function(wordpiece_word, wordpiece.wordpiece_word, [
+    grading.Case("unaffable", wp_vocab, note="the example"),
+    grading.Case("aff", wp_vocab, note="a whole word"),
+    grading.Case("unx", wp_vocab, note="an unmatchable rest"),
+], hint="try the longest candidate first and shrink `end`; continuations need the ## prefix")
+
+# %% hidden="wordpiece_word" points=2
+grading.check_function(wordpiece_word, wordpiece.wordpiece_word, [
+    grading.Case("un" * 60, wp_vocab, note="longer than max_chars"),
+    grading.Case("affable", wp_vocab, note="longest first, not shortest"),
+    grading.Case("unaffable", wp_vocab, "<unk>", "@@", note="another prefix and unk"),
+    grading.Case("xa", wp_vocab, note="no piece at the start"),
+    grading.Case("una", {"u", "##n", "##a", "un", "[UNK]"}, max_chars=3, note="exactly max_chars"),
+])
+
+# %% [markdown]
+# Trained on our docstrings, WordPiece gives ids identical to Hugging Face's `WordPiece` model
+# on the same vocabulary (tested). Notice how the likelihood score favours pieces that are rare
+# on their own:
+
+# %%
+wp = train_wordpiece([english[:200_000]], 2000)
+print(wp.tokenize("Tokenization is unaffable, isn't it? Return the subprocess."))
+
+# %% [markdown]
+# ## 8. The Unigram language model (SentencePiece)
+#
+# The Unigram model (Kudo 2018) turns BPE around. It assumes each piece is drawn independently
+# with probability $p(x_i)$, so a segmentation $\mathbf{x} = (x_1, \dots, x_M)$ of a text has
+# probability $P(\mathbf{x}) = \prod_i p(x_i)$. **Encoding** picks the most likely
+# segmentation, found by dynamic programming over end positions (Viterbi):
+#
+# $$\mathrm{best}[j] = \max_{i < j,\ \text{text}[i:j] \in V} \big(\mathrm{best}[i] + \log p(\text{text}[i:j])\big),\qquad \mathrm{best}[0] = 0 .$$
+#
+# **Training** starts from a big seed vocabulary (frequent substrings), estimates the $p$'s by
+# EM (expected piece counts over all segmentations, via forward–backward), and prunes the
+# pieces whose removal hurts the likelihood least, until the target size remains. Because it
+# has probabilities, it can also **sample** a segmentation from $P(\mathbf{x})^\alpha$ —
+# *subword regularization*, a data augmentation. SentencePiece writes spaces as `▁`.
+#
+# ### Exercise 1.6 — Viterbi segmentation · 4 points · difficulty 2 · ~20 min
+#
+# Implement `viterbi_segment(text, scores)`: `scores` maps pieces to log probabilities. Keep
+# `best[j]` (best total score of `text[:j]`) and `back[j]` (where the last piece of that best
+# path starts); only consider pieces up to `max_len` characters (the longest key when not
+# given). A single character that is not in `scores` may still be used with score `unk_score`.
+# Walk `back` from the end to recover the pieces.
+
+# %% solution="viterbi_segment"
+def viterbi_segment(text: str, scores: dict[str, float], unk_score: float = -100.0,
+                    max_len: int | None = None) -> list[str]:
+    """The most likely segmentation of ``text`` under a unigram model, as a list of pieces."""
+    ### BEGIN SOLUTION
+    max_len = max_len or max(map(len, scores), default=1)
+    n = len(text)
+    best = [0.0] + [float("-inf")] * n
+    back = [0] * (n + 1)
+    for end in range(1, n + 1):
+        for start in range(max(0, end - max_len), end):
+            piece = text[start:end]
+            s = scores.get(piece)
+            if s is None and end - start == 1:
+                s = unk_score
+            if s is not None and best[start] + s > best[end]:
+                best[end], back[end] = best[start] + s, start
+    pieces, end = [], n
+    while end > 0:
+        pieces.append(text[back[end]:end])
+        end = back[end]
+    return pieces[::-1]
+    ### END SOLUTION
+
+
+# %% check="viterbi_segment" points=2
+toy_scores = {"▁": -3.0, "▁t": -4.5, "▁the": -2.1, "▁to": -3.3, "▁token": -6.2, "▁tok": -7.4,
+              "t": -3.9, "o": -3.8, "k": -5.1, "e": -3.2, "n": -3.6, "i": -3.7, "z": -6.9,
+              "a": -3.5, "ti": -5.8, "on": -4.4, "tion": -5.0, "iz": -6.6, "ize": -6.0,
+              "ization": -7.7, "h": -4.6, "he": -4.1, "r": -3.9, "en": -4.9, "s": -3.4,
+              "u": -4.8, "b": -5.5, "l": -4.2}
+grading.check_function(viterbi_segment, unigram.viterbi_segment, [
+    grading.Case("▁tokenization", toy_scores, note="a long word"),
+    grading.Case("▁the", toy_scores, note="one piece"),
+    grading.Case("▁theorize", toy_scores, note="greedy longest-first would be wrong here"),
+], hint="best[end] = max over start of best[start] + scores[text[start:end]]")
+
+# %% hidden="viterbi_segment" points=2
+grading.check_function(viterbi_segment, unigram.viterbi_segment, [
+    grading.Case("▁torn", toy_scores, note="short pieces win"),
+    grading.Case("▁x", toy_scores, note="an unknown character"),
+    grading.Case("▁tokens", toy_scores, -50.0, 4, note="max_len limits the pieces"),
+    grading.Case("", toy_scores, note="empty text"),
+    grading.Case("▁tuba", toy_scores, note="single characters only"),
+])
+
+# %% [markdown]
+# Training a Unigram model on our docstrings and handing its pieces and scores to the real
+# `sentencepiece` library gives the same segmentations (tested on hundreds of sentences):
+
+# %% tags=["nbval-ignore-output"]
+t = time.perf_counter()
+uni = train_unigram([english[:20_000]], 600)
+print(f"Unigram: {uni.vocab_size} pieces in {time.perf_counter() - t:.1f} s")
+
+# %%
+import sentencepiece as spm  # noqa: E402
+
+sp = spm.SentencePieceProcessor(model_proto=to_sentencepiece(uni))
+text = "Return a new list of the items."
+print("llmlab        ", uni.tokenize(text))
+print("sentencepiece ", sp.encode_as_pieces(text))
+print("round trip    ", from_sentencepiece(sp).tokenize(text) == uni.tokenize(text))
+rng = random.Random(0)
+print("\nsampled segmentations (alpha = 0.2):")
+for _ in range(3):
+    print("  ", uni.sample(text, alpha=0.2, rng=rng))
+
+# %% [markdown]
+# ## 9. BPE-dropout
+#
+# BPE is deterministic, so the model only ever sees one segmentation of each word and never
+# learns how `" tokenization"` relates to `" token" + "ization"`. **BPE-dropout** (Provilkov et
+# al. 2020) skips each applicable merge with probability $p$ at every step while *training*,
+# producing many segmentations of the same text; at inference it is switched off ($p = 0$).
+
+# %%
+rng = random.Random(0)
+for p in [0.0, 0.1, 0.3, 0.6]:
+    ids = encode_with_dropout(tok, " tokenization matters", p, rng)
+    print(f"p={p}: {len(ids):2d} tokens  " + "|".join(tok.decode([i]) for i in ids))
+
+# %% [markdown]
+# ## 10. Experiment: how big should the vocabulary be?
+#
+# A larger vocabulary packs more bytes into each token — fewer tokens per document, more text
+# per context window, cheaper inference — but the embedding and output matrices grow with it
+# (for GPT-2 small, 50,257 × 768 ≈ 39M of its 124M parameters) and rare tokens get little
+# training. Because BPE is greedy, the first $k$ merges of our 8,000-token run *are* the
+# $256 + k$ tokenizer, so one training gives every size. We measure bytes per token on
+# **held-out** text.
+
+# %%
+sizes = [256, 512, 1000, 2000, 4000, 8000]
+evals = {"English (docstrings)": english_eval, "code (stdlib)": code_eval,
+         "Chinese": chinese_eval}
+curves = {name: [] for name in evals}
+for size in tqdm(sizes, desc="vocab size"):
+    k = size - 256
+    small = Tokenizer({i: b for i, b in vocab.items() if i < size}, merges[:k])
+    for name, text in evals.items():
+        curves[name].append(bytes_per_token(small.encode, text))
+
+fig, ax = plt.subplots(figsize=(7, 3.6))
+for name, ys in curves.items():
+    ax.plot(sizes, ys, marker="o", label=name)
+ax.set_xscale("log")
+ax.minorticks_off()
+ax.set_xticks(sizes, [str(s) for s in sizes])
+ax.set_xlabel("vocabulary size"), ax.set_ylabel("bytes per token (held out)")
+ax.set_title("Compression vs vocabulary size (BPE trained on stdlib text)")
+ax.legend(), ax.grid(alpha=0.3)
+plt.tight_layout()
+plt.show()
+
+# %%
+print(f"{'text':22} {'bytes/token':>12} {'tokens/word':>12} {'vocab used':>11}")
+for name, text in evals.items():
+    print(f"{name:22} {bytes_per_token(tok.encode, text):12.2f} "
+          f"{fertility(tok.encode, text):12.2f} "
+          f"{vocab_utilization(tok.encode, text, tok.vocab_size):11.1%}")
+
+# %% [markdown]
+# Read the plot: English and code compress to well over 3 bytes per token, but Chinese —
+# under 0.1% of the training text — stays at 1 byte per token until the vocabulary is large
+# enough to hold a few Chinese words, and ends near 2: a Chinese character (3 bytes) still
+# costs about one and a half tokens. The same reply costs
+# a Chinese user several times more tokens, and fits fewer characters in the context window.
+# This is why models for Chinese (Qwen, DeepSeek, GLM) train their tokenizers on much more
+# Chinese text and have 100k–150k-token vocabularies.
+#
+# **Glitch tokens.** A token that is in the vocabulary but (almost) never appears in the
+# *model's* training data gets an embedding that is never trained. GPT-2/3's tokenizer was
+# trained on different data than the models, and tokens such as `" SolidGoldMagikarp"` (a
+# Reddit user name) made GPT-3 behave erratically (Rumbelow & Watkins 2023; Land & Bartolo 2024,
+# arXiv:2405.05417, find such under-trained tokens in many open models). Our tokenizer has the
+# same kind of candidates — long tokens that the held-out text never uses:
+
+# %%
+used = set(tok.encode(english_eval + code_eval + chinese_eval))
+unused = sorted((b for i, b in vocab.items() if i not in used and i != tok.special_ids[EOT]),
+                key=lambda b: (-len(b), b))
+print(f"{len(unused)} of {tok.vocab_size} tokens never occur in the held-out text; the longest:")
+print([b.decode("utf-8", "replace") for b in unused[:8]])
+
+# %% [markdown]
+# ## 11. Benchmarks: llmlab next to tiktoken and Hugging Face
+#
+# `bench/bench_tokenizer.py` measures, side by side in one run, training time against HF
+# `tokenizers` and against the naive trainer, encoding throughput against tiktoken and HF, and
+# the peak memory of `encode_iterable` on a 100 MB stream. Regenerate with
+# `python bench/bench_tokenizer.py --size full`. Pure Python will not beat Rust, but it should
+# stay within the same order of magnitude:
+
+# %%
+bench_md = Path("../../bench/results/tokenizer.md")
+display(Markdown(bench_md.read_text() if bench_md.exists() else
+                 "_run `python bench/bench_tokenizer.py --size full` to produce the table_"))
+
+# %% [markdown]
+# ## 12. How the industry does it
+#
+# | model | tokenizer | vocabulary | notes |
+# |---|---|---|---|
+# | GPT-2 (2019) | byte-level BPE (`r50k_base`) | 50,257 | 50,000 merges + 256 bytes + `<\|endoftext\|>` |
+# | GPT-3.5/4 | byte-level BPE (`cl100k_base`) | 100,277 | digits in runs of ≤ 3, case-insensitive contractions |
+# | GPT-4o | byte-level BPE (`o200k_base`) | ~200k | more non-English text, a new pattern |
+# | Llama 2 | SentencePiece BPE with byte fallback | 32,000 | digits split into single digits |
+# | Llama 3 | tiktoken BPE | 128,256 | 100k from `cl100k` + 28k more for other languages |
+# | Qwen2 | byte-level BPE | 151,646 (151,643 + 3 special) | many Chinese tokens; single digits |
+# | BERT | WordPiece | 30,522 | `##` continuations, `[CLS]`, `[SEP]`, `[MASK]` |
+# | T5 | SentencePiece Unigram | 32,000 | trained on C4 |
+#
+# Sources: tiktoken's `openai_public.py` (encodings and patterns); Radford et al. 2019
+# (GPT-2); Touvron et al. 2023, arXiv:2307.09288 (Llama 2); Llama 3 paper, Dubey et al. 2024,
+# arXiv:2407.21783, section 3.1; Qwen2 technical report, Yang et al. 2024, arXiv:2407.10671;
+# Devlin et al. 2018, arXiv:1810.04805; Raffel et al. 2019, arXiv:1910.10683 (T5).
+#
+# In production, **tiktoken** (Rust core, encode only) and Hugging Face **tokenizers** (Rust,
+# training too) run BPE tens of times faster than Python; **sentencepiece** (C++) trains and
+# runs BPE and Unigram directly on raw text. Models typically pad the embedding matrix to a
+# multiple of 64 or 128 (Qwen2's config says 151,936) so matrix multiplies stay efficient.
+# Where it breaks: non-English text and code cost more tokens per character; numbers split
+# unpredictably; leading spaces make `"Hello"` and `" Hello"` different tokens; special tokens
+# typed by users must be escaped; and changing the tokenizer means retraining the model.
+
+# %% [markdown]
+# ## Summary
+#
+# - Text → UTF-8 bytes → tokens. Byte-level BPE covers every string with no unknown token.
+# - BPE training is "count pairs, merge the most frequent, repeat"; encoding replays the merges
+#   in order. Incremental counts make training fast without changing the result.
+# - Pre-tokenization regexes keep merges inside words and shape how numbers and code split.
+# - Special tokens are matched first and never merged; chat templates and assistant masks
+#   decide what SFT trains on.
+# - WordPiece encodes by longest match; Unigram by the most probable segmentation, and can
+#   sample segmentations; BPE-dropout brings sampling to BPE.
+# - Vocabulary size trades compression against parameters; languages under-represented in the
+#   tokenizer's training data pay more tokens per character.
+#
+# ## Further reading
+#
+# - Sennrich, Haddow & Birch 2016, *Neural Machine Translation of Rare Words with Subword
+#   Units*, [arXiv:1508.07909](https://arxiv.org/abs/1508.07909)
+# - Radford et al. 2019, *Language Models are Unsupervised Multitask Learners* (GPT-2, byte-level
+#   BPE), [openai.com](https://cdn.openai.com/better-language-models/language_models_are_unsupervised_multitask_learners.pdf)
+# - Kudo 2018, *Subword Regularization*, [arXiv:1804.10959](https://arxiv.org/abs/1804.10959);
+#   Kudo & Richardson 2018, *SentencePiece*, [arXiv:1808.06226](https://arxiv.org/abs/1808.06226)
+# - Provilkov, Emelianenko & Voita 2020, *BPE-Dropout*, [arXiv:1910.13267](https://arxiv.org/abs/1910.13267)
+# - Devlin et al. 2018, *BERT*, [arXiv:1810.04805](https://arxiv.org/abs/1810.04805);
+#   Wu et al. 2016, *Google's NMT System* (WordPiece), [arXiv:1609.08144](https://arxiv.org/abs/1609.08144)
+# - Rust et al. 2021, *How Good is Your Tokenizer?*, [arXiv:2012.15613](https://arxiv.org/abs/2012.15613)
+# - Land & Bartolo 2024, *Fishing for Magikarp: Automatically Detecting Under-trained Tokens*,
+#   [arXiv:2405.05417](https://arxiv.org/abs/2405.05417)
+# - Karpathy, *minbpe* (github.com/karpathy/minbpe) and Stanford CS336 assignment 1
+
+# %% tags=["nbval-ignore-output"]
+print(f"chapter ran in {time.time() - t0:.0f} s")

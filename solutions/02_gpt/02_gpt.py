@@ -1,0 +1,941 @@
+# %% [markdown]
+# # 02 · A GPT from scratch, and pretraining it
+#
+# This chapter builds the model the rest of the book uses: a decoder-only transformer in the
+# Llama style — RMSNorm, rotary position embeddings, grouped-query attention, a SwiGLU MLP —
+# written piece by piece in `llmlab.nn` and `llmlab.model`, checked logit-for-logit against
+# Hugging Face `transformers`, and pretrained on CPU by `llmlab.train` on real text that every
+# machine has: the Python standard library.
+#
+# **You will learn to**
+# 1. write every piece of a transformer yourself — RMSNorm, RoPE, causal attention with grouped
+#    KV heads, SwiGLU, the pre-norm block, cross-entropy — and check each against `llmlab`;
+# 2. write the optimizer and its schedule: one AdamW step, warmup + cosine decay;
+# 3. pretrain a small GPT live, read its loss curve against a unigram baseline, and sample
+#    from the book's shipped model;
+# 4. account for training memory (weights, gradients, Adam states, activations) and compute
+#    (6·N·D), measure MFU on this machine, and run a small scaling sweep;
+# 5. compare your model's config with GPT-2, Llama 3, Qwen2 and DeepSeek-V3.
+
+# %% [markdown]
+# **Budget:** ~1 min on 2 CPU cores · peak RAM ~1 GB. No GPU and no network needed.
+
+# %% tags=["nbval-ignore-output"]
+import math
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from llmlab import grading
+from llmlab.utils import seed_all
+
+seed_all(0)
+# The models in this chapter are small: a second thread costs more in synchronisation than it
+# saves, and one thread makes every number independent of your machine's core count.
+torch.set_num_threads(1)
+print(f"torch {torch.__version__} · {torch.get_num_threads()} thread")
+
+# %% [markdown]
+# ## 1 · The model in one picture
+#
+# A GPT maps a sequence of token ids to, at every position, a probability distribution over
+# the next token:
+#
+# ```
+# ids (batch, seq) ─► token embedding ─► x (batch, seq, d_model)
+#                                        │
+#            ┌───────────── n_layer × ───┤ pre-norm block
+#            │  x = x + Attention(RMSNorm(x))    ◄ tokens exchange information (causally)
+#            │  x = x + SwiGLU(RMSNorm(x))       ◄ each token is transformed on its own
+#            └───────────────────────────┤
+#                                        ▼
+#                     RMSNorm ─► LM head (d_model → vocab) ─► logits (batch, seq, vocab)
+# ```
+#
+# The vector `x` that flows down the middle is the **residual stream**: each sublayer reads a
+# normalised copy of it and *adds* its result back. Training minimises the cross-entropy of the
+# logits against the same sequence shifted by one token.
+#
+# GPT-2 (2019) and Llama (2023) differ only in the pieces, not the plan:
+#
+# | piece | GPT-2 | Llama / Qwen2 / this book |
+# |---|---|---|
+# | positions | learned vectors added to x | RoPE: rotate q and k by the position |
+# | norm | LayerNorm (mean, variance, bias) | RMSNorm (scale only) |
+# | MLP | GELU, 4·d_model | SwiGLU, ≈ 8/3·d_model |
+# | KV heads | one per query head | shared by groups of query heads (GQA) |
+#
+# One `GPTConfig` expresses both (`GPTConfig.gpt2_style()`, `GPTConfig.llama_style()`), and
+# `llmlab.model.from_hf` loads either family's Hugging Face weights. Here is the book's model —
+# trained by `llmlab pretrain --preset book`, shipped with the repository, loaded in one call:
+
+# %%
+from llmlab.model import GPT, GPTConfig, load_book_model
+from llmlab.model.counting import param_count
+
+book, tok = load_book_model()
+cfg = book.config
+print(f"vocab {cfg.vocab_size} · context {cfg.block_size} · {cfg.n_layer} layers · d_model "
+      f"{cfg.d_model} · {cfg.n_head} query heads sharing {cfg.n_kv_head} KV heads · d_ff {cfg.d_ff}")
+for part, n in param_count(cfg).items():
+    print(f"  {part:<20} {n:>10,}")
+
+# %% [markdown]
+# The parameters live in a handful of matrices. Most of a model this size is the token
+# embedding (tied: the same matrix is the LM head); in a 7B model it is the MLPs. The text it
+# reads is byte-level BPE from chapter 01, trained on the same corpus:
+
+# %%
+snippet = 'def greet(name):\n    """Say hello."""\n    return f"Hello, {name}!"\n'
+ids = tok.encode(snippet)
+print(len(snippet), "characters ->", len(ids), "tokens")
+print(" | ".join(tok.decode([i]) for i in ids))
+
+# %% [markdown]
+# ## 2 · The pieces, one exercise each
+#
+# Each piece below is first explained, then asked for. `llmlab`'s own version of the piece is
+# switched off while your answer runs under a check; skip any exercise and the chapter still
+# runs, because later cells use `llmlab`.
+#
+# ### RMSNorm
+#
+# A block's input can have any scale; the sublayers want unit scale. LayerNorm
+# (Ba et al. 2016) subtracts the mean and divides by the standard deviation; **RMSNorm**
+# (Zhang & Sennrich 2019, [arXiv:1910.07467](https://arxiv.org/abs/1910.07467)) skips the
+# mean — cheaper, and just as good in practice:
+#
+# $$\operatorname{RMSNorm}(x) = \frac{x}{\sqrt{\tfrac{1}{d}\sum_i x_i^2 + \varepsilon}} \odot g .$$
+#
+# Llama computes it in float32 even when activations are bfloat16 (the mean of squares of small
+# numbers underflows otherwise) and casts back before multiplying by the gain $g$.
+
+# %% [markdown]
+# ### Exercise 2.1 — RMSNorm · 2 points · difficulty 1 · ~5 min
+#
+# `rms_norm_(x, weight, eps)` over the last dimension: `x (..., d)`, `weight (d,)` → `(..., d)`
+# in `x`'s dtype. Compute in float32 (`x.float()`), normalise, cast back to `x.dtype`, then
+# multiply by `weight`.
+
+# %% solution="rmsnorm"
+def rms_norm_(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """x / sqrt(mean(x^2) + eps) * weight over the last dim. x: (..., d), weight: (d,)."""
+    ### BEGIN SOLUTION
+    xf = x.float()
+    y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * y.to(x.dtype)
+    ### END SOLUTION
+
+
+# %% check="rmsnorm" points=1
+from llmlab.nn import rms_norm
+
+grading.check_function(rms_norm_, rms_norm, [
+    grading.Case(torch.randn(2, 5, 8), torch.ones(8), note="unit gain"),
+    grading.Case(torch.randn(3, 16) * 10, torch.randn(16), note="large inputs, random gain"),
+], hint="the mean is over the last dimension only; eps goes inside the square root")
+
+# %% hidden="rmsnorm" points=1
+grading.check_function(rms_norm_, rms_norm, [
+    grading.Case(torch.randn(2, 3, 4, 32), torch.randn(32), eps=1e-5, note="4-d input, eps=1e-5"),
+    grading.Case(torch.zeros(2, 8), torch.ones(8), note="all zeros: eps keeps it finite"),
+    grading.Case(torch.randn(4, 64).bfloat16(), torch.randn(64).bfloat16(), note="bfloat16"),
+], atol=1e-2, rtol=1e-2)
+
+# %% [markdown]
+# ### Rotary position embeddings (RoPE)
+#
+# Attention compares a query with keys by a dot product, which by itself ignores where tokens
+# are. RoPE (Su et al. 2021, [arXiv:2104.09864](https://arxiv.org/abs/2104.09864)) rotates each
+# pair of channels of a query or key at position $m$ by the angle $m\,\theta_i$, with
+# $\theta_i = 10000^{-2i/d}$. A rotation by $m\theta$ dotted with a rotation by $n\theta$ depends
+# only on $m-n$, so attention sees **relative** positions — with no parameters at all.
+#
+# For the pair $(a, b)$: $(a, b) \mapsto (a\cos m\theta_i - b\sin m\theta_i,\; a\sin m\theta_i + b\cos m\theta_i)$.
+# *Which* channels pair up is a convention: the paper pairs neighbours $(x_{2i}, x_{2i+1})$;
+# Hugging Face Llama pairs $(x_i, x_{i+d/2})$ — the "half" layout. The two are the same model
+# up to a permutation of the rows of $W_q, W_k$ (`llmlab.nn.interleaved_to_half_permutation`).
+
+# %%
+from llmlab.nn import RotaryEmbedding
+
+rope = RotaryEmbedding(d_head=32, layout="half")
+q = torch.randn(1, 1, 1, 32)
+k = torch.randn(1, 1, 1, 32)
+
+
+def rope_score(m: int, n: int) -> float:
+    cm, sm = rope(torch.tensor([[m]]))
+    cn, sn = rope(torch.tensor([[n]]))
+    return float((rope.rotate(q, cm, sm) * rope.rotate(k, cn, sn)).sum())
+
+
+offsets = list(range(0, 64))
+fig, ax = plt.subplots(figsize=(7, 2.8))
+for start in (0, 100, 1000):
+    ax.plot(offsets, [rope_score(start + o, start) for o in offsets], label=f"query at {start}+Δ, key at {start}")
+ax.set_xlabel("relative distance Δ"), ax.set_ylabel("q·k after RoPE")
+ax.set_title("RoPE: the score depends only on the distance (the three curves coincide)")
+ax.legend(fontsize=8)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ### Exercise 2.2 — apply RoPE (half layout) · 2 points · difficulty 2 · ~10 min
+#
+# `apply_rope_(x, cos, sin)`: `x (batch, seq, heads, d_head)`, `cos, sin (batch, seq, d_head/2)`
+# (the angles' cosines and sines, already computed). Split `x` into halves `x1 = x[..., :d/2]`,
+# `x2 = x[..., d/2:]`, rotate each pair $(x1_i, x2_i)$ and concatenate. `cos`/`sin` need a head
+# axis to broadcast (`unsqueeze(2)`).
+
+# %% solution="rope"
+def apply_rope_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (x[i], x[i + d/2]). x: (b, s, h, d); cos, sin: (b, s, d/2) -> (b, s, h, d)."""
+    ### BEGIN SOLUTION
+    cos, sin = cos.unsqueeze(2).to(x.dtype), sin.unsqueeze(2).to(x.dtype)
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    ### END SOLUTION
+
+
+# %% check="rope" points=1
+from llmlab.nn import apply_rope, rope_cos_sin, rope_frequencies
+
+
+def _angles(b: int, s: int, d: int, start: int = 0):
+    return rope_cos_sin(torch.arange(start, start + s).expand(b, s), rope_frequencies(d))
+
+
+grading.check_function(apply_rope_, apply_rope, [
+    grading.Case(torch.randn(1, 4, 1, 8), *_angles(1, 4, 8), note="one head"),
+    grading.Case(torch.randn(2, 6, 3, 16), *_angles(2, 6, 16, start=5), note="3 heads, positions 5..10"),
+], hint="pair channel i with channel i + d/2 (not 2i with 2i+1); broadcast cos over heads")
+
+# %% hidden="rope" points=1
+grading.check_function(apply_rope_, apply_rope, [
+    grading.Case(torch.randn(3, 5, 4, 64), *_angles(3, 5, 64, start=1000), note="far positions"),
+    grading.Case(torch.randn(1, 1, 2, 2), *_angles(1, 1, 2, start=7), note="d_head = 2"),
+])
+
+# %% [markdown]
+# ### Causal attention with grouped KV heads
+#
+# Each token's query $q$ scores every earlier token's key, the scores become weights by a
+# softmax, and the output is the weighted sum of values (Vaswani et al. 2017,
+# [arXiv:1706.03762](https://arxiv.org/abs/1706.03762)):
+#
+# $$\operatorname{Attn}(Q,K,V) = \operatorname{softmax}\!\Big(\frac{QK^\top}{\sqrt{d_\text{head}}} + M\Big)V,
+# \qquad M_{ij} = \begin{cases}0 & j \le i\\ -\infty & j > i\end{cases}$$
+#
+# The mask $M$ makes it **causal**: position $i$ never sees the future, so one forward pass
+# trains all positions at once. **Grouped-query attention** (Ainslie et al. 2023,
+# [arXiv:2305.13245](https://arxiv.org/abs/2305.13245)) keeps fewer key/value heads than query
+# heads: query head $h$ uses KV head $h \,/\!/\, (n_\text{head}/n_\text{kv})$. The book's model
+# has 6 query heads sharing 2 KV heads, a 3× smaller KV cache (chapter 08). Here are its
+# attention weights on a line of code (layer 0):
+
+# %%
+from llmlab.nn import causal_attention
+
+line = tok.encode("for key, value in sorted(items.items()):")
+x_line = torch.tensor([line])
+captured = {}
+handle = book.blocks[0].norm1.register_forward_hook(lambda m, i, o: captured.update(h=o))
+with torch.no_grad():
+    book(x_line)
+handle.remove()
+attn0 = book.blocks[0].attn
+h = captured["h"]
+b_, t_ = x_line.shape
+qh = attn0.q_proj(h).view(b_, t_, cfg.n_head, cfg.d_head)
+kh = attn0.k_proj(h).view(b_, t_, cfg.n_kv_head, cfg.d_head)
+cos, sin = book.rope(torch.arange(t_).expand(1, t_))
+qh, kh = book.rope.rotate(qh, cos, sin), book.rope.rotate(kh, cos, sin)
+scores = (qh.transpose(1, 2) @ kh.transpose(1, 2).repeat_interleave(cfg.n_rep, 1).transpose(-2, -1))
+weights = torch.softmax(scores / math.sqrt(cfg.d_head) + torch.triu(torch.full((t_, t_), -math.inf), 1), -1)
+labels = [tok.decode([i]) for i in line]
+fig, axes = plt.subplots(1, 3, figsize=(11, 3.6))
+for hd, ax in zip((0, 2, 4), axes):
+    ax.imshow(weights[0, hd].detach(), cmap="Blues")
+    ax.set_title(f"head {hd} (KV head {hd // cfg.n_rep})", fontsize=9)
+    ax.set_xticks(range(t_), labels, rotation=90, fontsize=7)
+    ax.set_yticks(range(t_), labels, fontsize=7)
+plt.suptitle("causal attention weights of the book's model, layer 0 (rows: queries)")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ### Exercise 2.3 — causal attention with grouped KV heads · 3 points · difficulty 2 · ~15 min
+#
+# `causal_attention_(q, k, v)`: `q (batch, n_head, seq, d_head)`, `k, v (batch, n_kv_head, seq,
+# d_head)` with `n_head` a multiple of `n_kv_head` → `(batch, n_head, seq, d_head)`. Repeat
+# each KV head for its group (`repeat_interleave(n_head // n_kv_head, dim=1)`), scale the
+# scores by $1/\sqrt{d_\text{head}}$, mask the future with $-\infty$ (`torch.triu(..., 1)`),
+# softmax over keys, weight the values. Do not call `scaled_dot_product_attention`.
+
+# %% solution="attention"
+def causal_attention_(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Causal softmax(q k^T / sqrt(d)) v with grouped KV heads. -> (batch, n_head, seq, d_head)."""
+    ### BEGIN SOLUTION
+    group = q.shape[1] // k.shape[1]
+    k = k.repeat_interleave(group, dim=1)
+    v = v.repeat_interleave(group, dim=1)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    t = q.shape[2]
+    future = torch.triu(torch.ones(t, t, dtype=torch.bool), diagonal=1)
+    scores = scores.masked_fill(future, float("-inf"))
+    return torch.softmax(scores, dim=-1) @ v
+    ### END SOLUTION
+
+
+# %% check="attention" points=1
+from llmlab.nn import fast_causal_attention
+
+grading.check_function(causal_attention_, causal_attention, [
+    grading.Case(torch.randn(1, 2, 5, 8), torch.randn(1, 2, 5, 8), torch.randn(1, 2, 5, 8),
+                 note="multi-head: n_kv_head == n_head"),
+    grading.Case(torch.randn(2, 6, 7, 16), torch.randn(2, 2, 7, 16), torch.randn(2, 2, 7, 16),
+                 note="GQA: 6 query heads, 2 KV heads"),
+], block=[fast_causal_attention],
+   hint="query head h uses KV head h // group: repeat_interleave, not repeat; mask j > i")
+
+# %% hidden="attention" points=2
+grading.check_function(causal_attention_, causal_attention, [
+    grading.Case(torch.randn(2, 4, 9, 8), torch.randn(2, 1, 9, 8), torch.randn(2, 1, 9, 8),
+                 note="MQA: one KV head"),
+    grading.Case(torch.randn(1, 2, 1, 4), torch.randn(1, 2, 1, 4), torch.randn(1, 2, 1, 4),
+                 note="a single token"),
+    grading.Case(torch.randn(1, 8, 33, 32) * 5, torch.randn(1, 4, 33, 32) * 5,
+                 torch.randn(1, 4, 33, 32), note="large scores, 33 tokens"),
+], block=[fast_causal_attention])
+
+# %% [markdown]
+# `llmlab.nn.causal_attention` is this readable version; `fast_causal_attention` calls PyTorch's
+# fused `scaled_dot_product_attention` (FlashAttention-style on CPU: it never stores the
+# `(seq, seq)` matrix) and is tested to agree. The model uses the fast one.
+#
+# ### SwiGLU
+#
+# The MLP transforms each token independently. GPT-2 used $W_2\,\mathrm{GELU}(W_1x)$; Llama
+# uses a **gated** unit (Shazeer 2020, [arXiv:2002.05202](https://arxiv.org/abs/2002.05202)):
+#
+# $$\operatorname{SwiGLU}(x) = W_\text{down}\big(\operatorname{silu}(W_\text{gate}x)\odot W_\text{up}x\big),\qquad \operatorname{silu}(z) = z\,\sigma(z).$$
+#
+# Three matrices instead of two, so $d_\text{ff} \approx \tfrac{8}{3}d_\text{model}$ keeps the
+# FLOPs of a 4× GELU MLP. Shazeer reported lower perplexity at equal cost; "we offer no
+# explanation … we attribute their success … to divine benevolence".
+
+# %% [markdown]
+# ### Exercise 2.4 — SwiGLU · 2 points · difficulty 1 · ~5 min
+#
+# `swiglu_(x, w_gate, w_up, w_down)`: `x (..., d_model)`, `w_gate, w_up (d_ff, d_model)`,
+# `w_down (d_model, d_ff)` (PyTorch's `Linear` layout: `y = x @ W.T`) → `(..., d_model)`.
+# silu is applied to the gate only.
+
+# %% solution="swiglu"
+def swiglu_(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor) -> torch.Tensor:
+    """down(silu(gate(x)) * up(x)) with Linear-layout weights. (..., d_model) -> (..., d_model)."""
+    ### BEGIN SOLUTION
+    gate = x @ w_gate.T
+    return (gate * torch.sigmoid(gate) * (x @ w_up.T)) @ w_down.T
+    ### END SOLUTION
+
+
+# %% check="swiglu" points=1
+from llmlab.nn import swiglu
+
+grading.check_function(swiglu_, swiglu, [
+    grading.Case(torch.randn(3, 8), torch.randn(20, 8), torch.randn(20, 8), torch.randn(8, 20),
+                 note="a batch of 3 tokens"),
+], hint="silu(z) = z * sigmoid(z), applied to x @ w_gate.T only")
+
+# %% hidden="swiglu" points=1
+grading.check_function(swiglu_, swiglu, [
+    grading.Case(torch.randn(2, 5, 16), torch.randn(40, 16), torch.randn(40, 16), torch.randn(16, 40),
+                 note="(batch, seq, d_model)"),
+    grading.Case(torch.randn(1, 4) * 20, torch.randn(8, 4), torch.randn(8, 4), torch.randn(4, 8),
+                 note="large pre-activations"),
+])
+
+# %% [markdown]
+# ### The pre-norm block
+#
+# A block is two residual updates: attention, then the MLP, each reading a normalised copy of
+# the stream. Normalising the *input* of each sublayer (pre-norm, as in GPT-2 and Llama) rather
+# than the sum (post-norm, the 2017 transformer) keeps a clean identity path from the loss to
+# every layer, which is why deep pre-norm models train without delicate warmup (Xiong et al.
+# 2020, [arXiv:2002.04745](https://arxiv.org/abs/2002.04745)).
+
+# %% [markdown]
+# ### Exercise 2.5 — a Llama-style block · 3 points · difficulty 2 · ~10 min
+#
+# Build `Block(config, rope)` from `llmlab`'s layers (you may use them here):
+# `self.norm1 = RMSNorm(d_model, norm_eps)`,
+# `self.attn = CausalSelfAttention(d_model, n_head, n_kv_head, rope=rope)`,
+# `self.norm2 = RMSNorm(d_model, norm_eps)`, `self.mlp = SwiGLU(d_model, d_ff)` — these names,
+# so the check can load the reference weights. `forward(x, positions=None, cache=None,
+# layer_idx=0)` passes the last three arguments to `self.attn` and returns
+# `x + attn(norm1(x))` followed by `+ mlp(norm2(·))`.
+
+# %% solution="block"
+from llmlab.nn import CausalSelfAttention, RMSNorm, SwiGLU
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block. forward: (batch, seq, d_model) -> (batch, seq, d_model)."""
+
+    def __init__(self, config: GPTConfig, rope: RotaryEmbedding | None = None) -> None:
+        super().__init__()
+        ### BEGIN SOLUTION
+        self.norm1 = RMSNorm(config.d_model, config.norm_eps)
+        self.attn = CausalSelfAttention(config.d_model, config.n_head, config.n_kv_head, rope=rope)
+        self.norm2 = RMSNorm(config.d_model, config.norm_eps)
+        self.mlp = SwiGLU(config.d_model, config.d_ff)
+        ### END SOLUTION
+
+    def forward(self, x: torch.Tensor, positions=None, cache=None, layer_idx: int = 0) -> torch.Tensor:
+        ### BEGIN SOLUTION
+        x = x + self.attn(self.norm1(x), positions, cache, layer_idx)
+        return x + self.mlp(self.norm2(x))
+        ### END SOLUTION
+
+
+# %% check="block" points=1
+from llmlab.nn import TransformerBlock
+
+small = GPTConfig.llama_style(d_model=32, n_head=4, n_kv_head=2, d_ff=64)
+grading.check_module(Block, TransformerBlock, init=dict(config=small, rope=RotaryEmbedding(8)),
+                     inputs=[grading.Case(torch.randn(2, 6, 32), note="batch 2, 6 tokens")],
+                     hint="both sublayers add to x (residual); each reads a normalised copy")
+
+# %% hidden="block" points=2
+grading.check_module(Block, TransformerBlock,
+                     init=dict(config=GPTConfig.llama_style(d_model=48, n_head=6, n_kv_head=3, d_ff=96),
+                               rope=RotaryEmbedding(8)),
+                     inputs=[grading.Case(torch.randn(1, 9, 48) * 3, note="6 heads / 3 KV heads"),
+                             grading.Case(torch.randn(3, 1, 48), note="one token")])
+
+# %% [markdown]
+# ### Cross-entropy, the pretraining loss
+#
+# For logits $z \in \mathbb{R}^V$ and the true next token $y$, the loss is
+# $-\log \operatorname{softmax}(z)_y = \log\sum_j e^{z_j} - z_y$, averaged over positions — in
+# **nats per token**. Computing $\log\sum_j e^{z_j}$ as $m + \log\sum_j e^{z_j - m}$ with
+# $m=\max_j z_j$ never overflows. Two reference points: guessing uniformly costs $\ln V$
+# ($\ln 4096 = 8.32$); predicting each token by its corpus frequency (a **unigram** model)
+# costs its entropy. A language model earns its keep by how far below the unigram it goes.
+# (`llmlab.nn.cross_entropy` is the readable version; training calls `fast_cross_entropy`,
+# PyTorch's fused log-softmax kernels, tested to agree.)
+
+# %% [markdown]
+# ### Exercise 2.6 — cross-entropy · 2 points · difficulty 1 · ~10 min
+#
+# `cross_entropy_(logits, targets, ignore_index=-100)`: `logits (..., V)`, `targets (...)` long →
+# the mean loss over positions whose target is not `ignore_index` (padding, or prompt tokens in
+# fine-tuning). Compute in float32, stably (`torch.logsumexp` is allowed; `F.cross_entropy` is not).
+
+# %% solution="cross_entropy"
+def cross_entropy_(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    """Mean -log softmax(logits)[target] over non-ignored positions. -> scalar."""
+    ### BEGIN SOLUTION
+    logits = logits.float()
+    keep = targets != ignore_index
+    safe = torch.where(keep, targets, torch.zeros_like(targets))
+    nll = torch.logsumexp(logits, -1) - logits.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
+    return (nll * keep).sum() / keep.sum().clamp(min=1)
+    ### END SOLUTION
+
+
+# %% check="cross_entropy" points=1
+from llmlab.nn import cross_entropy, fast_cross_entropy
+
+grading.check_function(cross_entropy_, cross_entropy, [
+    grading.Case(torch.randn(4, 10), torch.tensor([1, 0, 9, 3]), note="4 positions, V=10"),
+    grading.Case(torch.randn(2, 3, 7) * 30, torch.randint(0, 7, (2, 3)), note="(batch, seq, V), large logits"),
+], block=[fast_cross_entropy], hint="loss = logsumexp(logits) - logits[target]; average over positions")
+
+# %% hidden="cross_entropy" points=1
+_t = torch.randint(0, 50, (3, 8))
+_t[0, :4] = -100
+grading.check_function(cross_entropy_, cross_entropy, [
+    grading.Case(torch.randn(3, 8, 50), _t, note="some targets ignored (-100)"),
+    grading.Case(torch.randn(2, 5, 11).bfloat16(), torch.randint(0, 11, (2, 5)), note="bfloat16 logits"),
+], block=[fast_cross_entropy])
+
+# %% [markdown]
+# ## 3 · Training: AdamW and the schedule
+#
+# **AdamW** (Kingma & Ba 2014, [arXiv:1412.6980](https://arxiv.org/abs/1412.6980); Loshchilov &
+# Hutter 2017, [arXiv:1711.05101](https://arxiv.org/abs/1711.05101)) keeps, per weight, a running
+# mean of gradients $m$ and of squared gradients $v$, and steps by their ratio — every weight
+# gets its own step size. At step $t = 1, 2, \dots$ with gradient $g$:
+#
+# $$\begin{aligned}
+# p &\leftarrow p - \eta\lambda p &&\text{(decoupled weight decay)}\\
+# m &\leftarrow \beta_1 m + (1-\beta_1) g, \quad v \leftarrow \beta_2 v + (1-\beta_2) g^2\\
+# p &\leftarrow p - \eta\,\frac{m/(1-\beta_1^t)}{\sqrt{v/(1-\beta_2^t)} + \varepsilon}
+# \end{aligned}$$
+#
+# The divisions by $1-\beta^t$ undo the bias of starting $m, v$ at zero. Note the memory: $m$
+# and $v$ are two more fp32 copies of the model.
+
+# %% [markdown]
+# ### Exercise 2.7 — one AdamW step · 2 points · difficulty 2 · ~10 min
+#
+# `adamw_step_(p, grad, m, v, step, lr, betas, eps, weight_decay)` returns the new `(p, m, v)`
+# (you may update in place and return them). `step` counts from 1.
+
+# %% solution="adamw"
+def adamw_step_(p, grad, m, v, step: int, lr: float, betas=(0.9, 0.999), eps: float = 1e-8,
+                weight_decay: float = 0.01):
+    """One AdamW update. All tensors the same shape. -> (p, m, v)."""
+    ### BEGIN SOLUTION
+    beta1, beta2 = betas
+    p = p * (1 - lr * weight_decay)
+    m = beta1 * m + (1 - beta1) * grad
+    v = beta2 * v + (1 - beta2) * grad * grad
+    m_hat = m / (1 - beta1**step)
+    v_hat = v / (1 - beta2**step)
+    p = p - lr * m_hat / (v_hat.sqrt() + eps)
+    return p, m, v
+    ### END SOLUTION
+
+
+# %% check="adamw" points=1
+from llmlab.train import adamw_step, adamw_step_foreach
+
+
+def adamw_reference(p, grad, m, v, step, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+    p, m, v = p.clone(), m.clone(), v.clone()
+    adamw_step(p, grad, m, v, step, lr, betas, eps, weight_decay)
+    return p, m, v
+
+
+_z = torch.zeros(6)
+grading.check_function(adamw_step_, adamw_reference, [
+    grading.Case(torch.randn(6), torch.randn(6), _z, _z, 1, 1e-2, note="first step from zero moments"),
+    grading.Case(torch.randn(3, 4), torch.randn(3, 4), torch.randn(3, 4) * 0.1, torch.rand(3, 4) * 0.01,
+                 7, 3e-3, (0.9, 0.95), 1e-8, 0.1, note="step 7, GPT betas, decay 0.1"),
+], block=[adamw_step, adamw_step_foreach], hint="bias-correct m and v with 1 - beta**step; decay multiplies p by (1 - lr*wd)")
+
+# %% hidden="adamw" points=1
+grading.check_function(adamw_step_, adamw_reference, [
+    grading.Case(torch.randn(5), torch.randn(5) * 1e-4, torch.zeros(5), torch.zeros(5), 1, 1.0,
+                 weight_decay=0.0, note="tiny gradients: the first step is ~lr*sign(g)"),
+    grading.Case(torch.randn(2, 2), torch.randn(2, 2), torch.randn(2, 2), torch.rand(2, 2), 1000, 1e-3,
+                 (0.8, 0.99), 1e-6, 0.5, note="step 1000, other hyper-parameters"),
+], block=[adamw_step, adamw_step_foreach])
+
+# %% [markdown]
+# `llmlab.train.AdamW` wraps this step in a `torch.optim.Optimizer` — applying it to all
+# tensors at once with PyTorch's multi-tensor kernels, as `torch.optim.AdamW` does — and is
+# tested to match `torch.optim.AdamW` to 1e-7 over several steps.
+#
+# ### Warmup, then cosine decay
+#
+# Adam's early steps are noisy (its $v$ is still a poor estimate), so the learning rate ramps
+# up linearly for a few hundred steps, then decays along a half cosine to a floor of ~10% of
+# the peak (GPT-3, Chinchilla, Llama). Decaying is what turns a plateau into a final drop in
+# loss.
+
+# %% [markdown]
+# ### Exercise 2.8 — the learning-rate schedule · 2 points · difficulty 1 · ~5 min
+#
+# `lr_schedule_(step, max_lr, warmup_steps, total_steps, min_lr)`: for `step < warmup_steps`,
+# `max_lr * step / warmup_steps`; for `step >= total_steps`, `min_lr`; in between
+# `min_lr + (max_lr - min_lr) * 0.5 * (1 + cos(pi * progress))` with
+# `progress = (step - warmup_steps) / (total_steps - warmup_steps)`.
+
+# %% solution="schedule"
+def lr_schedule_(step: int, max_lr: float, warmup_steps: int, total_steps: int, min_lr: float = 0.0) -> float:
+    """Linear warmup from 0, then cosine decay to min_lr at total_steps."""
+    ### BEGIN SOLUTION
+    if step < warmup_steps:
+        return max_lr * step / warmup_steps
+    if step >= total_steps:
+        return min_lr
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return min_lr + (max_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+    ### END SOLUTION
+
+
+# %% check="schedule" points=1
+from llmlab.train import cosine_lr
+
+grading.check_function(lr_schedule_, cosine_lr, [
+    grading.Case(5, 1.0, 10, 100, 0.1, note="during warmup"),
+    grading.Case(55, 1.0, 10, 100, 0.1, note="half-way through the decay"),
+    grading.Case(100, 1.0, 10, 100, 0.1, note="the end"),
+], hint="progress runs from 0 at the end of warmup to 1 at total_steps")
+
+# %% hidden="schedule" points=1
+grading.check_function(lr_schedule_, cosine_lr, [
+    grading.Case(0, 3e-3, 0, 50, note="no warmup"),
+    grading.Case(10, 3e-3, 10, 50, 3e-4, note="first step after warmup: the peak"),
+    grading.Case(500, 3e-3, 10, 50, 3e-4, note="after the end: the floor"),
+])
+
+# %%
+from llmlab.train import cosine_lr
+
+steps_axis = np.arange(600)
+plt.figure(figsize=(6, 2.5))
+plt.plot(steps_axis, [cosine_lr(int(s), 2e-3, 40, 600, 2e-4) for s in steps_axis])
+plt.xlabel("optimizer step"), plt.ylabel("learning rate")
+plt.title("the book model's schedule: 40 warmup steps, cosine to 10%")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## 4 · Pretraining, live
+#
+# The data pipeline: the Python standard library's files (code, docstrings, comments), split
+# into train and validation **by file** with a stable hash (`llmlab.data.split_of`), tokenized
+# once into a flat array with `<|endoftext|>` between files (`llmlab.data.write_tokens`, a
+# memory-mapped `uint16` file), and read in random windows of `seq_len + 1` tokens
+# (`llmlab.data.random_windows`): inputs are the first `seq_len`, targets the last `seq_len`.
+#
+# The `Trainer` puts it together: sample a batch, forward under **bf16 autocast** (matmuls in
+# bfloat16, weights, gradients and Adam moments in fp32), backward, **clip** the global gradient
+# norm to 1, AdamW step at the scheduled rate, log loss / grad norm / lr / tokens per second /
+# MFU, evaluate on validation windows. Here is a small model trained for a few seconds on a
+# slice of the corpus, with the book's tokenizer:
+
+# %%
+from llmlab.data import load_documents, random_windows
+
+train_docs = load_documents(split="train")[:60]
+val_docs = load_documents(split="val")[:8]
+eot = tok.special_ids["<|endoftext|>"]
+
+
+def tokenize(docs) -> np.ndarray:
+    out = []
+    for d in docs:
+        out += tok.encode(d.text) + [eot]
+    return np.array(out, dtype=np.uint16)
+
+
+train_ids, val_ids = tokenize(train_docs), tokenize(val_docs)
+print(f"{len(train_docs)} train files -> {len(train_ids):,} tokens; {len(val_docs)} val files -> {len(val_ids):,} tokens")
+x_demo, y_demo = random_windows(train_ids, 2, 12, torch.Generator().manual_seed(0))
+print("input :", repr(tok.decode(x_demo[0].tolist())))
+print("target:", repr(tok.decode(y_demo[0].tolist())))
+
+# %% tags=["nbval-ignore-output"]
+from llmlab.train import TrainConfig, Trainer, unigram_loss
+
+seed_all(0)
+live_cfg = GPTConfig.llama_style(vocab_size=tok.vocab_size, block_size=64, d_model=64, n_layer=2,
+                                 n_head=4, n_kv_head=2, d_ff=192)
+live = GPT(live_cfg)
+trainer = Trainer(live, train_ids, val_ids,
+                  TrainConfig(max_steps=120, batch_size=16, lr=3e-3, warmup_steps=12,
+                              eval_every=50, eval_batches=4, log_every=10, precision="bf16"))
+t0 = time.perf_counter()
+live_log = trainer.fit()
+print(f"{live.num_params():,} parameters, {trainer.step} steps in {time.perf_counter() - t0:.1f} s")
+
+# %%
+baseline = unigram_loss(train_ids, val_ids, tok.vocab_size)
+tr_rows = [r for r in live_log if "loss" in r]
+va_rows = [r for r in live_log if "val_loss" in r]
+fig, ax = plt.subplots(figsize=(6.5, 3))
+ax.plot([r["step"] for r in tr_rows], [r["loss"] for r in tr_rows], label="train loss")
+ax.plot([r["step"] for r in va_rows], [r["val_loss"] for r in va_rows], "o-", label="val loss")
+ax.axhline(baseline, color="gray", ls="--", label=f"unigram baseline")
+ax.axhline(math.log(tok.vocab_size), color="gray", ls=":", label="uniform, ln V")
+ax.set_xlabel("step"), ax.set_ylabel("nats / token"), ax.legend(fontsize=8)
+ax.set_title("a 2-layer model, trained live")
+plt.tight_layout()
+plt.show()
+print(f"final val loss {va_rows[-1]['val_loss']:.2f} vs unigram {baseline:.2f} nats/token")
+
+# %% [markdown]
+# In seconds the model gets below the unigram baseline: it has started to learn which tokens
+# follow which, not just which are frequent. The book's model ran the same loop for much
+# longer; its card, written by the training command, records the data, steps, wall time and
+# numbers:
+
+# %%
+import json
+
+from llmlab.model import BOOK_MODEL_DIR
+
+summary = json.loads((BOOK_MODEL_DIR / "summary.json").read_text())
+print(f"command      : {summary['command']}")
+print(f"parameters   : {summary['params']:,}")
+print(f"tokens       : {summary['tokens_trained']:,} in {summary['steps']} steps")
+print(f"val loss     : {summary['val_loss']:.3f} nats/token (perplexity {summary['val_ppl']:.1f})")
+print(f"unigram      : {summary['unigram_val_loss']:.3f}   uniform: {summary['uniform_val_loss']:.3f}")
+print(f"wall time    : {summary['wall_time_s'] / 60:.1f} min on {summary['threads']} thread(s) "
+      f"-> {summary['unigram_val_loss'] - summary['val_loss']:.1f} nats below the unigram baseline")
+
+# %% [markdown]
+# ### Sampling
+#
+# To generate, feed the text so far, take the last position's logits, divide by a
+# **temperature**, optionally keep only the top-k tokens or the smallest set whose probability
+# reaches top-p (Holtzman et al. 2019, [arXiv:1904.09751](https://arxiv.org/abs/1904.09751)),
+# sample, append, repeat. `llmlab.model.generate` re-reads the whole window each step;
+# chapter 08 makes this fast with a KV cache.
+
+# %%
+from llmlab.model import generate
+
+prompt = torch.tensor([tok.encode('def read_config(path):\n    """')])
+out = generate(book, prompt, 60, temperature=0.8, top_k=40, generator=torch.Generator().manual_seed(0))
+print(tok.decode(out[0].tolist()))
+
+# %% [markdown]
+# Turn the knobs (live in JupyterLab): low temperature repeats the most likely continuation,
+# high temperature wanders off into rare tokens.
+
+# %% tags=["nbval-ignore-output"]
+import ipywidgets as widgets
+
+
+def sample_book(prompt: str = "class ", temperature: float = 0.8, top_k: int = 40, seed: int = 0) -> None:
+    ids = torch.tensor([tok.encode(prompt)])
+    out = generate(book, ids, 50, temperature=temperature, top_k=top_k or None,
+                   generator=torch.Generator().manual_seed(seed))
+    print(tok.decode(out[0].tolist()))
+
+
+widgets.interact(sample_book, prompt="class ", temperature=widgets.FloatSlider(value=0.8, min=0.0, max=2.0, step=0.1),
+                 top_k=widgets.IntSlider(value=40, min=0, max=200, step=10), seed=widgets.IntSlider(value=0, min=0, max=20));
+
+# %% [markdown]
+# ## 5 · Memory and compute
+#
+# ### Where training memory goes
+#
+# Per parameter, fp32 training with Adam holds the weight (4 bytes), its gradient (4) and two
+# Adam moments (8): **16 bytes**. On top come the **activations** autograd keeps for the
+# backward pass, which grow with batch × sequence × layers × width (Korthikanti et al. 2022,
+# [arXiv:2205.05198](https://arxiv.org/abs/2205.05198)). `llmlab.model.counting.memory_estimate`
+# counts them for this exact architecture; the test suite checks the count against the bytes
+# autograd really saves (measured with `saved_tensors_hooks`). Check it yourself:
+
+# %%
+from llmlab.model.counting import memory_estimate, saved_activation_bytes
+
+probe = GPT(GPTConfig.llama_style(vocab_size=512, block_size=64, d_model=64, n_layer=2, n_head=4, n_kv_head=2))
+idx_probe = torch.randint(0, 512, (4, 64))
+est = memory_estimate(probe.config, batch_size=4, seq_len=64)["activations"]
+print(f"activations: estimated {est / 2**20:.2f} MiB, measured {saved_activation_bytes(probe, idx_probe, idx_probe) / 2**20:.2f} MiB")
+
+
+def memory_bars(d_model: int = 192, n_layer: int = 6, batch_size: int = 8, seq_len: int = 256,
+                bf16_activations: bool = False) -> None:
+    c = cfg.replace(d_model=d_model, n_layer=n_layer, n_head=d_model // 32, n_kv_head=math.gcd(d_model // 32, 2),
+                    d_head=None, d_ff=None, block_size=seq_len)
+    m = memory_estimate(c, batch_size, seq_len, act_bytes=2 if bf16_activations else 4)
+    parts = ["weights", "grads", "optimizer", "activations"]
+    fig, ax = plt.subplots(figsize=(6.5, 1.6))
+    left = 0.0
+    for part, color in zip(parts, ["C0", "C1", "C2", "C3"]):
+        ax.barh(0, m[part] / 2**20, left=left, color=color, label=f"{part} {m[part] / 2**20:,.1f} MiB")
+        left += m[part] / 2**20
+    ax.set_yticks([]), ax.set_xlabel("MiB")
+    ax.set_title(f"{param_count(c)['total'] / 1e6:.1f} M parameters · batch {batch_size} × {seq_len}")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.6), ncol=2)
+    plt.show()
+
+
+memory_bars()
+
+# %% [markdown]
+# Move the sliders: activations scale with batch × sequence and dominate small models; the
+# 16 bytes/parameter dominate large ones at small batch. This is why large runs shard the
+# optimizer states (ZeRO, FSDP, chapter 04) and recompute activations instead of storing them.
+
+# %% tags=["nbval-ignore-output"]
+widgets.interact(memory_bars, d_model=widgets.IntSlider(value=192, min=64, max=1024, step=32),
+                 n_layer=widgets.IntSlider(value=6, min=1, max=32), batch_size=widgets.IntSlider(value=8, min=1, max=64),
+                 seq_len=widgets.IntSlider(value=256, min=64, max=2048, step=64), bf16_activations=False);
+
+# %% [markdown]
+# ### Mixed precision and gradient accumulation
+#
+# Under `torch.autocast("cpu", dtype=torch.bfloat16)` every matmul runs in bfloat16 — on CPUs
+# with AMX units several times faster than fp32 — while the master weights stay fp32 (Micikevicius
+# et al. 2017, [arXiv:1710.03740](https://arxiv.org/abs/1710.03740)). bfloat16 keeps fp32's
+# exponent range, so unlike fp16 it needs no loss scaling. **Gradient accumulation** runs
+# `grad_accum` micro-batches and divides each loss by `grad_accum`: the summed gradients equal
+# those of one batch `grad_accum` times larger, for the memory of one micro-batch:
+
+# %%
+def one_step(batch_size: int, grad_accum: int) -> GPT:
+    seed_all(1)
+    m = GPT(live_cfg)
+    t = Trainer(m, train_ids, None, TrainConfig(max_steps=1, batch_size=batch_size, grad_accum=grad_accum,
+                                                 warmup_steps=0, precision="fp32"), peak_flops=1.0)
+    t.train_step()
+    return m
+
+
+big, accumulated = one_step(8, 1), one_step(4, 2)
+diff = max((p - q).abs().max().item() for p, q in zip(big.parameters(), accumulated.parameters()))
+print(f"one batch of 8 vs 2 × 4 accumulated: weights agree after a step (max difference < 1e-6): {diff < 1e-6}")
+
+# %% [markdown]
+# ### Checkpoints that resume exactly
+#
+# A checkpoint holds everything that decides the future: weights, Adam moments and step
+# counts, the data sampler's random state, the step. `Trainer.save` writes it to a temporary
+# file and renames it (atomic: a crash never leaves half a checkpoint). Resuming gives the
+# same weights, bit for bit, as never stopping:
+
+# %%
+import tempfile
+from pathlib import Path
+
+
+def short_run(steps_before_save: int | None, path: Path) -> GPT:
+    seed_all(2)
+    m = GPT(live_cfg)
+    t = Trainer(m, train_ids, None, TrainConfig(max_steps=6, batch_size=4, warmup_steps=1, precision="bf16"),
+                peak_flops=1.0)
+    if steps_before_save is None:
+        t.fit(progress=False)
+        return m
+    for _ in range(steps_before_save):
+        t.train_step()
+    t.save(path)
+    seed_all(3)
+    fresh = Trainer(GPT(live_cfg), train_ids, None, t.config, peak_flops=1.0)
+    fresh.resume(path)
+    fresh.fit(progress=False)
+    return fresh.model
+
+
+with tempfile.TemporaryDirectory() as d:
+    a, b = short_run(None, Path(d) / "c.pt"), short_run(3, Path(d) / "c.pt")
+print("identical after resume:", all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters())))
+
+# %% [markdown]
+# ### Compute: 6·N·D, and MFU measured here
+#
+# Each parameter does one multiply-add (2 FLOPs) per token in the forward pass and about twice
+# that in the backward pass, so training costs **C ≈ 6·N·D** FLOPs for N parameters and D tokens
+# (Kaplan et al. 2020, [arXiv:2001.08361](https://arxiv.org/abs/2001.08361)), plus attention's
+# $12\,n_\text{layer}\,T\,d$ per token. **MFU** (model FLOPs utilisation, Chowdhery et al. 2022,
+# [arXiv:2204.02311](https://arxiv.org/abs/2204.02311)) is the achieved model FLOP/s divided by
+# the hardware's peak; here the peak is *measured* with a large bfloat16 matmul.
+
+# %% tags=["nbval-ignore-output"]
+from llmlab.model.counting import flops_per_token, training_flops
+from llmlab.train import measure_matmul_peak
+
+peak = measure_matmul_peak(torch.bfloat16)
+row = [r for r in live_log if "mfu" in r][-1]
+print(f"measured bf16 matmul peak here: {peak / 1e9:,.0f} GFLOP/s")
+print(f"live model: {row['tokens_per_s']:,.0f} tokens/s × {trainer.flops_per_token / 1e6:.1f} MFLOP/token "
+      f"= MFU {100 * row['mfu']:.1f}%")
+n_book, d_book = summary["params"], summary["tokens_trained"]
+print(f"book model: 6·N·D = 6 × {n_book:,} × {d_book:,} = {training_flops(n_book, d_book):.2e} FLOPs; "
+      f"with attention {flops_per_token(cfg) * d_book:.2e}; median MFU {100 * summary['median_mfu']:.1f}% "
+      f"over {summary['wall_time_s'] / 60:.0f} min")
+
+# %% [markdown]
+# Small models on a CPU reach a few percent MFU: their matrices are too small to keep the
+# matmul units busy, and the element-wise work (norms, RoPE, softmax, the optimizer) is
+# memory-bound. Large GPU runs reach 35–55% (Llama 3 405B: 38–43% on 16k H100s).
+#
+# ### A small scaling sweep
+#
+# Chinchilla (Hoffmann et al. 2022, [arXiv:2203.15556](https://arxiv.org/abs/2203.15556)) asked:
+# for a fixed compute budget C, what model size is best? One of its methods trains several
+# sizes and takes, at each C, the lowest loss among them — the **envelope** of the training
+# curves; it found N and D should grow equally (≈ 20 tokens per parameter). Here is that
+# experiment in miniature: three widths, the same number of steps, loss against FLOPs spent.
+
+# %% tags=["nbval-ignore-output"]
+sweep = {}
+for width in tqdm([32, 64, 128], desc="sweep"):
+    seed_all(0)
+    c = live_cfg.replace(d_model=width, n_head=4, n_kv_head=2, d_head=None, d_ff=None)
+    m = GPT(c)
+    t = Trainer(m, train_ids, None, TrainConfig(max_steps=60, batch_size=16, lr=3e-3, warmup_steps=6,
+                                                 log_every=5, precision="bf16"), peak_flops=peak)
+    log = t.fit(progress=False)
+    n = m.num_params(non_embedding=True)
+    sweep[width] = (n, [(r["tokens"] * flops_per_token(c, c.block_size), r["loss"]) for r in log if "loss" in r])
+
+# %%
+fig, ax = plt.subplots(figsize=(6.5, 3.2))
+for width, (n, pts) in sweep.items():
+    ax.plot([p[0] for p in pts], [p[1] for p in pts], label=f"d_model {width} ({n / 1e3:.0f}k non-emb. params)")
+ax.set_xscale("log"), ax.set_xlabel("training FLOPs (6ND + attention)"), ax.set_ylabel("train loss")
+ax.set_title("same steps, three sizes: the lower envelope is the compute-optimal frontier")
+ax.legend(fontsize=8)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# At the smallest budgets the smallest model is best (it takes more steps per FLOP); as compute
+# grows, wider models overtake it. Chinchilla ran this over 400 models up to 16B parameters.
+#
+# ## 6 · How the industry does it
+#
+# The same block, at scale. Numbers from each model's paper and released `config.json`:
+#
+# | | GPT-2 small | Llama 3 8B | Qwen2 7B | DeepSeek-V3 | **this book** |
+# |---|---|---|---|---|---|
+# | layers × d_model | 12 × 768 | 32 × 4096 | 28 × 3584 | 61 × 7168 | 6 × 192 |
+# | heads (query / KV) | 12 / 12 | 32 / 8 (GQA) | 28 / 4 (GQA) | 128, MLA (latent 512) | 6 / 2 (GQA) |
+# | positions | learned, 1024 | RoPE θ=500k, 8k | RoPE θ=1M, 32k | RoPE (decoupled), 128k | RoPE θ=10k, 256 |
+# | norm / MLP | LayerNorm / GELU 4× | RMSNorm / SwiGLU 14336 | RMSNorm / SwiGLU 18944 | RMSNorm / MoE: 1 shared + 8 of 256 routed experts | RMSNorm / SwiGLU 512 |
+# | vocabulary | 50,257 | 128,256 | 151,646 | 129,280 | 4,096 |
+# | parameters | 124 M | 8.0 B | 7.6 B | 671 B (37 B active) | 3.1 M |
+# | training tokens | ~10 B (WebText) | 15 T | 7 T | 14.8 T | 1.2 M |
+# | precision | fp32 | bf16 | bf16 | FP8 mixed | bf16 autocast (CPU) |
+#
+# Sources: Radford et al. 2019 (GPT-2); Grattafiori et al., "The Llama 3 Herd of Models",
+# [arXiv:2407.21783](https://arxiv.org/abs/2407.21783); Yang et al., "Qwen2 Technical Report",
+# [arXiv:2407.10671](https://arxiv.org/abs/2407.10671); DeepSeek-AI, "DeepSeek-V3 Technical
+# Report", [arXiv:2412.19437](https://arxiv.org/abs/2412.19437). Qwen2 also adds biases to
+# q, k, v; DeepSeek-V3's multi-head latent attention is chapter 03, its mixture of experts
+# routes each token to 8 of 256 expert MLPs. Llama 3 405B trained on 3.8 × 10²⁵ FLOPs —
+# 6·N·D with N = 405 B, D = 15.6 T — about 10¹³ times this chapter's model.
+#
+# Where it breaks: past a few billion parameters, fp32 Adam states no longer fit one GPU
+# (ZeRO/FSDP, chapter 04); bf16 training of very large models sees loss spikes, handled by
+# restarting from a checkpoint with data skipped, lower learning rates and QK-norm; and MFU is
+# won by fused kernels (FlashAttention, fused RMSNorm/RoPE) that this chapter replaces with
+# readable PyTorch.
+#
+# `llmlab.model.from_hf` loads any of the GPT-2 and Llama-family checkpoints above (GQA
+# included) into this chapter's `GPT`, and the test suite checks the logits against
+# `transformers` to 1e-4.
+#
+# ## 7 · Summary and further reading
+#
+# - A GPT is embeddings, a stack of pre-norm blocks (attention to exchange information
+#   causally, an MLP to transform each token) and an LM head; GPT-2 and Llama differ only in the
+#   pieces: positions (learned vs RoPE), norm (LayerNorm vs RMSNorm), MLP (GELU vs SwiGLU) and
+#   KV heads (MHA vs GQA).
+# - Pretraining minimises next-token cross-entropy with AdamW, warmup + cosine decay, gradient
+#   clipping, bf16 autocast and gradient accumulation; a checkpoint with optimizer and sampler
+#   state resumes exactly.
+# - Training memory is 16 bytes per parameter plus activations; compute is ≈ 6·N·D; MFU says
+#   how much of the machine a run uses; compute-optimal models balance N and D.
+#
+# Papers: Vaswani et al., *Attention Is All You Need* ([1706.03762](https://arxiv.org/abs/1706.03762));
+# Radford et al., *Language Models are Unsupervised Multitask Learners* (GPT-2, 2019);
+# Touvron et al., *LLaMA* ([2302.13971](https://arxiv.org/abs/2302.13971)); Su et al., *RoFormer*
+# ([2104.09864](https://arxiv.org/abs/2104.09864)); Zhang & Sennrich, *RMSNorm*
+# ([1910.07467](https://arxiv.org/abs/1910.07467)); Shazeer, *GLU Variants Improve Transformer*
+# ([2002.05202](https://arxiv.org/abs/2002.05202)); Ainslie et al., *GQA*
+# ([2305.13245](https://arxiv.org/abs/2305.13245)); Loshchilov & Hutter, *Decoupled Weight Decay
+# Regularization* ([1711.05101](https://arxiv.org/abs/1711.05101)); Kaplan et al., *Scaling Laws
+# for Neural Language Models* ([2001.08361](https://arxiv.org/abs/2001.08361)); Hoffmann et al.,
+# *Training Compute-Optimal Large Language Models* ([2203.15556](https://arxiv.org/abs/2203.15556));
+# Korthikanti et al., *Reducing Activation Recomputation* ([2205.05198](https://arxiv.org/abs/2205.05198)).
+#
+# Next: chapter 03 replaces this chapter's attention with the variants production models use.

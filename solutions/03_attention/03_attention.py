@@ -1,0 +1,937 @@
+# %% [markdown]
+# # 03 · Attention variants and long context
+#
+# Chapter 02 built attention the textbook way: every head has its own keys and values, every
+# query looks at every earlier token, and the full `(seq, seq)` score matrix sits in memory.
+# Production models change all three. This chapter is about *why* (memory per token, memory
+# bandwidth, quadratic cost) and *how* — each variant implemented in `llmlab.attention`, with
+# a readable reference and an efficient form that is tested to agree with it.
+#
+# **You will learn to**
+# 1. compute the KV-cache bytes per token of MHA, GQA, MQA and MLA for real models
+#    (Llama 3 8B, Mistral 7B, DeepSeek-V3) and explain what each variant trades;
+# 2. implement grouped KV heads, a sliding-window mask with attention sinks, online softmax,
+#    the tile loop of FlashAttention, MLA's weight absorption and the recurrent form of linear
+#    attention — and check each against `llmlab`;
+# 3. measure that FlashAttention's memory grows linearly with sequence length while naive
+#    attention's grows quadratically;
+# 4. read attention maps of the book's model, and stretch its context with position
+#    interpolation, NTK-aware scaling and YaRN, measuring what each does to perplexity.
+
+# %% [markdown]
+# **Budget:** ~1 min on 2 CPU cores · peak RAM ~0.6 GB. No GPU and no network needed.
+
+# %% tags=["nbval-ignore-output"]
+import math
+import time
+
+import matplotlib.pyplot as plt
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from llmlab import grading
+from llmlab.utils import seed_all
+
+seed_all(0)
+print(f"torch {torch.__version__} · {torch.get_num_threads()} threads")
+
+# %% [markdown]
+# ## 1 · Why attention variants exist
+#
+# Generating text one token at a time, a model keeps every earlier token's keys and values —
+# the **KV cache** — so it never recomputes them. Per token, each layer stores a key and a value
+# for each of its KV heads:
+#
+# $$\text{bytes per token} = n_\text{layer}\times 2 \times n_\text{kv head}\times d_\text{head}\times \text{bytes per number}.$$
+#
+# Three costs follow, and each variant in this chapter attacks one of them:
+#
+# - **memory per token** — the cache of a long conversation can outgrow the weights. Fewer KV
+#   heads (GQA, MQA), a compressed latent (MLA) or a window that forgets (sliding window)
+#   shrink it;
+# - **bandwidth** — each decoding step reads the *whole* cache from memory to produce one
+#   token; that read, not arithmetic, sets the speed of decoding. A smaller cache is a faster
+#   decode;
+# - **quadratic cost** — prefill computes a `(seq, seq)` score matrix. FlashAttention keeps the
+#   compute but never stores the matrix; sparse and linear attention cut the compute itself.
+#
+# `llmlab.attention.KVSpec` holds what a model caches; `REAL_CONFIGS` copies three real models'
+# `config.json` (the source of each is in the spec). `variants_of` re-imagines one model with
+# every variant — same layers, heads and head size.
+
+# %%
+from llmlab.attention import REAL_CONFIGS, variants_of
+
+GIB = 2**30
+# DeepSeek-V3 as plain MHA would cache a 192-dim key (128 + 64 RoPE) and a 128-dim value per
+# head: the same count as 2 x 160.
+rows = []
+for name, spec in REAL_CONFIGS.items():
+    for variant, s in variants_of(spec, d_head=spec.d_head or 160).items():
+        rows.append((name, variant, s.bytes_per_token(), s.cached_tokens(32_768) * s.bytes_per_token()))
+print(f"{'model':<12} {'variant':<4} {'KiB/token':>10} {'GiB at 32k tokens':>18}")
+for name, variant, per_token, total in rows:
+    actual = "  <- the real model" if variant == REAL_CONFIGS[name].kind.upper() else ""
+    print(f"{name:<12} {variant:<4} {per_token / 1024:>10.1f} {total / GIB:>18.2f}{actual}")
+print("Mistral 7B keeps at most", REAL_CONFIGS["Mistral 7B"].window, "tokens (sliding window).")
+
+# %%
+fig, ax = plt.subplots(figsize=(8, 3.4))
+models = list(REAL_CONFIGS)
+order = ["MHA", "GQA", "MLA", "MQA"]
+colors = {"MHA": "#888888", "GQA": "#1f77b4", "MLA": "#d62728", "MQA": "#2ca02c"}
+for j, variant in enumerate(order):
+    xs, ys = [], []
+    for i, name in enumerate(models):
+        for n, v, per_token, _ in rows:
+            if n == name and v == variant:
+                xs.append(i + (j - 1.5) * 0.2)
+                ys.append(per_token / 1024)
+    ax.bar(xs, ys, width=0.2, label=variant, color=colors[variant])
+ax.set_xticks(range(len(models)), models)
+ax.set_yscale("log")
+ax.set_ylabel("KV cache, KiB per token (bf16)")
+ax.set_title("What one more token costs in cache memory")
+ax.legend(ncols=4, fontsize=8)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# Llama 3 8B caches 128 KiB per token: a 32k-token context costs 4 GiB per sequence on top of
+# 16 GB of weights. As MHA it would be 4x more; DeepSeek-V3's MLA caches about 69 KiB per
+# token for a model 80x larger — less than Llama 3 8B — where plain MHA would need ~4.8 MiB.
+
+# %% [markdown]
+# ## 2 · MHA, MQA, GQA: one module, parameterised by the number of KV heads
+#
+# Multi-query attention (Shazeer 2019) gives all query heads **one** key/value head; grouped-query
+# attention (Ainslie et al. 2023) gives each **group** of `n_head / n_kv_head` query heads one.
+# `n_kv_head = n_head` is MHA, `n_kv_head = 1` is MQA. The computation is MHA after copying each
+# KV head to every query head of its group — Llama's `repeat_kv`. Head `h` of the query uses
+# KV head `h // n_rep`, so the copies must be *interleaved* (`0,0,1,1`), not tiled (`0,1,0,1`).
+#
+# `llmlab.nn.CausalSelfAttention` (chapter 02) is this module; `llmlab.attention` re-exports it.
+
+# %% [markdown]
+# ### Exercise 3.1 — `repeat_kv` · 2 points · difficulty 1 · ~5 min
+#
+# `x: (batch, n_kv_head, seq, d_head) -> (batch, n_kv_head * n_rep, seq, d_head)`, where head
+# `h` of the result is KV head `h // n_rep`.
+
+# %% solution="repeat_kv"
+def repeat_kv_(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """Copy each KV head n_rep times: (b, n_kv, s, d) -> (b, n_kv * n_rep, s, d)."""
+    ### BEGIN SOLUTION
+    b, n_kv, s, d = x.shape
+    return x[:, :, None].expand(b, n_kv, n_rep, s, d).reshape(b, n_kv * n_rep, s, d)
+    ### END SOLUTION
+
+
+# %% check="repeat_kv" points=1
+from llmlab.attention import repeat_kv
+
+grading.check_function(repeat_kv_, repeat_kv, [
+    grading.Case(torch.arange(12.0).view(1, 3, 2, 2), 2, note="3 KV heads, groups of 2"),
+    grading.Case(torch.randn(2, 1, 5, 4), 4, note="MQA: one KV head for 4 query heads"),
+], hint="head h must be KV head h // n_rep: use repeat_interleave on dim 1 (or expand + "
+        "reshape), not .repeat, which tiles the heads")
+
+# %% hidden="repeat_kv" points=1
+grading.check_function(repeat_kv_, repeat_kv, [
+    grading.Case(torch.randn(3, 4, 6, 8), 1, note="n_rep = 1 is MHA: unchanged"),
+    grading.Case(torch.randn(1, 2, 3, 5, dtype=torch.float64), 3, note="float64, odd sizes"),
+])
+
+# %% [markdown]
+# Copying KV heads is the readable form. Kernels do not copy: they fold each group's query heads
+# into one matrix so every KV head is read once — `grouped_attention` does this and is tested
+# to equal the copy, forward and backward:
+
+# %%
+from llmlab.attention import grouped_attention, naive_attention
+
+q = torch.randn(1, 8, 16, 32)
+k, v = torch.randn(1, 2, 16, 32), torch.randn(1, 2, 16, 32)
+expanded = naive_attention(q, repeat_kv(k, 4), repeat_kv(v, 4), causal=True)
+print("grouped == expanded:", torch.allclose(grouped_attention(q, k, v, causal=True), expanded, atol=1e-6))
+
+# %% [markdown]
+# ## 3 · Looking inside: attention maps of the book's model
+#
+# The model trained in chapter 02 is a GQA model. `llmlab.attention.attention_maps` records each
+# layer's input and recomputes its softmax probabilities (the fused kernel never returns them).
+# Each row is a query; each column a key it may attend to.
+
+# %%
+from llmlab.attention import attention_maps
+from llmlab.kvcache.memory import kv_spec
+from llmlab.model import load_book_model
+
+model, tokenizer = load_book_model()
+model.eval()
+cfg = model.config
+print(f"book model: {cfg.n_layer} layers, {cfg.n_head} query heads, {cfg.n_kv_head} KV heads, "
+      f"d_head {cfg.d_head}, trained on {cfg.block_size}-token windows")
+print(f"its KV cache: {kv_spec(cfg, bytes_per_number=4).bytes_per_token()} bytes per token (fp32)")
+
+
+def show_heads(text: str, layer: int, heads: list[int]) -> None:
+    ids = tokenizer.encode(text)[:48]
+    probs = attention_maps(model, torch.tensor([ids]))[layer][0]  # (n_head, seq, seq)
+    labels = [repr(tokenizer.decode([i]))[1:-1][:6] for i in ids]
+    fig, axes = plt.subplots(1, len(heads), figsize=(3.2 * len(heads), 3.4))
+    for ax, h in zip(axes if len(heads) > 1 else [axes], heads):
+        ax.imshow(probs[h], cmap="viridis", vmin=0, vmax=probs[h].max().item())
+        ax.set_title(f"layer {layer}, head {h}", fontsize=9)
+        ax.set_xticks(range(len(ids)), labels, rotation=90, fontsize=5)
+        ax.set_yticks(range(len(ids)), labels, fontsize=5)
+    plt.tight_layout()
+    plt.show()
+
+
+sample = "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n"
+show_heads(sample, layer=cfg.n_layer - 1, heads=list(range(min(4, cfg.n_head))))
+
+# %% [markdown]
+# Explore: pick a layer, a head and your own text (live in JupyterLab).
+
+# %% tags=["nbval-ignore-output"]
+import ipywidgets as widgets
+
+widgets.interact(
+    lambda text, layer, head: show_heads(text, layer, [head]),
+    text=widgets.Textarea(value=sample, layout=widgets.Layout(width="60%")),
+    layer=widgets.IntSlider(min=0, max=cfg.n_layer - 1, value=0),
+    head=widgets.IntSlider(min=0, max=cfg.n_head - 1, value=0),
+);
+
+# %% [markdown]
+# In large models many heads pour a large share of their attention onto the **first token**,
+# whatever it is. Softmax must put its mass somewhere; a head with nothing useful to read parks
+# it on a token every query can see. StreamingLLM (Xiao et al. 2023) found these **attention
+# sinks** in Llama-2, MPT, Falcon and Pythia. Does the book's model have them? Measure, on
+# validation text, the share of attention that queries at positions ≥ 32 give to token 0,
+# against the `1/(position+1)` a uniform head would give:
+
+# %%
+from llmlab.data.corpus import load_documents
+
+val_text = "".join(d.text for d in load_documents(split="val")[:6])
+val_ids = torch.tensor(tokenizer.encode(val_text[:20_000]))
+print(f"validation tokens: {len(val_ids)}")
+seq = min(256, cfg.block_size)
+maps = attention_maps(model, val_ids[:seq][None])
+uniform = (1.0 / torch.arange(33, seq + 1)).mean().item()
+for layer, p in enumerate(maps):
+    sink = p[0, :, 32:, 0].mean(-1)  # (n_head,)
+    print(f"layer {layer}: attention on token 0 per head =",
+          " ".join(f"{x:.2f}" for x in sink.tolist()), f"  (uniform: {uniform:.3f})")
+
+# %% [markdown]
+# ## 4 · Sliding-window attention and attention sinks
+#
+# Mistral 7B lets each token attend only to its last `W = 4096` tokens. The cache then never
+# exceeds `W` tokens, and information still travels further through the layers (after `k`
+# layers a token can depend on `k·W` earlier tokens). StreamingLLM adds the first few tokens
+# back — the sinks — so that a window that has slid past them does not destabilise the heads
+# that rely on them.
+#
+# ### Exercise 3.2 — a sliding-window mask with sinks · 2 points · difficulty 1 · ~10 min
+#
+# Return a bool mask `(seq_q, seq_k)`, True where the query may attend. Queries are the *last*
+# `seq_q` of `seq_k` positions (query `i` sits at position `i + seq_k - seq_q`, as when decoding
+# with a cache). A query at position `p` sees key `j` when `j ≤ p` and either `p - j < window`
+# or `j < n_sink`.
+
+# %% solution="sliding_window_mask"
+def sliding_window_mask_(seq_q: int, seq_k: int, window: int, n_sink: int = 0) -> torch.Tensor:
+    """Bool (seq_q, seq_k): causal, within the last `window` tokens, or one of the first `n_sink`."""
+    ### BEGIN SOLUTION
+    p = torch.arange(seq_k - seq_q, seq_k)[:, None]
+    j = torch.arange(seq_k)[None, :]
+    return (j <= p) & ((p - j < window) | (j < n_sink))
+    ### END SOLUTION
+
+
+# %% check="sliding_window_mask" points=1
+from llmlab.attention import sliding_window_mask
+
+grading.check_function(sliding_window_mask_, sliding_window_mask, [
+    grading.Case(6, 6, 3, note="window 3, no sinks"),
+    grading.Case(6, 6, 2, 1, note="window 2 plus one sink"),
+    grading.Case(2, 7, 3, note="2 new queries decoding against 7 keys"),
+], hint="the window includes the query itself: key j is in when p - window < j <= p; compute "
+        "positions with the offset seq_k - seq_q")
+
+# %% hidden="sliding_window_mask" points=1
+grading.check_function(sliding_window_mask_, sliding_window_mask, [
+    grading.Case(5, 5, 1, note="window 1: only itself"),
+    grading.Case(4, 4, 10, note="window longer than the sequence: plain causal"),
+    grading.Case(1, 10, 4, 2, note="one decoding query, 2 sinks"),
+    grading.Case(8, 8, 2, 5, note="more sinks than the window"),
+])
+
+# %% [markdown]
+# The masks of this chapter side by side, and the number of scores each computes (the rest
+# are never needed). Block-sparse layouts (`local_global_layout`) are the same idea at the
+# granularity of blocks — what kernels can skip cheaply.
+
+# %%
+from llmlab.attention import block_layout_to_mask, causal_mask, local_global_layout
+
+
+def show_masks(seq: int = 32, window: int = 8, n_sink: int = 2, block: int = 4) -> None:
+    masks = {
+        "causal": causal_mask(seq, seq),
+        f"window {window}": sliding_window_mask(seq, seq, window),
+        f"window {window} + {n_sink} sinks": sliding_window_mask(seq, seq, window, n_sink),
+        f"block-sparse ({block}-token blocks)": block_layout_to_mask(
+            local_global_layout(-(-seq // block), n_local=2, n_global=1), block, seq, seq),
+    }
+    fig, axes = plt.subplots(1, 4, figsize=(12, 3.2))
+    for ax, (title, m) in zip(axes, masks.items()):
+        ax.imshow(m, cmap="Blues", vmin=0, vmax=1.3)
+        ax.set_title(f"{title}\n{int(m.sum())} of {seq * seq} scores", fontsize=9)
+        ax.set_xlabel("key")
+        ax.set_ylabel("query")
+    plt.tight_layout()
+    plt.show()
+
+
+show_masks()
+
+# %% tags=["nbval-ignore-output"]
+widgets.interact(show_masks, seq=widgets.IntSlider(min=8, max=64, value=32),
+                 window=widgets.IntSlider(min=1, max=64, value=8),
+                 n_sink=widgets.IntSlider(min=0, max=8, value=2),
+                 block=widgets.IntSlider(min=2, max=16, value=4));
+
+# %% [markdown]
+# `sliding_window_attention` computes only the band: for each block of queries it gathers the
+# keys of its window and the sinks. It equals the masked reference (tested for outputs and
+# gradients) at a cost of `seq × (window + block + n_sink)` scores instead of `seq²`.
+#
+# What does a window cost the book's model, and do sinks help? Give every layer a window of 32
+# tokens, with and without 4 sinks, and compare the loss on validation text with full
+# attention. `SlidingWindowMask` is a stand-in cache that stores nothing and hands each layer
+# the mask (the KV-cache protocol of chapter 08 is how masks reach the model's attention).
+
+# %%
+from llmlab.attention import SlidingWindowMask
+from llmlab.nn import cross_entropy
+
+
+@torch.no_grad()
+def eval_loss(model, ids: torch.Tensor, seq: int, n_windows: int = 2, cache=None) -> float:
+    """Mean next-token loss (nats) over a batch of n_windows non-overlapping windows."""
+    windows = ids[:n_windows * (seq + 1)].view(n_windows, seq + 1)
+    return cross_entropy(model(windows[:, :-1], cache=cache), windows[:, 1:]).item()
+
+
+seq = min(256, cfg.block_size)
+for label, mask in tqdm([("full causal", None), ("window 32", SlidingWindowMask(32)),
+                         ("window 32 + 4 sinks", SlidingWindowMask(32, n_sink=4))], desc="masks"):
+    print(f"{label:<22} loss {eval_loss(model, val_ids, seq, cache=mask):.2f} nats")
+
+# %% [markdown]
+# Compare the three numbers with what StreamingLLM measured on Llama-2: there, window attention
+# without sinks blew perplexity up by orders of magnitude as soon as the first tokens left the
+# window, and keeping four initial tokens brought it back (their Table 1). A model as small and
+# briefly trained as the book's has not learned to lean on token 0 (the shares above are about
+# the uniform share, or less), and code is local — most of what predicts the next token is in the last few
+# lines — so a 32-token window costs it little and sinks change little. Sinks are a property a
+# model *learns*; measure before you rely on them.
+
+# %% [markdown]
+# ## 5 · FlashAttention: online softmax, then tiles
+#
+# Naive attention materialises `S = QKᵀ/√d` — `seq²` numbers per head — then `P = softmax(S)`,
+# then `PV`. At 8k tokens and 32 heads that is 8 GiB in fp32 per layer, just for `S`.
+# FlashAttention never holds `S`: it walks `K, V` in tiles and keeps, per query row, only
+# running statistics. The key is that softmax can be computed **online**.
+#
+# **Online softmax.** Walk `x` in blocks, keeping the running maximum `m` and the running sum
+# `l = Σ exp(x_j − m)`. When block `b` arrives with maximum `m_b`:
+#
+# $$m' = \max(m, m_b),\qquad l' = l\,e^{m - m'} + \sum_{j\in b} e^{x_j - m'}.$$
+#
+# The factor $e^{m-m'}$ rescales what was summed under the old maximum. At the end,
+# $\operatorname{softmax}(x)_j = e^{x_j - m}/l$ and $\log\sum_j e^{x_j} = m + \log l$.
+#
+# ### Exercise 3.3 — online softmax · 2 points · difficulty 2 · ~10 min
+#
+# Compute `(m, l)` for the last axis in **one pass over blocks** of `block` entries (no
+# `x.max()` over the whole row first), then return `exp(x − m) / l`.
+
+# %% solution="online_softmax"
+def online_softmax_(x: torch.Tensor, block: int = 4) -> torch.Tensor:
+    """Softmax over the last axis with a one-pass, block-by-block normaliser. (..., n) -> (..., n)."""
+    ### BEGIN SOLUTION
+    m = torch.full(x.shape[:-1], float("-inf"), dtype=x.dtype)
+    l = torch.zeros(x.shape[:-1], dtype=x.dtype)
+    for start in range(0, x.shape[-1], block):
+        xb = x[..., start:start + block]
+        m_new = torch.maximum(m, xb.amax(-1))
+        l = l * torch.exp(m - m_new) + torch.exp(xb - m_new[..., None]).sum(-1)
+        m = m_new
+    return torch.exp(x - m[..., None]) / l[..., None]
+    ### END SOLUTION
+
+
+# %% check="online_softmax" points=1
+from llmlab.attention import online_softmax
+
+grading.check_function(online_softmax_, online_softmax, [
+    grading.Case(torch.randn(3, 10), 4, note="3 rows of 10, blocks of 4"),
+    grading.Case(torch.randn(2, 9) * 100, 3, note="large logits: the running max matters"),
+], hint="rescale the running sum by exp(m_old - m_new) whenever the maximum grows")
+
+# %% hidden="online_softmax" points=1
+x_masked = torch.randn(2, 12)
+x_masked[:, 5] = float("-inf")
+grading.check_function(online_softmax_, online_softmax, [
+    grading.Case(torch.randn(4, 7), 1, note="blocks of one entry"),
+    grading.Case(torch.randn(5, 6, dtype=torch.float64), 50, note="one block bigger than the row"),
+    grading.Case(x_masked, 4, note="a masked (-inf) entry"),
+    grading.Case(torch.linspace(-5, 40, 16).view(1, 16), 4, note="maximum grows every block"),
+])
+
+# %% [markdown]
+# **Tiles.** Apply the same bookkeeping to attention. For a tile of queries `Q_i`, walk key/value
+# tiles `K_j, V_j`: compute `S_ij = Q_i K_jᵀ · scale` (mask it if causal), update `m` and `l` as
+# above, and keep an unnormalised output accumulator rescaled the same way:
+#
+# $$\text{acc}' = \text{acc}\,e^{m - m'} + e^{S_{ij} - m'} V_j .$$
+#
+# After the last tile, `O_i = acc / l`, and `LSE_i = m + log l` is the only statistic saved for
+# the backward pass. Under a causal mask, key tiles that lie entirely after the query tile are
+# skipped — half the work.
+#
+# ### Exercise 3.4 — the FlashAttention forward tile loop · 3 points · difficulty 3 · ~25 min
+#
+# `q: (batch, heads, seq_q, d)`, `k, v: (batch, heads, seq_k, d)`. Return `(o, lse)` with
+# `o: (batch, heads, seq_q, d)` and `lse: (batch, heads, seq_q)`, using `scale = 1/√d`.
+# With `causal=True`, query `i` sits at position `i + seq_k − seq_q` and sees keys at or before
+# it. Never build a `(seq_q, seq_k)` tensor: only `(block_q, block_k)` tiles.
+
+# %% solution="flash_forward"
+def flash_forward_(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
+                   block_q: int = 16, block_k: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tiled attention with online softmax -> (o (b, h, seq_q, d), lse (b, h, seq_q))."""
+    ### BEGIN SOLUTION
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    seq_q, seq_k = q.shape[-2], k.shape[-2]
+    offset = seq_k - seq_q
+    o = torch.empty_like(q[..., :1].expand(*q.shape[:-1], v.shape[-1]))
+    lse = torch.empty(q.shape[:-1], dtype=q.dtype)
+    for qs in range(0, seq_q, block_q):
+        qe = min(qs + block_q, seq_q)
+        qt = q[..., qs:qe, :]
+        m = torch.full(qt.shape[:-1], float("-inf"), dtype=q.dtype)
+        l = torch.zeros(qt.shape[:-1], dtype=q.dtype)
+        acc = torch.zeros(*qt.shape[:-1], v.shape[-1], dtype=q.dtype)
+        for ks in range(0, min(seq_k, qe + offset) if causal else seq_k, block_k):
+            ke = min(ks + block_k, seq_k)
+            s = qt @ k[..., ks:ke, :].transpose(-1, -2) * scale
+            if causal:
+                q_pos = torch.arange(qs, qe)[:, None] + offset
+                s = s.masked_fill(torch.arange(ks, ke)[None, :] > q_pos, float("-inf"))
+            m_new = torch.maximum(m, s.amax(-1))
+            p = torch.exp(s - m_new[..., None])
+            alpha = torch.exp(m - m_new)
+            l = alpha * l + p.sum(-1)
+            acc = alpha[..., None] * acc + p @ v[..., ks:ke, :]
+            m = m_new
+        o[..., qs:qe, :] = acc / l[..., None]
+        lse[..., qs:qe] = m + torch.log(l)
+    return o, lse
+    ### END SOLUTION
+
+
+# %% check="flash_forward" points=2
+from llmlab.attention import flash_attention_forward
+
+gen = torch.Generator().manual_seed(0)
+q1, k1, v1 = (torch.randn(1, 2, 32, 8, generator=gen) for _ in range(3))
+grading.check_function(flash_forward_, flash_attention_forward, [
+    grading.Case(q1, k1, v1, block_q=8, block_k=8, note="not causal, 4x4 tiles"),
+    grading.Case(q1, k1, v1, causal=True, block_q=8, block_k=16, note="causal"),
+], atol=1e-5, hint="rescale both l and the accumulator by exp(m_old - m_new); divide by l only "
+                   "after the last key tile; lse = m + log(l)")
+
+# %% hidden="flash_forward" points=1
+q2, k2, v2 = (torch.randn(2, 3, 21, 16, generator=gen) for _ in range(3))
+k3, v3 = torch.randn(2, 3, 40, 16, generator=gen), torch.randn(2, 3, 40, 16, generator=gen)
+grading.check_function(flash_forward_, flash_attention_forward, [
+    grading.Case(q2, k2, v2, causal=True, block_q=5, block_k=7, note="seq not a multiple of the tiles"),
+    grading.Case(q2, k3, v3, causal=True, block_q=8, block_k=8, note="21 queries after 19 cached keys"),
+    grading.Case(q2[..., :1, :], k3, v3, block_q=1, block_k=3, note="one query, tiny tiles"),
+], atol=1e-5)
+
+# %% [markdown]
+# **Backward by recomputation.** The backward pass needs `P` again. Instead of storing it,
+# `flash_attention_backward` recomputes each tile as `P_ij = exp(S_ij − LSE_i)` and uses
+# `dS = P ⊙ (dP − D)` with `D_i = rowsum(dO_i ⊙ O_i)` (FlashAttention-2). `flash_attention` wraps
+# forward and backward in a `torch.autograd.Function` that saves only `q, k, v, o` and the
+# log-sum-exp. Its outputs *and gradients* equal naive attention's:
+
+# %%
+from llmlab.attention import flash_attention
+
+q, k, v = (torch.randn(2, 4, 100, 32, dtype=torch.float64, requires_grad=True) for _ in range(3))
+for causal in (False, True):
+    out = flash_attention(q, k, v, causal=causal, block_q=32, block_k=32)
+    ref = naive_attention(q, k, v, causal=causal)
+    saved = [tuple(t.shape) for t in out.grad_fn.saved_tensors]
+    g = torch.randn_like(out)
+    d_flash = torch.autograd.grad(out, (q, k, v), g)
+    d_ref = torch.autograd.grad(ref, (q, k, v), g)
+    same_grads = all(torch.allclose(a, b, atol=1e-12) for a, b in zip(d_flash, d_ref))
+    print(f"causal={causal}: outputs equal {torch.allclose(out, ref, atol=1e-12)}, "
+          f"gradients equal {same_grads}")
+print("saved for backward (q, k, v, o, lse):", saved)
+
+# %% [markdown]
+# **Flash-decoding.** Decoding has one query, so tiling over queries gives a GPU nothing to do in
+# parallel. Flash-decoding splits the *keys* into chunks processed in parallel, each returning a
+# partial output and its log-sum-exp, and merges them with the same rescaling:
+# $O = \sum_s e^{\mathrm{LSE}_s - \mathrm{LSE}}\, O_s$, $\mathrm{LSE} = \log\sum_s e^{\mathrm{LSE}_s}$.
+
+# %%
+from llmlab.attention import flash_decode
+
+q_new = torch.randn(1, 8, 1, 64)
+k_cache, v_cache = torch.randn(1, 8, 4096, 64), torch.randn(1, 8, 4096, 64)
+for n_splits in (1, 4, 16):
+    same = torch.allclose(flash_decode(q_new, k_cache, v_cache, n_splits),
+                          naive_attention(q_new, k_cache, v_cache), atol=1e-5)
+    print(f"{n_splits:>2} splits: equals naive attention: {same}")
+
+# %% [markdown]
+# ### Experiment: memory and time against sequence length
+#
+# `llmlab.attention.peak_memory` records every tensor PyTorch allocates during a call and reports
+# the most alive at once. Measure the forward **and** backward pass of naive attention, our
+# pure-PyTorch FlashAttention and PyTorch's fused `scaled_dot_product_attention` (SDPA).
+
+# %% tags=["nbval-ignore-output"]
+from llmlab.attention import peak_memory
+
+impls = {
+    "naive": lambda q, k, v: naive_attention(q, k, v, causal=True),
+    "flash (llmlab)": lambda q, k, v: flash_attention(q, k, v, causal=True, block_q=128, block_k=128),
+    "SDPA (torch)": lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+}
+
+
+def fwd_bwd(fn, q, k, v):
+    fn(q, k, v).sum().backward()
+
+
+seqs = [256, 512, 1024]
+memory = {name: [] for name in impls}
+seconds = {name: [] for name in impls}
+for seq in tqdm(seqs, desc="sequence length"):
+    q, k, v = (torch.randn(1, 2, seq, 64, requires_grad=True) for _ in range(3))
+    for name, fn in impls.items():
+        memory[name].append(peak_memory(lambda: fwd_bwd(fn, q, k, v))[1] / 2**20)
+        start = time.perf_counter()
+        fwd_bwd(fn, q, k, v)
+        seconds[name].append(time.perf_counter() - start)
+print("peak MiB  " + "".join(f"{s:>9}" for s in seqs))
+for name in impls:
+    print(f"{name:<15}" + "".join(f"{m:>9.1f}" for m in memory[name]))
+print(f"naive / flash at {seqs[-1]}: {memory['naive'][-1] / memory['flash (llmlab)'][-1]:.0f}x")
+
+# %%
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.4))
+for name in impls:
+    ax1.plot(seqs, memory[name], "o-", label=name)
+    ax2.plot(seqs, seconds[name], "o-", label=name)
+for ax, label in ((ax1, "peak tensor memory, MiB"), (ax2, "seconds (forward + backward)")):
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("sequence length")
+    ax.set_ylabel(label)
+    ax.legend(fontsize=8)
+ax1.set_title("memory: quadratic vs linear")
+ax2.set_title("time on this CPU (varies run to run)")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# Doubling the sequence multiplies naive attention's memory by ~4 (the score matrix and the
+# probabilities saved for backward) and FlashAttention's by at most 2 (only `q, k, v, o`, their
+# gradients, one number per row, and one tile at a time). The time panel is the other half of the story: our flash is a Python loop over
+# tiles, slower than one big matmul on a CPU. On a GPU the fused kernel is *faster* than naive
+# too, because the score matrix never travels to and from high-bandwidth memory; PyTorch's SDPA
+# is such a fused kernel and is both fast and lean here.
+#
+# The benchmark (`python -m bench.bench_attention --size full`) measures the same up to 8k
+# tokens — where naive attention needs gigabytes and flash tens of megabytes — together with the
+# KV bytes-per-token table. Its latest results:
+
+# %% tags=["nbval-ignore-output"]
+from pathlib import Path
+
+from IPython.display import Markdown, display
+
+results = Path("../../bench/results/attention.md")
+display(Markdown(results.read_text() if results.exists() else "(run the benchmark first)"))
+
+# %% [markdown]
+# ## 6 · Multi-head latent attention (MLA)
+#
+# DeepSeek-V2/V3 cache neither keys nor values. Each token stores a **latent**
+# $c^{KV}_t = \mathrm{RMSNorm}(W^{DKV} h_t)$ of size $d_c$ (512 in DeepSeek-V3) from which every
+# head's key and value are *up-projected*: $k^C_{t,h} = W^{UK}_h c^{KV}_t$, $v_{t,h} = W^{UV}_h c^{KV}_t$.
+#
+# **Decoupled RoPE.** RoPE rotates keys by position; a rotation between $W^{UK}$ and the query
+# would stop the trick below from working. So position gets its own small key
+# $k^R_t = \mathrm{RoPE}(W^{KR} h_t)$ ($d^R = 64$), shared by all heads, and each query head a
+# matching RoPE part. The cache holds $c^{KV}_t$ and $k^R_t$: $d_c + d^R = 576$ numbers per
+# token per layer, against $2 \times 128 \times 128 = 32768$ for MHA with DeepSeek-V3's heads.
+#
+# **Weight absorption.** At inference, never build the keys. For head $h$,
+# $q_h^\top k^C_{t,h} = q_h^\top W^{UK}_h c^{KV}_t = (W^{UK\top}_h q_h)^\top c^{KV}_t$:
+# fold $W^{UK}_h$ into the query once, and score directly against the cached latents. Likewise
+# $\sum_t p_t v_{t,h} = W^{UV}_h \sum_t p_t c^{KV}_t$: take the attention-weighted sum of
+# *latents*, then up-project once per query.
+#
+# ### Exercise 3.5 — MLA attention on the latent · 3 points · difficulty 2 · ~15 min
+#
+# Shapes: `q_nope (b, s, h, d_nope)`, `q_rope (b, s, h, d_rope)`, `c_kv (b, T, d_c)`,
+# `k_rope (b, T, d_rope)`, `w_uk (h, d_nope, d_c)`, `w_uv (h, d_v, d_c)`. Scores are
+# `(absorbed q · c_kv + q_rope · k_rope) * scale`; with `mask=None` apply a causal mask with the
+# `s` queries at the last `s` of `T` positions, else use `mask` (bool, True = attend,
+# broadcastable to `(b, h, s, T)`). Return `(b, s, h, d_v)`. `torch.einsum` keeps it short.
+
+# %% solution="mla_absorb"
+def absorbed_attention_(q_nope, q_rope, c_kv, k_rope, w_uk, w_uv, scale, mask=None):
+    """MLA attention without materialising per-head keys/values -> (b, s, h, d_v)."""
+    ### BEGIN SOLUTION
+    q_latent = torch.einsum("bshn,hnc->bhsc", q_nope, w_uk)
+    scores = (torch.einsum("bhsc,btc->bhst", q_latent, c_kv)
+              + torch.einsum("bshr,btr->bhst", q_rope, k_rope)) * scale
+    if mask is None:
+        s, T = q_nope.shape[1], c_kv.shape[1]
+        mask = torch.ones(s, T, dtype=torch.bool).tril(T - s)
+    probs = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+    return torch.einsum("bhsc,hvc->bshv", torch.einsum("bhst,btc->bhsc", probs, c_kv), w_uv)
+    ### END SOLUTION
+
+
+# %% check="mla_absorb" points=2
+from llmlab.attention import absorbed_attention
+
+
+def mla_case(b, s, T, h, d_nope, d_rope, d_c, d_v, seed, **kw):
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(b, s, h, d_nope), (b, s, h, d_rope), (b, T, d_c), (b, T, d_rope),
+              (h, d_nope, d_c), (h, d_v, d_c)]
+    return grading.Case(*(torch.randn(*sh, generator=g) for sh in shapes), 0.3, **kw)
+
+
+grading.check_function(absorbed_attention_, absorbed_attention, [
+    mla_case(2, 6, 6, 3, 4, 2, 8, 5, seed=0, note="prefill: 6 tokens, causal"),
+    mla_case(1, 1, 9, 2, 4, 2, 6, 3, seed=1, note="decoding one token against 9 cached"),
+], hint="absorb: q_latent = einsum('bshn,hnc->bhsc', q_nope, w_uk); average the latents with "
+        "the probabilities, then apply w_uv")
+
+# %% hidden="mla_absorb" points=1
+ragged = torch.ones(2, 1, 4, 7, dtype=torch.bool).tril(3)
+ragged[1, ..., :2] = False  # row 1 is left-padded
+grading.check_function(absorbed_attention_, absorbed_attention, [
+    mla_case(2, 4, 7, 4, 6, 4, 10, 6, seed=2, mask=ragged, note="an explicit padding mask"),
+    mla_case(3, 5, 5, 1, 2, 2, 3, 2, seed=3, note="one head, tiny latent"),
+])
+
+# %% [markdown]
+# `MultiHeadLatentAttention` implements both forms behind the model's attention interface
+# (`forward(x, positions, cache, layer_idx)`), caching only `c_kv (batch, T, d_c)` and
+# `k_rope (batch, T, d_rope)`; its weights are named as in Hugging Face's `DeepseekV3Attention`,
+# and a parity test checks it against that class. Decode a GPT with MLA token by token with
+# chapter 08's cache and compare with one full forward:
+
+# %%
+import dataclasses
+
+from llmlab.kvcache.contiguous import ContiguousKVCache
+from llmlab.model import GPT, GPTConfig
+
+mla_cfg = GPTConfig(vocab_size=cfg.vocab_size, block_size=64, n_layer=2, n_head=4, d_model=128,
+                    attention="mla", attention_options={"kv_lora_rank": 64})
+torch.manual_seed(0)
+mla_model = GPT(mla_cfg).eval()
+idx = torch.randint(0, cfg.vocab_size, (1, 24))
+with torch.no_grad():
+    full = mla_model(idx)  # naive form (no cache)
+    cache = ContiguousKVCache(n_layer=2)
+    steps = [mla_model(idx[:, :16], cache=cache)]
+    steps += [mla_model(idx[:, t:t + 1], cache=cache) for t in range(16, 24)]  # absorbed form
+print("cached decode == full forward:", torch.allclose(torch.cat(steps, 1), full, atol=1e-4))
+c_kv, k_rope = cache.update(0, torch.zeros(1, 0, 64), torch.zeros(1, 0, 16))
+print("layer 0 caches c_kv", tuple(c_kv.shape), "and k_rope", tuple(k_rope.shape))
+mha_cfg = dataclasses.replace(mla_cfg, attention="gqa", attention_options={})
+print(f"bytes per token (fp32): as MHA {kv_spec(mha_cfg, bytes_per_number=4).bytes_per_token()}, "
+      f"MLA {kv_spec(mla_cfg, bytes_per_number=4).bytes_per_token()}")
+
+# %% [markdown]
+# ## 7 · Sparse attention: fixed blocks, and blocks the model chooses
+#
+# **Block-sparse** attention computes only the (query block, key block) pairs a layout turns on
+# — local bands plus a few global blocks (Sparse Transformer, Longformer, BigBird).
+# `block_sparse_attention` gathers only the active key blocks and equals the masked reference.
+#
+# **Native Sparse Attention** (NSA, DeepSeek 2025) lets the model choose. Each query mixes
+# three branches with learned sigmoid gates: a **compression** branch attends to one summary
+# key per block of tokens; its attention probabilities score larger **selection** blocks, of
+# which each query keeps the top `n` and attends to their tokens in full; and a **sliding
+# window** covers the recent past. `NativeSparseAttention` is a readable reference: which blocks
+# did each query select?
+
+# %%
+from llmlab.attention import NativeSparseAttention, block_sparse_attention, block_sparse_reference
+
+q, k, v = (torch.randn(1, 4, 256, 32) for _ in range(3))
+layout = local_global_layout(256 // 32, n_local=2, n_global=1)
+same = torch.allclose(block_sparse_attention(q, k, v, layout, 32),
+                      block_sparse_reference(q, k, v, layout, 32), atol=1e-5)
+n_causal = int(torch.ones_like(layout).tril().sum())
+print(f"block-sparse == masked reference: {same}; blocks computed: {int(layout.sum())} of "
+      f"{n_causal} causal blocks")
+
+torch.manual_seed(0)
+nsa = NativeSparseAttention(d_model=64, n_head=4, n_kv_head=2, block_len=8, stride=4,
+                            select_block=8, n_select=4, n_local=1, window=16)
+x = torch.randn(1, 96, 64)
+with torch.no_grad():
+    y = nsa(x)
+    qh = nsa.q_proj(x).view(1, 96, 4, 16).transpose(1, 2)
+    kv = nsa.kv_proj(x).view(1, 96, 6, 2, 16).permute(2, 0, 3, 1, 4)
+    _, p_cmp = nsa.compressed_branch(qh, kv[0], kv[1])
+    chosen = nsa.select_blocks(p_cmp, 96)  # (1, n_kv, 96, n_blocks)
+plt.figure(figsize=(5, 3))
+plt.imshow(chosen[0, 0].T, aspect="auto", cmap="Blues", interpolation="nearest")
+plt.xlabel("query position")
+plt.ylabel("selection block")
+plt.title("NSA: blocks each query selects (KV group 0)", fontsize=9)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The first block and the query's own block are always in; the other slots go to the blocks the
+# compression branch scored highest. Training the gates and the compression map end to end is
+# what makes NSA "natively trainable"; its kernel gathers the selected blocks per GQA group, so
+# every query head of a group shares one selection and one memory read.
+#
+# ## 8 · Linear attention: attention as an RNN
+#
+# Replace `exp(q·k)` by a product of feature maps `φ(q)·φ(k)` (Katharopoulos et al. 2020,
+# `φ = elu + 1`). Associativity does the rest:
+#
+# $$o_t = \frac{\phi(q_t)^\top \sum_{j\le t}\phi(k_j) v_j^\top}{\phi(q_t)^\top \sum_{j\le t}\phi(k_j)} = \frac{\phi(q_t)^\top S_t}{\phi(q_t)^\top z_t},\qquad S_t = S_{t-1} + \phi(k_t) v_t^\top,\; z_t = z_{t-1} + \phi(k_t).$$
+#
+# The state `(S, z)` has a fixed size `d_k × d_v` — no KV cache grows — and each step costs
+# `O(d_k d_v)`. Training uses the **parallel** form (a masked `seq × seq` matrix, no softmax) or
+# the **chunked** form of Lightning Attention (parallel inside chunks, the recurrent state
+# between them). All three are the same function.
+#
+# ### Exercise 3.6 — the recurrent form of linear attention · 2 points · difficulty 2 · ~10 min
+#
+# `q, k: (batch, heads, seq, d_k)`, `v: (batch, heads, seq, d_v)` → `(batch, heads, seq, d_v)`.
+# Use `φ(x) = F.elu(x) + 1`, walk the sequence keeping `S` and `z`, and add `eps` to the
+# denominator.
+
+# %% solution="linear_recurrent"
+def linear_attention_recurrent_(q, k, v, eps: float = 1e-6):
+    """Causal linear attention, one token at a time, with state S (d_k, d_v) and z (d_k)."""
+    ### BEGIN SOLUTION
+    fq, fk = F.elu(q) + 1, F.elu(k) + 1
+    S = torch.zeros(*q.shape[:2], q.shape[-1], v.shape[-1], dtype=v.dtype)
+    z = torch.zeros(*q.shape[:2], q.shape[-1], dtype=v.dtype)
+    outs = []
+    for t in range(q.shape[-2]):
+        S = S + torch.einsum("bhk,bhv->bhkv", fk[..., t, :], v[..., t, :])
+        z = z + fk[..., t, :]
+        num = torch.einsum("bhk,bhkv->bhv", fq[..., t, :], S)
+        outs.append(num / ((fq[..., t, :] * z).sum(-1, keepdim=True) + eps))
+    return torch.stack(outs, dim=-2)
+    ### END SOLUTION
+
+
+# %% check="linear_recurrent" points=1
+from llmlab.attention import linear_attention_recurrent
+
+g = torch.Generator().manual_seed(0)
+grading.check_function(linear_attention_recurrent_, linear_attention_recurrent, [
+    grading.Case(*(torch.randn(1, 2, 8, 4, generator=g) for _ in range(3)), note="8 tokens"),
+], hint="update S and z with token t *before* reading them for token t (a token sees itself)")
+
+# %% hidden="linear_recurrent" points=1
+grading.check_function(linear_attention_recurrent_, linear_attention_recurrent, [
+    grading.Case(*(torch.randn(2, 3, 1, 5, generator=g) for _ in range(3)), note="one token"),
+    grading.Case(torch.randn(1, 1, 12, 3, generator=g), torch.randn(1, 1, 12, 3, generator=g),
+                 torch.randn(1, 1, 12, 7, generator=g), note="d_k != d_v"),
+])
+
+# %%
+from llmlab.attention import linear_attention_chunked, linear_attention_parallel
+
+q, k, v = (torch.randn(1, 4, 1024, 32) for _ in range(3))
+forms = {
+    "parallel": lambda: linear_attention_parallel(q, k, v),
+    "recurrent": lambda: linear_attention_recurrent(q, k, v),
+    "chunked (64)": lambda: linear_attention_chunked(q, k, v, chunk=64),
+}
+outs = {name: fn() for name, fn in forms.items()}
+print("parallel == recurrent:", torch.allclose(outs["parallel"], outs["recurrent"], atol=1e-4))
+print("parallel == chunked:  ", torch.allclose(outs["parallel"], outs["chunked (64)"], atol=1e-4))
+
+# %% tags=["nbval-ignore-output"]
+for name, fn in forms.items():
+    start = time.perf_counter()
+    fn()
+    print(f"{name:<13} {1000 * (time.perf_counter() - start):7.1f} ms for 1024 tokens")
+
+# %% [markdown]
+# The price: without softmax's sharp normalisation, linear attention cannot single out one token
+# among thousands, and recall-heavy tasks suffer. Production models that use it (MiniMax-01's
+# Lightning Attention) interleave it with ordinary softmax layers.
+#
+# ## 9 · Long context: stretching RoPE, and ALiBi
+#
+# RoPE rotates each pair of channels `i` of queries and keys by the angle `m·θ_i` at position `m`,
+# `θ_i = base^{-2i/d}`. A model trained on `L` tokens has never seen angles beyond `L·θ_i`; past
+# it, the slow channels produce rotations it never learned, and quality collapses. To reach
+# `s·L` tokens:
+#
+# - **PI** (position interpolation) divides every frequency by `s`: all angles stay in range,
+#   but neighbouring tokens become `s` times harder to tell apart;
+# - **NTK-aware** scaling raises the base to `base·s^{d/(d-2)}`: fast channels (local order)
+#   are almost untouched, the slowest is interpolated by exactly `s`;
+# - **YaRN** interpolates only channels that rotate less than `β_slow` times over `L`, keeps
+#   those rotating more than `β_fast` times, ramps between, and sharpens attention by
+#   `0.1 ln s + 1`.
+
+# %%
+from llmlab.attention import RopeScaling, alibi_bias, scaled_frequencies
+
+d, factor = cfg.d_head, 4.0
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.2))
+base_freq, _ = scaled_frequencies(d, cfg.rope_base, RopeScaling())
+for kind in ("pi", "ntk", "yarn"):
+    inv, attn = scaled_frequencies(d, cfg.rope_base, RopeScaling(kind, factor, cfg.block_size))
+    ax1.plot(base_freq / inv, "o-", ms=3, label=f"{kind}" + (f" (x{attn:.2f} temperature)" if attn != 1 else ""))
+ax1.set_xlabel("channel pair i (fast → slow)")
+ax1.set_ylabel("θ_i / θ'_i (interpolation)")
+ax1.set_title(f"how each method stretches RoPE by {factor:g}x", fontsize=9)
+ax1.legend(fontsize=8)
+bias = alibi_bias(8, 24)[2].masked_fill(~causal_mask(24, 24), float("nan"))  # future: masked
+ax2.imshow(bias, cmap="magma")
+ax2.set_title("ALiBi: head 2's bias −m·(i − j)", fontsize=9)
+ax2.set_xlabel("key j")
+ax2.set_ylabel("query i")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# **ALiBi** (Press et al. 2021) uses no position embedding at all: each head adds `−m_h·(i − j)`
+# to its scores, with geometric slopes `m_h = 2^{−8h/n}`. Distant tokens fade smoothly, and the
+# bias is defined at every distance, so nothing the model sees at longer lengths is new — Press
+# et al. train on 1k tokens and evaluate well past it with little loss of perplexity.
+#
+# ### Experiment: perplexity against context length
+#
+# Evaluate the book's model on validation text in windows of 1x, 2x and 4x its training length, with
+# plain RoPE and with each scaling (factor = length / training length; applied at inference,
+# without the fine-tuning the papers add). `set_rope_scaling` swaps the model's RoPE for a
+# scaled one.
+
+# %%
+import copy
+
+from llmlab.attention import set_rope_scaling
+
+train_len = cfg.block_size
+lengths = [train_len, 2 * train_len, 4 * train_len]
+# every length scores the same 4 x train_len tokens: 4 windows of 1x, 2 of 2x, 1 of 4x
+at_train_len = eval_loss(model, val_ids, train_len, n_windows=4)  # all methods: plain RoPE
+results = {}
+for kind in tqdm(["none", "pi", "ntk", "yarn"], desc="RoPE scaling"):
+    results[kind] = [at_train_len]
+    for length in lengths[1:]:
+        scaling = RopeScaling(kind, length / train_len, train_len)
+        scaled = set_rope_scaling(copy.deepcopy(model), scaling, max_seq_len=length)
+        results[kind].append(eval_loss(scaled, val_ids, length, n_windows=lengths[-1] // length))
+print("loss (nats)  " + "".join(f"{n:>8}" for n in lengths))
+for kind, losses in results.items():
+    print(f"{kind:<12} " + "".join(f"{x:>8.2f}" for x in losses))
+
+# %%
+plt.figure(figsize=(5.5, 3.4))
+for kind, losses in results.items():
+    plt.plot(lengths, [math.exp(x) for x in losses], "o-", label="plain RoPE" if kind == "none" else kind)
+plt.axvline(train_len, color="gray", ls=":", lw=1)
+plt.xscale("log", base=2)
+plt.xlabel("context length (tokens)")
+plt.ylabel("perplexity")
+plt.title("the book's model beyond its training length", fontsize=9)
+plt.legend(fontsize=8)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# Every length scores the same tokens, so with perfect extrapolation the loss could only *fall*
+# as the context grows. Plain RoPE gets worse as soon as positions pass the training length.
+# PI applied without fine-tuning is worse still: it squeezes neighbouring positions together,
+# blurring the local order that predicting code needs most. NTK-aware scaling and YaRN keep the
+# fast channels as trained and lose far less; YaRN, which also leaves the middle channels
+# partly untouched and sharpens attention, does best. The papers then fine-tune briefly at the
+# new length — PI needs it, YaRN reports needing ~10x fewer tokens than earlier methods.
+#
+# ## How the industry does it
+#
+# | system | attention | KV per token (bf16) | notes |
+# |---|---|---|---|
+# | Llama 3 8B / 70B | GQA, 8 KV heads | 128 KiB / 320 KiB | RoPE base 500k; Llama 3.1 extends 8k → 128k with a frequency-dependent rescaling close to YaRN's |
+# | Mistral 7B | GQA + sliding window 4096 | 128 KiB, at most 4096 tokens | rolling-buffer cache |
+# | Gemma 2 / 3 | GQA, local (sliding) layers interleaved with global ones | — | most layers cache only their window |
+# | DeepSeek-V2 / V3 | MLA, d_c = 512, d_R = 64 | ~69 KiB (V3, 61 layers) | YaRN to 128k; NSA and its successor sparse attention in later models |
+# | PaLM, Falcon 7B | MQA | — | one KV head |
+# | BLOOM, MPT | ALiBi | — | no position embeddings |
+# | MiniMax-01 | Lightning (linear) attention + 1 softmax layer in 8 | constant state | 1M-token context |
+#
+# Every serving engine (vLLM, SGLang, TensorRT-LLM) runs FlashAttention-2/3 or FlashInfer
+# kernels for prefill and flash-decoding-style split-KV kernels for decoding; PyTorch's
+# `scaled_dot_product_attention` dispatches to FlashAttention on GPUs. Where it breaks: MQA and
+# aggressive GQA cost some quality (GQA was proposed as the middle ground); sliding windows lose
+# facts older than the receptive field; MLA's absorbed form trades memory for more FLOPs per
+# token, which pays off only when decoding is memory-bound; RoPE scaling without fine-tuning
+# degrades quickly beyond ~2x.
+#
+# ## Summary and further reading
+#
+# - The KV cache's bytes per token drive long-context cost: GQA/MQA share KV heads, MLA caches a
+#   latent, sliding windows cap the tokens.
+# - FlashAttention computes exact attention in tiles with online softmax, saving only the
+#   log-sum-exp; its memory is linear in sequence length.
+# - Sparse attention computes chosen blocks; linear attention is an RNN with a constant state.
+# - PI, NTK-aware scaling and YaRN stretch RoPE's frequencies; ALiBi replaces them by a bias.
+#
+# Papers: Vaswani et al., [Attention Is All You Need](https://arxiv.org/abs/1706.03762) (2017);
+# Shazeer, [Fast Transformer Decoding: One Write-Head is All You Need](https://arxiv.org/abs/1911.02150) (2019);
+# Ainslie et al., [GQA](https://arxiv.org/abs/2305.13245) (2023);
+# DeepSeek-AI, [DeepSeek-V2](https://arxiv.org/abs/2405.04434) (2024) and [DeepSeek-V3](https://arxiv.org/abs/2412.19437) (2024);
+# Jiang et al., [Mistral 7B](https://arxiv.org/abs/2310.06825) (2023);
+# Xiao et al., [Efficient Streaming Language Models with Attention Sinks](https://arxiv.org/abs/2309.17453) (2023);
+# Child et al., [Sparse Transformers](https://arxiv.org/abs/1904.10509) (2019);
+# Yuan et al., [Native Sparse Attention](https://arxiv.org/abs/2502.11089) (2025);
+# Katharopoulos et al., [Transformers are RNNs](https://arxiv.org/abs/2006.16236) (2020);
+# Qin et al., [Lightning Attention-2](https://arxiv.org/abs/2401.04658) (2024);
+# Milakov & Gimelshein, [Online normalizer calculation for softmax](https://arxiv.org/abs/1805.02867) (2018);
+# Dao et al., [FlashAttention](https://arxiv.org/abs/2205.14135) (2022) and Dao, [FlashAttention-2](https://arxiv.org/abs/2307.08691) (2023);
+# Chen et al., [Position Interpolation](https://arxiv.org/abs/2306.15595) (2023);
+# Peng et al., [YaRN](https://arxiv.org/abs/2309.00071) (2023);
+# Press et al., [ALiBi: Train Short, Test Long](https://arxiv.org/abs/2108.12409) (2021).

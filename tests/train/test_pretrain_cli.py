@@ -1,0 +1,50 @@
+"""`llmlab pretrain --preset tiny` end to end: data, tokenizer, training, card, reload, resume."""
+
+import argparse
+import json
+
+import pytest
+import torch
+
+from llmlab.model import load_book_model
+from llmlab.train import cli
+from llmlab.train.presets import get_preset
+
+
+def test_pretrain_tiny_end_to_end(tmp_path):
+    out, work = tmp_path / "out", tmp_path / "work"
+    assert cli.main(["pretrain", "--preset", "tiny", "--out", str(out), "--workdir", str(work),
+                     "--no-progress"]) == 0
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "train_log.jsonl",
+                 "summary.json", "MODEL_CARD.md", "loss_curve.png"):
+        assert (out / name).exists(), name
+    s = json.loads((out / "summary.json").read_text())
+    assert s["steps"] == get_preset("tiny").train.max_steps
+    assert s["val_loss"] < s["uniform_val_loss"]
+    assert len(s["samples"]) == 3 and s["samples"][0].startswith("def ")
+    card = (out / "MODEL_CARD.md").read_text()
+    assert f"{s['val_loss']:.3f}" in card and "llmlab pretrain --preset tiny" in card
+
+    model, tok = load_book_model(out)
+    assert model.config.n_kv_head < model.config.n_head
+    idx = torch.tensor([tok.encode("import os\n")])
+    assert model(idx).shape == (1, idx.shape[1], tok.vocab_size)
+
+    # a second run finds the finished checkpoint and does not train again
+    log_before = (out / "train_log.jsonl").read_text()
+    cli.main(["pretrain", "--preset", "tiny", "--out", str(out), "--workdir", str(work),
+              "--no-progress"])
+    s2 = json.loads((out / "summary.json").read_text())
+    assert s2["val_loss"] == s["val_loss"]
+    assert (out / "train_log.jsonl").read_text().count("loss") >= log_before.count("loss")
+
+
+def test_register_adds_the_subcommand():
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["pretrain", "--preset", "book", "--steps", "3"])
+    assert args.func is cli.run and args.steps == 3
+    with pytest.raises(SystemExit):
+        parser.parse_args(["pretrain", "--preset", "huge"])
+    with pytest.raises(ValueError, match="unknown preset"):
+        get_preset("huge")
