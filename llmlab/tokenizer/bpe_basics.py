@@ -11,9 +11,12 @@ arXiv:1508.07909.
 from __future__ import annotations
 
 from collections import Counter
+from typing import TypeVar
 
 from llmlab import grading
 from llmlab.tokenizer.pretokenize import GPT2_PATTERN, pretokenize
+
+T = TypeVar("T")
 
 
 @grading.reference
@@ -28,9 +31,10 @@ def count_pairs(ids: list[int], counts: dict[tuple[int, int], int] | None = None
 
 
 @grading.reference
-def merge_pair(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
+def merge_pair(ids: list[T], pair: tuple[T, T], new_id: T) -> list[T]:
     """Replace every occurrence of ``pair`` in ``ids``, scanning left to right without overlap,
-    by ``new_id``: ``merge_pair([5, 5, 5], (5, 5), 9) == [9, 5]``."""
+    by ``new_id``: ``merge_pair([5, 5, 5], (5, 5), 9) == [9, 5]``. Works on any symbols
+    (byte ids here, WordPiece's string pieces in ``wordpiece.py``)."""
     out, i = [], 0
     while i < len(ids):
         if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:

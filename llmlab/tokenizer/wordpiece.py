@@ -22,6 +22,7 @@ from collections.abc import Iterable
 import regex
 
 from llmlab import grading
+from llmlab.tokenizer.bpe_basics import merge_pair
 
 # BERT's punctuation: ASCII symbols and every Unicode P* character; each is a word of its own
 _BERT_SPLIT = regex.compile(r"[^\s\p{P}!-/:-@\[-`{-~]+|[\p{P}!-/:-@\[-`{-~]")
@@ -110,7 +111,7 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int,
         for i in where.pop((a, b)):
             w = words[i]
             _count(w, -freqs[i], i, unit, pairs, where)
-            words[i] = _merge(w, a, b, new)
+            words[i] = merge_pair(w, (a, b), new)
             _count(words[i], freqs[i], i, unit, pairs, where)
         pairs = +pairs  # drop pairs whose count fell to zero
     return WordPiece({t: i for i, t in enumerate(vocab)}, unk_token=special_tokens[1],
@@ -124,15 +125,3 @@ def _count(word: list[str], f: int, i: int, unit: Counter, pairs: Counter, where
         pairs[pair] += f
         if f > 0:
             where[pair].add(i)
-
-
-def _merge(word: list[str], a: str, b: str, new: str) -> list[str]:
-    out, i = [], 0
-    while i < len(word):
-        if i + 1 < len(word) and word[i] == a and word[i + 1] == b:
-            out.append(new)
-            i += 2
-        else:
-            out.append(word[i])
-            i += 1
-    return out
