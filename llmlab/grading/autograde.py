@@ -30,6 +30,7 @@ from llmlab.grading.assemble import (
     read_notebook,
     stub_exercise,
 )
+from llmlab.grading.checks import GRADER_ENV
 from llmlab.grading.course import NbgraderError, run_nbgrader, write_config
 from llmlab.grading.probe import find_fatal_cell
 
@@ -125,7 +126,7 @@ def _autograde_isolating(submission: NotebookNode, release: NotebookNode, source
         try:
             run_nbgrader(["autograde", name, "--force", "--student", STUDENT,
                           f"--ExecutePreprocessor.timeout={timeout}", f"--Execute.timeout={timeout}"],
-                         course, timeout=budget, extra_env={"LLMLAB_GRADER": "1"})
+                         course, timeout=budget, extra_env={GRADER_ENV: "1"})
             if out.exists():
                 return nbformat.read(out, 4), isolated
         except (NbgraderError, TimeoutError):

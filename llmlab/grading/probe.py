@@ -15,13 +15,14 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
 
+from llmlab.grading.checks import GRADER_ENV
+
 
 def find_fatal_cell(nb: NotebookNode, cwd: Path, timeout: int) -> tuple[int, str] | None:
     """(index, reason) of the first cell that kills or hangs the kernel, or None."""
-    os.environ["LLMLAB_GRADER"] = "1"
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
                             interrupt_on_timeout=False, resources={"metadata": {"path": str(cwd)}})
-    with client.setup_kernel():
+    with client.setup_kernel(env={**os.environ, GRADER_ENV: "1"}):
         for index, cell in enumerate(nb.cells):
             try:
                 client.execute_cell(cell, index)
