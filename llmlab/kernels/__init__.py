@@ -16,13 +16,30 @@ attention layers (used by the GPU benchmarks). Taught in chapter 03 (solutions/0
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 
 import torch
 
-INTERPRETED = not torch.cuda.is_available()
-if INTERPRETED:  # must precede triton.jit: the interpreter is chosen when a kernel is defined
+
+def _use_interpreter() -> None:
+    """Run kernels under Triton's interpreter. It is chosen when a kernel is *defined*; torch may
+    have imported ``triton.language`` already (its library functions, ``tl.sum``, ``tl.max``,
+    then defined for compilation), in which case those are defined again for the interpreter."""
     os.environ.setdefault("TRITON_INTERPRET", "1")
+    if os.environ["TRITON_INTERPRET"] != "1" or "triton.language" not in sys.modules:
+        return
+    import triton.language as tl
+
+    if type(tl.sum).__name__ == "JITFunction":
+        importlib.reload(tl.standard)
+        importlib.reload(tl)
+
+
+INTERPRETED = not torch.cuda.is_available()
+if INTERPRETED:  # must precede our @triton.jit definitions
+    _use_interpreter()
 
 from llmlab.kernels.cross_entropy import cross_entropy, softmax  # noqa: E402
 from llmlab.kernels.flash import flash_attention, flash_attention_forward  # noqa: E402

@@ -4,6 +4,8 @@ Without a GPU they run under Triton's interpreter (``TRITON_INTERPRET=1``) on CP
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -109,3 +111,19 @@ def test_use_kernels_keeps_the_model_function():
     kernels.use_kernels(model)
     assert type(model.norm_f).__name__ == "TritonRMSNorm"
     torch.testing.assert_close(model(idx), want, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.skipif(not kernels.INTERPRETED, reason="the interpreter is for machines without a GPU")
+def test_interpreter_works_when_triton_was_imported_first():
+    """torch can import triton before llmlab.kernels (e.g. its profiler): kernels still run."""
+    import subprocess
+    import sys
+
+    code = ("import os, torch, triton.language\nos.environ.pop('TRITON_INTERPRET', None)\n"
+            "from llmlab import kernels\nfrom llmlab.nn import rms_norm\n"
+            "x, w = torch.randn(3, 24), torch.randn(24)\n"
+            "assert torch.allclose(kernels.rms_norm(x, w), rms_norm(x, w), atol=1e-5)\n")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
