@@ -120,11 +120,16 @@ def flash_attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
 
 
 class FlashAttentionFunction(torch.autograd.Function):
-    """Autograd glue: the forward saves q, k, v, o and the log-sum-exp — never the probabilities."""
+    """Autograd glue: the forward saves q, k, v, o and the log-sum-exp — never the probabilities.
+
+    ``passes`` is the ``(forward, backward)`` pair with the signatures of
+    :func:`flash_attention_forward` / :func:`flash_attention_backward` (default: those two; the
+    Triton kernels of :mod:`llmlab.kernels.flash` pass theirs)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, causal, scale, block_q, block_k):  # type: ignore[override]
-        o, lse = flash_attention_forward(q, k, v, causal, scale, block_q, block_k)
+    def forward(ctx, q, k, v, causal, scale, block_q, block_k, passes=None):  # type: ignore[override]
+        fwd, ctx.backward_pass = passes or (flash_attention_forward, flash_attention_backward)
+        o, lse = fwd(q, k, v, causal, scale, block_q, block_k)
         ctx.save_for_backward(q, k, v, o, lse)
         ctx.config = (causal, scale, block_q, block_k)
         return o
@@ -132,8 +137,8 @@ class FlashAttentionFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do):  # type: ignore[override]
         q, k, v, o, lse = ctx.saved_tensors
-        dq, dk, dv = flash_attention_backward(do, q, k, v, o, lse, *ctx.config)
-        return dq, dk, dv, None, None, None, None
+        dq, dk, dv = ctx.backward_pass(do, q, k, v, o, lse, *ctx.config)
+        return dq, dk, dv, None, None, None, None, None
 
 
 def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,

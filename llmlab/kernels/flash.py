@@ -22,6 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
+from llmlab.attention.flash import FlashAttentionFunction
 from llmlab.nn.attention import check_qkv
 
 
@@ -86,6 +87,18 @@ def _scores_back(q, k, do, v, lse, delta, rows, cols, t_q, t_k, offset, scale,
 
 
 @triton.jit
+def _load_rows(Q, DO, LSE, DELTA, rows, dims, b, h, bh, t_q, D, sqb, sqh, sqt):
+    """The query-side tiles of the backward: q, dO (rows, D) and lse, D (rows,)."""
+    q_mask = (rows[:, None] < t_q) & (dims[None, :] < D)
+    base_q = b * sqb + h * sqh + rows[:, None] * sqt + dims[None, :]
+    q = tl.load(Q + base_q, mask=q_mask, other=0.0)
+    do = tl.load(DO + base_q, mask=q_mask, other=0.0)
+    lse = tl.load(LSE + bh * t_q + rows, mask=rows < t_q, other=0.0)
+    delta = tl.load(DELTA + bh * t_q + rows, mask=rows < t_q, other=0.0)
+    return q, do, lse, delta
+
+
+@triton.jit
 def _flash_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DV, scale, t_q, t_k, H, GROUP, D,
                     sqb, sqh, sqt, skb, skh, skt, CAUSAL: tl.constexpr,
                     BLOCK_Q: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):
@@ -107,12 +120,8 @@ def _flash_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DV, scale, t_q, t_k, H, GROUP, 
         lo = tl.maximum(0, j * BLOCK_K - offset) // BLOCK_Q * BLOCK_Q
     for start in range(lo, t_q, BLOCK_Q):
         rows = start + tl.arange(0, BLOCK_Q)
-        q_mask = (rows[:, None] < t_q) & (dims[None, :] < D)
-        base_q = b * sqb + h * sqh + rows[:, None] * sqt + dims[None, :]
-        q = tl.load(Q + base_q, mask=q_mask, other=0.0)
-        do = tl.load(DO + base_q, mask=q_mask, other=0.0)
-        lse = tl.load(LSE + bh * t_q + rows, mask=rows < t_q, other=0.0)
-        delta = tl.load(DELTA + bh * t_q + rows, mask=rows < t_q, other=0.0)
+        q, do, lse, delta = _load_rows(Q, DO, LSE, DELTA, rows, dims, b, h, bh, t_q, D,
+                                       sqb, sqh, sqt)
         p, ds = _scores_back(q, k, do, v, lse, delta, rows, cols, t_q, t_k, offset, scale, CAUSAL)
         dv += tl.dot(tl.trans(p).to(do.dtype), do)
         dk += tl.dot(tl.trans(ds).to(q.dtype), q) * scale
@@ -130,12 +139,7 @@ def _flash_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, scale, t_q, t_k, H, GROUP, D,
     b, h = bh // H, bh % H
     rows = i * BLOCK_Q + tl.arange(0, BLOCK_Q)
     dims = tl.arange(0, BLOCK_D)
-    q_mask = (rows[:, None] < t_q) & (dims[None, :] < D)
-    base_q = b * sqb + h * sqh + rows[:, None] * sqt + dims[None, :]
-    q = tl.load(Q + base_q, mask=q_mask, other=0.0)
-    do = tl.load(DO + base_q, mask=q_mask, other=0.0)
-    lse = tl.load(LSE + bh * t_q + rows, mask=rows < t_q, other=0.0)
-    delta = tl.load(DELTA + bh * t_q + rows, mask=rows < t_q, other=0.0)
+    q, do, lse, delta = _load_rows(Q, DO, LSE, DELTA, rows, dims, b, h, bh, t_q, D, sqb, sqh, sqt)
     dq = tl.zeros([BLOCK_Q, BLOCK_D], tl.float32)
     offset = t_k - t_q
     hi = t_k
@@ -149,7 +153,8 @@ def _flash_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ, scale, t_q, t_k, H, GROUP, D,
         v = tl.load(V + base_kv, mask=kv_mask, other=0.0)
         p, ds = _scores_back(q, k, do, v, lse, delta, rows, cols, t_q, t_k, offset, scale, CAUSAL)
         dq += tl.dot(ds.to(k.dtype), k) * scale
-    tl.store(DQ + base_q, dq.to(DQ.dtype.element_ty), mask=q_mask)
+    tl.store(DQ + b * sqb + h * sqh + rows[:, None] * sqt + dims[None, :],
+             dq.to(DQ.dtype.element_ty), mask=(rows[:, None] < t_q) & (dims[None, :] < D))
 
 
 def _launch_args(q: torch.Tensor, k: torch.Tensor, causal: bool, scale: float | None,
@@ -195,36 +200,30 @@ def flash_attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return o, lse
 
 
-class TritonFlashAttention(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, causal, scale, block_q, block_k):  # type: ignore[override]
-        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-        o, lse = flash_attention_forward(q, k, v, causal, scale, block_q, block_k)
-        ctx.save_for_backward(q, k, v, o, lse)
-        ctx.config = (causal, scale, block_q, block_k)
-        return o
-
-    @staticmethod
-    def backward(ctx, do):  # type: ignore[override]
-        q, k, v, o, lse = ctx.saved_tensors
-        causal, scale, block_q, block_k = ctx.config
-        do = do.contiguous()
-        delta = (do.float() * o.float()).sum(-1)  # D = rowsum(dO * O): (batch, n_head, t_q)
-        b, h, t_q, d = q.shape
-        per_head = (b, h, k.shape[2], d)  # dK, dV per query head, summed over groups below
-        dq = torch.empty_like(q)
-        dk = torch.empty(per_head, dtype=k.dtype, device=k.device)
-        dv = torch.empty(per_head, dtype=v.dtype, device=v.device)
-        args, meta = _launch_args(q, k, causal, scale, block_q, block_k)
-        _flash_bwd_dkdv[(triton.cdiv(k.shape[2], block_k), b * h)](
-            q, k, v, do, lse, delta, dk, dv, *args, **meta)
-        _flash_bwd_dq[(triton.cdiv(t_q, block_q), b * h)](
-            q, k, v, do, lse, delta, dq, *args, **meta)
-        group = h // k.shape[1]
-        if group > 1:
-            dk = dk.view(b, k.shape[1], group, k.shape[2], d).sum(2)
-            dv = dv.view(b, k.shape[1], group, k.shape[2], d).sum(2)
-        return dq, dk, dv, None, None, None, None
+def flash_attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
+                             v: torch.Tensor, o: torch.Tensor, lse: torch.Tensor,
+                             causal: bool = False, scale: float | None = None,
+                             block_q: int = 64, block_k: int = 64
+                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Backward kernels: ``dq, dk, dv`` from the forward's ``o`` and ``lse`` (contiguous inputs);
+    the signature of :func:`llmlab.attention.flash_attention_backward`."""
+    do = do.contiguous()
+    delta = (do.float() * o.float()).sum(-1)  # D = rowsum(dO * O): (batch, n_head, t_q)
+    b, h, t_q, d = q.shape
+    per_head = (b, h, k.shape[2], d)  # dK, dV per query head, summed over groups below
+    dq = torch.empty_like(q)
+    dk = torch.empty(per_head, dtype=k.dtype, device=k.device)
+    dv = torch.empty(per_head, dtype=v.dtype, device=v.device)
+    args, meta = _launch_args(q, k, causal, scale, block_q, block_k)
+    _flash_bwd_dkdv[(triton.cdiv(k.shape[2], block_k), b * h)](
+        q, k, v, do, lse, delta, dk, dv, *args, **meta)
+    _flash_bwd_dq[(triton.cdiv(t_q, block_q), b * h)](
+        q, k, v, do, lse, delta, dq, *args, **meta)
+    group = h // k.shape[1]
+    if group > 1:
+        dk = dk.view(b, k.shape[1], group, k.shape[2], d).sum(2)
+        dv = dv.view(b, k.shape[1], group, k.shape[2], d).sum(2)
+    return dq, dk, dv
 
 
 def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
@@ -236,4 +235,6 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: b
     equal to :func:`llmlab.nn.attention` (``is_causal=causal``).
     """
     _check(q, k, v, causal, block_q, block_k)
-    return TritonFlashAttention.apply(q, k, v, causal, scale, block_q, block_k)
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    return FlashAttentionFunction.apply(q, k, v, causal, scale, block_q, block_k,
+                                        (flash_attention_forward, flash_attention_backward))
