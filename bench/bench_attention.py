@@ -6,19 +6,24 @@
 2. KV-cache bytes per token of each attention variant on real configs
    (:data:`llmlab.attention.REAL_CONFIGS`).
 
+With ``--device cuda``: forward + backward of causal attention in bf16 (batch 4, 16 heads,
+d_head 64) at 1k-8k tokens — llmlab's Triton FlashAttention-2 (:mod:`llmlab.kernels`) vs
+``scaled_dot_product_attention`` — and peak CUDA memory; results in ``attention_cuda``.
+Timings: medians of interleaved repeats after a warm-up, with the spread.
+
     python -m bench.bench_attention --size full    # up to 8k tokens, a few minutes on 2 cores
     python -m bench.bench_attention --size tiny    # seconds
+    python -m bench.bench_attention --device cuda  # Triton flash vs SDPA on a GPU
 """
 
 from __future__ import annotations
 
-import statistics
 from functools import partial
 
 import torch
 import torch.nn.functional as F
 
-from bench.common import markdown_table, measure, parser, write_results
+from bench.common import interleaved, markdown_table, parser, require_device, write_results
 from llmlab.attention import (
     REAL_CONFIGS,
     flash_attention,
@@ -29,7 +34,11 @@ from llmlab.attention import (
 
 SIZES = {  # sequence lengths, heads, timing repeats, flash tile size
     "tiny": dict(seqs=[128, 256], heads=2, repeat=3, block=64),
-    "full": dict(seqs=[512, 1024, 2048, 4096, 8192], heads=2, repeat=2, block=256),
+    "full": dict(seqs=[512, 1024, 2048, 4096, 8192], heads=2, repeat=3, block=256),
+}
+GPU_SIZES = {
+    "tiny": dict(seqs=[512, 1024], batch=2, heads=8, repeat=5),
+    "full": dict(seqs=[1024, 2048, 4096, 8192], batch=4, heads=16, repeat=20),
 }
 MIB = 2**20
 
@@ -61,11 +70,8 @@ def attention_rows(size: dict) -> list[dict]:
                     assert torch.allclose(impls[name](q, k, v), ref, atol=1e-4), name
         runs = {n: partial(forward_backward, fn, q, k, v) for n, fn in impls.items()}
         mem = {n: peak_memory(run)[1] / MIB for n, run in runs.items()}  # also a warm-up
-        times: dict[str, list[float]] = {n: [] for n in runs}
-        for _ in range(size["repeat"]):  # interleaved so machine load hits all alike
-            for n, run in runs.items():
-                times[n].append(measure(run, repeat=1, warmup=0))
-        ms = {n: 1000 * statistics.median(t) for n, t in times.items()}
+        stats = interleaved(runs, size["repeat"], warmup=0)  # peak_memory was the warm-up
+        ms = {n: 1000 * st["median"] for n, st in stats.items()}
         rows.append({
             "seq": seq,
             "naive ms": ms["naive"], "flash ms": ms["flash"], "SDPA ms": ms["sdpa"],
@@ -73,7 +79,39 @@ def attention_rows(size: dict) -> list[dict]:
             "memory flash ÷ naive": mem["flash"] / mem["naive"],
             "time flash ÷ naive": ms["flash"] / ms["naive"],
             "time flash ÷ SDPA": ms["flash"] / ms["sdpa"],
+            "max spread": max(st["spread"] for st in stats.values()),
         })
+    return rows
+
+
+def gpu_rows(size: dict, device: torch.device) -> list[dict]:
+    """Triton FlashAttention-2 vs SDPA, bf16 forward + backward, peak CUDA memory."""
+    from llmlab.kernels import flash_attention as triton_flash
+
+    impls = {"triton": lambda q, k, v: triton_flash(q, k, v, causal=True),
+             "sdpa": lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)}
+    rows = []
+    for seq in size["seqs"]:
+        g = torch.Generator().manual_seed(seq)
+        q, k, v = (torch.randn(size["batch"], size["heads"], seq, 64, generator=g)
+                   .to(device, torch.bfloat16).requires_grad_() for _ in range(3))
+        with torch.no_grad():
+            diff = (impls["triton"](q, k, v).float() - impls["sdpa"](q, k, v).float()).abs().max()
+        assert diff < 2e-2, f"Triton flash and SDPA differ by {diff:.3g} at seq {seq}"
+        runs = {n: partial(forward_backward, fn, q, k, v) for n, fn in impls.items()}
+        mem = {}
+        for n, run in runs.items():
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            run()
+            torch.cuda.synchronize()
+            mem[n] = (torch.cuda.max_memory_allocated() - base) / MIB
+        stats = interleaved(runs, size["repeat"], warmup=2, device=device)
+        ms = {n: 1000 * st["median"] for n, st in stats.items()}
+        rows.append({"seq": seq, "Triton flash ms": ms["triton"], "SDPA ms": ms["sdpa"],
+                     "time Triton ÷ SDPA": ms["triton"] / ms["sdpa"],
+                     "Triton MiB": mem["triton"], "SDPA MiB": mem["sdpa"],
+                     "max spread": max(st["spread"] for st in stats.values())})
     return rows
 
 
@@ -92,11 +130,25 @@ def kv_rows() -> list[dict]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser(__doc__.split("\n\n")[0]).parse_args(argv)
+    device = require_device(args.device)
+    if device.type == "cuda":
+        size = GPU_SIZES[args.size]
+        notes = (f"Causal attention, forward + backward, bf16, batch {size['batch']}, "
+                 f"{size['heads']} heads, d_head 64, on one GPU; median of {size['repeat']} "
+                 "interleaved runs after 2 warm-up runs. Memory: peak CUDA bytes allocated "
+                 "during the call.")
+        path = write_results("attention_cuda", gpu_rows(size, device), args.out,
+                             title="Attention on a GPU: Triton FlashAttention-2 vs SDPA",
+                             notes=notes, size=args.size)
+        print(path.read_text())
+        return
     size = SIZES[args.size]
     rows = attention_rows(size)
     notes = (f"Causal attention, forward + backward, batch 1, {size['heads']} heads, d_head 64, "
              f"fp32; flash tiles {size['block']}x{size['block']}. Memory: peak bytes of live "
-             "tensors allocated during the call. llmlab's flash is a pure-PyTorch loop over "
+             f"tensors allocated during the call. Times: median of {size['repeat']} interleaved "
+             "repeats (max spread = the largest (max - min) / median of the row). "
+             "llmlab's flash is a pure-PyTorch loop over "
              "tiles: on a CPU it trades time for memory; SDPA is PyTorch's fused kernel.\n\n"
              "**KV cache per token (bf16)** — `llmlab.attention.REAL_CONFIGS`:\n\n"
              + markdown_table(kv_rows()))

@@ -3,28 +3,32 @@
 1. Decode tokens/s of llmlab's cached greedy generation, its uncached baseline (recompute the
    whole sequence each step) and Hugging Face ``transformers`` ``generate`` (its own KV cache) on
    the same random Llama-style weights and lengths, at batch 1 and 8. Reported as ratios.
-2. KV memory reserved for a mixed-length workload by contiguous pre-allocation (every request
-   reserves the maximum length) vs paging (a real ``PagedKVCache`` run, blocks of 16 tokens).
+2. KV memory reserved for a mixed-length workload by static preallocation (every request
+   reserves the maximum length up front, as a static cache does) vs paging (a real
+   ``PagedKVCache`` run, blocks of 16 tokens).
+
+Timings: warm-up, then repeats in alternation; the median is reported with the spread
+((max - min) / median).
 
     python -m bench.bench_kvcache --size full    # ~2 min of CPU (1 thread), the book model's shape
     python -m bench.bench_kvcache --size tiny    # seconds
+    python -m bench.bench_kvcache --device cuda  # decode on a GPU (writes kvcache_cuda)
 """
 
 from __future__ import annotations
 
-import statistics
 from functools import partial
 
 import torch
 
-from bench.common import measure, parser, write_results
+from bench.common import interleaved, parser, require_device, write_results
 from llmlab.attention import REAL_CONFIGS
 from llmlab.kvcache import PagedKVCache, generate, kv_cache_bytes, layout_waste, mixed_lengths
 from llmlab.model import from_hf
 
 SIZES = {  # model width/depth, prompt length, new tokens, timing repeats, workload requests
-    "tiny": dict(d_model=64, n_layer=2, prompt=8, new=32, repeat=1, requests=64),
-    "full": dict(d_model=192, n_layer=6, prompt=16, new=256, repeat=3, requests=512),
+    "tiny": dict(d_model=64, n_layer=2, prompt=8, new=32, repeat=3, requests=64),
+    "full": dict(d_model=192, n_layer=6, prompt=16, new=256, repeat=7, requests=512),
 }
 
 
@@ -41,37 +45,30 @@ def hf_and_ours(d_model: int, n_layer: int):
     return hf, from_hf(hf).eval()
 
 
-def interleaved(runs: dict, repeat: int) -> dict[str, float]:
-    """Median seconds of each run, timed in alternation so load on the machine hits all alike."""
-    for fn in runs.values():
-        fn()  # warm-up
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(repeat):
-        for k, fn in runs.items():
-            times[k].append(measure(fn, repeat=1, warmup=0))
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
-def row(measure_name: str, ours: float, peer: float, unit: str) -> dict:
+def row(measure_name: str, ours: float, peer: float, unit: str, spread: str = "") -> dict:
     return {"measure": measure_name, "llmlab": f"{ours:.4g} {unit}", "peer": f"{peer:.4g} {unit}",
-            "llmlab ÷ peer": ours / peer}
+            "llmlab ÷ peer": ours / peer, "spread (llmlab / peer)": spread or "—"}
 
 
-def decode_rows(size: dict) -> list[dict]:
+def decode_rows(size: dict, device: torch.device) -> list[dict]:
     hf, ours = hf_and_ours(size["d_model"], size["n_layer"])
+    hf, ours = hf.to(device), ours.to(device)
     rows, new = [], size["new"]
     for batch in (1, 8):
         g = torch.Generator().manual_seed(1)
-        idx = torch.randint(0, 2048, (batch, size["prompt"]), generator=g)
+        idx = torch.randint(0, 2048, (batch, size["prompt"]), generator=g).to(device)
         runs = {"cached": partial(generate, ours, idx, new),
                 "uncached": partial(generate, ours, idx, new, use_cache=False),
                 "transformers": partial(hf_generate, hf, idx, new)}
         assert torch.equal(runs["cached"](), runs["transformers"]())  # same tokens
-        tps = {k: batch * new / s for k, s in interleaved(runs, size["repeat"]).items()}
+        stats = interleaved(runs, size["repeat"], device=device)
+        tps = {k: batch * new / st["median"] for k, st in stats.items()}
+        sp = {k: f"{st['spread']:.2f}" for k, st in stats.items()}
         rows.append(row(f"decode tok/s, batch {batch}, {new} new: cached vs uncached (llmlab)",
-                        tps["cached"], tps["uncached"], "tok/s"))
+                        tps["cached"], tps["uncached"], "tok/s", f"{sp['cached']} / {sp['uncached']}"))
         rows.append(row(f"decode tok/s, batch {batch}, {new} new: llmlab vs transformers "
-                        "generate", tps["cached"], tps["transformers"], "tok/s"))
+                        "generate", tps["cached"], tps["transformers"], "tok/s",
+                        f"{sp['cached']} / {sp['transformers']}"))
     return rows
 
 
@@ -102,9 +99,9 @@ def memory_rows(size: dict) -> list[dict]:
     per_token = kv_cache_bytes(REAL_CONFIGS["Llama 3 8B"], 1, 1)
     gib = lambda tokens: tokens * per_token / 2 ** 30  # noqa: E731
     name = f"{len(lengths)} mixed requests, Llama 3 8B bf16"
-    return [row(f"KV memory reserved, {name}: paged vs contiguous", gib(waste.paged),
+    return [row(f"KV memory reserved, {name}: paged vs static preallocation", gib(waste.paged),
                 gib(waste.contiguous), "GiB"),
-            row(f"KV memory wasted, {name}: paged vs contiguous",
+            row(f"KV memory wasted, {name}: paged vs static preallocation",
                 gib(waste.paged - waste.used), gib(waste.contiguous - waste.used), "GiB")]
 
 
@@ -114,15 +111,18 @@ def main() -> None:
                    help="torch threads (1: small decode ops do not split well, and timings "
                         "stay stable on a shared machine)")
     args = p.parse_args()
+    device = require_device(args.device)
     torch.set_num_threads(args.threads)
     size = SIZES[args.size]
-    rows = decode_rows(size) + memory_rows(size)
-    notes = ("Decode: greedy, fp32, random Llama-style weights "
+    rows = decode_rows(size, device) + memory_rows(size)
+    notes = (f"Decode on {device.type}: greedy, fp32, random Llama-style weights "
              f"(d_model {size['d_model']}, {size['n_layer']} layers, GQA), prompt "
-             f"{size['prompt']} tokens; all three produce the same tokens. Memory: request "
-             "lengths log-normal (median ~350 tokens, capped at 2048); contiguous reserves 2048 "
-             "per request, paging blocks of 16.")
-    path = write_results("kvcache", rows, args.out, title="KV cache", notes=notes, size=args.size)
+             f"{size['prompt']} tokens; all three produce the same tokens; median of "
+             f"{size['repeat']} interleaved runs after a warm-up, spread = (max - min) / median. "
+             "Memory: request lengths log-normal (median ~350 tokens, capped at 2048); static "
+             "preallocation reserves 2048 per request, paging blocks of 16.")
+    name = "kvcache_cuda" if device.type == "cuda" else "kvcache"
+    path = write_results(name, rows, args.out, title="KV cache", notes=notes, size=args.size)
     print(path.read_text())
 
 

@@ -22,10 +22,10 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import resource
-import statistics
 import time
 from itertools import cycle
 
+from bench.common import interleaved as common_interleaved
 from bench.common import measure, parser, write_results
 from llmlab.tokenizer import GPT2_PATTERN, Tokenizer, to_hf, to_tiktoken, train_bpe
 from llmlab.tokenizer.bpe_basics import train_bpe_naive
@@ -62,17 +62,15 @@ def hf_train(docs: list[str], vocab_size: int):
 
 def interleaved(runs: dict, repeat: int) -> dict[str, float]:
     """Median seconds of each run, alternating so load on the machine hits all alike."""
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(repeat):
-        for k, fn in runs.items():
-            times[k].append(measure(fn, repeat=1, warmup=0))
-    return {k: statistics.median(v) for k, v in times.items()}
+    return {k: st["median"] for k, st in common_interleaved(runs, repeat, warmup=0).items()}
 
 
-def row(what: str, ours: float, peer_name: str, peer: float, unit: str, target: str,
-        met: bool) -> dict:
+def row(what: str, ours: float, peer_name: str, peer: float, unit: str, target: str = "",
+        met: bool | None = None) -> dict:
+    """One result; ``met`` is computed from the measurement, and "—" when there is no target."""
     return {"measure": what, "llmlab": f"{ours:.3g} {unit}", "peer": f"{peer_name} {peer:.3g} {unit}",
-            "llmlab ÷ peer": ours / peer, "target": target, "met": "yes" if met else "no"}
+            "llmlab ÷ peer": ours / peer, "target": target or "—",
+            "met": "—" if met is None else ("yes" if met else "no")}
 
 
 def training_rows(docs: list[str], size: dict) -> list[dict]:
@@ -113,8 +111,7 @@ def encoding_rows(docs: list[str], size: dict) -> tuple[list[dict], Tokenizer]:
     return [
         row(f"encode {mb:.1f} MB (MB/s)", speed["llmlab"], "tiktoken", speed["tiktoken"], "MB/s",
             ">= 0.1", speed["llmlab"] / speed["tiktoken"] >= 0.1),
-        row(f"encode {mb:.1f} MB (MB/s)", speed["llmlab"], "HF tokenizers", speed["hf"], "MB/s",
-            "", True),
+        row(f"encode {mb:.1f} MB (MB/s)", speed["llmlab"], "HF tokenizers", speed["hf"], "MB/s"),
     ], tok
 
 

@@ -12,6 +12,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,8 +24,25 @@ import torch
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def git_commit() -> str:
+    """The commit the numbers were measured at (``+dirty`` with uncommitted changes)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, text=True,
+                             capture_output=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=root, text=True, capture_output=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (sha or "unknown") + ("+dirty" if sha and dirty else "")
+
+
+def gpu_name() -> str | None:
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else None
+
+
 def machine_info() -> dict[str, Any]:
-    """What the numbers were measured on."""
+    """What the numbers were measured on, and at which commit."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -39,6 +58,8 @@ def machine_info() -> dict[str, Any]:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%d"),
+        "gpu": gpu_name(),
+        "commit": git_commit(),
     }
 
 
@@ -54,12 +75,55 @@ def measure(fn: Callable[[], Any], repeat: int = 5, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def synchronize(device: torch.device | str) -> None:
+    """Wait for the device's queued work (GPU kernels run asynchronously)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def spread(times: list[float]) -> dict[str, float]:
+    """Median, min, max and relative spread ((max - min) / median) of timings in seconds."""
+    med = statistics.median(times)
+    return {"median": med, "min": min(times), "max": max(times),
+            "spread": (max(times) - min(times)) / med if med else 0.0, "n": len(times)}
+
+
+def interleaved(runs: dict[str, Callable[[], Any]], repeat: int, warmup: int = 1,
+                device: torch.device | str = "cpu") -> dict[str, dict[str, float]]:
+    """Time each run ``repeat`` times after ``warmup`` runs, in alternation (so load on a
+    shared machine hits every run alike); returns :func:`spread` statistics per run."""
+    for _ in range(warmup):
+        for fn in runs.values():
+            fn()
+    synchronize(device)
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(repeat):
+        for k, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            synchronize(device)
+            times[k].append(time.perf_counter() - start)
+    return {k: spread(v) for k, v in times.items()}
+
+
 def parser(description: str) -> argparse.ArgumentParser:
-    """The standard benchmark arguments: ``--size tiny|full`` and ``--out DIR``."""
+    """The standard benchmark arguments: ``--size tiny|full``, ``--out DIR``, ``--device``."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--size", choices=["tiny", "full"], default="full")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--device", default="cpu",
+                   help="cpu (default) or cuda: the GPU mode writes <name>_cuda results")
     return p
+
+
+def require_device(device: str) -> torch.device:
+    """The device a benchmark asked for; a CUDA request without a GPU exits cleanly (code 0)."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        print(f"--device {device}: no CUDA GPU visible to torch {torch.__version__}; "
+              "skipping (nothing written).")
+        sys.exit(0)
+    return dev
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
@@ -82,8 +146,10 @@ def write_results(name: str, rows: list[dict[str, Any]], out: Path = RESULTS,
     md = [f"### {title or name}", "", markdown_table(rows), ""]
     if notes:
         md += [notes, ""]
-    md.append(f"*Measured {info['date']} on {info['cpu']} ({info['cores']} cores, torch "
-              f"{info['torch']}, {info['torch_threads']} threads), size `{size}`.*")
+    where = f"{info['gpu']} + " if info["gpu"] and name.endswith("_cuda") else ""
+    md.append(f"*Measured {info['date']} on {where}{info['cpu']} ({info['cores']} cores, torch "
+              f"{info['torch']}, {info['torch_threads']} threads), size `{size}`, commit "
+              f"`{info['commit']}`.*")
     path = out / f"{name}.md"
     path.write_text("\n".join(md) + "\n")
     return path

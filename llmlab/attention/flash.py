@@ -7,7 +7,10 @@ log-sum-exp ``L = m + log l`` per query row; the backward recomputes each tile's
 as ``P = exp(S - L)`` ("FlashAttention: Fast and Memory-Efficient Exact Attention with
 IO-Awareness", arXiv 2205.14135; loop order and ``D = rowsum(dO * O)`` from "FlashAttention-2",
 arXiv 2307.08691). On a CPU the win is memory, not speed: Python loops over tiles are slower
-than one fused matmul. Taught in chapter 03 (solutions/03_attention).
+than one fused matmul. Scores, statistics and the accumulator are fp32 for fp16/bf16 inputs in
+both passes, so the backward's ``P = exp(S - L)`` uses the very scores ``L`` came from.
+The Triton kernel of :mod:`llmlab.kernels.flash` runs the same tile loop on a GPU.
+Taught in chapter 03 (solutions/03_attention).
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import math
 import torch
 
 from llmlab import grading
-from llmlab.attention.naive import check_qkv
+from llmlab.attention.online_softmax import online_softmax_step
+from llmlab.nn.attention import accumulation_dtype, check_qkv
 
 
 def tile_mask(q_start: int, q_end: int, k_start: int, k_end: int, offset: int,
@@ -31,10 +35,6 @@ def tile_mask(q_start: int, q_end: int, k_start: int, k_end: int, offset: int,
     q_pos = torch.arange(q_start, q_end, device=device)[:, None] + offset
     k_pos = torch.arange(k_start, k_end, device=device)[None, :]
     return k_pos <= q_pos
-
-
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 @grading.reference
@@ -54,28 +54,25 @@ def flash_attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     if causal and seq_q > seq_k:
         raise ValueError(f"causal attention needs seq_q <= seq_k, got {seq_q} > {seq_k}")
     offset = seq_k - seq_q
-    acc_t = _acc_dtype(q.dtype)
+    acc_t = accumulation_dtype(q.dtype)
     o = torch.empty(*q.shape[:-1], v.shape[-1], dtype=q.dtype, device=q.device)
     lse = torch.empty(q.shape[:-1], dtype=acc_t, device=q.device)
     for qs in range(0, seq_q, block_q):
         qe = min(qs + block_q, seq_q)
-        q_tile = q[..., qs:qe, :]  # (batch, heads, bq, d)
+        q_tile = q[..., qs:qe, :].to(acc_t)  # (batch, heads, bq, d), fp32 like the backward
         m = torch.full(q_tile.shape[:-1], float("-inf"), dtype=acc_t, device=q.device)
         l = torch.zeros(q_tile.shape[:-1], dtype=acc_t, device=q.device)
         acc = torch.zeros(*q_tile.shape[:-1], v.shape[-1], dtype=acc_t, device=q.device)
         k_stop = min(seq_k, qe + offset) if causal else seq_k  # later tiles are all masked
         for ks in range(0, k_stop, block_k):
             ke = min(ks + block_k, seq_k)
-            s = (q_tile @ k[..., ks:ke, :].transpose(-1, -2)).to(acc_t) * scale  # (.., bq, bk)
+            k_tile = k[..., ks:ke, :].to(acc_t)
+            s = (q_tile @ k_tile.transpose(-1, -2)) * scale  # (batch, heads, bq, bk), fp32
             mask = tile_mask(qs, qe, ks, ke, offset, q.device) if causal else None
             if mask is not None:
                 s = s.masked_fill(~mask, float("-inf"))
-            m_new = torch.maximum(m, s.amax(-1))
-            p = torch.exp(s - m_new[..., None])  # (batch, heads, bq, bk)
-            alpha = torch.exp(m - m_new)  # rescales what was accumulated under the old max
-            l = alpha * l + p.sum(-1)
-            acc = alpha[..., None] * acc + p.to(v.dtype) @ v[..., ks:ke, :]
-            m = m_new
+            m, l, p, alpha = online_softmax_step(m, l, s)  # p: (batch, heads, bq, bk)
+            acc = alpha[..., None] * acc + p @ v[..., ks:ke, :].to(acc_t)
         o[..., qs:qe, :] = (acc / l[..., None]).to(q.dtype)
         lse[..., qs:qe] = m + torch.log(l)
     return o, lse
@@ -123,11 +120,16 @@ def flash_attention_backward(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
 
 
 class FlashAttentionFunction(torch.autograd.Function):
-    """Autograd glue: the forward saves q, k, v, o and the log-sum-exp — never the probabilities."""
+    """Autograd glue: the forward saves q, k, v, o and the log-sum-exp — never the probabilities.
+
+    ``passes`` is the ``(forward, backward)`` pair with the signatures of
+    :func:`flash_attention_forward` / :func:`flash_attention_backward` (default: those two; the
+    Triton kernels of :mod:`llmlab.kernels.flash` pass theirs)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, causal, scale, block_q, block_k):  # type: ignore[override]
-        o, lse = flash_attention_forward(q, k, v, causal, scale, block_q, block_k)
+    def forward(ctx, q, k, v, causal, scale, block_q, block_k, passes=None):  # type: ignore[override]
+        fwd, ctx.backward_pass = passes or (flash_attention_forward, flash_attention_backward)
+        o, lse = fwd(q, k, v, causal, scale, block_q, block_k)
         ctx.save_for_backward(q, k, v, o, lse)
         ctx.config = (causal, scale, block_q, block_k)
         return o
@@ -135,8 +137,8 @@ class FlashAttentionFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do):  # type: ignore[override]
         q, k, v, o, lse = ctx.saved_tensors
-        dq, dk, dv = flash_attention_backward(do, q, k, v, o, lse, *ctx.config)
-        return dq, dk, dv, None, None, None, None
+        dq, dk, dv = ctx.backward_pass(do, q, k, v, o, lse, *ctx.config)
+        return dq, dk, dv, None, None, None, None, None
 
 
 def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,

@@ -17,8 +17,9 @@ import torch
 from einops import rearrange
 
 from llmlab import grading
-from llmlab.attention.masks import causal_mask
-from llmlab.attention.naive import attention_scores, check_qkv, naive_attention
+from llmlab.attention.naive import naive_attention
+from llmlab.nn.attention import attention_mask, attention_scores, check_qkv
+from llmlab.nn.functional import softmax
 
 
 @grading.reference
@@ -60,13 +61,11 @@ def grouped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     check_qkv(q, k, v)
     n_kv, seq_q, seq_k = k.shape[1], q.shape[-2], k.shape[-2]
     qg = rearrange(q, "b (g r) q d -> b g (r q) d", g=n_kv)  # (batch, n_kv, n_rep*seq_q, d)
-    scores = attention_scores(qg, k, scale=scale)  # (batch, n_kv, n_rep*seq_q, seq_k)
+    scores = attention_scores(qg, k, scale=scale)  # (batch, n_kv, n_rep*seq_q, seq_k), fp32
     scores = rearrange(scores, "b g (r q) k -> b (g r) q k", q=seq_q)
-    if causal:
-        c = causal_mask(seq_q, seq_k, q.device)
-        mask = c if mask is None else mask & c
+    mask = attention_mask(mask, causal, seq_q, seq_k, q.device)  # the one mask convention
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
-    probs = rearrange(torch.softmax(scores, -1), "b (g r) q k -> b g (r q) k", g=n_kv)
-    out = torch.einsum("bgqk,bgkd->bgqd", probs, v)
+    probs = rearrange(softmax(scores, -1), "b (g r) q k -> b g (r q) k", g=n_kv)
+    out = torch.einsum("bgqk,bgkd->bgqd", probs, v.to(probs.dtype)).to(v.dtype)
     return rearrange(out, "b g (r q) d -> b (g r) q d", q=seq_q)

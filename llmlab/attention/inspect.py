@@ -30,7 +30,7 @@ def layer_attention(attn: CausalSelfAttention, x: torch.Tensor,
         cos, sin = attn.rope(positions)
         q, k = attn.rope.rotate(q, cos, sin), attn.rope.rotate(k, cos, sin)
     k = repeat_kv(k.transpose(1, 2), attn.n_head // attn.n_kv_head)
-    return softmax(attention_scores(q.transpose(1, 2), k, causal=True).float(), dim=-1)
+    return softmax(attention_scores(q.transpose(1, 2), k, is_causal=True).float(), dim=-1)
 
 
 @torch.no_grad()

@@ -27,6 +27,8 @@ from torch import nn
 
 from llmlab import grading
 from llmlab.attention.naive import naive_attention
+from llmlab.nn.attention import accumulation_dtype, attention_mask
+from llmlab.nn.functional import softmax
 from llmlab.nn.linear import Linear
 from llmlab.nn.norm import RMSNorm
 from llmlab.nn.rope import RotaryEmbedding
@@ -92,10 +94,10 @@ def absorbed_attention(q_nope: torch.Tensor, q_rope: torch.Tensor, c_kv: torch.T
     q_latent = torch.einsum("bshn,hnc->bhsc", q_nope, w_uk)  # W^UK absorbed into the query
     scores = (torch.einsum("bhsc,btc->bhst", q_latent, c_kv)
               + torch.einsum("bshr,btr->bhst", q_rope, k_rope)) * scale
-    if mask is None:
-        seq, T = q_nope.shape[1], c_kv.shape[1]
-        mask = torch.ones(seq, T, dtype=torch.bool, device=c_kv.device).tril(T - seq)
-    probs = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+    seq, T = q_nope.shape[1], c_kv.shape[1]
+    mask = attention_mask(mask, mask is None, seq, T, c_kv.device)  # None: causal
+    scores = scores.to(accumulation_dtype(scores.dtype)).masked_fill(~mask, float("-inf"))
+    probs = softmax(scores, dim=-1).to(c_kv.dtype)
     out_latent = torch.einsum("bhst,btc->bhsc", probs, c_kv)  # weighted sum of latents
     return torch.einsum("bhsc,hvc->bshv", out_latent, w_uv)  # W^UV applied once per query
 

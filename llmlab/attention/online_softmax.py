@@ -12,6 +12,23 @@ import torch
 from llmlab import grading
 
 
+def online_softmax_step(m: torch.Tensor, l: torch.Tensor, s: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The one online-softmax merge, shared by FlashAttention's tile loop, paged attention and
+    :func:`online_logsumexp`: fold a new block of scores into the running statistics.
+
+    m, l: (...) running max and running sum of ``exp(x - m)``; s: (..., n) the new block
+    (-inf = masked). Returns ``(m', l', p, alpha)`` with ``p = exp(s - m')`` (..., n) and
+    ``alpha = exp(m - m')`` (...): a running output accumulator is updated by the caller as
+    ``acc' = alpha * acc + p @ v``. Rows masked so far stay finite (m = -inf, l = 0).
+    """
+    m_new = torch.maximum(m, s.amax(-1))
+    shift = m_new.nan_to_num(neginf=0.0)  # a row masked so far: avoid (-inf) - (-inf)
+    alpha = torch.exp(m - shift)  # rescales what was accumulated under the old max
+    p = torch.exp(s - shift[..., None])
+    return m_new, alpha * l + p.sum(-1), p, alpha
+
+
 def online_logsumexp(x: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Stream over the last axis in blocks: returns ``(m, l)`` with ``m = max x`` and
     ``l = sum exp(x - m)``, both ``(...)``; ``logsumexp(x) = m + log(l)``.
@@ -22,10 +39,7 @@ def online_logsumexp(x: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.T
     l = torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
     for start in range(0, x.shape[-1], block):
         xb = x[..., start:start + block]  # (..., block)
-        m_new = torch.maximum(m, xb.amax(-1))
-        shift = m_new.nan_to_num(neginf=0.0)  # a row masked so far: avoid (-inf) - (-inf)
-        l = l * torch.exp(m - shift) + torch.exp(xb - shift[..., None]).sum(-1)
-        m = m_new
+        m, l, _, _ = online_softmax_step(m, l, xb)
     return m, l
 
 

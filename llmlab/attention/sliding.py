@@ -42,7 +42,8 @@ def sliding_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     for start in range(0, seq, block):
         end = min(start + block, seq)
         lo = max(0, start - window + 1)
-        keys = torch.cat([torch.arange(min(n_sink, lo)), torch.arange(lo, end)]).to(q.device)
+        keys = torch.cat([torch.arange(min(n_sink, lo), device=q.device),
+                          torch.arange(lo, end, device=q.device)])
         q_pos = torch.arange(start, end, device=q.device)[:, None]
         mask = window_visible(q_pos, keys[None, :], window, n_sink)  # (end - start, len(keys))
         outs.append(naive_attention(q[..., start:end, :], k[..., keys, :], v[..., keys, :],
@@ -64,11 +65,13 @@ class SlidingWindowMask:
         if window < 1 or n_sink < 0:
             raise ValueError(f"need window >= 1 and n_sink >= 0, got {window}, {n_sink}")
         self.window, self.n_sink = window, n_sink
+        self.device: torch.device | None = None  # the device of the tensors last seen
 
     def update(self, layer_idx: int, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        self.device = tensors[0].device  # the mask is built where the keys are
         return tensors  # nothing is cached: the forward sees exactly its own tokens
 
     def attn_mask(self, t_new: int) -> torch.Tensor:
-        """(1, 1, t_new, t_new) bool: the sliding-window(+sinks) mask."""
-        q_pos = torch.arange(t_new)[:, None]
+        """(1, 1, t_new, t_new) bool on the keys' device: the sliding-window(+sinks) mask."""
+        q_pos = torch.arange(t_new, device=self.device)[:, None]
         return window_visible(q_pos, q_pos.T, self.window, self.n_sink)[None, None]

@@ -16,13 +16,14 @@ from llmlab.attention.masks import block_layout_to_mask
 from llmlab.attention.naive import check_qkv, naive_attention
 
 
-def local_global_layout(n_blocks: int, n_local: int = 2, n_global: int = 1) -> torch.Tensor:
+def local_global_layout(n_blocks: int, n_local: int = 2, n_global: int = 1,
+                        device: torch.device | None = None) -> torch.Tensor:
     """Causal layout (n_blocks, n_blocks) bool: each query block sees its ``n_local`` most recent
     key blocks (itself included) and the first ``n_global`` blocks."""
     if n_local < 1:
         raise ValueError(f"n_local must be >= 1 (a block must see itself), got {n_local}")
-    i = torch.arange(n_blocks)[:, None]
-    j = torch.arange(n_blocks)[None, :]
+    i = torch.arange(n_blocks, device=device)[:, None]
+    j = torch.arange(n_blocks, device=device)[None, :]
     return (j <= i) & ((i - j < n_local) | (j < n_global))
 
 

@@ -18,9 +18,12 @@ import torch
 from einops import rearrange
 
 from llmlab import grading
+from llmlab.attention.online_softmax import online_softmax_step
+from llmlab.nn.attention import attention
 
 
 def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, where: str) -> None:
+    """Layout check of the decode form; everything else is :func:`llmlab.nn.check_qkv`'s."""
     if q.dim() != 3 or k.dim() != 4 or k.shape != v.shape:
         raise ValueError(f"{where}: expected q (batch, n_head, d) and k, v (.., .., n_kv_head, d); "
                          f"got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
@@ -36,18 +39,16 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
     q: (batch, n_head, d); k, v: (batch, T, n_kv_head, d) — the cache *including* the new
     token; lengths: (batch,) valid keys per row (the rest is padding), default all T.
-    -> (batch, n_head, d). Query head h reads KV head h // (n_head // n_kv_head).
+    -> (batch, n_head, d). Query head h reads KV head h // (n_head // n_kv_head). This is
+    :func:`llmlab.nn.attention` (the one reference) in the cache's layout.
     """
     _check(q, k, v, "decode_attention")
-    n_kv = k.shape[2]
-    qg = rearrange(q, "b (g r) d -> b g r d", g=n_kv)  # (batch, n_kv, n_rep, d)
-    scores = torch.einsum("bgrd,btgd->bgrt", qg, k) / math.sqrt(q.shape[-1])
+    mask = None
     if lengths is not None:
         valid = torch.arange(k.shape[1], device=k.device)[None] < lengths[:, None]  # (batch, T)
-        scores = scores.masked_fill(~valid[:, None, None, :], float("-inf"))
-    probs = torch.softmax(scores.float(), -1).to(v.dtype)
-    out = torch.einsum("bgrt,btgd->bgrd", probs, v)
-    return rearrange(out, "b g r d -> b (g r) d")
+        mask = valid[:, None, None, :]  # (batch, 1, 1, T)
+    out = attention(q[:, :, None], k.transpose(1, 2), v.transpose(1, 2), mask)
+    return out[:, :, 0]
 
 
 def paged_attention(q: torch.Tensor, k_blocks: torch.Tensor, v_blocks: torch.Tensor,
@@ -56,7 +57,8 @@ def paged_attention(q: torch.Tensor, k_blocks: torch.Tensor, v_blocks: torch.Ten
 
     q: (batch, n_head, d); k_blocks, v_blocks: (num_blocks, block_size, n_kv_head, d) pools;
     block_tables: (batch, max_blocks) block ids; lengths: (batch,) tokens per sequence.
-    -> (batch, n_head, d), equal to :func:`decode_attention` on the gathered sequences.
+    -> (batch, n_head, d), equal to :func:`decode_attention` on the gathered sequences. Blocks
+    are merged with the one online-softmax step of :mod:`llmlab.attention.online_softmax`.
     """
     _check(q, k_blocks, v_blocks, "paged_attention")
     batch, n_head, d = q.shape
@@ -75,10 +77,6 @@ def paged_attention(q: torch.Tensor, k_blocks: torch.Tensor, v_blocks: torch.Ten
         vb = v_blocks[block_tables[:, j]].float()
         scores = torch.einsum("bgrd,btgd->bgrt", qg, kb)
         scores = scores.masked_fill(~valid[:, None, None, :], float("-inf"))
-        m_new = torch.maximum(m, scores.amax(-1))
-        alpha = torch.exp(m - m_new).nan_to_num(0.0)  # rescale what was summed so far
-        p = torch.exp(scores - m_new[..., None]).nan_to_num(0.0)
-        s = s * alpha + p.sum(-1)
+        m, s, p, alpha = online_softmax_step(m, s, scores)
         acc = acc * alpha[..., None] + torch.einsum("bgrt,btgd->bgrd", p, vb)
-        m = m_new
     return rearrange(acc / s[..., None], "b g r d -> b (g r) d").to(q.dtype)

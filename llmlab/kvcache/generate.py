@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from llmlab.kvcache.base import KVCache, NoCache
 from llmlab.kvcache.contiguous import ContiguousKVCache
 from llmlab.kvcache.paged import PagedKVCache
-from llmlab.model.generate import filter_logits
+from llmlab.model.generate import filter_logits, sample_from
 
 Sampler = Callable[[torch.Tensor], torch.Tensor]
 
@@ -40,7 +40,7 @@ def make_sampler(do_sample: bool = False, temperature: float = 1.0, top_k: int |
 
     def sample(logits: torch.Tensor) -> torch.Tensor:
         probs = torch.softmax(filter_logits(logits.float() / temperature, top_k, top_p), -1)
-        return torch.multinomial(probs, 1, generator=generator)[:, 0]
+        return sample_from(probs, generator)[:, 0]
 
     return sample
 

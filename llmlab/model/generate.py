@@ -30,6 +30,16 @@ def filter_logits(
     return logits
 
 
+def sample_from(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One draw per row: probs (batch, vocab) -> ids (batch, 1) on probs' device.
+
+    The draw happens on the generator's device (a CPU generator drives GPU decoding too), so a
+    seeded run samples the same tokens on any device.
+    """
+    where = generator.device if generator is not None else probs.device
+    return torch.multinomial(probs.to(where), 1, generator=generator).to(probs.device)
+
+
 @torch.no_grad()
 def generate(
     model: torch.nn.Module,
@@ -49,14 +59,14 @@ def generate(
     if idx.dim() != 2:
         raise ValueError(f"generate expects idx (batch, seq), got {tuple(idx.shape)}")
     block = model.config.block_size
-    done = torch.zeros(idx.shape[0], dtype=torch.bool)
+    done = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
     for _ in range(max_new_tokens):
         logits = model(idx[:, -block:])[:, -1, :].float()  # (batch, vocab)
         if temperature == 0:
             nxt = logits.argmax(-1, keepdim=True)
         else:
             probs = softmax(filter_logits(logits / temperature, top_k, top_p), dim=-1)
-            nxt = torch.multinomial(probs, 1, generator=generator)
+            nxt = sample_from(probs, generator)
         idx = torch.cat((idx, nxt), dim=1)
         if eos_id is not None:
             done |= nxt.squeeze(1) == eos_id

@@ -20,7 +20,7 @@ def save_model(model: GPT, directory: str | Path, dtype: torch.dtype = torch.flo
     """Write ``config.json`` and ``model.safetensors`` (weights cast to ``dtype``)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    sd = {k: v.detach().to(dtype).contiguous() for k, v in model.state_dict().items()}
+    sd = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
     if model.config.tie_embeddings:
         sd.pop("lm_head.weight", None)
     save_file(sd, str(directory / "model.safetensors"))

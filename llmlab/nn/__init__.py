@@ -7,8 +7,13 @@ definition next to it is tested to agree. Taught in chapter 02 (solutions/02_gpt
 
 from llmlab.nn.attention import (
     CausalSelfAttention,
+    attention,
+    attention_mask,
+    attention_scores,
     causal_attention,
     causal_mask,
+    check_qkv,
+    fast_attention,
     fast_causal_attention,
 )
 from llmlab.nn.block import TransformerBlock, make_attention, make_mlp, make_norm
@@ -42,9 +47,14 @@ __all__ = [
     "SwiGLU",
     "TransformerBlock",
     "apply_rope",
+    "attention",
+    "attention_mask",
+    "attention_scores",
     "causal_attention",
     "causal_mask",
+    "check_qkv",
     "cross_entropy",
+    "fast_attention",
     "fast_causal_attention",
     "fast_cross_entropy",
     "gelu_tanh",

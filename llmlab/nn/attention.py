@@ -29,57 +29,120 @@ from llmlab.nn.rope import RotaryEmbedding
 def causal_mask(t_q: int, t_k: int, device: torch.device | None = None) -> torch.Tensor:
     """Bool (t_q, t_k), True = may attend. Query i sits at absolute position t_k - t_q + i
     (the last t_q of t_k tokens, as when decoding with a KV cache) and sees keys <= it."""
-    offset = t_k - t_q
-    q_pos = torch.arange(t_q, device=device).unsqueeze(1) + offset
+    if t_q > t_k:
+        raise ValueError(f"a causal mask needs t_q <= t_k, got t_q={t_q}, t_k={t_k}")
+    q_pos = torch.arange(t_k - t_q, t_k, device=device).unsqueeze(1)
     return torch.arange(t_k, device=device).unsqueeze(0) <= q_pos
 
 
-def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
-    if q.dim() != 4 or k.dim() != 4 or k.shape != v.shape:
+def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, same_heads: bool = False) -> None:
+    """The one shape check of every attention function: raise ``ValueError`` unless
+    q is (batch, n_head, t_q, d), k (batch, n_kv_head, t_k, d), v (batch, n_kv_head, t_k, d_v)
+    with ``n_head`` a multiple of ``n_kv_head`` (equal when ``same_heads``)."""
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
         raise ValueError(
-            "attention expects q (batch, n_head, t_q, d_head) and k, v (batch, n_kv_head, "
+            "attention expects 4-d q (batch, n_head, t_q, d_head) and k, v (batch, n_kv_head, "
             f"t_k, d_head); got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
         )
-    if q.shape[1] % k.shape[1] or q.shape[-1] != k.shape[-1] or q.shape[0] != k.shape[0]:
+    if k.shape[:3] != v.shape[:3] or q.shape[0] != k.shape[0] or q.shape[-1] != k.shape[-1]:
         raise ValueError(
-            f"n_head ({q.shape[1]}) must be a multiple of n_kv_head ({k.shape[1]}) and batch "
-            f"and d_head must match; got q {tuple(q.shape)}, k {tuple(k.shape)}"
+            f"incompatible q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}: need the "
+            "same batch, k/v the same heads and length, q/k the same d_head"
         )
+    if same_heads and q.shape[1] != k.shape[1]:
+        raise ValueError(f"q has {q.shape[1]} heads but k/v have {k.shape[1]}; expand grouped "
+                         "KV heads with repeat_kv first")
+    if q.shape[1] % k.shape[1]:
+        raise ValueError(f"n_head ({q.shape[1]}) must be a multiple of n_kv_head ({k.shape[1]})")
+
+
+def attention_mask(mask: torch.Tensor | None, is_causal: bool, t_q: int, t_k: int,
+                   device: torch.device) -> torch.Tensor | None:
+    """The one mask convention: bool, True = may attend; with ``is_causal`` the bottom-right
+    causal mask is ANDed with ``mask``. Returns None when every key is visible."""
+    if not is_causal:
+        return mask
+    causal = causal_mask(t_q, t_k, device)
+    return causal if mask is None else mask & causal
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """fp32 for fp16/bf16 inputs (scores, softmax and sums stay exact enough), else the input's."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def attention_scores(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None = None,
+                     is_causal: bool = False, scale: float | None = None,
+                     bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Scaled, masked logits in at least fp32 (masked entries -inf), grouped KV heads repeated.
+
+    q: (batch, n_head, t_q, d), k: (batch, n_kv_head, t_k, d); mask: bool broadcasting to
+    (batch, n_head, t_q, t_k); bias: additive (e.g. ALiBi) -> (batch, n_head, t_q, t_k) fp32.
+    """
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)  # head h reads kv head h // group
+    acc = accumulation_dtype(q.dtype)
+    scores = (q.to(acc) @ k.to(acc).transpose(-2, -1)) * scale  # (batch, n_head, t_q, t_k)
+    if bias is not None:
+        scores = scores + bias
+    allowed = attention_mask(mask, is_causal, q.shape[2], k.shape[2], q.device)
+    return scores if allowed is None else scores.masked_fill(~allowed, float("-inf"))
+
+
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
+    is_causal: bool = False, scale: float | None = None,
+) -> torch.Tensor:
+    """The reference attention every variant, cache and kernel is tested against.
+
+    softmax(q k^T * scale + mask) v with scores and softmax in >= fp32 (Vaswani et al.,
+    arXiv:1706.03762). q: (batch, n_head, t_q, d); k: (batch, n_kv_head, t_k, d);
+    v: (batch, n_kv_head, t_k, d_v); mask: bool broadcasting to (batch, n_head, t_q, t_k),
+    True = may attend; ``is_causal`` ANDs the bottom-right causal mask (query i at position
+    t_k - t_q + i); scale defaults to 1/sqrt(d). A query that may see no key outputs zeros.
+    -> (batch, n_head, t_q, d_v) in v's dtype.
+    """
+    check_qkv(q, k, v)
+    probs = softmax(attention_scores(q, k, mask, is_causal, scale), dim=-1)
+    v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
+    return (probs @ v.to(probs.dtype)).to(v.dtype)
+
+
+def fast_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
+    is_causal: bool = False, scale: float | None = None,
+) -> torch.Tensor:
+    """The one fast path: ``attention``'s contract through PyTorch's fused
+    ``scaled_dot_product_attention`` (FlashAttention-2 / memory-efficient kernels on a GPU)."""
+    check_qkv(q, k, v)
+    t_q, t_k = q.shape[2], k.shape[2]
+    gqa = q.shape[1] != k.shape[1]
+    if is_causal and mask is None and t_q == t_k:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=gqa)
+    mask = attention_mask(mask, is_causal and t_q > 1, t_q, t_k, q.device)  # 1 query sees all
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)
 
 
 @reference
 def causal_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Reference causal attention with grouped KV heads, written step by step.
+    """Causal self-attention with grouped KV heads, the way chapter 02 writes it.
 
     q: (batch, n_head, t_q, d_head); k, v: (batch, n_kv_head, t_k, d_head);
-    mask: optional bool (batch, 1, t_q, t_k), True = may attend (replaces the causal mask).
-    -> (batch, n_head, t_q, d_head)
+    mask: optional bool (batch, 1, t_q, t_k), True = may attend — a complete mask (a KV cache's,
+    causality included); without one the bottom-right causal mask applies.
+    -> (batch, n_head, t_q, d_head). ``attention(q, k, v, mask, is_causal=mask is None)``.
     """
-    _check_qkv(q, k, v)
-    group = q.shape[1] // k.shape[1]
-    k = k.repeat_interleave(group, dim=1)  # (batch, n_head, t_k, d_head): head h uses kv h//group
-    v = v.repeat_interleave(group, dim=1)
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (batch, n_head, t_q, t_k)
-    allowed = mask if mask is not None else causal_mask(q.shape[2], k.shape[2], q.device)
-    scores = scores.masked_fill(~allowed, float("-inf"))
-    return softmax(scores.float(), dim=-1).to(v.dtype) @ v
+    return attention(q, k, v, mask, is_causal=mask is None)
 
 
 @reference
 def fast_causal_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Same contract as ``causal_attention``, through PyTorch's fused SDPA kernel."""
-    _check_qkv(q, k, v)
-    t_q, t_k = q.shape[2], k.shape[2]
-    gqa = q.shape[1] != k.shape[1]
-    if mask is None and t_q == t_k:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
-    if mask is None and t_q > 1:  # decoding a chunk after a cache: causal with an offset
-        mask = causal_mask(t_q, t_k, q.device)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+    """Same contract as ``causal_attention``, through the fast path ``fast_attention``."""
+    return fast_attention(q, k, v, mask, is_causal=mask is None)
 
 
 class CausalSelfAttention(nn.Module):

@@ -53,7 +53,10 @@ class Embedding(nn.Module):
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         if idx.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"Embedding expects integer ids, got dtype {idx.dtype}")
-        if idx.numel() and (int(idx.max()) >= self.num_embeddings or int(idx.min()) < 0):
+        # The range check reads the ids (a device sync, a graph break): it runs eagerly and is
+        # left out of a torch.compile graph, where F.embedding's own bounds check still fires.
+        if not torch.compiler.is_compiling() and idx.numel() and (
+                int(idx.max()) >= self.num_embeddings or int(idx.min()) < 0):
             raise ValueError(
                 f"Embedding: ids must be in [0, {self.num_embeddings}), got range "
                 f"[{int(idx.min())}, {int(idx.max())}]"

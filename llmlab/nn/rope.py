@@ -92,6 +92,8 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("sin_table", sin, persistent=False)
 
     def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if torch.compiler.is_compiling():  # no data-dependent branch in a graph: compute
+            return rope_cos_sin(positions, self.inv_freq)
         if positions.numel() and int(positions.max()) < self.cos_table.shape[0]:
             return self.cos_table[positions], self.sin_table[positions]
         return rope_cos_sin(positions, self.inv_freq)

@@ -27,17 +27,28 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="token cache and checkpoints (default: $LLMLAB_CACHE/pretrain/<preset>)")
     p.add_argument("--steps", type=int, default=None, help="override the preset's step count")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: preset)")
+    p.add_argument("--device", default="cpu",
+                   help="where the model trains: cpu (default), cuda, cuda:1, mps, ...")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as e:
+        raise SystemExit(f"--device: {e}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: this torch build sees no CUDA GPU "
+                         f"(torch {torch.__version__}); use --device cpu")
     from llmlab.train.pretrain import pretrain
 
     out = args.out or Path("runs") / args.preset
     s = pretrain(args.preset, out, args.workdir, progress=not args.no_progress,
-                 max_steps=args.steps, threads=args.threads)
+                 max_steps=args.steps, threads=args.threads, device=args.device)
     print(f"{s['steps']} steps, {s['tokens_trained']:,} tokens in {s['wall_time_s'] / 60:.1f} min;"
           f" val loss {s['val_loss']:.3f} (unigram {s['unigram_val_loss']:.3f}) -> {out}")
     return 0

@@ -68,7 +68,7 @@ def _samples(model: GPT, tok, preset: Preset) -> list[str]:
     g = torch.Generator().manual_seed(0)
     out = []
     for prompt in preset.sample_prompts:
-        idx = torch.tensor([tok.encode(prompt)])
+        idx = torch.tensor([tok.encode(prompt)], device=next(model.parameters()).device)
         ids = generate(model.eval(), idx, preset.sample_tokens, temperature=0.8, top_k=40,
                        generator=g)
         out.append(tok.decode(ids[0].tolist()))
@@ -77,8 +77,11 @@ def _samples(model: GPT, tok, preset: Preset) -> list[str]:
 
 def pretrain(preset_name: str, out_dir: str | Path, workdir: str | Path | None = None,
              progress: bool = True, max_steps: int | None = None,
-             threads: int | None = None) -> dict:
-    """Run a preset end to end; returns the summary written to ``out_dir/summary.json``."""
+             threads: int | None = None, device: str = "cpu") -> dict:
+    """Run a preset end to end; returns the summary written to ``out_dir/summary.json``.
+
+    ``device`` ("cpu", "cuda", "cuda:1", ...) is where the model trains; the data sampler and
+    the checkpoint stay on the CPU, so a run resumes on any device."""
     preset = get_preset(preset_name)
     out_dir = Path(out_dir)
     workdir = Path(workdir) if workdir else cache_dir() / "pretrain" / preset.name
@@ -91,7 +94,7 @@ def pretrain(preset_name: str, out_dir: str | Path, workdir: str | Path | None =
                          f"{preset.model.vocab_size}")
     train_cfg = preset.train.replace(checkpoint_path=str(workdir / "checkpoint.pt"),
                                      max_steps=max_steps or preset.train.max_steps)
-    model = GPT(preset.model)
+    model = GPT(preset.model).to(device)
     trainer = Trainer(model, train_tokens, val_tokens, train_cfg)
     ckpt = Path(train_cfg.checkpoint_path)
     if ckpt.exists():
@@ -121,6 +124,7 @@ def pretrain(preset_name: str, out_dir: str | Path, workdir: str | Path | None =
         "wall_time_s": round(wall, 1),
         "threads": threads,
         "precision": trainer.precision,  # what "auto" resolved to on this machine
+        "device": str(device),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "torch": torch.__version__,
         "median_tokens_per_s": sorted(r["tokens_per_s"] for r in train_rows)[len(train_rows) // 2]

@@ -7,6 +7,9 @@ accumulation, clip, AdamW step, schedule — with a log, validation and exact re
   bf16 needs no loss scaling, having fp32's exponent range); elsewhere everything is fp32.
 - Gradient accumulation: ``grad_accum`` micro-batches, each loss divided by ``grad_accum``,
   sum to the gradient of the mean over the big batch (tested equal to one big batch).
+- Device-agnostic: the Trainer follows the model's device. Windows are sampled with a CPU
+  generator (the same stream on any device, resumable) and moved to the model's device;
+  autocast uses the device's type.
 Taught in chapter 02 (solutions/02_gpt).
 """
 
@@ -32,20 +35,27 @@ from llmlab.train.precision import DTYPES, autocast, resolve_precision
 from llmlab.train.schedule import cosine_lr
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's parameters (CPU for a model without any)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
 @torch.no_grad()
 def evaluate_loss(model: torch.nn.Module, tokens: np.ndarray, batch_size: int, seq_len: int,
                   max_batches: int | None = None, precision: str = "fp32") -> float:
     """Mean next-token loss (nats) over consecutive non-overlapping windows of ``tokens``."""
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
+    device = model_device(model)
+    total, count = torch.zeros((), device=device), 0
     for x, y in sequential_windows(tokens, batch_size, seq_len, max_batches):
-        with autocast(precision, x.device):
+        x, y = x.to(device), y.to(device)
+        with autocast(precision, device):
             logits = model(x)
-        total += fast_cross_entropy(logits, y, reduction="sum").item()
+        total += fast_cross_entropy(logits, y, reduction="sum")
         count += y.numel()
     model.train(was_training)
-    return total / count
+    return total.item() / count
 
 
 class Trainer:
@@ -58,7 +68,7 @@ class Trainer:
                  peak_flops: float | None = None) -> None:
         self.model, self.config = model, config or TrainConfig()
         c = self.config
-        self.device = next(model.parameters()).device
+        self.device = model_device(model)
         self.precision = resolve_precision(c.precision, self.device)  # "bf16" or "fp32"
         self.seq_len = c.seq_len or model.config.block_size
         if self.seq_len > model.config.block_size:
@@ -66,7 +76,7 @@ class Trainer:
         self.train_tokens, self.val_tokens = train_tokens, val_tokens
         self.optimizer = AdamW(decay_groups(model, c.weight_decay), lr=c.lr,
                                betas=(c.beta1, c.beta2), eps=c.eps)
-        self.generator = torch.Generator().manual_seed(c.seed)  # the data sampler's stream
+        self.generator = torch.Generator().manual_seed(c.seed)  # the data sampler's stream (CPU)
         self.step = 0
         self.log: list[dict] = []
         self.flops_per_token = flops_per_token(model.config, self.seq_len)
@@ -76,7 +86,7 @@ class Trainer:
     def peak_flops(self) -> float:
         """Measured matmul peak in the precision actually trained in (measured once, on first use)."""
         if self._peak is None:
-            self._peak = measure_matmul_peak(DTYPES[self.precision])
+            self._peak = measure_matmul_peak(DTYPES[self.precision], device=self.device)
         return self._peak
 
     def lr_at(self, step: int) -> float:
@@ -90,19 +100,21 @@ class Trainer:
         lr = self.lr_at(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        loss_sum = 0.0
+        loss_sum = torch.zeros((), device=self.device)
         for _ in range(c.grad_accum):
             x, y = random_windows(self.train_tokens, c.batch_size, self.seq_len, self.generator)
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             with autocast(self.precision, self.device):
                 logits = model(x)
             loss = fast_cross_entropy(logits, y) / c.grad_accum
             loss.backward()
-            loss_sum += loss.item()
-        grad_norm = clip_grad_norm(model.parameters(), c.grad_clip).item()
+            loss_sum += loss.detach()
+        grad_norm = clip_grad_norm(model.parameters(), c.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        return {"step": self.step, "loss": loss_sum, "grad_norm": grad_norm, "lr": lr}
+        # one device->host sync per step, after the optimizer step was queued
+        return {"step": self.step, "loss": loss_sum.item(), "grad_norm": grad_norm.item(), "lr": lr}
 
     def evaluate(self) -> dict:
         if self.val_tokens is None:

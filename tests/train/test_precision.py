@@ -60,7 +60,7 @@ def test_unknown_precision_is_a_clear_error():
 def test_trainer_trains_and_measures_its_peak_in_the_resolved_precision(monkeypatch):
     calls = []
     monkeypatch.setattr("llmlab.train.trainer.measure_matmul_peak",
-                        lambda dtype: calls.append(dtype) or 1e9)
+                        lambda dtype, device: calls.append(dtype) or 1e9)
     cfg = GPTConfig.llama_style(vocab_size=16, block_size=8, d_model=16, n_head=2, n_kv_head=1, n_layer=1)
     tokens = torch.arange(200).remainder(16).numpy().astype("uint16")
     tr = Trainer(GPT(cfg), tokens, config=TrainConfig(max_steps=1, batch_size=2, warmup_steps=0))
