@@ -16,7 +16,6 @@ import math
 
 import torch
 
-from llmlab import grading
 from llmlab.attention.naive import check_qkv
 
 
@@ -37,7 +36,6 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-@grading.reference
 def flash_attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                             causal: bool = False, scale: float | None = None,
                             block_q: int = 64, block_k: int = 64

@@ -16,12 +16,10 @@ from __future__ import annotations
 import torch
 from einops import rearrange
 
-from llmlab import grading
 from llmlab.attention.masks import causal_mask
 from llmlab.attention.naive import attention_scores, check_qkv, naive_attention
 
 
-@grading.reference
 def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     """Copy each KV head ``n_rep`` times.
 

@@ -17,8 +17,6 @@ import math
 import torch
 from einops import rearrange
 
-from llmlab import grading
-
 
 def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, where: str) -> None:
     if q.dim() != 3 or k.dim() != 4 or k.shape != v.shape:
@@ -29,7 +27,6 @@ def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, where: str) -> Non
                          f"{k.shape[2]} and d must match ({q.shape[2]} vs {k.shape[3]})")
 
 
-@grading.reference
 def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                      lengths: torch.Tensor | None = None) -> torch.Tensor:
     """softmax(q K^T / sqrt(d)) V for one new query per row, grouped KV heads.

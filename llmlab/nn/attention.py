@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmlab.grading import reference
 from llmlab.nn.functional import softmax
 from llmlab.nn.linear import Linear
 from llmlab.nn.rope import RotaryEmbedding
@@ -47,7 +46,6 @@ def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         )
 
 
-@reference
 def causal_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -67,7 +65,6 @@ def causal_attention(
     return softmax(scores.float(), dim=-1).to(v.dtype) @ v
 
 
-@reference
 def fast_causal_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
