@@ -22,6 +22,7 @@ from typing import Any
 
 from llmlab.grading.assemble import GradingError, exercise_of, grade_id, is_solution, read_notebook
 from llmlab.grading.autograde import GradeReport, grade_against, learner_cells, reference
+from llmlab.grading.reference_run import resolve
 from llmlab.grading.sandbox import Workspace
 from llmlab.grading.similarity import similar, source_of
 
@@ -85,8 +86,6 @@ def grade_course(course: Path, assignment: str, timeout: int = 60,
 
 def _references(twin: Path, authored: Any, workspace: Workspace, timeout: int) -> dict[str, dict[str, str]]:
     """Per exercise: label -> source of llmlab's references it blocks and of the authored answer."""
-    import importlib
-
     data = reference(twin, workspace, timeout)
     out: dict[str, dict[str, str]] = {}
     for exercise, tests in data["exercises"].items():
@@ -95,12 +94,9 @@ def _references(twin: Path, authored: Any, workspace: Workspace, timeout: int) -
             for entry in data["calls"].get(t["gid"], []):
                 for module, qualname in entry.get("block", {}).get("paths", []):
                     try:
-                        obj: Any = importlib.import_module(module)
-                        for part in qualname.split("."):
-                            obj = getattr(obj, part)
+                        source = source_of(resolve(module, qualname))
                     except Exception:
                         continue
-                    source = source_of(obj)
                     if source:
                         refs[f"{module}.{qualname}"] = source
     for cell in authored.cells:

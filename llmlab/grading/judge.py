@@ -198,15 +198,12 @@ def main() -> None:
 
     from llmlab.grading import checks
     from llmlab.grading.guard import arm, keys_for
-    from llmlab.grading.reference_run import unb64
+    from llmlab.grading.reference_run import resolve, unb64
 
     objects = []
     for module, qualname in job["block"]["paths"]:
         try:
-            obj: Any = importlib.import_module(module)
-            for part in qualname.split("."):
-                obj = getattr(obj, part)
-            objects.append(obj)
+            objects.append(resolve(module, qualname))
         except Exception:
             continue
     keys = keys_for(objects)

@@ -63,10 +63,18 @@ def unb64(text: str) -> bytes:
 
 # ------------------------------------------------------------------- describing what to block
 
-def importable_path(obj: Any) -> tuple[str, str] | None:
-    """(module, qualname) that imports back to ``obj`` itself, or None."""
+def resolve(module: str, qualname: str) -> Any:
+    """The object at ``module.qualname`` (ImportError/AttributeError if there is none)."""
     import importlib
 
+    found: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        found = getattr(found, part)
+    return found
+
+
+def importable_path(obj: Any) -> tuple[str, str] | None:
+    """(module, qualname) that imports back to ``obj`` itself, or None."""
     candidates = []
     owner = getattr(obj, "__objclass__", None)
     if owner is not None:
@@ -80,9 +88,7 @@ def importable_path(obj: Any) -> tuple[str, str] | None:
         if module == "__main__" or "<" in qualname:
             continue
         try:
-            found: Any = importlib.import_module(module)
-            for part in qualname.split("."):
-                found = getattr(found, part)
+            found = resolve(module, qualname)
         except Exception:
             continue
         if found is obj:

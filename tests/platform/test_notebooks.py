@@ -112,10 +112,9 @@ def test_unsolved_release_grades_zero_with_feedback(name):
 def test_every_listed_twin_is_really_blocked(name):
     """Each check cell's `block=[...]` (the chapter's registry of twins, beside its exercise):
     every listed llmlab/torch callable, and every method of a listed class, is blocked."""
-    import importlib
-
     from llmlab.grading.autograde import reference
     from llmlab.grading.guard import unblocked
+    from llmlab.grading.reference_run import resolve
     from llmlab.grading.sandbox import Workspace
 
     with Workspace() as ws:
@@ -123,12 +122,7 @@ def test_every_listed_twin_is_really_blocked(name):
     missed = {}
     for gid, entries in data["calls"].items():
         for entry in entries:
-            objects = []
-            for module, qualname in entry.get("block", {}).get("paths", []):
-                obj = importlib.import_module(module)
-                for part in qualname.split("."):
-                    obj = getattr(obj, part)
-                objects.append(obj)
+            objects = [resolve(*path) for path in entry.get("block", {}).get("paths", [])]
             if unblocked(objects):
                 missed[gid] = unblocked(objects)
     assert not missed
