@@ -1,7 +1,8 @@
 """The ``llmlab`` command: ``llmlab grade`` and the commands the sub-packages register.
 
-    llmlab grade chapters/00_intro/00_intro.ipynb [--json] [--timeout 60] [--solutions DIR]
+    llmlab grade chapters/00_intro/00_intro.ipynb [--json] [--out FILE] [--timeout 60] [--solutions DIR]
     llmlab grade --all chapters/ [--json]
+    llmlab grade --course COURSE --assignment 01_tokenization   # nbgrader course: gradebook + feedback
 
 Exit status: 0 whenever grading ran (whatever the score), 1 when a notebook could not be graded
 (malformed, no authored twin), 2 for bad arguments.
@@ -19,10 +20,21 @@ from pathlib import Path
 COMMAND_MODULES = ["llmlab.train.cli"]
 
 
+def _write(path: str | None, text: str) -> None:
+    """Results are written by the grader alone, after grading, replacing whatever was there."""
+    if path:
+        target = Path(path)
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text(text + "\n")
+        tmp.replace(target)
+
+
 def _grade(args: argparse.Namespace) -> int:
     from llmlab.grading.assemble import GradingError
     from llmlab.grading.autograde import grade_notebook
 
+    if args.course:
+        return _grade_course(args)
     if args.all:
         folder = Path(args.all)
         paths = sorted(p for p in folder.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
@@ -45,14 +57,38 @@ def _grade(args: argparse.Namespace) -> int:
         reports.append(report)
         if not args.json:
             print(report.table() + "\n")
+    data = [json.loads(r.to_json()) for r in reports]
+    text = json.dumps(data[0] if len(data) == 1 and not args.all else data, indent=2,
+                      ensure_ascii=False)
+    _write(args.out, text)
     if args.json:
-        data = [json.loads(r.to_json()) for r in reports]
-        print(json.dumps(data[0] if len(data) == 1 and not args.all else data, indent=2,
-                         ensure_ascii=False))
+        print(text)
     elif len(reports) > 1:
         total = sum(r.score for r in reports)
         print(f"total: {total:g} / {sum(r.max_score for r in reports):g} points")
     return 1 if failed else 0
+
+
+def _grade_course(args: argparse.Namespace) -> int:
+    from llmlab.grading.classroom import grade_course
+
+    if not args.assignment:
+        print("llmlab grade --course: give --assignment NAME", file=sys.stderr)
+        return 2
+    summary = grade_course(Path(args.course), args.assignment, timeout=args.timeout,
+                           students=args.student or None)
+    text = json.dumps(summary, indent=2, ensure_ascii=False)
+    _write(args.out, text)
+    if args.json:
+        print(text)
+    else:
+        for row in summary["students"]:
+            print(f"{row['student']:<20} {row['score']:g} / {row['max_score']:g}"
+                  + (f"   error: {row['error']}" if row.get("error") else ""))
+        for flag in summary["similarity"]:
+            print(f"similar to llmlab's reference: {flag['student']} · {flag['exercise']} "
+                  f"({flag['matches']})")
+    return 1 if any(r.get("error") for r in summary["students"]) else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--json", action="store_true", help="print JSON instead of a table")
     g.add_argument("--timeout", type=int, default=60, help="per-cell time limit in seconds")
     g.add_argument("--solutions", help="the folder of authored notebooks (default: the repo's)")
+    g.add_argument("--out", help="also write the JSON result to this file (written by the grader "
+                                 "only, after grading)")
+    g.add_argument("--course", metavar="DIR", help="an nbgrader course: grade submitted/*/ASSIGNMENT, "
+                                                   "write the gradebook and feedback/")
+    g.add_argument("--assignment", help="with --course: the assignment (chapter) to grade")
+    g.add_argument("--student", action="append", help="with --course: only these students")
     g.set_defaults(func=_grade)
     for name in COMMAND_MODULES:
         try:

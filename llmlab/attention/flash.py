@@ -19,7 +19,6 @@ import math
 
 import torch
 
-from llmlab import grading
 from llmlab.attention.online_softmax import online_softmax_step
 from llmlab.nn.attention import accumulation_dtype, check_qkv
 
@@ -37,7 +36,6 @@ def tile_mask(q_start: int, q_end: int, k_start: int, k_end: int, offset: int,
     return k_pos <= q_pos
 
 
-@grading.reference
 def flash_attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                             causal: bool = False, scale: float | None = None,
                             block_q: int = 64, block_k: int = 64

@@ -16,13 +16,11 @@ from __future__ import annotations
 import torch
 from einops import rearrange
 
-from llmlab import grading
 from llmlab.attention.naive import naive_attention
 from llmlab.nn.attention import attention_mask, attention_scores, check_qkv
 from llmlab.nn.functional import softmax
 
 
-@grading.reference
 def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     """Copy each KV head ``n_rep`` times.
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 
-from llmlab import grading
 from llmlab.nn.attention import causal_mask  # the same bottom-right alignment
 
 __all__ = ["block_layout_to_mask", "causal_mask", "sliding_window_mask", "window_visible"]
@@ -23,7 +22,6 @@ def _positions(seq_q: int, seq_k: int, device: torch.device | None) -> tuple[tor
     return q_pos, k_pos
 
 
-@grading.reference
 def sliding_window_mask(seq_q: int, seq_k: int, window: int, n_sink: int = 0,
                         device: torch.device | None = None) -> torch.Tensor:
     """Sliding-window causal mask with optional attention sinks, ``(seq_q, seq_k)`` bool.

@@ -25,7 +25,6 @@ from dataclasses import dataclass, fields
 import torch
 from torch import nn
 
-from llmlab import grading
 from llmlab.attention.naive import naive_attention
 from llmlab.nn.attention import accumulation_dtype, attention_mask
 from llmlab.nn.functional import softmax
@@ -80,7 +79,6 @@ class MLAConfig:
         return self.kv_lora_rank + self.qk_rope_head_dim
 
 
-@grading.reference
 def absorbed_attention(q_nope: torch.Tensor, q_rope: torch.Tensor, c_kv: torch.Tensor,
                        k_rope: torch.Tensor, w_uk: torch.Tensor, w_uv: torch.Tensor,
                        scale: float, mask: torch.Tensor | None = None) -> torch.Tensor:

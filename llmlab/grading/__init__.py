@@ -2,12 +2,13 @@
 
 Taught in chapter 00 (solutions/00_intro). The checks are what a chapter's visible and hidden test
 cells call; :func:`llmlab.grading.autograde.grade_notebook` grades a whole learner notebook with
-nbgrader against the hidden tests of its authored twin.
+the grader: scores are decided in a process that never ran the learner's code (see the README's
+threat model).
 """
 
 from llmlab.grading.checks import Case, check_function, check_module, check_value, expect
 from llmlab.grading.compare import explain
-from llmlab.grading.guard import ReferenceBlocked, blocked, reference
+from llmlab.grading.guard import ReferenceBlocked, blocked
 
 __all__ = [
     "Case",
@@ -18,5 +19,4 @@ __all__ = [
     "check_value",
     "expect",
     "explain",
-    "reference",
 ]

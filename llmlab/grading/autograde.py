@@ -1,40 +1,61 @@
-"""Grade a learner's notebook with nbgrader against the hidden tests of its authored twin.
+"""Grade a learner's notebook where the learner's code cannot reach the verdict.
 
-``grade_notebook(path)`` builds a temporary nbgrader course whose source is the chapter's
-``solutions/`` notebook, generates the release (which records the hidden tests in the
-gradebook), submits the learner's answers rebuilt into that release (see
-:mod:`llmlab.grading.assemble`), runs ``nbgrader autograde`` (no Jupyter server) and reads the
-score of every test cell. A cell that kills or hangs the kernel is found by a probe and the
-exercise it belongs to is graded with its empty stub instead, so it loses only its own points.
+``grade_notebook(path)``:
+
+1. **Reference run** (:mod:`llmlab.grading.reference_run`): the chapter's authored notebook is
+   executed once — no learner code — and records every check's cases and expected results
+   (cached by the notebook's hash, so a class pays for it once).
+2. **Judges** (:mod:`llmlab.grading.judge`): for each exercise, a fresh sandboxed process
+   (:mod:`llmlab.grading.sandbox`) arms the exercise's block, runs the learner's cells, then the
+   exercise's test cells on the recorded cases, and writes the learner's results in a safe
+   format. A judge that dies, hangs or calls a blocked callable costs its own exercise only;
+   one that stops before its tests (a learner's cell that exits or loops) is re-run once with
+   the learner's cells reduced to their definitions.
+3. **Verdict**, here, in the grader, which never runs learner code: each test cell scores its
+   authored points when every recorded result matches the expected one (``explain``) and the
+   cell ran to its end exactly once; otherwise 0, with the explanation as feedback.
+
+Points come from the authored notebook, never from the submission's metadata; answers are the
+learner's cells matched to the authored answer cells by cell id, then by ``grade_id``.
 """
 
 from __future__ import annotations
 
+import ast
 import json
-import shutil
-import tempfile
+import os
+import pickle
+import re
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-import nbformat
 from nbformat import NotebookNode
-from nbgrader.utils import determine_grade
 
-from llmlab.grading.assemble import (
-    GradingError,
-    assemble,
-    drop_cell,
-    exercise_of,
-    grade_id,
-    is_solution,
-    read_notebook,
-    stub_exercise,
+from llmlab.grading.assemble import GradingError, exercise_of, grade_id, is_solution, read_notebook
+from llmlab.grading.checks import GRADER_ENV, explain_grads, failure_text
+from llmlab.grading.compare import explain
+from llmlab.grading.guard import BLOCKED_EXIT, message
+from llmlab.grading.judge import TIMEOUT_EXIT
+from llmlab.grading.record import decode
+from llmlab.grading.reference_run import cache_key, run_reference, test_cells
+from llmlab.grading.sandbox import (
+    Limits,
+    Workspace,
+    kill,
+    launch,
+    minimal_env,
+    network_isolated,
+    protected_paths,
 )
-from llmlab.grading.checks import GRADER_ENV
-from llmlab.grading.course import NbgraderError, run_nbgrader, write_config
-from llmlab.grading.probe import find_fatal_cell
 
-STUDENT = "learner"
+CACHE_ENV = "LLMLAB_GRADING_CACHE"
+STARTUP_SECONDS = 90  # a judge's own start (interpreter, torch, the snapshot), on a busy machine
+_MEMORY: dict[str, dict[str, Any]] = {}
 
 
 @dataclass
@@ -51,9 +72,13 @@ class GradeReport:
     score: float
     max_score: float
     exercises: list[ExerciseResult] = field(default_factory=list)
+    sandbox: dict[str, Any] = field(default_factory=dict)
+    passed_cells: list[str] = field(default_factory=list)  # test cells that scored their points
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, ensure_ascii=False)
+        data = asdict(self)
+        del data["passed_cells"]
+        return json.dumps(data, indent=2, ensure_ascii=False)
 
     def table(self, width: int = 100) -> str:
         """A plain-text table: one row per exercise, with the first line of feedback."""
@@ -66,8 +91,13 @@ class GradeReport:
             if len(first) > width:
                 first = first[: width - 3] + "..."
             rows.append(f"{e.id:<{name_w}}  {e.score:>6g}  {e.max_score:>4g}  {verdict:<6}  {first}")
+        if not self.sandbox.get("network_isolated", True):
+            rows.append("\nnote: this machine cannot start processes without network "
+                        "(no unprivileged user namespaces); answers ran with network access.")
         return "\n".join(rows)
 
+
+# ------------------------------------------------------------------ finding the chapter
 
 def find_twin(path: Path, solutions: Path | None = None) -> Path:
     """The authored notebook of the chapter ``path`` belongs to (by its ``NN_`` folder prefix)."""
@@ -89,105 +119,374 @@ def _default_solutions() -> Path | None:
     return here if here.is_dir() else None
 
 
-def grade_notebook(path: str | Path, solutions: str | Path | None = None,
-                   timeout: int = 60) -> GradeReport:
-    """Grade ``path``; ``timeout`` is the per-cell limit in seconds."""
-    path = Path(path)
-    learner = read_notebook(str(path))
-    twin = find_twin(path, Path(solutions) if solutions else None)
-    name = twin.parent.name
-    with tempfile.TemporaryDirectory(prefix="llmlab-grade-") as tmp:
-        course = Path(tmp)
-        write_config(course, f"sqlite:///{course / 'gradebook.db'}")
-        (course / "solutions" / name).mkdir(parents=True)
-        shutil.copy(twin, course / "solutions" / name / twin.name)
-        try:
-            run_nbgrader(["generate_assignment", name, "--force"], course, timeout=300)
-        except (NbgraderError, TimeoutError) as exc:
-            raise GradingError(f"could not prepare the chapter {name}: {exc}") from None
-        release = nbformat.read(course / "chapters" / name / f"{name}.ipynb", 4)
-        submission = assemble(learner, release)
-        graded, isolated = _autograde_isolating(submission, release, read_notebook(str(twin)),
-                                                course, name, timeout)
-    return _report(path.name, graded, isolated)
+# ------------------------------------------------------------------ the reference run, cached
+
+def _cache_dir() -> Path | None:
+    """The on-disk cache of reference runs, only where judges see it read-only (else None)."""
+    value = os.environ.get(CACHE_ENV)
+    if value == "0" or not network_isolated():
+        return None
+    return Path(value) if value else Path.home() / ".cache" / "llmlab" / "grading"
 
 
-def _autograde_isolating(submission: NotebookNode, release: NotebookNode, source: NotebookNode,
-                         course: Path, name: str, timeout: int
-                         ) -> tuple[NotebookNode, dict[str, str]]:
-    isolated: dict[str, str] = {}
-    n_graded = sum(1 for c in release.cells if grade_id(c) and not is_solution(c))
-    budget = 300 + timeout * (2 * n_graded + 2)
-    for _ in range(len(submission.cells) + 1):
-        target = course / "submitted" / STUDENT / name
-        target.mkdir(parents=True, exist_ok=True)
-        nbformat.write(submission, target / f"{name}.ipynb")
-        out = course / "autograded" / STUDENT / name / f"{name}.ipynb"
+def reference(twin: Path, workspace: Workspace, timeout: int) -> dict[str, Any]:
+    """The reference run's data for ``twin`` (memory, then disk cache, then a fresh run).
+
+    The cache is JSON (the grader never unpickles it); a file whose key does not match is
+    ignored. It is kept on disk only where judges see it read-only (mount namespaces), so an
+    answer cannot plant expected results there.
+    """
+    key = cache_key(twin)
+    if key in _MEMORY:
+        return _MEMORY[key]
+    folder = _cache_dir()
+    path = folder / f"{twin.stem}-{key[:16]}.json" if folder else None
+    if path and path.exists():
         try:
-            run_nbgrader(["autograde", name, "--force", "--student", STUDENT,
-                          f"--ExecutePreprocessor.timeout={timeout}", f"--Execute.timeout={timeout}"],
-                         course, timeout=budget, extra_env={GRADER_ENV: "1"})
-            if out.exists():
-                return nbformat.read(out, 4), isolated
-        except (NbgraderError, TimeoutError):
+            data = json.loads(path.read_text())
+            if data.get("key") == key:
+                _MEMORY[key] = data
+                return data
+        except (OSError, ValueError):
             pass
-        fatal = find_fatal_cell(_with_hidden_tests(submission, source), course, timeout)
-        if fatal is None:
-            raise GradingError("nbgrader autograde failed, and no cell of the notebook is to blame")
-        index, reason = fatal
-        cell = submission.cells[index]
-        exercise = exercise_of(cell)
-        if cell.metadata.get("llmlab_added"):
-            submission = drop_cell(submission, index)
-            isolated[f"cell {index}"] = f"a cell you added {reason}; it was skipped."
-        elif exercise and exercise not in isolated:
-            submission = stub_exercise(submission, release, exercise)
-            isolated[exercise] = (f"your code for this exercise {reason}; it was graded as "
-                                  "unanswered so the rest of the notebook could run.")
-        else:
-            raise GradingError(f"cell {index} of the chapter itself {reason}")
-    raise GradingError("grading did not converge")
+    env = minimal_env(workspace.scratch("home-"))
+    data = run_reference(twin, env, timeout=max(timeout, 300), workdir=workspace.scratch("ref-"))
+    data["key"] = key
+    _MEMORY[key] = data
+    if path:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(data))
+            tmp.replace(path)
+        except OSError:
+            pass
+    return data
 
 
-def _with_hidden_tests(nb: NotebookNode, source: NotebookNode) -> NotebookNode:
-    tests = {grade_id(c): c.source for c in source.cells if grade_id(c) and not is_solution(c)}
-    out = nbformat.from_dict(nb)
-    for cell in out.cells:
-        if grade_id(cell) in tests:
-            cell.source = tests[grade_id(cell)]
+# ------------------------------------------------------------------ the learner's cells
+
+@dataclass
+class LearnerCell:
+    source: str
+    position: int            # index in the authored notebook of the cell it is (or follows)
+    exercise: str | None     # the exercise it answers, None for a cell the learner added
+
+
+def learner_cells(learner: NotebookNode, authored: NotebookNode) -> list[LearnerCell]:
+    """The learner's code: answer cells (matched by cell id, then grade_id) and added cells.
+
+    Copies of the chapter's other cells (demos, tests) are not the learner's code and are left
+    out: the chapter's own version is what runs.
+    """
+    by_id = {c.get("id"): i for i, c in enumerate(authored.cells) if c.get("id")}
+    answers = {grade_id(c): i for i, c in enumerate(authored.cells)
+               if is_solution(c) and c.cell_type == "code"}
+    claimed: set[int] = set()
+    out: list[LearnerCell] = []
+    position = -1
+    for cell in learner.cells:
+        index = by_id.get(cell.get("id"))
+        if index is None and grade_id(cell) in answers and answers[grade_id(cell)] not in claimed:
+            index = answers[grade_id(cell)]
+        if index is not None and index not in claimed:
+            claimed.add(index)
+            position = index
+            source_cell = authored.cells[index]
+            if is_solution(source_cell) and source_cell.cell_type == "code":
+                out.append(LearnerCell(cell.source, index, exercise_of(source_cell)))
+            continue
+        if cell.cell_type == "code":
+            out.append(LearnerCell(cell.source, position, None))
+    exercise_ids = {c.get("id") for c in authored.cells if grade_id(c)} | set(answers)
+    if not any(c.get("id") in exercise_ids or grade_id(c) in answers for c in learner.cells):
+        raise GradingError("this notebook shares no cell with its chapter: is it a notebook of "
+                           "another chapter, or was it rebuilt from scratch?")
     return out
 
 
-def _cell_feedback(cell: NotebookNode) -> str:
-    for out in cell.get("outputs", []):
-        if out.get("output_type") == "error":
-            if out.get("ename") == "KeyboardInterrupt":
-                return "the cell ran past its time limit and was interrupted: an infinite loop?"
-            value = (out.get("evalue") or "").strip()
-            return value if value.startswith("✗") else f"{out.get('ename')}: {value}"
-    return ""
+DEFINITIONS = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef,
+               ast.Assign, ast.AnnAssign)
 
 
-def _report(notebook: str, graded: NotebookNode, isolated: dict[str, str]) -> GradeReport:
-    results: dict[str, ExerciseResult] = {}
-    for cell in graded.cells:
-        exercise = exercise_of(cell)
-        if exercise is None:
+def definitions_only(source: str) -> str:
+    """``source`` reduced to imports, definitions and assignments (for the second attempt)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return ""
+    tree.body = [n for n in tree.body if isinstance(n, DEFINITIONS)]
+    return ast.unparse(tree)
+
+
+# ------------------------------------------------------------------ running a judge
+
+@dataclass
+class JudgeRun:
+    records: list[dict[str, Any]]
+    status: str        # "ok", "timeout", "blocked", "crashed"
+    reached_tests: bool
+    blocked: str = ""
+
+
+def _parse_records(raw: bytes) -> list[dict[str, Any]]:
+    out = []
+    for line in raw.split(b"\n"):
+        line = line.strip()
+        if not line.startswith(b"{"):
             continue
-        res = results.setdefault(exercise, ExerciseResult(exercise, 0.0, 0.0))
-        if is_solution(cell):
-            error = _cell_feedback(cell)
-            if error and not res.feedback:
-                res.feedback = f"your answer cell failed: {error}"
+        try:
+            rec = json.loads(line)
+        except ValueError:
             continue
-        score, max_score = determine_grade(cell, None)
-        res.score += float(score or 0)
-        res.max_score += float(max_score or 0)
-        if not res.feedback and (score or 0) < (max_score or 0):
-            res.feedback = _cell_feedback(cell) or "a test failed"
-    for exercise, why in isolated.items():
-        if exercise in results:
-            results[exercise].feedback = why
-    exercises = [r for r in results.values() if r.max_score > 0]
-    return GradeReport(notebook, sum(e.score for e in exercises), sum(e.max_score for e in exercises),
-                       exercises)
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
+def run_judge(job: dict[str, Any], workspace: Workspace, limits: Limits, timeout: float) -> JudgeRun:
+    scratch = workspace.scratch("judge-")
+    if os.environ.get("LLMLAB_JUDGE_DEBUG"):
+        Path(os.environ["LLMLAB_JUDGE_DEBUG"]).write_bytes(pickle.dumps(job, protocol=5))
+    readonly = [*protected_paths(), Path.home()] + ([_cache_dir()] if _cache_dir() else [])
+    proc = launch([sys.executable, "-P", "-m", "llmlab.grading.judge"], scratch, minimal_env(scratch),
+                  limits, readonly=readonly, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                  stderr=subprocess.DEVNULL)
+    workspace.register(proc)
+    timed_out = False
+    try:
+        raw, _ = proc.communicate(pickle.dumps(job, protocol=5), timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        kill(proc)
+        raw, _ = proc.communicate()
+    finally:
+        kill(proc)
+        workspace.unregister(proc)
+    records = _parse_records(raw or b"")
+    # Markers count only from the judge itself: the first of each, in order.
+    phases = [r.get("phase") for r in records if "phase" in r]
+    reached = phases[:2] == ["learner", "tests"]
+    blocked = next((str(r["blocked"]) for r in records if "blocked" in r), "")
+    ended = any(r.get("end") is True for r in records)
+    if timed_out or (proc.returncode == TIMEOUT_EXIT and any(r.get("timeout") for r in records)):
+        status = "timeout"
+    elif proc.returncode == BLOCKED_EXIT and blocked:
+        status = "blocked"
+    elif proc.returncode == 0 and ended:
+        status = "ok"
+    else:
+        status = "crashed"
+    return JudgeRun(records, status, reached, blocked)
+
+
+# ------------------------------------------------------------------ the verdict
+
+def _why(run: JudgeRun, timeout: float) -> str:
+    if run.status == "timeout":
+        return (f"the code ran past its time limit ({timeout:.0f} s per cell) and was stopped: "
+                "an infinite loop?")
+    if run.status == "blocked":
+        return message(run.blocked)
+    return ("the code crashed the Python process running it (os._exit, sys.exit in a callback, a "
+            "segfault, or more memory than the limit allows).")
+
+
+def judge_cell(gid: str, entries: list[dict[str, Any]], records: list[dict[str, Any]],
+               run: JudgeRun, timeout: float) -> str | None:
+    """None when test cell ``gid`` passed; otherwise the feedback."""
+    mine = [r for r in records if r.get("cell") == gid]
+    terminal = [r for r in mine if "done" in r or "error" in r and "call" not in r]
+    results: dict[tuple, list[dict[str, Any]]] = {}
+    for r in mine:
+        if "call" in r:
+            results.setdefault((r.get("call"), r.get("case"), r.get("what")), []).append(r)
+    if len(terminal) > 1 or any(len(v) > 1 for v in results.values()):
+        return "✗ the test cell reported more than once: its results were tampered with."
+    failure = next((m for k, e in enumerate(entries) if (m := _judge_call(k, e, results))), None)
+    if not terminal:
+        return _clean(failure if failure and "did not run" not in failure else _why(run, timeout))
+    if "error" in terminal[0]:
+        return _clean(failure if failure and "did not run" not in failure
+                      else f"✗ the test cell failed: {terminal[0]['error']}")
+    return _clean(failure) if failure else None
+
+
+def _one(results: dict[tuple, list[dict[str, Any]]], key: tuple) -> dict[str, Any] | None:
+    found = results.get(key, [])
+    if len(found) > 1:
+        return {"error": "reported more than once: its results were tampered with"}
+    return found[0] if found else None
+
+
+def _judge_call(k: int, entry: dict[str, Any], results: dict[tuple, list[dict[str, Any]]]) -> str | None:
+    name, hint = entry.get("name") or "check", entry.get("hint")
+    atol, rtol = entry.get("atol", 1e-5), entry.get("rtol", 1e-4)
+    kind = entry["kind"]
+    if kind == "module":
+        init = _one(results, (k, "init", "init"))
+        if init is None:
+            return failure_text(name, "did not run.", None)
+        if "error" in init:
+            return failure_text(name, f"constructing it {init['error']}", hint)
+        shapes = _one(results, (k, "shapes", "shapes"))
+        if shapes is None or "error" in shapes:
+            return failure_text(name, "its state_dict could not be read.", hint)
+        got = {n: tuple(s) for n, s in decode(shapes["got"]).items()} \
+            if isinstance(decode(shapes["got"]), dict) else decode(shapes["got"])
+        want = {n: tuple(s) for n, s in entry["shapes"].items()}
+        msg = explain(got, want, path="its parameters (name -> shape)")
+        if msg:
+            return failure_text(name, f"{msg} Name and shape them as the docstring says.", hint)
+    for j, expected in enumerate(entry["expected"]):
+        where = entry["notes"][j] if entry.get("notes") else ""
+        prefix = f"{where}: " if where else ""
+        rec = _one(results, (k, j if kind in ("function", "module") else 0, "out"))
+        if rec is None:
+            return failure_text(name, f"{prefix}did not run.", None)
+        if "error" in rec:
+            if "error" in expected and rec.get("type") == expected["error"]:
+                continue
+            if kind == "expect":
+                return failure_text(name, f"checking it raised: {rec['error']}", None)
+            return failure_text(name, f"{prefix}{'forward ' if kind == 'module' else ''}{rec['error']}",
+                                hint)
+        if "error" in expected:
+            return failure_text(name, f"{prefix}expected it to raise {expected['error']}, "
+                                "but it returned a value.", hint)
+        got, want = decode(rec["got"]), decode(expected["value"])
+        if kind == "expect":
+            if got is not True:
+                return failure_text(name, entry.get("message", "a condition is false"), None)
+            continue
+        path = name if kind == "value" else ("the output" if kind == "module" else "the result")
+        msg = explain(got, want, atol, rtol, path=path)
+        if msg:
+            return failure_text(name, f"{prefix}{msg}", hint)
+        if kind == "module" and entry["grads"][j] is not None:
+            grads = _one(results, (k, j, "grads"))
+            if grads is None or "error" in grads:
+                return failure_text(name, f"{prefix}backward failed: "
+                                    f"{(grads or {}).get('error', 'no gradients')}", hint)
+            msg = explain_grads(decode(grads["got"]), decode(entry["grads"][j]), atol, rtol)
+            if msg:
+                return failure_text(name, f"{prefix}{msg}", hint)
+    return None
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]|\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _clean(text: str) -> str:
+    """Feedback without terminal escapes or control characters, and not endless."""
+    text = _CONTROL.sub("", text)
+    return text if len(text) <= 2000 else text[:1997] + "..."
+
+
+# ------------------------------------------------------------------ grading a notebook
+
+def grade_notebook(path: str | Path, solutions: str | Path | None = None, timeout: int = 60,
+                   limits: Limits | None = None, budget: float | None = None,
+                   workers: int | None = None) -> GradeReport:
+    """Grade ``path``. ``timeout``: seconds per cell; ``budget``: seconds for the whole grade
+    (default: every judge's allowance, twice, over the workers); ``limits``: the judges'
+    resources. Each exercise gets at most two judges (the second only when the first stopped
+    before the tests)."""
+    path = Path(path)
+    learner = read_notebook(str(path))
+    twin = find_twin(path, Path(solutions) if solutions else None)
+    authored = read_notebook(str(twin))
+    with Workspace() as workspace:
+        return grade_against(learner, path.name, twin, authored, workspace, timeout,
+                             limits, budget, workers)
+
+
+def grade_against(learner: NotebookNode, label: str, twin: Path, authored: NotebookNode,
+                  workspace: Workspace, timeout: int = 60, limits: Limits | None = None,
+                  budget: float | None = None, workers: int | None = None) -> GradeReport:
+    cells = learner_cells(learner, authored)
+    data = reference(twin, workspace, timeout)
+    exercises = data["exercises"]
+    n_workers = workers or max(1, min(2, os.cpu_count() or 1))
+
+    def allowance(exercise: str) -> float:
+        n_learner = sum(1 for c in cells if c.position < first_test.get(exercise, 10**9))
+        return STARTUP_SECONDS + timeout * (len(exercises[exercise]) + n_learner + 1)
+
+    first_test: dict[str, int] = {}
+    for i, c in enumerate(authored.cells):
+        if c in test_cells(authored):
+            first_test.setdefault(grade_id(c).split("__")[0], i)
+    if budget is None:
+        budget = STARTUP_SECONDS + 2 * sum(map(allowance, exercises)) / n_workers
+    deadline = time.monotonic() + budget
+    limits = limits or Limits(cpu_seconds=int(timeout * 4) + 10)
+
+    passed: list[str] = []
+
+    def grade_one(exercise: str) -> ExerciseResult:
+        tests = exercises[exercise]
+        max_score = sum(t["points"] for t in tests)
+        before = [c.source for c in cells if c.position < first_test.get(exercise, 10**9)]
+        job = {"exercise": exercise, "snapshot": _unb64(data["snapshots"].get(exercise, "")),
+               "tests": [(t["gid"], t["source"]) for t in tests],
+               "calls": {t["gid"]: data["calls"].get(t["gid"], []) for t in tests},
+               "block": _block_for(data, tests), "learner": before, "cell_seconds": timeout}
+        run = None
+        for _attempt in range(2):
+            left = deadline - time.monotonic()
+            if left <= 1:
+                break
+            per_judge = min(left, allowance(exercise))
+            run = run_judge(job, workspace, limits, per_judge)
+            if run.reached_tests:
+                break
+            job["learner"] = [definitions_only(s) for s in before]  # second attempt
+        if run is None:
+            return ExerciseResult(exercise, 0.0, max_score, "not graded: the grading time budget "
+                                  "was spent on the exercises before this one.")
+        score, feedback = 0.0, ""
+        if not run.reached_tests:
+            feedback = "your notebook's code stopped the grader before the tests ran: " + \
+                _why(run, timeout)
+        else:
+            for t in tests:
+                verdict = judge_cell(t["gid"], data["calls"].get(t["gid"], []), run.records, run,
+                                     timeout)
+                if verdict is None:
+                    score += t["points"]
+                    passed.append(t["gid"])
+                elif not feedback:
+                    feedback = verdict
+        return ExerciseResult(exercise, score, max_score, _clean(feedback))
+
+    with ThreadPoolExecutor(max_workers=n_workers) as pool:
+        results = list(pool.map(grade_one, list(exercises)))
+    sandbox = {"network_isolated": network_isolated(), "limits": limits.to_dict()}
+    return GradeReport(label, sum(r.score for r in results), sum(r.max_score for r in results),
+                       results, sandbox, sorted(passed))
+
+
+def _unb64(text: str) -> bytes:
+    import base64
+
+    return base64.b64decode(text) if text else b""
+
+
+def _block_for(data: dict[str, Any], tests: list[dict[str, Any]]) -> dict[str, list]:
+    codes: dict[tuple[str, str], str] = {}
+    paths: set[tuple[str, str]] = set()
+    filenames: set[str] = set()
+    for t in tests:
+        for entry in data["calls"].get(t["gid"], []):
+            block = entry.get("block", {})
+            for q, c, n in block.get("codes", []):
+                codes[(q, c)] = n
+            paths |= {tuple(p) for p in block.get("paths", [])}
+            filenames |= set(block.get("filenames", []))
+    return {"codes": [[q, c, n] for (q, c), n in codes.items()], "paths": sorted(paths),
+            "filenames": sorted(filenames)}
+
+
+__all__ = ["ExerciseResult", "GradeReport", "GradingError", "find_twin", "grade_notebook",
+           "GRADER_ENV"]

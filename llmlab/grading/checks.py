@@ -1,10 +1,17 @@
 """Instant-feedback checks for the visible and hidden test cells of every exercise.
 
-A check runs the learner's code on chosen cases, compares with llmlab's reference (blocked while
-the learner's code runs; see :mod:`llmlab.grading.guard`) and reports in words. It prints a
-one-line verdict; on a failure it prints what went wrong and raises ``AssertionError`` when the
-environment variable ``LLMLAB_GRADER=1`` is set (the grader and the test suite set it), so the
-cell fails for nbgrader while a learner's "Run all" carries on past an unsolved exercise.
+A check runs the learner's code on chosen cases, compares with llmlab's reference (the reference
+and every twin named in ``block=[...]`` are blocked while the learner's code runs; see
+:mod:`llmlab.grading.guard`) and reports in words. It prints a one-line verdict; on a failure it
+prints what went wrong and raises ``AssertionError`` when the environment variable
+``LLMLAB_GRADER=1`` is set (nbval and the notebook build set it), so the cell fails while a
+learner's "Run all" carries on past an unsolved exercise.
+
+This is the feedback a learner sees. Scores are not decided here: the grader
+(:mod:`llmlab.grading.autograde`) runs the same calls in two other processes — the chapter's
+authored notebook records the cases and the expected results, a judge process records what the
+learner's code returns on those cases — and compares them itself. While either runs, the checks
+hand their arguments to that process's recorder (``_RECORDER``) instead of comparing.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from llmlab.grading.compare import explain, short
 from llmlab.grading.guard import ReferenceBlocked, blocked
 
 GRADER_ENV = "LLMLAB_GRADER"
+_RECORDER: Any = None  # set only by the grader's reference run and judge processes
 
 
 class Case:
@@ -48,13 +56,18 @@ def _strict() -> bool:
     return os.environ.get(GRADER_ENV, "") == "1"
 
 
+def failure_text(name: str, failure: str, hint: str | None) -> str:
+    text = f"✗ {name}: {failure}"
+    if hint:
+        text += f"\n  Hint: {hint}"
+    return text
+
+
 def _report(name: str, failure: str | None, passed: int, hint: str | None) -> None:
     if failure is None:
         print(f"✓ {name}: {'all ' if passed > 1 else ''}{passed} check{'s' if passed > 1 else ''} passed.")
         return
-    text = f"✗ {name}: {failure}"
-    if hint:
-        text += f"\n  Hint: {hint}"
+    text = failure_text(name, failure, hint)
     print(text)
     if _strict():
         raise AssertionError(text)
@@ -69,7 +82,8 @@ def _describe_error(exc: BaseException) -> str:
     frames = traceback.extract_tb(exc.__traceback__)
     where = ""
     for frame in reversed(frames):
-        if "llmlab/grading" not in frame.filename.replace("\\", "/"):
+        if "llmlab/grading" not in frame.filename.replace("\\", "/") and \
+                not frame.filename.startswith("<llmlab"):
             where = f" at line {frame.lineno}: `{(frame.line or '').strip()}`"
             break
     return f"raised {type(exc).__name__}: {exc}{where}."
@@ -94,6 +108,9 @@ def check_function(fn: Callable[..., Any], ref: Callable[..., Any], cases: Seque
     to block besides ``ref`` (e.g. a helper the exercise also asks for).
     """
     name = name or getattr(fn, "__name__", "your function")
+    if _RECORDER is not None:
+        return _RECORDER.check_function(fn, ref, cases, atol=atol, rtol=rtol, hint=hint, name=name,
+                                        block=block)
     cases = [Case.of(c) for c in cases]
     for i, case in enumerate(cases):
         args, kwargs = case.copy()
@@ -112,13 +129,16 @@ def check_function(fn: Callable[..., Any], ref: Callable[..., Any], cases: Seque
 def check_module(cls: type[torch.nn.Module], ref_cls: type[torch.nn.Module], init: dict[str, Any],
                  inputs: Sequence[Any], *, atol: float = 1e-5, rtol: float = 1e-4,
                  hint: str | None = None, name: str | None = None, grads: bool = True,
-                 seed: int = 0) -> None:
+                 seed: int = 0, block: Sequence[Any] = ()) -> None:
     """Build the learner's module and the reference with ``init``, give the learner the
     reference's weights, and compare outputs (and, with ``grads``, parameter gradients)."""
     name = name or getattr(cls, "__name__", "your module")
+    if _RECORDER is not None:
+        return _RECORDER.check_module(cls, ref_cls, init, inputs, atol=atol, rtol=rtol, hint=hint,
+                                      name=name, grads=grads, seed=seed, block=block)
     torch.manual_seed(seed)
     ref = ref_cls(**init)
-    learner, error = run_learner(cls, (), dict(init), [ref_cls])
+    learner, error = run_learner(cls, (), dict(init), [ref_cls, *block])
     if error:
         return _report(name, f"constructing it {error}", 0, hint)
     ref_shapes = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
@@ -133,7 +153,7 @@ def check_module(cls: type[torch.nn.Module], ref_cls: type[torch.nn.Module], ini
         args, kwargs = case.copy()
         expected = ref(*args, **kwargs)
         args, kwargs = case.copy()
-        got, error = run_learner(learner, args, kwargs, [ref_cls])
+        got, error = run_learner(learner, args, kwargs, [ref_cls, *block])
         if error:
             return _report(name, f"{where}: forward {error}", i, hint)
         msg = explain(got, expected, atol, rtol, path="the output")
@@ -146,31 +166,43 @@ def check_module(cls: type[torch.nn.Module], ref_cls: type[torch.nn.Module], ini
     return _report(name, None, len(cases), hint)
 
 
-def _compare_grads(learner: torch.nn.Module, ref: torch.nn.Module, got: torch.Tensor,
-                   expected: torch.Tensor, atol: float, rtol: float) -> str | None:
-    weight = torch.randn(expected.shape, generator=torch.Generator().manual_seed(1))
-    for module, out in ((learner, got), (ref, expected)):
-        module.zero_grad()
-        (out * weight).sum().backward()
-    for (pname, p), (_, q) in zip(learner.named_parameters(), ref.named_parameters()):
-        if q.grad is None:
+def param_grads(module: torch.nn.Module, out: torch.Tensor) -> dict[str, torch.Tensor | None]:
+    """Gradients of a fixed random projection of ``out`` for every parameter of ``module``."""
+    weight = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+    module.zero_grad()
+    (out * weight).sum().backward()
+    return {name: p.grad for name, p in module.named_parameters()}
+
+
+def explain_grads(got: dict[str, Any], expected: dict[str, Any], atol: float, rtol: float) -> str | None:
+    for pname, q in expected.items():
+        if q is None:
             continue
-        msg = explain(p.grad, q.grad, atol * 10, rtol * 10, path=f"the gradient of `{pname}`")
+        msg = explain(got.get(pname), q, atol * 10, rtol * 10, path=f"the gradient of `{pname}`")
         if msg:
             return msg + " (the forward matches: is something detached or computed in-place?)"
     return None
 
 
+def _compare_grads(learner: torch.nn.Module, ref: torch.nn.Module, got: torch.Tensor,
+                   expected: torch.Tensor, atol: float, rtol: float) -> str | None:
+    return explain_grads(param_grads(learner, got), param_grads(ref, expected), atol, rtol)
+
+
 def check_value(got: Any, expected: Any, *, what: str = "the value", atol: float = 1e-5,
                 rtol: float = 1e-4, hint: str | None = None) -> None:
     """Compare a value the learner computed with the expected one."""
+    if _RECORDER is not None:
+        return _RECORDER.check_value(got, expected, what=what, atol=atol, rtol=rtol, hint=hint)
     msg = explain(got, expected, atol, rtol, path=what)
     return _report(what, msg, 1, hint)
 
 
 def expect(condition: bool, message: str, *, what: str = "check") -> None:
     """A plain condition, with the message a learner sees when it is false."""
+    if _RECORDER is not None:
+        return _RECORDER.expect(condition, message, what=what)
     return _report(what, None if condition else message, 1, None)
 
 
-__all__ = ["Case", "check_function", "check_module", "check_value", "expect", "short"]
+__all__ = ["Case", "check_function", "check_module", "check_value", "expect", "failure_text", "short"]

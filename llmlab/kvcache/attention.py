@@ -17,7 +17,6 @@ import math
 import torch
 from einops import rearrange
 
-from llmlab import grading
 from llmlab.attention.online_softmax import online_softmax_step
 from llmlab.nn.attention import attention
 
@@ -32,7 +31,6 @@ def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, where: str) -> Non
                          f"{k.shape[2]} and d must match ({q.shape[2]} vs {k.shape[3]})")
 
 
-@grading.reference
 def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                      lengths: torch.Tensor | None = None) -> torch.Tensor:
     """softmax(q K^T / sqrt(d)) V for one new query per row, grouped KV heads.

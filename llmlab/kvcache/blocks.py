@@ -16,8 +16,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from llmlab import grading
-
 
 class OutOfBlocksError(RuntimeError):
     """The pool has fewer free blocks than a request needs. A scheduler catches this and preempts.
@@ -36,7 +34,6 @@ def blocks_for(n_tokens: int, block_size: int) -> int:
     return -(-n_tokens // block_size)
 
 
-@grading.reference
 class BlockAllocator:
     """Hands out ids ``0..num_blocks-1``; a block is free exactly when its refcount is 0."""
 

@@ -20,7 +20,6 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from llmlab import grading
 from llmlab.kvcache.blocks import BlockAllocator
 
 
@@ -31,7 +30,6 @@ def hash_block(prev_hash: bytes | None, tokens: Sequence[int]) -> bytes:
     return h.digest()
 
 
-@grading.reference
 def prefix_block_hashes(tokens: Sequence[int], block_size: int) -> list[bytes]:
     """Chained hashes of the full blocks of ``tokens`` (a trailing partial block gets none)."""
     hashes: list[bytes] = []

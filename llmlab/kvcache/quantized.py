@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import torch
 
-from llmlab import grading
 from llmlab.kvcache.base import check_update
 
 AXES = ("token", "channel")
@@ -47,7 +46,6 @@ def dequantize(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
     return (codes.float() * scale.float() + zero.float()).to(dtype)
 
 
-@grading.reference
 def kivi_quantize(k: torch.Tensor, v: torch.Tensor,
                   bits: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     """KIVI fake-quantization of one group of tokens: keys per channel, values per token.

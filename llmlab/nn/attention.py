@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmlab.grading import reference
 from llmlab.nn.functional import softmax
 from llmlab.nn.linear import Linear
 from llmlab.nn.rope import RotaryEmbedding
@@ -123,7 +122,6 @@ def fast_attention(
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)
 
 
-@reference
 def causal_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -137,7 +135,6 @@ def causal_attention(
     return attention(q, k, v, mask, is_causal=mask is None)
 
 
-@reference
 def fast_causal_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
 ) -> torch.Tensor:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from llmlab.grading import reference
 from llmlab.nn.attention import CausalSelfAttention
 from llmlab.nn.mlp import GeluMLP, SwiGLU
 from llmlab.nn.norm import LayerNorm, RMSNorm
@@ -50,7 +49,6 @@ def make_attention(config, rope: RotaryEmbedding | None) -> nn.Module:
     raise ValueError(f"unknown attention {config.attention!r}; expected 'gqa' or 'mla'")
 
 
-@reference
 class TransformerBlock(nn.Module):
     """One pre-norm block built from a ``GPTConfig``.
 

@@ -12,8 +12,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-from llmlab.grading import reference
-
 
 def softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """softmax(x)_i = exp(x_i - max x) / sum_j exp(x_j - max x).
@@ -48,7 +46,6 @@ def _check_ce_args(logits: torch.Tensor, targets: torch.Tensor, reduction: str) 
         raise ValueError(f"cross_entropy: reduction must be mean|sum|none, got {reduction!r}")
 
 
-@reference
 def cross_entropy(
     logits: torch.Tensor,
     targets: torch.Tensor,
@@ -76,7 +73,6 @@ def cross_entropy(
     return loss.sum() / valid.sum().clamp(min=1)
 
 
-@reference
 def fast_cross_entropy(
     logits: torch.Tensor,
     targets: torch.Tensor,

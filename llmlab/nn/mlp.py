@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmlab.grading import reference
 from llmlab.nn.functional import silu
 from llmlab.nn.linear import Linear
 
@@ -33,7 +32,6 @@ class GeluMLP(nn.Module):
         return self.proj(F.gelu(self.fc(x), approximate="tanh"))
 
 
-@reference
 def swiglu(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor):
     """SwiGLU with bias-free weights in ``Linear`` layout.
 

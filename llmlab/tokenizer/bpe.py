@@ -16,13 +16,11 @@ from pathlib import Path
 
 import regex
 
-from llmlab import grading
 from llmlab.tokenizer.pretokenize import GPT2_PATTERN, last_safe_cut, special_regex, split_special
 
 _FORMAT = "llmlab-bpe"
 
 
-@grading.reference
 class Tokenizer:
     """Byte-level BPE tokenizer built from a vocabulary and an ordered list of merges.
 

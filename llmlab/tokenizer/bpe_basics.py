@@ -13,13 +13,11 @@ from __future__ import annotations
 from collections import Counter
 from typing import TypeVar
 
-from llmlab import grading
 from llmlab.tokenizer.pretokenize import GPT2_PATTERN, pretokenize
 
 T = TypeVar("T")
 
 
-@grading.reference
 def count_pairs(ids: list[int], counts: dict[tuple[int, int], int] | None = None,
                 weight: int = 1) -> dict[tuple[int, int], int]:
     """Count adjacent pairs in ``ids`` (each occurrence adds ``weight``), into ``counts`` when
@@ -30,7 +28,6 @@ def count_pairs(ids: list[int], counts: dict[tuple[int, int], int] | None = None
     return counts
 
 
-@grading.reference
 def merge_pair(ids: list[T], pair: tuple[T, T], new_id: T) -> list[T]:
     """Replace every occurrence of ``pair`` in ``ids``, scanning left to right without overlap,
     by ``new_id``: ``merge_pair([5, 5, 5], (5, 5), 9) == [9, 5]``. Works on any symbols
@@ -46,7 +43,6 @@ def merge_pair(ids: list[T], pair: tuple[T, T], new_id: T) -> list[T]:
     return out
 
 
-@grading.reference
 def train_bpe_naive(text: str, vocab_size: int, pattern: str = GPT2_PATTERN
                     ) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]]]:
     """Train byte-level BPE by recounting all pairs after every merge.
@@ -76,7 +72,6 @@ def train_bpe_naive(text: str, vocab_size: int, pattern: str = GPT2_PATTERN
     return vocab, merges
 
 
-@grading.reference
 def bpe_encode(data: bytes, merges: dict[tuple[int, int], int]) -> list[int]:
     """Encode one pre-token's bytes with ``merges`` ((a, b) -> new id; a smaller new id was
     learned earlier and is applied first) until no adjacent pair has a merge."""

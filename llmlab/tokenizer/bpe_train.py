@@ -30,7 +30,6 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from llmlab import grading
 from llmlab.tokenizer.pretokenize import GPT2_PATTERN, count_pretokens
 
 
@@ -80,7 +79,6 @@ def _merge_word(word: list[int], a: int, b: int, c: int) -> list[int] | None:
     return out if changed else None
 
 
-@grading.reference
 def bpe_merges_from_counts(
     word_counts: Counter[bytes] | dict[bytes, int], num_merges: int, progress: bool = False
 ) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]]]:

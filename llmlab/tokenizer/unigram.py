@@ -24,8 +24,6 @@ from collections.abc import Iterable
 
 import regex
 
-from llmlab import grading
-
 SPACE = "\u2581"  # "▁"
 UNK_PENALTY = 10.0  # SentencePiece: an unknown character scores min(score) - 10
 
@@ -42,7 +40,6 @@ def split_words(text: str) -> list[str]:
     return regex.findall(f"{SPACE}[^{SPACE}]*", normalize(text))
 
 
-@grading.reference
 def viterbi_segment(text: str, scores: dict[str, float], unk_score: float = -100.0,
                     max_len: int | None = None) -> list[str]:
     """Most likely segmentation of ``text`` under a unigram model.

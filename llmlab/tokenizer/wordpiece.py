@@ -21,7 +21,6 @@ from collections.abc import Iterable
 
 import regex
 
-from llmlab import grading
 from llmlab.tokenizer.bpe_basics import merge_pair
 
 # BERT's punctuation: ASCII symbols and every Unicode P* character; each is a word of its own
@@ -33,7 +32,6 @@ def bert_pretokenize(text: str) -> list[str]:
     return _BERT_SPLIT.findall(text)
 
 
-@grading.reference
 def wordpiece_word(word: str, vocab: set[str] | dict[str, int], unk: str = "[UNK]",
                    prefix: str = "##", max_chars: int = 100) -> list[str]:
     """Greedy longest-match-first pieces of one word: ``"unaffable" -> ["una", "##ff", "##able"]``

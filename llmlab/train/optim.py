@@ -21,10 +21,7 @@ from collections.abc import Iterable
 
 import torch
 
-from llmlab.grading import reference
 
-
-@reference
 def adamw_step(
     p: torch.Tensor,
     grad: torch.Tensor,
@@ -94,7 +91,6 @@ class AdamW(torch.optim.Optimizer):
         return loss
 
 
-@reference
 def adamw_step_foreach(
     params: list[torch.Tensor],
     grads: list[torch.Tensor],

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import math
 
-from llmlab.grading import reference
 
-
-@reference
 def cosine_lr(step: int, max_lr: float, warmup_steps: int, total_steps: int,
               min_lr: float = 0.0) -> float:
     """lr at optimizer step ``step`` (0-based).

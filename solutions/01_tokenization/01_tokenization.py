@@ -195,11 +195,14 @@ def merge_pair(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
 
 
 # %% check="merge_pair" points=1
+from llmlab.tokenizer import bpe_train
+
+MERGE_TWINS = [bpe_train._merge_word, bpe_train._apply_merge]  # llmlab's other merges
 grading.check_function(merge_pair, bpe_basics.merge_pair, [
     grading.Case([1, 2, 3, 1, 2], (1, 2), 7, note="two occurrences"),
     grading.Case([5, 5, 5], (5, 5), 9, note="overlap: left to right"),
     grading.Case([1, 2], (2, 1), 7, note="absent pair: unchanged"),
-], hint="walk with an index; after a merge skip two positions, otherwise one")
+], block=MERGE_TWINS, hint="walk with an index; after a merge skip two positions, otherwise one")
 
 # %% hidden="merge_pair" points=1
 grading.check_function(merge_pair, bpe_basics.merge_pair, [
@@ -207,7 +210,7 @@ grading.check_function(merge_pair, bpe_basics.merge_pair, [
     grading.Case([5, 5, 5, 5], (5, 5), 9, note="four in a row"),
     grading.Case([3, 1, 2], (1, 2), 300, note="pair at the end"),
     grading.Case([1], (1, 1), 8, note="a single id"),
-])
+], block=MERGE_TWINS)
 
 # %% [markdown]
 # ### Exercise 1.3 — train BPE, naively · 4 points · difficulty 2 · ~20 min
@@ -256,7 +259,7 @@ grading.check_function(train_bpe_naive, bpe_basics.train_bpe_naive, [
     grading.Case(sentence, 270, note="the slider's sentence, 14 merges"),
     grading.Case("abcd", 258, note="a tie: the greatest pair wins"),
     grading.Case(english[:3000], 320, note="3,000 characters of docstrings"),
-], block=[bpe_merges_from_counts],
+], block=[bpe_merges_from_counts, bpe_train.train_bpe, *MERGE_TWINS],
    hint="ties: max over (count, vocab[a], vocab[b]); merges hold bytes, not ids")
 
 # %% hidden="train_bpe_naive" points=2
@@ -264,7 +267,7 @@ grading.check_function(train_bpe_naive, bpe_basics.train_bpe_naive, [
     grading.Case("aaaa aaaa", 300, note="runs out of pairs before vocab_size"),
     grading.Case(chinese[:300], 300, note="Chinese: 3-byte characters"),
     grading.Case(code[:3000], 330, GPT4_PATTERN, note="code with GPT-4's pattern"),
-], block=[bpe_merges_from_counts])
+], block=[bpe_merges_from_counts, bpe_train.train_bpe, *MERGE_TWINS])
 
 # %% [markdown]
 # ### Exercise 1.4 — encode with merge ranks · 3 points · difficulty 2 · ~10 min
@@ -298,11 +301,13 @@ def bpe_encode(data: bytes, merges: dict[tuple[int, int], int]) -> list[int]:
 
 
 # %% check="bpe_encode" points=1
+import llmlab.tokenizer.dropout
+
 grading.check_function(bpe_encode, bpe_basics.bpe_encode, [
     grading.Case(b" cat", sentence_ranks, note="a word of the sentence"),
     grading.Case(b"x", sentence_ranks, note="one byte"),
     grading.Case(b" the", {}, note="no merges at all"),
-], block=[Tokenizer], hint="pick the pair with the smallest merges[pair]; stop when none is in merges")
+], block=[Tokenizer, llmlab.tokenizer.dropout._merge_with_dropout], hint="pick the pair with the smallest merges[pair]; stop when none is in merges")
 
 # %% hidden="bpe_encode" points=2
 grading.check_function(bpe_encode, bpe_basics.bpe_encode, [
@@ -310,7 +315,7 @@ grading.check_function(bpe_encode, bpe_basics.bpe_encode, [
     grading.Case(b"", sentence_ranks, note="empty"),
     grading.Case(b"aaaaa", {(97, 97): 256, (256, 256): 257}, note="merges of merges"),
     grading.Case(b"abc", {(98, 99): 256, (97, 98): 257}, note="rank beats position"),
-], block=[Tokenizer])
+], block=[Tokenizer, llmlab.tokenizer.dropout._merge_with_dropout])
 
 # %% [markdown]
 # ## 3. Fast training

@@ -134,17 +134,19 @@ def rms_norm_(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch
 # %% check="rmsnorm" points=1
 from llmlab.nn import rms_norm
 
+RMSNORM_TWINS = [torch.nn.functional.rms_norm]  # also blocks torch.rms_norm
 grading.check_function(rms_norm_, rms_norm, [
     grading.Case(torch.randn(2, 5, 8), torch.ones(8), note="unit gain"),
     grading.Case(torch.randn(3, 16) * 10, torch.randn(16), note="large inputs, random gain"),
-], hint="the mean is over the last dimension only; eps goes inside the square root")
+], block=RMSNORM_TWINS,
+   hint="the mean is over the last dimension only; eps goes inside the square root")
 
 # %% hidden="rmsnorm" points=1
 grading.check_function(rms_norm_, rms_norm, [
     grading.Case(torch.randn(2, 3, 4, 32), torch.randn(32), eps=1e-5, note="4-d input, eps=1e-5"),
     grading.Case(torch.zeros(2, 8), torch.ones(8), note="all zeros: eps keeps it finite"),
     grading.Case(torch.randn(4, 64).bfloat16(), torch.randn(64).bfloat16(), note="bfloat16"),
-], atol=1e-2, rtol=1e-2)
+], atol=1e-2, rtol=1e-2, block=RMSNORM_TWINS)
 
 # %% [markdown]
 # ### Rotary position embeddings (RoPE)
@@ -293,14 +295,22 @@ def causal_attention_(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torc
 
 
 # %% check="attention" points=1
+import llmlab.attention as llmlab_attention
+from llmlab.attention.gqa import gqa_reference
 from llmlab.nn import fast_causal_attention
+
+# Every other attention that computes the same thing: llmlab's and torch's.
+ATTENTION_TWINS = [fast_causal_attention, torch.nn.functional.scaled_dot_product_attention,
+                   llmlab_attention.naive_attention, gqa_reference,
+                   llmlab_attention.grouped_attention, llmlab_attention.flash_attention,
+                   llmlab_attention.flash_attention_forward, llmlab_attention.sliding_window_reference]
 
 grading.check_function(causal_attention_, causal_attention, [
     grading.Case(torch.randn(1, 2, 5, 8), torch.randn(1, 2, 5, 8), torch.randn(1, 2, 5, 8),
                  note="multi-head: n_kv_head == n_head"),
     grading.Case(torch.randn(2, 6, 7, 16), torch.randn(2, 2, 7, 16), torch.randn(2, 2, 7, 16),
                  note="GQA: 6 query heads, 2 KV heads"),
-], block=[fast_causal_attention],
+], block=ATTENTION_TWINS,
    hint="query head h uses KV head h // group: repeat_interleave, not repeat; mask j > i")
 
 # %% hidden="attention" points=2
@@ -311,7 +321,7 @@ grading.check_function(causal_attention_, causal_attention, [
                  note="a single token"),
     grading.Case(torch.randn(1, 8, 33, 32) * 5, torch.randn(1, 4, 33, 32) * 5,
                  torch.randn(1, 4, 33, 32), note="large scores, 33 tokens"),
-], block=[fast_causal_attention])
+], block=ATTENTION_TWINS)
 
 # %% [markdown]
 # `llmlab.nn.causal_attention` is this readable version; `fast_causal_attention` calls PyTorch's
@@ -346,12 +356,12 @@ def swiglu_(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_down: t
 
 
 # %% check="swiglu" points=1
-from llmlab.nn import swiglu
+from llmlab.nn import SwiGLU, swiglu
 
 grading.check_function(swiglu_, swiglu, [
     grading.Case(torch.randn(3, 8), torch.randn(20, 8), torch.randn(20, 8), torch.randn(8, 20),
                  note="a batch of 3 tokens"),
-], hint="silu(z) = z * sigmoid(z), applied to x @ w_gate.T only")
+], block=[SwiGLU], hint="silu(z) = z * sigmoid(z), applied to x @ w_gate.T only")
 
 # %% hidden="swiglu" points=1
 grading.check_function(swiglu_, swiglu, [
@@ -359,7 +369,7 @@ grading.check_function(swiglu_, swiglu, [
                  note="(batch, seq, d_model)"),
     grading.Case(torch.randn(1, 4) * 20, torch.randn(8, 4), torch.randn(8, 4), torch.randn(4, 8),
                  note="large pre-activations"),
-])
+], block=[SwiGLU])
 
 # %% [markdown]
 # ### The pre-norm block
@@ -453,10 +463,13 @@ def cross_entropy_(logits: torch.Tensor, targets: torch.Tensor, ignore_index: in
 # %% check="cross_entropy" points=1
 from llmlab.nn import cross_entropy, fast_cross_entropy
 
+# torch's cross-entropy (the Python function and the kernel under it) computes the same thing
+CE_TWINS = [fast_cross_entropy, torch.nn.functional.cross_entropy, torch._C._nn.cross_entropy_loss]
+
 grading.check_function(cross_entropy_, cross_entropy, [
     grading.Case(torch.randn(4, 10), torch.tensor([1, 0, 9, 3]), note="4 positions, V=10"),
     grading.Case(torch.randn(2, 3, 7) * 30, torch.randint(0, 7, (2, 3)), note="(batch, seq, V), large logits"),
-], block=[fast_cross_entropy], hint="loss = logsumexp(logits) - logits[target]; average over positions")
+], block=CE_TWINS, hint="loss = logsumexp(logits) - logits[target]; average over positions")
 
 # %% hidden="cross_entropy" points=1
 _t = torch.randint(0, 50, (3, 8))
@@ -464,7 +477,7 @@ _t[0, :4] = -100
 grading.check_function(cross_entropy_, cross_entropy, [
     grading.Case(torch.randn(3, 8, 50), _t, note="some targets ignored (-100)"),
     grading.Case(torch.randn(2, 5, 11).bfloat16(), torch.randint(0, 11, (2, 5)), note="bfloat16 logits"),
-], block=[fast_cross_entropy])
+], block=CE_TWINS)
 
 # %% [markdown]
 # ## 3 · Training: AdamW and the schedule
@@ -506,7 +519,9 @@ def adamw_step_(p, grad, m, v, step: int, lr: float, betas=(0.9, 0.999), eps: fl
 
 
 # %% check="adamw" points=1
-from llmlab.train import adamw_step, adamw_step_foreach
+from llmlab.train import AdamW, adamw_step, adamw_step_foreach
+
+ADAMW_TWINS = [adamw_step, adamw_step_foreach, AdamW, torch.optim.AdamW]
 
 
 def adamw_reference(p, grad, m, v, step, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
@@ -520,7 +535,7 @@ grading.check_function(adamw_step_, adamw_reference, [
     grading.Case(torch.randn(6), torch.randn(6), _z, _z, 1, 1e-2, note="first step from zero moments"),
     grading.Case(torch.randn(3, 4), torch.randn(3, 4), torch.randn(3, 4) * 0.1, torch.rand(3, 4) * 0.01,
                  7, 3e-3, (0.9, 0.95), 1e-8, 0.1, note="step 7, GPT betas, decay 0.1"),
-], block=[adamw_step, adamw_step_foreach], hint="bias-correct m and v with 1 - beta**step; decay multiplies p by (1 - lr*wd)")
+], block=ADAMW_TWINS, hint="bias-correct m and v with 1 - beta**step; decay multiplies p by (1 - lr*wd)")
 
 # %% hidden="adamw" points=1
 grading.check_function(adamw_step_, adamw_reference, [
@@ -528,7 +543,7 @@ grading.check_function(adamw_step_, adamw_reference, [
                  weight_decay=0.0, note="tiny gradients: the first step is ~lr*sign(g)"),
     grading.Case(torch.randn(2, 2), torch.randn(2, 2), torch.randn(2, 2), torch.rand(2, 2), 1000, 1e-3,
                  (0.8, 0.99), 1e-6, 0.5, note="step 1000, other hyper-parameters"),
-], block=[adamw_step, adamw_step_foreach])
+], block=ADAMW_TWINS)
 
 # %% [markdown]
 # `llmlab.train.AdamW` wraps this step in a `torch.optim.Optimizer` — applying it to all

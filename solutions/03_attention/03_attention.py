@@ -255,14 +255,17 @@ def sliding_window_mask_(seq_q: int, seq_k: int, window: int, n_sink: int = 0) -
 
 
 # %% check="sliding_window_mask" points=1
+import llmlab.attention.masks
 from llmlab.attention import sliding_window_mask
+
+WINDOW_TWINS = [llmlab.attention.masks.window_visible, llmlab.attention.SlidingWindowMask]
 
 grading.check_function(sliding_window_mask_, sliding_window_mask, [
     grading.Case(6, 6, 3, note="window 3, no sinks"),
     grading.Case(6, 6, 2, 1, note="window 2 plus one sink"),
     grading.Case(2, 7, 3, note="2 new queries decoding against 7 keys"),
 ], hint="the window includes the query itself: key j is in when p - window < j <= p; compute "
-        "positions with the offset seq_k - seq_q")
+        "positions with the offset seq_k - seq_q", block=WINDOW_TWINS)
 
 # %% hidden="sliding_window_mask" points=1
 grading.check_function(sliding_window_mask_, sliding_window_mask, [
@@ -270,7 +273,7 @@ grading.check_function(sliding_window_mask_, sliding_window_mask, [
     grading.Case(4, 4, 10, note="window longer than the sequence: plain causal"),
     grading.Case(1, 10, 4, 2, note="one decoding query, 2 sinks"),
     grading.Case(8, 8, 2, 5, note="more sinks than the window"),
-])
+], block=WINDOW_TWINS)
 
 # %% [markdown]
 # The masks of this chapter side by side, and the number of scores each computes (the rest
@@ -380,12 +383,19 @@ def online_softmax_(x: torch.Tensor, block: int = 4) -> torch.Tensor:
 
 
 # %% check="online_softmax" points=1
+import llmlab.nn.functional
 from llmlab.attention import online_softmax
+from llmlab.attention.online_softmax import online_logsumexp
+
+# a softmax in one pass is still a softmax: every ready-made one is blocked
+ONLINE_TWINS = [online_logsumexp, torch.softmax, torch.log_softmax,
+                llmlab.nn.functional.softmax, llmlab.nn.functional.log_softmax]
 
 grading.check_function(online_softmax_, online_softmax, [
     grading.Case(torch.randn(3, 10), 4, note="3 rows of 10, blocks of 4"),
     grading.Case(torch.randn(2, 9) * 100, 3, note="large logits: the running max matters"),
-], hint="rescale the running sum by exp(m_old - m_new) whenever the maximum grows")
+], block=ONLINE_TWINS,
+   hint="rescale the running sum by exp(m_old - m_new) whenever the maximum grows")
 
 # %% hidden="online_softmax" points=1
 x_masked = torch.randn(2, 12)
@@ -395,7 +405,7 @@ grading.check_function(online_softmax_, online_softmax, [
     grading.Case(torch.randn(5, 6, dtype=torch.float64), 50, note="one block bigger than the row"),
     grading.Case(x_masked, 4, note="a masked (-inf) entry"),
     grading.Case(torch.linspace(-5, 40, 16).view(1, 16), 4, note="maximum grows every block"),
-])
+], block=ONLINE_TWINS)
 
 # %% [markdown]
 # **Tiles.** Apply the same bookkeeping to attention. For a tile of queries `Q_i`, walk key/value
@@ -450,14 +460,19 @@ def flash_forward_(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bo
 
 
 # %% check="flash_forward" points=2
+import llmlab.attention as llmlab_attention
 from llmlab.attention import flash_attention_forward
+
+FLASH_TWINS = [llmlab_attention.flash_attention, llmlab_attention.FlashAttentionFunction,
+               llmlab_attention.naive_attention, llmlab_attention.flash_decode,
+               torch.nn.functional.scaled_dot_product_attention]
 
 gen = torch.Generator().manual_seed(0)
 q1, k1, v1 = (torch.randn(1, 2, 32, 8, generator=gen) for _ in range(3))
 grading.check_function(flash_forward_, flash_attention_forward, [
     grading.Case(q1, k1, v1, block_q=8, block_k=8, note="not causal, 4x4 tiles"),
     grading.Case(q1, k1, v1, causal=True, block_q=8, block_k=16, note="causal"),
-], atol=1e-5, hint="rescale both l and the accumulator by exp(m_old - m_new); divide by l only "
+], atol=1e-5, block=FLASH_TWINS, hint="rescale both l and the accumulator by exp(m_old - m_new); divide by l only "
                    "after the last key tile; lse = m + log(l)")
 
 # %% hidden="flash_forward" points=1
@@ -467,7 +482,7 @@ grading.check_function(flash_forward_, flash_attention_forward, [
     grading.Case(q2, k2, v2, causal=True, block_q=5, block_k=7, note="seq not a multiple of the tiles"),
     grading.Case(q2, k3, v3, causal=True, block_q=8, block_k=8, note="21 queries after 19 cached keys"),
     grading.Case(q2[..., :1, :], k3, v3, block_q=1, block_k=3, note="one query, tiny tiles"),
-], atol=1e-5)
+], atol=1e-5, block=FLASH_TWINS)
 
 # %% [markdown]
 # **Backward by recomputation.** The backward pass needs `P` again. Instead of storing it,
@@ -762,19 +777,22 @@ def linear_attention_recurrent_(q, k, v, eps: float = 1e-6):
 
 
 # %% check="linear_recurrent" points=1
-from llmlab.attention import linear_attention_recurrent
+from llmlab.attention import linear_attention_chunked, linear_attention_parallel, linear_attention_recurrent
+
+LINEAR_TWINS = [linear_attention_parallel, linear_attention_chunked]
 
 g = torch.Generator().manual_seed(0)
 grading.check_function(linear_attention_recurrent_, linear_attention_recurrent, [
     grading.Case(*(torch.randn(1, 2, 8, 4, generator=g) for _ in range(3)), note="8 tokens"),
-], hint="update S and z with token t *before* reading them for token t (a token sees itself)")
+], block=LINEAR_TWINS,
+   hint="update S and z with token t *before* reading them for token t (a token sees itself)")
 
 # %% hidden="linear_recurrent" points=1
 grading.check_function(linear_attention_recurrent_, linear_attention_recurrent, [
     grading.Case(*(torch.randn(2, 3, 1, 5, generator=g) for _ in range(3)), note="one token"),
     grading.Case(torch.randn(1, 1, 12, 3, generator=g), torch.randn(1, 1, 12, 3, generator=g),
                  torch.randn(1, 1, 12, 7, generator=g), note="d_k != d_v"),
-])
+], block=LINEAR_TWINS)
 
 # %%
 from llmlab.attention import linear_attention_chunked, linear_attention_parallel

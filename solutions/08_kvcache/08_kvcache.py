@@ -140,7 +140,8 @@ def _buffer(*shape: int) -> torch.Tensor:
     return torch.arange(torch.Size(shape).numel(), dtype=torch.float).reshape(shape)
 
 
-grading.check_function(append_kv, kv.append_kv, cases=[
+APPEND_TWINS = [kv.ContiguousKVCache]
+grading.check_function(append_kv, kv.append_kv, block=APPEND_TWINS, cases=[
     grading.Case(torch.zeros(1, 4, 2, 3), 0, _buffer(1, 1, 2, 3), note="first token"),
     grading.Case(_buffer(2, 6, 1, 2), 3, -_buffer(2, 2, 1, 2), note="append after 3 tokens"),
 ], hint="write new into buffer[:, length:length + t_new] and return buffer[:, :length + t_new]")
@@ -150,7 +151,7 @@ buf = torch.zeros(2, 5, 3)
 out = append_kv(buf, 1, torch.ones(2, 2, 3))
 grading.expect(out.data_ptr() == buf.data_ptr() and bool(buf[:, 1:3].eq(1).all()),
                "append_kv must write into the buffer in place and return a view of it")
-grading.check_function(append_kv, kv.append_kv, cases=[
+grading.check_function(append_kv, kv.append_kv, block=APPEND_TWINS, cases=[
     grading.Case(_buffer(3, 8, 2, 2), 0, _buffer(3, 8, 2, 2), note="fill the whole buffer"),
     grading.Case(torch.zeros(1, 3, 4), 2, _buffer(1, 1, 4), note="a latent cache (MLA)"),
 ])
@@ -191,8 +192,16 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
 
 # %% check="decode_attention" points=1
+import llmlab.attention as llmlab_attention
+import llmlab.nn
+
+# one query against the cache is still attention: every ready-made attention is blocked
+DECODE_TWINS = [kv.paged_attention, torch.nn.functional.scaled_dot_product_attention,
+                llmlab_attention.naive_attention, llmlab_attention.grouped_attention,
+                llmlab_attention.flash_decode, llmlab_attention.flash_attention,
+                llmlab.nn.causal_attention, llmlab.nn.fast_causal_attention]
 g = torch.Generator().manual_seed(0)
-grading.check_function(decode_attention, kv.decode_attention, cases=[
+grading.check_function(decode_attention, kv.decode_attention, block=DECODE_TWINS, cases=[
     grading.Case(torch.randn(1, 2, 4, generator=g), torch.randn(1, 5, 2, 4, generator=g),
                  torch.randn(1, 5, 2, 4, generator=g), note="multi-head, one sequence"),
     grading.Case(torch.randn(2, 4, 8, generator=g), torch.randn(2, 6, 2, 8, generator=g),
@@ -201,7 +210,7 @@ grading.check_function(decode_attention, kv.decode_attention, cases=[
 
 # %% hidden="decode_attention" points=2
 g = torch.Generator().manual_seed(1)
-grading.check_function(decode_attention, kv.decode_attention, cases=[
+grading.check_function(decode_attention, kv.decode_attention, block=DECODE_TWINS, cases=[
     grading.Case(torch.randn(3, 4, 8, generator=g), torch.randn(3, 7, 2, 8, generator=g),
                  torch.randn(3, 7, 2, 8, generator=g), torch.tensor([7, 3, 1]),
                  note="padded rows: lengths 7, 3, 1"),
@@ -706,7 +715,8 @@ def kivi_quantize(k: torch.Tensor, v: torch.Tensor,
 
 # %% check="kivi" points=1
 g = torch.Generator().manual_seed(0)
-grading.check_function(kivi_quantize, kv.kivi_quantize, cases=[
+KIVI_TWINS = [kv.quantize, kv.QuantizedKVCache]  # kivi_quantize is quantize along two axes
+grading.check_function(kivi_quantize, kv.kivi_quantize, block=KIVI_TWINS, cases=[
     grading.Case(torch.randn(1, 8, 2, 4, generator=g), torch.randn(1, 8, 2, 4, generator=g), 4,
                  note="4 bits"),
     grading.Case(torch.randn(2, 16, 1, 8, generator=g), torch.randn(2, 16, 1, 8, generator=g),
@@ -715,7 +725,7 @@ grading.check_function(kivi_quantize, kv.kivi_quantize, cases=[
 
 # %% hidden="kivi" points=2
 g = torch.Generator().manual_seed(1)
-grading.check_function(kivi_quantize, kv.kivi_quantize, cases=[
+grading.check_function(kivi_quantize, kv.kivi_quantize, block=KIVI_TWINS, cases=[
     grading.Case(torch.randn(2, 32, 2, 16, generator=g) * 5, torch.randn(2, 32, 2, 16, generator=g),
                  8, note="8 bits, large keys"),
     grading.Case(torch.ones(1, 4, 1, 4), torch.zeros(1, 4, 1, 4), 4,

@@ -45,9 +45,30 @@ def test_learner_exception_names_the_line():
 
 def test_delegating_to_the_reference_is_blocked():
     msg = failure(lambda x: stable_softmax(x))
-    assert "llmlab's own" in msg
+    assert "stable_softmax" in msg and "write yourself" in msg
     # ...but only while the check runs
     assert torch.allclose(stable_softmax(torch.zeros(2)), torch.tensor([0.5, 0.5]))
+
+
+@pytest.mark.parametrize("route", [
+    lambda x: x.softmax(-1),                                   # a Tensor-method namesake
+    lambda x: torch.nn.functional.softmax(x, -1),              # a Python namesake
+    lambda x: stable_softmax.__wrapped__(x) if hasattr(stable_softmax, "__wrapped__")
+    else __import__("contextvars").Context().run(stable_softmax, x),
+])
+def test_named_twins_are_blocked_by_identity(route):
+    msg = failure(route, block=[torch.softmax])
+    assert "write yourself" in msg
+
+
+def test_a_copy_made_with_getsource_is_blocked():
+    import inspect
+
+    from llmlab.grading import warmup
+
+    ns = dict(vars(warmup))
+    exec(inspect.getsource(warmup.stable_softmax), ns)
+    assert "write yourself" in failure(lambda x: ns["stable_softmax"](x))
 
 
 def test_block_is_scoped_to_the_piece_under_check(capsys):
@@ -106,15 +127,25 @@ def test_check_module_compares_outputs_and_gradients(capsys):
         def forward(self, x):
             return x * self.w
 
-    class Detached(Ref):
+    class Mine(torch.nn.Module):
+        def __init__(self, d: int):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(d))
+
+        def forward(self, x):
+            return self.w * x
+
+    class Detached(Mine):
         def forward(self, x):
             return x * self.w.detach() + 0 * self.w.sum()
 
     inputs = [grading.Case(torch.randn(2, 4))]
-    grading.check_module(Ref, Ref, dict(d=4), inputs)
+    grading.check_module(Mine, Ref, dict(d=4), inputs)
     assert "✓" in capsys.readouterr().out
     with pytest.raises(AssertionError, match="gradient of `w`"):
         grading.check_module(Detached, Ref, dict(d=4), inputs)
+    with pytest.raises(AssertionError, match="write yourself"):  # inheriting the reference
+        grading.check_module(type("Inherits", (Ref,), {}), Ref, dict(d=4), inputs)
 
 
 def test_check_module_reports_parameter_names():
@@ -142,3 +173,16 @@ def test_warmup_references():
     mask = torch.tensor([[1, 1, 0, 0, 0], [0, 0, 0, 0, 0]]).bool()
     out = masked_mean(x, mask)
     assert torch.allclose(out[0], x[0, :2].mean(0)) and torch.equal(out[1], torch.zeros(6))
+
+
+def test_library_code_does_not_import_the_courseware():
+    from pathlib import Path
+
+    import llmlab
+
+    root = Path(llmlab.__file__).parent
+    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
+                 if p.parent.name != "grading" and p.name != "cli.py" and p != root / "__init__.py"
+                 and ("llmlab.grading" in p.read_text() or "from llmlab import grading" in p.read_text()
+                      or "@reference" in p.read_text())]
+    assert offenders == []

@@ -106,3 +106,23 @@ def test_unsolved_release_grades_zero_with_feedback(name):
     report = grade_notebook(ROOT / "chapters" / name / f"{name}.ipynb", timeout=300)
     assert report.max_score > 0 and report.score == 0, report.table()
     assert all(e.feedback for e in report.exercises), report.table()
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_every_listed_twin_is_really_blocked(name):
+    """Each check cell's `block=[...]` (the chapter's registry of twins, beside its exercise):
+    every listed llmlab/torch callable, and every method of a listed class, is blocked."""
+    from llmlab.grading.autograde import reference
+    from llmlab.grading.guard import unblocked
+    from llmlab.grading.reference_run import resolve
+    from llmlab.grading.sandbox import Workspace
+
+    with Workspace() as ws:
+        data = reference(ROOT / "solutions" / name / f"{name}.ipynb", ws, timeout=300)
+    missed = {}
+    for gid, entries in data["calls"].items():
+        for entry in entries:
+            objects = [resolve(*path) for path in entry.get("block", {}).get("paths", [])]
+            if unblocked(objects):
+                missed[gid] = unblocked(objects)
+    assert not missed

@@ -1,0 +1,235 @@
+"""Tampering, graded end to end: every submission scores exactly what its honest part deserves.
+
+Each test grades one submission of the small fixture chapter that combines independent attacks,
+one per exercise (a blocked call or a crash ends only that exercise's judge), and checks every
+exercise's score. A correct answer next to an attack keeps its points; an attack never adds any.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llmlab.grading.assemble import GradingError, grade_id
+from llmlab.grading.autograde import grade_notebook
+from llmlab.grading.sandbox import network_isolated
+from tests.platform.grading_fixture import MAX, RIGHT, feedback, scores, submission, write_solutions
+
+WRONG_SOFTMAX = "def softmax(x, dim=-1):\n    return x\n"
+WRONG_MEAN = "def masked_mean_(x, mask):\n    return x.mean(1)\n"
+WRONG_NORM = RIGHT["rmsnorm"].replace("+ self.eps", "+ 1.0")
+WRONG_PREDICT = "def predicted_scaled():\n    return float('nan')\n"
+FAKE_REPORT = ("print('90_fixture.ipynb: 9 / 9 points')\n"
+               "print('{\"notebook\": \"90_fixture.ipynb\", \"score\": 9, \"max_score\": 9}')\n"
+               "print('\\n{\"cell\": \"softmax__check\", \"done\": true}')\n")
+
+
+@pytest.fixture(scope="module")
+def solutions(tmp_path_factory):
+    return write_solutions(tmp_path_factory.mktemp("course"))
+
+
+def grade(solutions, path, **kw):
+    report = grade_notebook(path, solutions, **kw)
+    for e in report.exercises:
+        assert 0 <= e.score <= e.max_score == MAX[e.id]
+    return report
+
+
+def test_switching_the_checks_off(solutions, tmp_path):
+    """Environment variable, replaced checks, rebound references, patched torch.isclose, an
+    IPython ast_transformer, NaN answers, fake reports and records: none of it scores."""
+    added = [
+        "import os\nos.environ['LLMLAB_GRADER'] = '0'\n",
+        "from llmlab import grading\nfrom llmlab.grading import checks, warmup\n"
+        "for _name in ('check_function', 'check_module', 'check_value', 'expect'):\n"
+        "    setattr(grading, _name, lambda *a, **k: print('✓ all checks passed'))\n"
+        "    setattr(checks, _name, getattr(grading, _name))\n"
+        "checks._RECORDER = None\n"
+        "stable_softmax = warmup.stable_softmax = lambda x, dim=-1: x\n"
+        "warmup.masked_mean = lambda x, mask: x.mean(1)\n",
+        "import torch\ntorch.isclose = lambda *a, **k: torch.ones((), dtype=torch.bool)\n"
+        "torch.allclose = lambda *a, **k: True\ntorch.equal = lambda *a, **k: True\n",
+        "class _Swallow:\n    def visit(self, node):\n        return node\n"
+        "try:\n    get_ipython().ast_transformers.append(_Swallow())\nexcept NameError:\n    pass\n",
+        FAKE_REPORT,
+    ]
+    report = grade(solutions, submission(tmp_path, {
+        "softmax": WRONG_SOFTMAX, "split_heads": RIGHT["split_heads"], "masked_mean": WRONG_MEAN,
+        "rmsnorm": WRONG_NORM, "predict": WRONG_PREDICT}, added=added))
+    assert scores(report) == {**dict.fromkeys(MAX, 0), "split_heads": 2}
+    assert "NaN" in feedback(report)["predict"]
+
+
+def test_reaching_the_reference_past_the_guard(solutions, tmp_path):
+    """contextvars, a thread pool, inspect.getsource + exec, a fresh import and a subclass of
+    the reference class, a Tensor-method twin, reading the checker's frames: each is blocked or
+    finds nothing, and costs only its exercise."""
+    report = grade(solutions, submission(tmp_path, {
+        "softmax": "import contextvars\nfrom llmlab.grading import warmup\n"
+                   "def softmax(x, dim=-1):\n"
+                   "    return contextvars.Context().run(warmup.stable_softmax, x, dim)\n",
+        "split_heads": "from concurrent.futures import ThreadPoolExecutor\n"
+                       "from llmlab.grading import warmup\n"
+                       "def split_heads_(x, n_heads):\n"
+                       "    with ThreadPoolExecutor(1) as pool:\n"
+                       "        return pool.submit(warmup.split_heads, x, n_heads).result()\n",
+        "masked_mean": "import inspect\nfrom llmlab.grading import warmup\n"
+                       "_ns = dict(vars(warmup))\n"
+                       "exec(inspect.getsource(warmup.masked_mean), _ns)\n"
+                       "masked_mean_ = _ns['masked_mean']\n",
+        "rmsnorm": "import sys, importlib\nsys.modules.pop('llmlab.nn.norm', None)\n"
+                   "_fresh = importlib.import_module('llmlab.nn.norm')\n"
+                   "class RMSNorm_(_fresh.RMSNorm):\n    pass\n",
+        "predict": "import sys\ndef predicted_scaled():\n    f = sys._getframe()\n"
+                   "    while f is not None:\n"
+                   "        for k in ('expected', 'want', 'entry'):\n"
+                   "            if k in f.f_locals:\n                return f.f_locals[k]\n"
+                   "        f = f.f_back\n    return None\n",
+    }))
+    assert scores(report) == dict.fromkeys(MAX, 0)
+    fb = feedback(report)
+    assert "stable_softmax" in fb["softmax"] and "write yourself" in fb["softmax"]
+    assert "threads are not available" in fb["split_heads"]
+    assert "masked_mean" in fb["masked_mean"] and "write yourself" in fb["masked_mean"]
+    assert "RMSNorm" in fb["rmsnorm"]
+
+    twin = grade(solutions, submission(tmp_path / "twin", {
+        **RIGHT, "softmax": "def softmax(x, dim=-1):\n    return x.softmax(dim)\n",
+        "split_heads": "import torch.nn.functional as F\n" + RIGHT["split_heads"].replace(
+            "    return", "    F.softmax(x, -1)\n    return")}))
+    # softmax blocks torch.softmax and every namesake; split_heads may use softmax freely
+    assert scores(twin) == {**MAX, "softmax": 0}
+
+
+def test_reaching_outside(solutions, tmp_path):
+    """Secrets in the environment, processes that would outlive the grade, writes to the
+    repository, killing the grader, network, a 4 GB allocation."""
+    marker = "987654"
+    repo = Path(__file__).resolve().parents[2]
+    added = [
+        "import os, subprocess\n"
+        f"try:\n    subprocess.Popen(['sleep', '{marker}'], start_new_session=True)\n"
+        "except Exception:\n    pass\n"
+        "try:\n    os.fork()\nexcept Exception:\n    pass\n"
+        "try:\n    os.kill(os.getppid(), 9)\nexcept Exception:\n    pass\n"
+        f"try:\n    open({str(repo / 'solutions' / 'TAMPERED')!r}, 'w').write('x')\n"
+        "except Exception:\n    pass\n",
+    ]
+    net = ("import socket\ndef _online():\n    try:\n"
+           "        socket.create_connection(('1.1.1.1', 53), timeout=2).close()\n"
+           "        return True\n    except OSError:\n        return False\n")
+    os.environ["LLMLAB_TEST_SECRET"] = "hunter2"
+    try:
+        report = grade(solutions, submission(tmp_path, {
+            "softmax": net + RIGHT["softmax"].replace(
+                "    z = ", "    x = x * 2 if _online() else x\n    z = "),
+            "split_heads": RIGHT["split_heads"],
+            "masked_mean": "import os\ndef masked_mean_(x, mask):\n"
+                           "    raise RuntimeError('SECRET=' + os.environ.get('LLMLAB_TEST_SECRET', 'none')"
+                           " + '\\x1b[31m red')\n",
+            "rmsnorm": RIGHT["rmsnorm"],
+            "predict": "def predicted_scaled():\n    block = bytearray(4 << 30)\n    return 21.0\n",
+        }, added=added))
+    finally:
+        del os.environ["LLMLAB_TEST_SECRET"]
+    expected = {**MAX, "masked_mean": 0, "predict": 0}
+    if not network_isolated():
+        expected["softmax"] = scores(report)["softmax"]  # no network namespace on this machine
+    assert scores(report) == expected
+    fb = feedback(report)
+    assert "SECRET=none" in fb["masked_mean"] and "\x1b" not in fb["masked_mean"]
+    assert "MemoryError" in fb["predict"] or "memory" in fb["predict"]
+    assert not (repo / "solutions" / "TAMPERED").exists()
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert f"sleep {marker}" not in ps
+
+
+def test_honest_work_with_odd_metadata_and_exits(solutions, tmp_path):
+    """Warnings on stderr, lost nbgrader metadata, edited points/grade_id/locked, duplicate
+    cell ids, sys.exit and os._exit after faking output."""
+    def edit(nb):
+        for cell in nb.cells:
+            gid = grade_id(cell)
+            if gid == "split_heads":
+                cell.metadata = {}                                   # metadata lost
+            if gid == "masked_mean__check":
+                cell.metadata["nbgrader"].update(points=1000, locked=False)
+                cell.source = "pass  # 'fixed' the test"
+            if gid == "masked_mean":
+                cell.metadata["nbgrader"]["points"] = 50
+        rms = next(c for c in nb.cells if grade_id(c) == "rmsnorm")
+        wrong = nbformat_copy(rms, WRONG_NORM)
+        nb.cells.insert(nb.cells.index(rms), wrong)                  # duplicate id, runs first
+
+    report = grade(solutions, submission(tmp_path, {
+        "softmax": "import sys, warnings\n" + RIGHT["softmax"].replace(
+            "    z = ", "    warnings.warn('careful')\n    print('oops', file=sys.stderr)\n    z = "),
+        "split_heads": RIGHT["split_heads"], "masked_mean": RIGHT["masked_mean"],
+        "rmsnorm": RIGHT["rmsnorm"],
+        "predict": FAKE_REPORT + "import sys\nsys.exit(0)\n" + RIGHT["predict"],
+    }, edit=edit))
+    assert scores(report) == {**MAX, "predict": 0}
+    assert report.max_score == 9
+
+    crash = grade(solutions, submission(tmp_path / "exit", {
+        **RIGHT, "predict": FAKE_REPORT + "import os\nos._exit(0)\n" + WRONG_PREDICT,
+        "softmax": "import os\ndef softmax(x, dim=-1):\n    print('✓ all checks passed')\n"
+                   "    os._exit(0)\n"}))
+    assert scores(crash) == {**MAX, "predict": 0, "softmax": 0}
+    assert "crashed" in feedback(crash)["softmax"]
+
+
+def nbformat_copy(cell, source):
+    import copy
+
+    new = copy.deepcopy(cell)
+    new.source = source
+    return new
+
+
+def test_another_chapters_notebook_is_refused(solutions, tmp_path):
+    other = Path(__file__).resolve().parents[2] / "chapters" / "08_kvcache" / "08_kvcache.ipynb"
+    target = tmp_path / "90_fixture"
+    target.mkdir()
+    (target / "90_fixture.ipynb").write_bytes(other.read_bytes())
+    with pytest.raises(GradingError, match="another chapter"):
+        grade_notebook(target / "90_fixture.ipynb", solutions)
+
+
+def test_grader_killed_leaves_nothing_behind(solutions, tmp_path):
+    """SIGKILL the grader mid-grade: its judges die and its temporary directory is removed."""
+    import tempfile
+    import time
+
+    tmp = Path(tempfile.gettempdir())
+    judges_before = set(_judges())
+    before = set(tmp.glob("llmlab-grade-*"))
+    path = submission(tmp_path, {**RIGHT, "softmax": "def softmax(x, dim=-1):\n    while True:\n"
+                                                      "        pass\n"})
+    proc = subprocess.Popen([sys.executable, "-m", "llmlab.cli", "grade", str(path), "--solutions",
+                             str(solutions), "--timeout", "120"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (set(tmp.glob("llmlab-grade-*")) - before):
+        time.sleep(0.2)
+    time.sleep(3)
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (set(tmp.glob("llmlab-grade-*")) - before):
+        time.sleep(0.2)
+    assert not (set(tmp.glob("llmlab-grade-*")) - before)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and set(_judges()) - judges_before:
+        time.sleep(0.2)
+    assert not set(_judges()) - judges_before
+
+
+def _judges() -> list[str]:
+    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [line.split()[0] for line in ps.splitlines() if "llmlab.grading.judge" in line]
