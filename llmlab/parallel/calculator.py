@@ -12,7 +12,7 @@ Memory per GPU (bytes), mixed precision (bf16 weights and gradients, fp32 Adam: 
 
 Step time (seconds): compute ``6·N_active·tokens / (GPUs · peak · MFU)`` (8 instead of 6 with
 full recomputation), stretched by the pipeline bubble ``(m + p − 1) / m``, plus the α-β time of
-the data-parallel gradient all-reduce (not overlapped: an upper bound) and of the 4 tensor-parallel
+the data-parallel gradient all-reduce (×1.5 for ZeRO-3; not overlapped: an upper bound) and of the 4 tensor-parallel
 all-reduces per layer and micro-batch. Taught in chapter 04 (solutions/04_parallel).
 """
 
@@ -109,6 +109,8 @@ def step_time(m: ModelShape, plan: Plan, hw: Hardware = Hardware()) -> dict[str,
     pipeline = compute * (plan.n_micro + plan.pp - 1) / plan.n_micro
     grad_bytes = 2 * m.n_params / (plan.tp * plan.pp * plan.ep)
     dp_comm = ring_time("all_reduce", grad_bytes, plan.dp, hw.alpha, 1 / hw.inter_bw)
+    if plan.zero == 3:  # parameters gathered in forward and again in backward: 1.5x
+        dp_comm *= 1.5
     act = 2 * plan.micro_batch * plan.seq_len * m.d_model
     tp_comm = (4 * m.n_layer / plan.pp * plan.n_micro
                * ring_time("all_reduce", act, plan.tp, hw.alpha, 1 / hw.intra_bw))

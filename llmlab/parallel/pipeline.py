@@ -176,16 +176,16 @@ def run_schedule(stage: GPTStage, steps: list[Step], inputs: list[torch.Tensor],
     inputs/targets: the m micro-batches (used by the first / last stage); hidden_shape: the
     (micro_batch, seq, d_model) activation sent between stages. Gradients accumulate in the
     stage's parameters as for one backward of the mean loss over micro-batches. Returns
-    {"loss": mean loss (last stage) or None, "timeline": [(op, mb, start, end)] in seconds}.
+    {"loss": mean loss (last stage) or None, "timeline": [(op, mb, start, end)]} with times
+    from ``time.perf_counter()`` (one monotonic clock for every process of a machine).
     """
     rank = dist.get_rank(group)
     peer = (lambda r: dist.get_global_rank(group, r)) if group is not None else (lambda r: r)
     m = len(inputs)
     saved: dict[int, tuple[torch.Tensor | None, torch.Tensor]] = {}
     sends, losses, timeline = [], [], []
-    t0 = time.perf_counter()
     for st in steps:
-        start = time.perf_counter() - t0
+        start = time.perf_counter()
         if st.op == "F":
             if stage.is_first:
                 x = inputs[st.mb]
@@ -193,6 +193,7 @@ def run_schedule(stage: GPTStage, steps: list[Step], inputs: list[torch.Tensor],
                 x = torch.empty(hidden_shape)
                 dist.recv(x, peer(rank - 1), group=group)
                 x.requires_grad_(True)
+                start = time.perf_counter()  # waiting for the input is bubble, not work
             y = stage(x)
             if stage.is_last:
                 y = loss_fn(y, targets[st.mb]) / m
@@ -207,10 +208,11 @@ def run_schedule(stage: GPTStage, steps: list[Step], inputs: list[torch.Tensor],
             else:
                 g = torch.empty(hidden_shape)
                 dist.recv(g, peer(rank + 1), group=group)
+                start = time.perf_counter()
                 y.backward(g)
             if not stage.is_first:
                 sends.append(dist.isend(x.grad.contiguous(), peer(rank - 1), group=group))
-        timeline.append((st.op, st.mb, start, time.perf_counter() - t0))
+        timeline.append((st.op, st.mb, start, time.perf_counter()))
     for w in sends:
         w.wait()
     return {"loss": float(sum(losses)) if losses else None, "timeline": timeline}

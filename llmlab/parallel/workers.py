@@ -55,7 +55,7 @@ def my_slice(x: torch.Tensor, group=None) -> torch.Tensor:
 
 
 def max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    return max(float((a[k] - b[k]).abs().max()) for k in a)
+    return max(float((a[k] - b[k]).detach().abs().max()) for k in a)
 
 
 def params_of(model) -> dict[str, torch.Tensor]:
@@ -206,33 +206,51 @@ def _grads(model) -> dict[str, torch.Tensor]:
     return {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
 
 
+def _tp_vs_dense(dense, idx: torch.Tensor, tgt: torch.Tensor, sp: bool) -> tuple[float, float]:
+    """(|TP loss − dense loss|, largest gradient difference), dense grads already in ``dense``."""
+    rank, n = dist.get_rank(), dist.get_world_size()
+    ref = _grads(dense)
+    loss = dense.loss(idx, tgt).item()
+    tp = TensorParallelGPT(dense, sequence_parallel=sp)
+    tp.zero_grad()
+    tp_loss = tp.loss(idx, tgt)
+    tp_loss.backward()
+    tp.sync_replicated_grads()
+    worst = 0.0
+    for name, p in tp.model.named_parameters():
+        g = ref[name.replace(".module.", ".")]
+        if p.shape != g.shape:  # a shard: find which slice of the dense gradient it is
+            dim = 0 if p.shape[1] == g.shape[1] else 1
+            g = g.chunk(n, dim)[rank]
+        worst = max(worst, float((p.grad - g).abs().max()))
+    return abs(tp_loss.item() - loss), worst
+
+
 def tp_check() -> dict:
     """Megatron TP (with and without sequence parallelism) vs the dense model: loss, grads."""
-    rank, n = dist.get_rank(), dist.get_world_size()
     dense = tiny_gpt(tie_embeddings=False)
     idx, tgt = batch(0)
-    loss = dense.loss(idx, tgt)
-    loss.backward()
-    ref = _grads(dense)
+    dense.loss(idx, tgt).backward()
     out = {}
     for sp in (False, True):
-        tp = TensorParallelGPT(dense, sequence_parallel=sp)
-        tp.zero_grad()
-        tp_loss = tp.loss(idx, tgt)
-        tp_loss.backward()
-        tp.sync_replicated_grads()
-        worst = 0.0
-        for name, p in tp.model.named_parameters():
-            key = name.replace(".module.", ".")
-            g = ref[key]
-            if p.shape != g.shape:  # a shard: find which slice of the dense gradient it is
-                dim = 0 if p.shape[1] == g.shape[1] else 1
-                g = g.chunk(n, dim)[rank]
-            worst = max(worst, float((p.grad - g).abs().max()))
         tag = "sp" if sp else "tp"
-        out[f"{tag}_loss"] = abs(tp_loss.item() - loss.item())
-        out[f"{tag}_grad"] = worst
+        out[f"{tag}_loss"], out[f"{tag}_grad"] = _tp_vs_dense(dense, idx, tgt, sp)
     return out
+
+
+def tp_book_check(ids: list[list[int]]) -> dict:
+    """The book's model split over the ranks (heads, MLP units, vocabulary) on real token ids
+    (batch, seq + 1): loss and gradients vs the dense model."""
+    from llmlab.model import load_book_model
+
+    dense = load_book_model()[0].train()
+    data = torch.tensor(ids)
+    idx, tgt = data[:, :-1], data[:, 1:]
+    dense.loss(idx, tgt).backward()
+    loss_diff, grad_diff = _tp_vs_dense(dense, idx, tgt, sp=False)
+    return {"loss": dense.loss(idx, tgt).item(), "loss_diff": loss_diff, "grad_diff": grad_diff,
+            "params_here": sum(p.numel() for p in TensorParallelGPT(dense).parameters()),
+            "params_dense": dense.num_params()}
 
 
 def pipeline_check(n_micro: int = 4) -> dict:
@@ -282,7 +300,7 @@ def moe_check() -> dict:
             dist.all_reduce(g)
             key = name
         worst = max(worst, float((g - ref[key]).abs().max()))
-    return {"out": float((y_ep - my_slice(y)).abs().max()), "grad": worst}
+    return {"out": float((y_ep - my_slice(y)).detach().abs().max()), "grad": worst}
 
 
 def cp_check(seq: int = 16) -> dict:
@@ -329,3 +347,43 @@ def mesh_check(steps: int = 2) -> dict:
             r = r.chunk(2, dim)[mesh.tp_rank]
         worst = max(worst, float((p.detach() - r).abs().max()))
     return {"diff": worst, "dp_rank": mesh.dp_rank, "tp_rank": mesh.tp_rank}
+
+
+def ddp_step_time(overlap: bool, steps: int = 5, d_model: int = 128, n_layer: int = 4) -> float:
+    """Median seconds per DDP training step (forward, backward, gradient sync, AdamW)."""
+    import statistics
+    import time
+
+    model = DDP(tiny_gpt(d_model=d_model, n_layer=n_layer, n_head=4), bucket_bytes=1 << 16,
+                overlap=overlap)
+    opt = AdamW(model.parameters(), lr=1e-3)
+    times = []
+    for s in range(steps + 1):
+        idx, tgt = batch(s, size=8, seq=32)
+        dist.barrier()
+        start = time.perf_counter()
+        opt.zero_grad()
+        F.cross_entropy(model(my_slice(idx)).flatten(0, 1), my_slice(tgt).flatten()).backward()
+        model.finish_gradient_sync()
+        opt.step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])  # the first step warms up
+
+
+def pipeline_timeline(schedule: str, n_micro: int, d_model: int = 64) -> list:
+    """This rank's measured (op, mb, start, end) steps of one pipelined step (2 layers per
+    stage), times on the machine's monotonic clock."""
+    p = dist.get_world_size()
+    model = tiny_gpt(tie_embeddings=False, n_layer=2 * p, d_model=d_model)
+    idx, tgt = batch(0, size=2 * n_micro, seq=32)
+    stage = split_gpt(model, p)[dist.get_rank()]
+    run_schedule(stage, SCHEDULES[schedule](p, n_micro)[dist.get_rank()],
+                 list(idx.chunk(n_micro)), list(tgt.chunk(n_micro)),
+                 lambda y, t: F.cross_entropy(y.flatten(0, 1), t.flatten()),
+                 (2, 32, d_model))  # warm-up
+    dist.barrier()
+    res = run_schedule(stage, SCHEDULES[schedule](p, n_micro)[dist.get_rank()],
+                       list(idx.chunk(n_micro)), list(tgt.chunk(n_micro)),
+                       lambda y, t: F.cross_entropy(y.flatten(0, 1), t.flatten()),
+                       (2, 32, d_model))
+    return res["timeline"]
