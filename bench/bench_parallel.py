@@ -46,7 +46,8 @@ def row(measure: str, measured: float, formula: float, unit: str) -> dict:
 def byte_rows(size: dict) -> list[dict]:
     n = size["n_elements"]
     out = launch(W.collectives_check, 2, n)[0]
-    rows = [row(f"ring {op} bytes sent per rank ({n} fp32)", out[f"{op}_bytes"],
+    rows = [row(f"ring {op} bytes sent per rank ({n if op != 'all_gather' else 20} fp32)",
+                out[f"{op}_bytes"],
                 ring_bytes(op, (n if op != "all_gather" else 20) * 4, 2), "B")
             for op in ("all_reduce", "reduce_scatter", "all_gather")]
     z = launch(W.zero_check, 2, size["zero_steps"], False, True)[0]

@@ -12,8 +12,8 @@ Memory per GPU (bytes), mixed precision (bf16 weights and gradients, fp32 Adam: 
 
 Step time (seconds): compute ``6·N_active·tokens / (GPUs · peak · MFU)`` (8 instead of 6 with
 full recomputation), stretched by the pipeline bubble ``(m + p − 1) / m``, plus the α-β time of
-the data-parallel gradient all-reduce (×1.5 for ZeRO-3; not overlapped: an upper bound) and of the 4 tensor-parallel
-all-reduces per layer and micro-batch. Taught in chapter 04 (solutions/04_parallel).
+the data-parallel gradient all-reduce (×1.5 for ZeRO-3; not overlapped: an upper bound) and
+of the 4 tensor-parallel all-reduces per layer and micro-batch. Taught in chapter 04 (solutions/04_parallel).
 """
 
 from __future__ import annotations

@@ -139,6 +139,15 @@ def _state_tensors(model, opt) -> list[torch.Tensor]:
             + [v for st in opt.state.values() for v in st.values()])
 
 
+def train_sliced(model, opt, steps: int) -> None:
+    """``steps`` optimizer steps of ``model`` on this rank's slice of each global batch."""
+    for s in range(steps):
+        idx, tgt = batch(s)
+        opt.zero_grad()
+        F.cross_entropy(model(my_slice(idx)).flatten(0, 1), my_slice(tgt).flatten()).backward()
+        opt.step()
+
+
 def fail_on_rank(bad_rank: int = 1) -> None:
     """Rank ``bad_rank`` raises; the others wait in an all-reduce it never joins. ``launch``
     must fail with that rank's ValueError, not hang."""
@@ -167,11 +176,7 @@ def zero_check(steps: int = 3, fsdp: bool = True, ring: bool = False) -> dict:
         else:
             run = zero3(model)
             opt = AdamW(run.parameters(), lr=1e-2, weight_decay=0.1)
-        for s in range(steps):
-            idx, tgt = batch(s)
-            opt.zero_grad()
-            F.cross_entropy(run(my_slice(idx)).flatten(0, 1), my_slice(tgt).flatten()).backward()
-            opt.step()
+        train_sliced(run, opt, steps)
         if stage < 3:
             got = params_of(model)
             out["held"][stage] = held_bytes(_state_tensors(model, opt.optimizer) + [
@@ -191,12 +196,7 @@ def zero_check(steps: int = 3, fsdp: bool = True, ring: bool = False) -> dict:
         for block in model.blocks:
             fully_shard(block)
         fully_shard(model)
-        opt = AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
-        for s in range(steps):
-            idx, tgt = batch(s)
-            opt.zero_grad()
-            F.cross_entropy(model(my_slice(idx)).flatten(0, 1), my_slice(tgt).flatten()).backward()
-            opt.step()
+        train_sliced(model, AdamW(model.parameters(), lr=1e-2, weight_decay=0.1), steps)
         got = {k: v.full_tensor() for k, v in model.named_parameters()}
         out["diff"]["fsdp2"] = max_diff(got, {k: ref[k] for k in got})
     return out
