@@ -16,7 +16,7 @@ from typing import Any
 
 _CHOICES = {
     "norm": ("layernorm", "rmsnorm"),
-    "mlp": ("gelu", "swiglu"),
+    "mlp": ("gelu", "swiglu", "moe"),  # "moe" is built by llmlab.parallel (chapter 04)
     "position": ("learned", "rope"),
     "rope_layout": ("half", "interleaved"),
     "attention": ("gqa", "mla"),
@@ -47,7 +47,8 @@ class GPTConfig:
     ``n_kv_head`` defaults to ``n_head`` (multi-head attention); ``d_head`` to
     ``d_model // n_head``; ``d_ff`` to ``4 * d_model`` for GELU and to ``8/3 * d_model`` rounded
     up to a multiple of 64 for SwiGLU (equal FLOPs). ``attention_options`` holds extra keyword
-    arguments of attention variants (e.g. the latent sizes of ``"mla"``, chapter 03).
+    arguments of attention variants (e.g. the latent sizes of ``"mla"``, chapter 03);
+    ``mlp_options`` those of registered MLP kinds (``"moe"``: ``llmlab.parallel.MoE``, chapter 04).
     """
 
     vocab_size: int = 4096
@@ -65,6 +66,7 @@ class GPTConfig:
     rope_layout: str = "half"
     attention: str = "gqa"
     attention_options: dict[str, Any] = field(default_factory=dict)
+    mlp_options: dict[str, Any] = field(default_factory=dict)  # e.g. MoE experts (chapter 04)
     tie_embeddings: bool = True
     bias: bool = False
     norm_eps: float = 1e-6

@@ -26,12 +26,24 @@ def make_norm(kind: str, d: int, eps: float, bias: bool = True) -> nn.Module:
     raise ValueError(f"unknown norm {kind!r}; expected 'layernorm' or 'rmsnorm'")
 
 
+# MLP kinds that later chapters' packages add (``register_mlp``): kind -> factory(config).
+# ``llmlab.parallel`` registers "moe"; nn and model never import it.
+MLP_FACTORIES: dict = {}
+
+
+def register_mlp(kind: str, factory) -> None:
+    """Let ``GPTConfig(mlp=kind)`` build ``factory(config)`` as each block's MLP."""
+    MLP_FACTORIES[kind] = factory
+
+
 def make_mlp(kind: str, d_model: int, d_ff: int, bias: bool) -> nn.Module:
     """``"gelu"`` -> GeluMLP, ``"swiglu"`` -> SwiGLU."""
     if kind == "gelu":
         return GeluMLP(d_model, d_ff, bias=bias)
     if kind == "swiglu":
         return SwiGLU(d_model, d_ff, bias=bias)
+    if kind == "moe":
+        raise ValueError("mlp='moe' is registered by llmlab.parallel: import llmlab.parallel first")
     raise ValueError(f"unknown mlp {kind!r}; expected 'gelu' or 'swiglu'")
 
 
@@ -61,7 +73,8 @@ class TransformerBlock(nn.Module):
         self.norm1 = make_norm(config.norm, config.d_model, config.norm_eps, config.bias)
         self.attn = make_attention(config, rope)
         self.norm2 = make_norm(config.norm, config.d_model, config.norm_eps, config.bias)
-        self.mlp = make_mlp(config.mlp, config.d_model, config.d_ff, config.bias)
+        self.mlp = (MLP_FACTORIES[config.mlp](config) if config.mlp in MLP_FACTORIES else
+                    make_mlp(config.mlp, config.d_model, config.d_ff, config.bias))
 
     def forward(
         self,
