@@ -2,13 +2,20 @@
 models loaded with ``llmlab.model.from_hf``.
 
 One file per method, named after it: ``lora`` (LoRA, rsLoRA, LoRA+), ``dora``, ``ia3``,
-``bitfit``, ``prompt_tuning``, ``prefix_tuning`` (prefix tuning and P-tuning v2, through the
-KV cache of chapter 08), ``adapters`` (bottleneck adapters), ``multi_lora`` (one batch, many
-adapters), ``galore`` (low-rank projected Adam for full training); ``memory`` counts what each
-trains and needs; ``io`` saves adapters only; ``interop`` exchanges them with Hugging Face
-``peft``. Taught in chapter 05 (solutions/05_peft).
+``adalora`` (SVD form, rank budget), ``bitfit``, ``prompt_tuning``, ``prefix_tuning`` (prefix
+tuning and P-tuning v2, through the KV cache of chapter 08), ``adapters`` (bottleneck
+adapters), ``multi_lora`` (one batch, many adapters), ``galore`` (low-rank projected Adam for
+full training); ``memory`` counts what each trains and needs; ``io`` saves adapters only;
+``interop`` exchanges them with Hugging Face ``peft``. Taught in chapter 05 (solutions/05_peft).
 """
 
+from llmlab.peft.adalora import (
+    RankAllocator,
+    SVDLinear,
+    apply_adalora,
+    budget_schedule,
+    orthogonal_regularization,
+)
 from llmlab.peft.adapters import AdapterWrapped, BottleneckAdapter, apply_adapters
 from llmlab.peft.bitfit import apply_bitfit
 from llmlab.peft.dora import DoRALinear, dora_forward
@@ -60,13 +67,17 @@ __all__ = [
     "PrefixTuning",
     "PromptEmbedding",
     "PromptTuning",
+    "RankAllocator",
+    "SVDLinear",
     "adapter_ids",
     "adapter_state_dict",
+    "apply_adalora",
     "apply_adapters",
     "apply_bitfit",
     "apply_ia3",
     "apply_lora",
     "apply_multi_lora",
+    "budget_schedule",
     "count_trainable",
     "dora_forward",
     "finetune_memory",
@@ -86,6 +97,7 @@ __all__ = [
     "merge_and_unload",
     "multi_lora_forward",
     "name_matches",
+    "orthogonal_regularization",
     "prefill_cache",
     "replace_modules",
     "save_adapter",

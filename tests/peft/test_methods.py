@@ -187,3 +187,43 @@ def test_calculator_on_real_configs():
     assert peft.finetune_memory(llama, "galore")["optimizer"] < full["optimizer"]
     with pytest.raises(ValueError, match="unknown method"):
         peft.trainable_params(llama, "lorra")
+
+
+def test_adalora_budget_schedule_and_masking():
+    assert peft.budget_schedule(0, 48, 16, 100, 10, 20) == 48
+    assert peft.budget_schedule(85, 48, 16, 100, 10, 20) == 16
+    assert peft.budget_schedule(45, 48, 16, 100, 10, 20) == 16 + int(32 * 0.5 ** 3)
+    model = peft.apply_adalora(tiny_model("llama"), r=4, alpha=8)
+    randomize(model)
+    alloc = peft.RankAllocator(model, target_rank=2, total_steps=10, warmup=0, final=2)
+    x = ids()
+    for step in range(1, 10):
+        model.zero_grad()
+        loss = model.loss(x[:, :-1], x[:, 1:]) + 0.1 * peft.orthogonal_regularization(model)
+        loss.backward()
+        budget = alloc.step(step)
+        kept = sum(alloc.ranks().values())
+        assert kept <= budget
+        if step == 9:
+            assert kept == budget == 8  # 4 layers x target rank 2
+    # what survives is what scores highest, across layers
+    with torch.no_grad():
+        for m in alloc.layers.values():
+            m.lora_E.fill_(1.0)
+    names = list(alloc.layers)
+    scores = {n: torch.tensor([0.1, 5.0, 0.2, 0.3]) if i == 0 else torch.tensor([1.0, 2.0, 3.0, 4.0])
+              for i, n in enumerate(names)}
+    alloc.mask(scores, budget=7)  # keeps 5.0 and the 2.0, 3.0, 4.0 of the other three layers
+    assert alloc.ranks() == {n: 1 if i == 0 else 2 for i, n in enumerate(names)}
+    assert alloc.layers[names[0]].lora_E[1] == 1.0
+
+
+def test_adalora_importance_is_smoothed_sensitivity_times_uncertainty():
+    model = peft.apply_adalora(tiny_model("llama"), r=2, target_modules=("q_proj",))
+    alloc = peft.RankAllocator(model, target_rank=1, total_steps=10, beta1=0.5, beta2=0.5)
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    p.grad = torch.tensor([3.0, 1.0])
+    s1 = alloc.score(p)  # I = [3, 2]; Ī = [1.5, 1]; Ū = 0.5 |I - Ī| = [0.75, 0.5]
+    torch.testing.assert_close(s1, torch.tensor([1.125, 0.5]))
+    with pytest.raises(ValueError, match="SVDLinear"):
+        peft.RankAllocator(tiny_model(), target_rank=1, total_steps=10)

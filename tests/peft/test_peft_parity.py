@@ -174,3 +174,23 @@ def test_unsupported_exports_raise():
         peft.to_peft_state_dict(gpt2)
     with pytest.raises(ValueError, match="does not name"):
         peft.from_peft_state_dict(peft.apply_lora(from_hf(hf_llama())), {"x.lora_A.weight": torch.zeros(1)})
+
+
+def test_adalora_forward_matches_peft():
+    hf = hf_llama()
+    ours = peft.apply_adalora(from_hf(hf).eval(), r=4, alpha=8, target_modules=("q_proj", "v_proj"))
+    pm = hf_peft.get_peft_model(hf, hf_peft.AdaLoraConfig(init_r=4, target_r=2, lora_alpha=8,
+                                                          target_modules=["q_proj", "v_proj"],
+                                                          total_step=100)).eval()
+    randomize(pm, seed=5)
+    names = peft.hf_module_names(ours.config)
+    for o_name in ("blocks.0.attn.q_proj", "blocks.1.attn.v_proj", "blocks.0.attn.v_proj",
+                   "blocks.1.attn.q_proj"):
+        t = pm.base_model.model.get_submodule(names[o_name])
+        m = ours.get_submodule(o_name)
+        with torch.no_grad():
+            for p in ("lora_A", "lora_B", "lora_E"):
+                getattr(m, p).copy_(getattr(t, p)["default"].reshape(getattr(m, p).shape))
+    x, _ = batch()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), pm(input_ids=x).logits, rtol=1e-4, atol=1e-4)
