@@ -4,9 +4,10 @@ models loaded with ``llmlab.model.from_hf``.
 One file per method, named after it: ``lora`` (LoRA, rsLoRA, LoRA+), ``dora``, ``ia3``,
 ``adalora`` (SVD form, rank budget), ``bitfit``, ``prompt_tuning``, ``prefix_tuning`` (prefix
 tuning and P-tuning v2, through the KV cache of chapter 08), ``adapters`` (bottleneck
-adapters), ``multi_lora`` (one batch, many adapters), ``galore`` (low-rank projected Adam for
-full training); ``memory`` counts what each trains and needs; ``io`` saves adapters only;
-``interop`` exchanges them with Hugging Face ``peft``. Taught in chapter 05 (solutions/05_peft).
+adapters), ``multi_lora`` (one batch, many adapters), ``qlora`` (LoRA on an NF4 base),
+``galore`` (low-rank projected Adam for full training); ``memory`` counts what each trains and
+needs; ``io`` saves adapters only; ``interop`` exchanges them with Hugging Face ``peft``.
+Taught in chapter 05 (solutions/05_peft).
 """
 
 from llmlab.peft.adalora import (
@@ -51,6 +52,7 @@ from llmlab.peft.multi_lora import (
 )
 from llmlab.peft.prefix_tuning import PrefixTuning, prefill_cache
 from llmlab.peft.prompt_tuning import PromptEmbedding, PromptTuning
+from llmlab.peft.qlora import NF4Linear, apply_qlora, merge_qlora, quantize_linears
 
 __all__ = [
     "ALL_LINEAR",
@@ -64,6 +66,7 @@ __all__ = [
     "LoRAConfig",
     "LoRALinear",
     "MultiLoRALinear",
+    "NF4Linear",
     "PrefixTuning",
     "PromptEmbedding",
     "PromptTuning",
@@ -77,6 +80,7 @@ __all__ = [
     "apply_ia3",
     "apply_lora",
     "apply_multi_lora",
+    "apply_qlora",
     "budget_schedule",
     "count_trainable",
     "dora_forward",
@@ -95,10 +99,12 @@ __all__ = [
     "loraplus_param_groups",
     "merge",
     "merge_and_unload",
+    "merge_qlora",
     "multi_lora_forward",
     "name_matches",
     "orthogonal_regularization",
     "prefill_cache",
+    "quantize_linears",
     "replace_modules",
     "save_adapter",
     "targets",

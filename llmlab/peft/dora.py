@@ -61,6 +61,7 @@ class DoRALinear(LoRALinear):
 
     @torch.no_grad()
     def merge(self) -> None:
+        self._check_mergeable()
         if not self.merged:
             scale = self.norm_scale()
             w = self.base.weight

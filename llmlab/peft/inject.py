@@ -31,12 +31,20 @@ def name_matches(name: str, patterns: Iterable[str]) -> bool:
     return False
 
 
+def is_kind(module: nn.Module, kinds: tuple[type, ...] | None) -> bool:
+    """``module`` is of a type in ``kinds`` (None: any). A module class that declares
+    ``linear_like = True`` (a quantized linear, ``llmlab.peft.qlora.NF4Linear``) counts as linear."""
+    if kinds is None or isinstance(module, kinds):
+        return True
+    return Linear in kinds and getattr(type(module), "linear_like", False)
+
+
 def targets(model: nn.Module, patterns: Iterable[str],
             kinds: tuple[type, ...] | None = LINEAR_TYPES) -> list[str]:
     """Names of the modules of ``model`` matching ``patterns`` (and of a type in ``kinds``)."""
     patterns = [patterns] if isinstance(patterns, str) else list(patterns)
     return [n for n, m in model.named_modules()
-            if n and name_matches(n, patterns) and (kinds is None or isinstance(m, kinds))]
+            if n and name_matches(n, patterns) and is_kind(m, kinds)]
 
 
 def replace_modules(model: nn.Module, patterns: Iterable[str],

@@ -120,9 +120,15 @@ class LoRALinear(nn.Module):
     @torch.no_grad()
     def merge(self) -> None:
         """W <- W + s B A (inference then costs nothing extra)."""
+        self._check_mergeable()
         if not self.merged:
             self.base.weight += self.delta_weight().to(self.base.weight.dtype)
             self.merged = True
+
+    def _check_mergeable(self) -> None:
+        if not isinstance(self.base.weight, nn.Parameter):
+            raise ValueError("the base weight is not a float parameter (quantized?): merge it "
+                             "with llmlab.peft.qlora.merge_qlora instead")
 
     @torch.no_grad()
     def unmerge(self) -> None:
