@@ -1,0 +1,196 @@
+"""Parity with Hugging Face ``peft`` on tiny random ``transformers`` models (offline).
+
+Same base weights and same adapter weights must give the same logits and the same adapter
+gradients, and adapters move both ways: peft -> llmlab (``from_peft_state_dict``) and
+llmlab -> peft (``to_peft_state_dict`` + ``peft.set_peft_model_state_dict``).
+"""
+
+from __future__ import annotations
+
+import peft as hf_peft
+import pytest
+import torch
+import transformers
+
+from llmlab import peft
+from llmlab.model import from_hf
+from tests.peft.conftest import randomize
+
+pytestmark = pytest.mark.parity
+VOCAB = 97
+
+
+def hf_llama() -> transformers.LlamaForCausalLM:
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=48,
+                                   num_hidden_layers=2, num_attention_heads=4,
+                                   num_key_value_heads=2, max_position_embeddings=64)
+    return transformers.LlamaForCausalLM(cfg).eval()
+
+
+def hf_gpt2() -> transformers.GPT2LMHeadModel:
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=64)
+    return transformers.GPT2LMHeadModel(cfg).eval()
+
+
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.randint(0, VOCAB, (2, 9), generator=torch.Generator().manual_seed(1))
+    return x[:, :-1], x[:, 1:]
+
+
+def ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+
+def pair(make_hf, hf_config, apply_ours):
+    """(peft model with random adapter weights, llmlab model loaded with the same adapter)."""
+    hf = make_hf()
+    ours = apply_ours(from_hf(hf).eval())
+    pm = hf_peft.get_peft_model(hf, hf_config).eval()
+    randomize(pm, seed=5)
+    peft.from_peft_state_dict(ours, hf_peft.get_peft_model_state_dict(pm))
+    return pm, ours
+
+
+def assert_same_forward_and_grads(pm, ours, module_params, n_virtual=0):
+    x, y = batch()
+    theirs = pm(input_ids=x).logits[:, n_virtual:]
+    mine = ours(x)
+    torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-4)
+    with pm.disable_adapter(), torch.no_grad():
+        base = pm(input_ids=x).logits
+    assert (base - theirs.detach()).abs().max() > 1e-2, "the adapter should change the output"
+    ce(theirs, y).backward()
+    ce(mine, y).backward()
+    inner = ours.model if hasattr(ours, "prefix") or hasattr(ours, "n_virtual") else ours
+    compared = 0
+    for o_name, h_name in peft.hf_module_names(inner.config).items():
+        for ours_p, theirs_p in module_params:
+            try:
+                t = pm.base_model.model.get_submodule(h_name)
+            except AttributeError:
+                continue
+            if not hasattr(t, theirs_p.split(".")[0]) or not getattr(t, theirs_p.split(".")[0]):
+                continue
+            g_theirs = t.get_parameter(theirs_p).grad
+            g_ours = getattr(inner.get_submodule(o_name), ours_p).grad
+            torch.testing.assert_close(g_ours.reshape(g_theirs.shape), g_theirs, rtol=1e-4,
+                                       atol=1e-5, msg=f"{o_name}.{ours_p}")
+            compared += 1
+    assert compared or not module_params
+
+
+LORA_PARAMS = [("lora_A", "lora_A.default.weight"), ("lora_B", "lora_B.default.weight")]
+DORA_PARAMS = LORA_PARAMS + [("lora_magnitude", "lora_magnitude_vector.default.weight")]
+
+
+@pytest.mark.parametrize("rslora", [False, True])
+def test_lora_llama(rslora):
+    targets = list(peft.ALL_LINEAR)
+    pm, ours = pair(hf_llama, hf_peft.LoraConfig(r=4, lora_alpha=8, target_modules=targets,
+                                                 use_rslora=rslora),
+                    lambda m: peft.apply_lora(m, peft.LoRAConfig(r=4, alpha=8, use_rslora=rslora,
+                                                                 target_modules=tuple(targets))))
+    assert_same_forward_and_grads(pm, ours, LORA_PARAMS)
+
+
+def test_dora_llama():
+    targets = ["q_proj", "v_proj", "down_proj"]
+    pm, ours = pair(hf_llama, hf_peft.LoraConfig(r=4, lora_alpha=8, target_modules=targets,
+                                                 use_dora=True),
+                    lambda m: peft.apply_lora(m, peft.LoRAConfig(r=4, alpha=8, use_dora=True,
+                                                                 target_modules=tuple(targets))))
+    assert_same_forward_and_grads(pm, ours, DORA_PARAMS)
+
+
+def test_lora_gpt2_conv1d():
+    pm, ours = pair(hf_gpt2, hf_peft.LoraConfig(r=4, lora_alpha=16, target_modules=["c_proj", "c_fc"],
+                                                fan_in_fan_out=True),
+                    lambda m: peft.apply_lora(m, peft.LoRAConfig(
+                        r=4, alpha=16, target_modules=("o_proj", "mlp.fc", "mlp.proj"))))
+    assert_same_forward_and_grads(pm, ours, LORA_PARAMS)
+
+
+def test_ia3_llama():
+    pm, ours = pair(hf_llama, hf_peft.IA3Config(target_modules=["k_proj", "v_proj", "down_proj"],
+                                                feedforward_modules=["down_proj"]), peft.apply_ia3)
+    assert_same_forward_and_grads(pm, ours, [("ia3_l", "ia3_l.default")])
+
+
+def test_prefix_tuning_llama():
+    pm, ours = pair(hf_llama, hf_peft.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3),
+                    lambda m: peft.PrefixTuning(m, n_virtual=3))
+    assert_same_forward_and_grads(pm, ours, [])
+    g = pm.prompt_encoder["default"].embedding.weight.grad  # (P, L*2*H*D)
+    L, two, P, H, D = ours.prefix.shape
+    torch.testing.assert_close(ours.prefix.grad, g.view(P, L, two, H, D).permute(1, 2, 0, 3, 4),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_prompt_tuning_llama():
+    pm, ours = pair(hf_llama, hf_peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3),
+                    lambda m: peft.PromptTuning(m, n_virtual=3))
+    assert_same_forward_and_grads(pm, ours, [], n_virtual=3)
+    torch.testing.assert_close(ours.model.tok_emb.prompt.grad,
+                               pm.prompt_encoder["default"].embedding.weight.grad,
+                               rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["lora", "dora", "ia3", "prefix"])
+def test_llmlab_adapters_load_into_peft(method):
+    configs = {
+        "lora": (hf_peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "o_proj"]),
+                 lambda m: peft.apply_lora(m, peft.LoRAConfig(r=4, alpha=8,
+                                                              target_modules=("q_proj", "o_proj")))),
+        "dora": (hf_peft.LoraConfig(r=4, lora_alpha=8, target_modules=["k_proj"], use_dora=True),
+                 lambda m: peft.apply_lora(m, peft.LoRAConfig(r=4, alpha=8, target_modules=("k_proj",),
+                                                              use_dora=True))),
+        "ia3": (hf_peft.IA3Config(target_modules=["k_proj", "v_proj", "down_proj"],
+                                  feedforward_modules=["down_proj"]), peft.apply_ia3),
+        "prefix": (hf_peft.PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3),
+                   lambda m: peft.PrefixTuning(m, n_virtual=3)),
+    }
+    hf_config, apply = configs[method]
+    hf = hf_llama()
+    ours = apply(from_hf(hf).eval())
+    randomize(ours, seed=7)
+    pm = hf_peft.get_peft_model(hf, hf_config).eval()
+    result = hf_peft.set_peft_model_state_dict(pm, peft.to_peft_state_dict(ours))
+    assert set(result.unexpected_keys) <= {"prompt_embeddings"}  # peft loads that one itself
+    x, _ = batch()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), pm(input_ids=x).logits, rtol=1e-4, atol=1e-5)
+    # and back: the exported file, re-imported, gives the same tensors
+    again = apply(from_hf(hf_llama()).eval())
+    peft.from_peft_state_dict(again, hf_peft.get_peft_model_state_dict(pm))
+    for (n, a), b in zip(peft.adapter_state_dict(ours).items(), peft.adapter_state_dict(again).values()):
+        torch.testing.assert_close(a, b, msg=n)
+
+
+def test_unsupported_exports_raise():
+    gpt2 = peft.apply_lora(from_hf(hf_gpt2()), peft.LoRAConfig(target_modules=("q_proj",)))
+    with pytest.raises(ValueError, match="no peft counterpart"):
+        peft.to_peft_state_dict(gpt2)
+    with pytest.raises(ValueError, match="does not name"):
+        peft.from_peft_state_dict(peft.apply_lora(from_hf(hf_llama())), {"x.lora_A.weight": torch.zeros(1)})
+
+
+def test_adalora_forward_matches_peft():
+    hf = hf_llama()
+    ours = peft.apply_adalora(from_hf(hf).eval(), r=4, alpha=8, target_modules=("q_proj", "v_proj"))
+    pm = hf_peft.get_peft_model(hf, hf_peft.AdaLoraConfig(init_r=4, target_r=2, lora_alpha=8,
+                                                          target_modules=["q_proj", "v_proj"],
+                                                          total_step=100)).eval()
+    randomize(pm, seed=5)
+    names = peft.hf_module_names(ours.config)
+    for o_name in ("blocks.0.attn.q_proj", "blocks.1.attn.v_proj", "blocks.0.attn.v_proj",
+                   "blocks.1.attn.q_proj"):
+        t = pm.base_model.model.get_submodule(names[o_name])
+        m = ours.get_submodule(o_name)
+        with torch.no_grad():
+            for p in ("lora_A", "lora_B", "lora_E"):
+                getattr(m, p).copy_(getattr(t, p)["default"].reshape(getattr(m, p).shape))
+    x, _ = batch()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), pm(input_ids=x).logits, rtol=1e-4, atol=1e-4)
