@@ -19,6 +19,7 @@ Log-probabilities are sums over the response tokens. Taught in chapter 06 (solut
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 import torch.nn.functional as F
@@ -67,7 +68,8 @@ def train_dpo(policy: torch.nn.Module, pairs: list, eval_pairs: list, pad_id: in
               beta: float = 0.1, lr: float = 1e-4, batch_size: int = 8, label_smoothing: float = 0.0,
               seed: int = 0, progress=None) -> list[dict[str, float]]:
     """DPO against a frozen copy of ``policy``; logs loss, implicit reward margin and win rate
-    (fraction of held-out pairs whose chosen implicit reward beats the rejected) per step."""
+    (fraction of held-out pairs whose chosen implicit reward beats the rejected, strictly) before
+    training and after each step (``steps + 1`` entries)."""
     ref = copy.deepcopy(policy).eval().requires_grad_(False)
     with torch.no_grad():
         ref_c, ref_r = preference_log_probs(ref, pairs, pad_id)
@@ -75,6 +77,15 @@ def train_dpo(policy: torch.nn.Module, pairs: list, eval_pairs: list, pad_id: in
     opt = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(seed)
     history = []
+
+    def log(loss: float, train_margin: float) -> None:
+        with torch.no_grad():
+            ec, er = preference_log_probs(policy, eval_pairs, pad_id)
+            margin = beta * ((ec - ref_ec) - (er - ref_er))
+        history.append({"loss": loss, "train_margin": train_margin, "eval_margin": float(margin.mean()),
+                        "win_rate": float((margin > 0).float().mean())})
+
+    log(math.log(2), 0.0)  # before training: policy = reference, every margin 0
     for _ in progress(range(steps)) if progress else range(steps):
         i = torch.randint(len(pairs), (batch_size,), generator=g)
         pc, pr = preference_log_probs(policy, [pairs[j] for j in i.tolist()], pad_id)
@@ -82,9 +93,5 @@ def train_dpo(policy: torch.nn.Module, pairs: list, eval_pairs: list, pad_id: in
         opt.zero_grad()
         losses.mean().backward()
         opt.step()
-        with torch.no_grad():
-            ec, er = preference_log_probs(policy, eval_pairs, pad_id)
-            margin = beta * ((ec - ref_ec) - (er - ref_er))
-        history.append({"loss": float(losses.mean()), "train_margin": float((rc - rr).mean()),
-                        "eval_margin": float(margin.mean()), "win_rate": float((margin > 0).float().mean())})
+        log(float(losses.detach().mean()), float((rc - rr).mean()))
     return history

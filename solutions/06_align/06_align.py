@@ -222,8 +222,8 @@ print(f"SFT loss on assistant tokens: {sft_losses[0]:.2f} -> {sft_losses[-1]:.2f
 
 # %%
 texts = [p.read_text(encoding="utf-8") for p in stdlib_files()[:40]]
-pairs = al.code_preference_pairs(tok, texts, 96, prompt_len=12, response_len=12, seed=0)
-train_pairs, held_out = pairs[:64], pairs[64:]
+pairs = al.code_preference_pairs(tok, texts, 320, prompt_len=12, response_len=6, seed=0)
+train_pairs, held_out = pairs[:256], pairs[256:]
 p, c, r = held_out[0]
 print("prompt:  ", repr(tok.decode(p)))
 print("chosen:  ", repr(tok.decode(c)))
@@ -295,12 +295,15 @@ torch.manual_seed(0)
 rm = al.ScalarHeadModel(base)
 acc_before = held_out_accuracy(rm)
 rm_losses = al.train_reward_model(rm, [p + c for p, c, _ in train_pairs], [p + r for p, _, r in train_pairs],
-                                  EOS, steps=25, batch_size=16, lr=1e-3, progress=tqdm)
+                                  EOS, steps=30, batch_size=16, lr=3e-4, progress=tqdm)
 print(f"held-out accuracy: {acc_before:.2f} before -> {held_out_accuracy(rm):.2f} after "
       f"({len(held_out)} pairs); loss {rm_losses[0]:.2f} -> {rm_losses[-1]:.2f}")
 
 # %% [markdown]
-# (Before training every score is equal, and a tie counts as wrong: accuracy 0.)
+# (Before training every score is equal, and a tie counts as wrong: accuracy 0.) Judging
+# whether six tokens are shuffled from one number at the last position is not easy for a
+# 3 M-parameter trunk after 30 steps; production reward models reach roughly 65–75% on human
+# preference data, where labellers themselves agree about as often.
 #
 # ## 3. Policy gradients: a bandit, REINFORCE and a baseline
 #
@@ -341,11 +344,13 @@ def bandit_run(baseline: bool, steps: int = 150, batch: int = 8, seed: int = 0):
 no_base, var_no = bandit_run(False)
 with_base, var_b = bandit_run(True)
 print(f"expected reward after 150 steps: {no_base[-1]:.2f} without a baseline, {with_base[-1]:.2f} with one "
-      f"(best arm 0.80); gradient variance {var_no:.1f} vs {var_b:.2f}")
+      f"(best arm 0.80); variance of the per-sample gradient {var_no:.1f} vs {var_b:.2f}")
 
 # %% [markdown]
 # Same expected gradient, far less variance: with every reward near 5, the unbaselined estimate
 # pushes *every* sampled arm up, and only the small differences between pushes carry signal.
+# On this easy bandit both runs still get there; on a language model, where one sample is one
+# sequence and the batch is small, that variance is the difference between learning and not.
 #
 # ## 4. PPO for language models
 #
