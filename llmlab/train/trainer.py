@@ -88,6 +88,11 @@ class Trainer:
         c = self.config
         return cosine_lr(step, c.lr, c.warmup_steps, c.max_steps, c.lr * c.min_lr_ratio)
 
+    def compute_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The training objective of one micro-batch (next-token cross-entropy; subclasses such as
+        chapter 07's distillation trainer change it)."""
+        return fast_cross_entropy(self.model(x), y)
+
     def train_step(self) -> dict:
         """One optimizer step over ``grad_accum`` micro-batches. Returns loss, grad_norm, lr."""
         c, model = self.config, self.model
@@ -99,8 +104,7 @@ class Trainer:
         for _ in range(c.grad_accum):
             x, y = random_windows(self.train_tokens, c.batch_size, self.seq_len, self.generator)
             with autocast(c.precision):
-                logits = model(x)
-            loss = fast_cross_entropy(logits, y) / c.grad_accum
+                loss = self.compute_loss(x, y) / c.grad_accum
             loss.backward()
             loss_sum += loss.item()
         grad_norm = clip_grad_norm(model.parameters(), c.grad_clip).item()
