@@ -79,11 +79,11 @@ def throughput_rows(size: dict) -> list[dict]:
     for batch in (1, 64):
         x = torch.randn(batch, d)
         with torch.no_grad():
-            t = {"fp32": measure(lambda: lin(x), size["repeat"]),
-                 "bf16": measure(lambda: bf16(x.bfloat16()), size["repeat"]),
-                 "torchao int8 weight-only": measure(lambda: ao(x), size["repeat"])}
+            t = {"fp32": measure(lambda x=x: lin(x), size["repeat"]),
+                 "bf16": measure(lambda x=x: bf16(x.bfloat16()), size["repeat"]),
+                 "torchao int8 weight-only": measure(lambda x=x: ao(x), size["repeat"])}
             for name, layer in layers.items():
-                t[name] = measure(lambda layer=layer: layer(x), size["repeat"])
+                t[name] = measure(lambda layer=layer, x=x: layer(x), size["repeat"])
         for name in layers:
             rows.append({"measure": f"{name} matmul, {d}x{d}, batch {batch}",
                          "llmlab s": t[name], "÷ fp32": t[name] / t["fp32"],

@@ -616,6 +616,7 @@ def timed(fn):
 
 
 record("float32", "32", model, 0.0)
+int4_models = {}
 for label, base in [("book", model), ("outlier", outlier_model)]:
     for method, fn in tqdm([("RTN", lambda m: Q.rtn_quantize_model(m, 4, 64)),
                             ("GPTQ", lambda m: Q.gptq_quantize_model(m, calib, 4, 64)),
@@ -623,6 +624,7 @@ for label, base in [("book", model), ("outlier", outlier_model)]:
                            desc=f"int4 on the {label} model"):
         qm, secs = timed(lambda: fn(copy.deepcopy(base)))
         r = record(f"{method} ({label} model)", "4.375", qm, secs, reference=base)
+        int4_models[label, method] = qm
         print(f"{label:8s} {method:5s} int4-g64: perplexity {r['ppl']:.4g}, KL {r['kl']:.3g} nats")
 
 # %% [markdown]
@@ -705,7 +707,7 @@ for name, a in [("before rotation", x_out), ("after rotation", x_rot)]:
 # forward; the quantized model is still a `GPT`, so chapter 08's cached `generate` runs on it:
 
 # %%
-gptq_model = Q.gptq_quantize_model(copy.deepcopy(model), calib, 4, 64)
+gptq_model = int4_models["book", "GPTQ"]
 print(gptq_model.blocks[0].mlp.down_proj)
 prompt = torch.tensor([tokenizer.encode("def parse_args(argv):\n    ")])
 for name, m in [("float32", model), ("GPTQ int4", gptq_model)]:
@@ -760,19 +762,23 @@ grading.check_function(lambda *a: ste_probe(ste_fake_quant, *a),
 ], block=[Q.fake_quant_ste], name="ste_fake_quant")
 
 # %% [markdown]
-# QAT of the book's model at 2 bits (groups of 64), 40 steps on training text, against
-# 2-bit RTN of the same weights:
+# QAT of the book's model at 2 bits (groups of 64), 30 steps on training text, against
+# 2-bit RTN of the same weights. A budget this short is a demonstration of the mechanics, not of
+# QAT's ceiling: LLM-QAT and the 2-bit QAT recipes train for thousands of steps, and a few steps of
+# training on a small slice of text also move the float model away from its optimum.
+# (`tests/quant/test_compress.py` checks the STE's gradient and the conversion.)
 
 # %%
 train_tokens = Q.corpus_tokens(tokenizer, "train", 60_000, n_docs=80, seed=1)
 qat_model = Q.prepare_qat(copy.deepcopy(model), bits=2, group_size=64)
-cfg = TrainConfig(max_steps=40, batch_size=8, seq_len=128, lr=5e-4, warmup_steps=5, precision="fp32",
-                  eval_every=0, log_every=10, seed=0, threads=1)
+cfg = TrainConfig(max_steps=30, batch_size=8, seq_len=128, lr=1e-4, warmup_steps=3, weight_decay=0.0,
+                  precision="fp32", eval_every=0, log_every=10, seed=0, threads=1)
 _, qat_secs = timed(lambda: Trainer(qat_model, train_tokens, config=cfg, peak_flops=1.0).fit())
 qat_model = Q.convert_qat(qat_model)
 rtn2, rtn2_secs = timed(lambda: Q.rtn_quantize_model(copy.deepcopy(model), 2, 64))
-r_rtn2, r_qat = record("RTN", "2.375", rtn2, rtn2_secs), record("QAT (40 steps)", "2.375", qat_model, qat_secs)
-print(f"2-bit: RTN perplexity {r_rtn2['ppl']:.4g} -> QAT {r_qat['ppl']:.4g} (float {FP_PPL:.4g})")
+r_rtn2, r_qat = record("RTN", "2.375", rtn2, rtn2_secs), record("QAT (30 steps)", "2.375", qat_model, qat_secs)
+print(f"2-bit: RTN perplexity {r_rtn2['ppl']:.4g}, QAT {r_qat['ppl']:.4g} (float {FP_PPL:.4g}): "
+      f"QAT {'recovers' if r_qat['ppl'] < r_rtn2['ppl'] else 'does not recover'} perplexity in 30 steps")
 
 # %% [markdown]
 # ## 10. Pruning: magnitude, Wanda, SparseGPT, 2:4
@@ -824,7 +830,6 @@ grading.check_function(wanda_prune, wanda_reference, cases=[
 for method, fn in tqdm([("magnitude 50%", lambda m: Q.prune_model(m, "magnitude", 0.5)),
                         ("Wanda 50%", lambda m: Q.prune_model(m, "wanda", 0.5, calib=calib)),
                         ("SparseGPT 50%", lambda m: Q.sparsegpt_model(m, calib, 0.5)),
-                        ("Wanda 2:4", lambda m: Q.prune_model(m, "wanda", calib=calib, nm=(2, 4))),
                         ("SparseGPT 2:4", lambda m: Q.sparsegpt_model(m, calib, nm=(2, 4)))],
                        desc="pruning"):
     pm, secs = timed(lambda: fn(copy.deepcopy(model)))
@@ -832,18 +837,22 @@ for method, fn in tqdm([("magnitude 50%", lambda m: Q.prune_model(m, "magnitude"
     print(f"{method:14s}: perplexity {r['ppl']:.4g}")
 
 # %% [markdown]
+# SparseGPT's weight update is what matters most here. Wanda was designed for the outlier
+# features of large models (its paper's gains over magnitude grow with model size); on a 3 M
+# model with mild outliers it need not beat magnitude pruning.
+#
 # ## 11. Distillation into a smaller student
 #
 # A student learns faster from the teacher's full next-token distribution than from one-hot
 # labels: $\mathcal{L} = \alpha T^2\,\mathrm{KL}(p_t^{(T)} \Vert p_s^{(T)}) + (1-\alpha)\,\mathrm{CE}$.
-# A 2-layer, 96-wide student (a quarter of the teacher's parameters), trained for the same 60
+# A 2-layer, 96-wide student (a quarter of the teacher's parameters), trained for the same 40
 # steps on the same batches, alone and distilled:
 
 # %%
 c = model.config
 student_cfg = GPTConfig.llama_style(vocab_size=c.vocab_size, n_layer=2, n_head=3, n_kv_head=1,
                                     d_model=96, d_ff=256, block_size=c.block_size)
-scfg = TrainConfig(max_steps=60, batch_size=8, seq_len=128, lr=3e-3, warmup_steps=5, precision="fp32",
+scfg = TrainConfig(max_steps=40, batch_size=8, seq_len=128, lr=3e-3, warmup_steps=5, precision="fp32",
                    eval_every=0, log_every=20, seed=0, threads=1)
 students = {}
 for name in tqdm(["alone", "distilled"], desc="students"):
@@ -856,7 +865,7 @@ for name in tqdm(["alone", "distilled"], desc="students"):
                                    temperature=2.0, alpha=0.9)
     _, secs = timed(lambda: trainer.fit(progress=False))
     students[name] = record(f"student {student.num_params() / 1e6:.2f} M, {name}", "32", student.eval(), secs)
-print(f"student perplexity after 60 steps: alone {students['alone']['ppl']:.4g}, "
+print(f"student perplexity after 40 steps: alone {students['alone']['ppl']:.4g}, "
       f"distilled {students['distilled']['ppl']:.4g}")
 
 # %% [markdown]
@@ -884,14 +893,18 @@ print(f"every block linear at half its rank: perplexity {r_lr['ppl']:.4g}")
 # %% [markdown]
 # ## 13. Perplexity vs bits, and the final table
 #
-# RTN and GPTQ from 2 to 8 bits (groups of 64) on the book's model:
+# RTN and GPTQ from 2 to 8 bits (groups of 64) on the book's model (at 8 bits GPTQ has nothing
+# left to fix, so RTN's number is shown for both):
 
 # %%
 bit_widths = [2, 3, 4, 8]
 curve = {"RTN": [], "GPTQ": []}
 for b in tqdm(bit_widths, desc="bits"):
-    curve["RTN"].append(ppl(Q.rtn_quantize_model(copy.deepcopy(model), b, 64)))
-    curve["GPTQ"].append(ppl(Q.gptq_quantize_model(copy.deepcopy(model), calib, b, 64)))
+    reuse = b == 4  # the 4-bit models of section 6
+    curve["RTN"].append(ppl(int4_models["book", "RTN"] if reuse else Q.rtn_quantize_model(copy.deepcopy(model), b, 64)))
+    gptq_b = int4_models["book", "GPTQ"] if reuse else (
+        Q.gptq_quantize_model(copy.deepcopy(model), calib, b, 64) if b < 8 else None)
+    curve["GPTQ"].append(ppl(gptq_b) if gptq_b is not None else curve["RTN"][-1])
 fig, ax = plt.subplots(figsize=(6, 3))
 for name, ys in curve.items():
     ax.plot(bit_widths, ys, "o-", label=name)

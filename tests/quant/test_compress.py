@@ -7,7 +7,6 @@ import copy
 
 import pytest
 import torch
-from tests.quant.conftest import tiny_model
 
 from llmlab.quant import (
     QATLinear,
@@ -33,6 +32,7 @@ from llmlab.quant import (
     unstructured_mask,
     wanda_score,
 )
+from tests.quant.conftest import tiny_model
 
 
 @pytest.fixture(scope="module")

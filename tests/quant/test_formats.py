@@ -90,6 +90,7 @@ def test_fp4_and_int_grids():
     assert int_grid(4)[:2].tolist() == pytest.approx([-8 / 7, -1.0]) and len(int_grid(4)) == 16
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("fmt,dtype", [("mxfp8", torch.float8_e4m3fn), ("mxfp4", torch.float4_e2m1fn_x2)])
 def test_mx_equals_torchao(fmt, dtype):
     from torchao.prototype.mx_formats.kernels import f4_unpacked_to_f32, unpack_uint4

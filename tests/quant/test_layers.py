@@ -7,7 +7,6 @@ import copy
 
 import pytest
 import torch
-from tests.quant.conftest import tiny_model
 from torchao.quantization import Int8WeightOnlyConfig, quantize_
 
 from llmlab.kvcache import generate as cached_generate
@@ -26,6 +25,7 @@ from llmlab.quant import (
     w8a8_linear,
     w8a8_model,
 )
+from tests.quant.conftest import tiny_model
 
 
 def test_int4_pack_layout_and_round_trip():

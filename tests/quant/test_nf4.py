@@ -63,6 +63,7 @@ def test_double_quantization_error_is_small():
     assert half[c < 0.99 * c.abs().amax(1, keepdim=True)].all()
 
 
+@pytest.mark.parity
 @pytest.mark.parametrize("shape", [(128, 512), (256, 256)])
 def test_round_trip_equals_torchao_nf4tensor(shape):
     torch.manual_seed(0)
