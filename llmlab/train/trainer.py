@@ -93,6 +93,11 @@ class Trainer:
         c = self.config
         return cosine_lr(step, c.lr, c.warmup_steps, c.max_steps, c.lr * c.min_lr_ratio)
 
+    def compute_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The training objective of one micro-batch (next-token cross-entropy; subclasses such as
+        chapter 07's distillation trainer change it)."""
+        return fast_cross_entropy(self.model(x), y)
+
     def train_step(self) -> dict:
         """One optimizer step over ``grad_accum`` micro-batches. Returns loss, grad_norm, lr."""
         c, model = self.config, self.model
@@ -107,6 +112,8 @@ class Trainer:
             with autocast(self.precision, self.device):
                 logits = model(x)
             loss = fast_cross_entropy(logits, y) / c.grad_accum
+            with autocast(c.precision):
+                loss = self.compute_loss(x, y) / c.grad_accum
             loss.backward()
             loss_sum += loss.detach()
         grad_norm = clip_grad_norm(model.parameters(), c.grad_clip)

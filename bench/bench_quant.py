@@ -1,0 +1,115 @@
+"""Quantization benchmark: perplexity and size per method, quantize time, QuantLinear throughput.
+
+1. The book's model quantized by RTN, GPTQ and AWQ (int4, groups of 64), W8A8 and SmoothQuant:
+   perplexity on held-out text, KL from the float model, model size, and the time each method
+   takes to quantize (calibration: the training split). No reference library's GPTQ/AWQ runs on
+   this CPU in our environment, so quantize times are llmlab's alone.
+2. Matmul throughput of ``QuantLinear`` (int4 and int8 weights, dequantized per call) against
+   fp32 and bf16 ``torch.nn.Linear`` and torchao's int8 weight-only linear, at batch 1 (decode)
+   and batch 64 (prefill), reported as ratios.
+
+    python -m bench.bench_quant --size full    # ~2 min of CPU (1 thread)
+    python -m bench.bench_quant --size tiny    # seconds
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+
+from bench.common import measure, parser, write_results
+from llmlab.model import load_book_model
+from llmlab.quant import (
+    QuantLinear,
+    awq_quantize_model,
+    calibration_batch,
+    corpus_tokens,
+    gptq_quantize_model,
+    logit_kl,
+    model_nbytes,
+    perplexity,
+    rtn_quantize_model,
+    smoothquant_model,
+    w8a8_model,
+)
+
+SIZES = {"tiny": {"eval": 256, "calib": 2, "methods": ["RTN", "GPTQ"], "dim": 256, "repeat": 3},
+         "full": {"eval": 2048, "calib": 16, "methods": ["RTN", "GPTQ", "AWQ", "W8A8", "SmoothQuant W8A8"],
+                  "dim": 2048, "repeat": 20}}
+
+
+def method_rows(size: dict) -> list[dict]:
+    model, tok = load_book_model()
+    tokens = corpus_tokens(tok, "val", size["eval"] + 1)
+    ids = torch.from_numpy(tokens[:size["eval"]]).view(-1, 256)
+    calib = calibration_batch(tok, size["calib"], 128)
+    methods = {"RTN": lambda m: rtn_quantize_model(m, 4, 64),
+               "GPTQ": lambda m: gptq_quantize_model(m, calib, 4, 64),
+               "AWQ": lambda m: awq_quantize_model(m, calib, 4, 64),
+               "W8A8": lambda m: w8a8_model(m),
+               "SmoothQuant W8A8": lambda m: w8a8_model(smoothquant_model(m, calib))}
+    fp_ppl, fp_mb = perplexity(model, tokens), model_nbytes(model) / 1e6
+    rows = [{"method": "float32", "perplexity": fp_ppl, "KL vs float": 0.0, "size MB": fp_mb,
+             "size ratio": 1.0, "quantize s": 0.0}]
+    for name in size["methods"]:
+        start = time.perf_counter()
+        q = methods[name](copy.deepcopy(model))
+        secs = time.perf_counter() - start
+        mb = model_nbytes(q) / 1e6
+        rows.append({"method": name, "perplexity": perplexity(q, tokens),
+                     "KL vs float": logit_kl(model, q, ids), "size MB": mb, "size ratio": mb / fp_mb,
+                     "quantize s": secs})
+    return rows
+
+
+def throughput_rows(size: dict) -> list[dict]:
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+    d = size["dim"]
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(d, d, bias=False)
+    bf16 = copy.deepcopy(lin).to(torch.bfloat16)
+    ao = copy.deepcopy(lin)
+    quantize_(ao, Int8WeightOnlyConfig())
+    layers = {"QuantLinear int4 g64": QuantLinear.from_weight(lin.weight, None, 4, 64),
+              "QuantLinear int8 g64": QuantLinear.from_weight(lin.weight, None, 8, 64)}
+    rows = []
+    for batch in (1, 64):
+        x = torch.randn(batch, d)
+        with torch.no_grad():
+            t = {"fp32": measure(lambda x=x: lin(x), size["repeat"]),
+                 "bf16": measure(lambda x=x: bf16(x.bfloat16()), size["repeat"]),
+                 "torchao int8 weight-only": measure(lambda x=x: ao(x), size["repeat"])}
+            for name, layer in layers.items():
+                t[name] = measure(lambda layer=layer, x=x: layer(x), size["repeat"])
+        for name in layers:
+            rows.append({"measure": f"{name} matmul, {d}x{d}, batch {batch}",
+                         "llmlab s": t[name], "÷ fp32": t[name] / t["fp32"],
+                         "÷ bf16": t[name] / t["bf16"],
+                         "÷ torchao int8": t[name] / t["torchao int8 weight-only"]})
+    return rows
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    size = SIZES[args.size]
+    methods, speed = method_rows(size), throughput_rows(size)
+    write_results("quant_methods", methods, args.out, title="Quantization methods on the book's model",
+                  notes="int4 methods: groups of 64 with fp16 scales and uint8 zeros; the tied "
+                        "embedding stays fp32. KL: mean per-token KL(float || quantized).",
+                  size=args.size)
+    path = write_results("quant", speed, args.out, title="QuantLinear matmul time (lower is faster)",
+                         notes="QuantLinear dequantizes its weight on every call (no fused kernel on "
+                               "CPU), so ratios above 1 are that overhead.", size=args.size)
+    methods_md = (args.out / "quant_methods.md").read_text()
+    path.write_text(methods_md + "\n" + path.read_text())
+    print(path.read_text())
+
+
+if __name__ == "__main__":
+    main()
