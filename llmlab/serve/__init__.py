@@ -19,10 +19,12 @@ from llmlab.serve.sampling import (
     top_logprobs,
 )
 from llmlab.serve.scheduler import ScheduledBatch, Scheduler, SchedulerConfig, Sequence, Status
+from llmlab.serve.simulate import simulate
 from llmlab.serve.speculative import (
     ModelDrafter,
     NgramDrafter,
     SpecStats,
+    accept_draft,
     early_exit_model,
     greedy_verify,
     rejection_sample,
@@ -54,6 +56,7 @@ __all__ = [
     "Status",
     "StopChecker",
     "TokenAutomaton",
+    "accept_draft",
     "apply_penalties",
     "early_exit_model",
     "greedy_verify",
@@ -65,6 +68,7 @@ __all__ = [
     "rejection_sample",
     "run_load",
     "sample_token",
+    "simulate",
     "speculative_generate",
     "sse_event",
     "stop_holdback",

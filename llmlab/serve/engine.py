@@ -23,7 +23,7 @@ from torch import nn
 from llmlab.kvcache import PagedKVCache, blocks_for
 from llmlab.serve.detokenize import IncrementalDetokenizer, StopChecker
 from llmlab.serve.sampling import SamplingParams, process_logits, sample_token, top_logprobs
-from llmlab.serve.scheduler import Scheduler, SchedulerConfig, Sequence
+from llmlab.serve.scheduler import ScheduledBatch, Scheduler, SchedulerConfig, Sequence
 
 EOS = "<|endoftext|>"
 
@@ -98,6 +98,7 @@ class LLMEngine:
         self.device = next(model.parameters()).device
         self._ids = itertools.count()
         self.num_steps = 0
+        self.last_batch: ScheduledBatch | None = None  # the latest step's rows (for tracing)
 
     # ----------------------------------------------------------------- requests
     def add_request(self, prompt: str | list[int], params: SamplingParams | None = None,
@@ -149,6 +150,7 @@ class LLMEngine:
     def step(self) -> list[RequestOutput]:
         """Schedule, run one forward over every scheduled row, sample, detokenize."""
         batch = self.scheduler.schedule()
+        self.last_batch = batch
         if not batch:
             return []
         self.num_steps += 1

@@ -31,6 +31,31 @@ from llmlab.kvcache import ContiguousKVCache
 from llmlab.serve.sampling import SamplingParams, process_logits
 
 
+def accept_draft(p: torch.Tensor, q: torch.Tensor | None, draft: list[int],
+                 u: torch.Tensor) -> tuple[int, torch.Tensor]:
+    """The acceptance rule with given uniforms: how many drafts survive, and what to sample next.
+
+    p: (k + 1, vocab) target probabilities; q: (k, vocab) draft probabilities or None (one-hot);
+    u: (k,) uniforms in [0, 1). Draft ``i`` is accepted when ``u[i] * q_i(x_i) <= p_i(x_i)``
+    (probability ``min(1, p/q)``). Returns ``(n_accepted, dist)``: ``dist`` (vocab,) is the
+    normalized residual ``max(0, p_i - q_i)`` at the first rejection, or ``p[k]`` if all pass.
+    """
+    k = len(draft)
+    if p.shape[0] != k + 1 or (q is not None and q.shape[0] != k) or u.shape[0] < k:
+        raise ValueError(f"need p (k+1, vocab), q (k, vocab), u (k,) for k = {k}, got "
+                         f"{tuple(p.shape)}, {None if q is None else tuple(q.shape)}, "
+                         f"{tuple(u.shape)}")
+    for i, x in enumerate(draft):
+        q_i = torch.zeros_like(p[i]).index_fill_(0, torch.tensor([x]), 1.0) if q is None else q[i]
+        if u[i] * q_i[x] <= p[i, x]:
+            continue
+        residual = (p[i] - q_i).clamp(min=0)
+        if float(residual.sum()) <= 0:  # p == q: a rejection had probability 0
+            return i, p[i]
+        return i, residual / residual.sum()
+    return k, p[k]
+
+
 def rejection_sample(p: torch.Tensor, q: torch.Tensor | None, draft: list[int],
                      generator: torch.Generator | None = None) -> list[int]:
     """Verify ``draft`` (k tokens) against target probabilities; return the emitted tokens.
@@ -39,24 +64,9 @@ def rejection_sample(p: torch.Tensor, q: torch.Tensor | None, draft: list[int],
     q: (k, vocab) draft probabilities, or None for a deterministic draft (one-hot ``q``).
     Returns the accepted prefix of ``draft`` followed by one more token (1 to k + 1 tokens).
     """
-    k = len(draft)
-    if p.shape[0] != k + 1 or (q is not None and q.shape[0] != k):
-        raise ValueError(f"need p (k+1, vocab) and q (k, vocab) for k = {k}, got "
-                         f"{tuple(p.shape)}, {None if q is None else tuple(q.shape)}")
-    out: list[int] = []
-    for i, x in enumerate(draft):
-        q_i = torch.zeros_like(p[i]).index_fill_(0, torch.tensor([x]), 1.0) if q is None else q[i]
-        u = torch.rand((), generator=generator, device=p.device)
-        if u * q_i[x] <= p[i, x]:  # accept with probability min(1, p/q)
-            out.append(x)
-            continue
-        residual = (p[i] - q_i).clamp(min=0)
-        if float(residual.sum()) <= 0:  # p == q: nothing to correct (rejection had probability 0)
-            residual = p[i]
-        out.append(int(torch.multinomial(residual / residual.sum(), 1, generator=generator)))
-        return out
-    out.append(int(torch.multinomial(p[k], 1, generator=generator)))
-    return out
+    u = torch.rand(len(draft), generator=generator, device=p.device)
+    n, dist = accept_draft(p, q, draft, u)
+    return list(draft[:n]) + [int(torch.multinomial(dist, 1, generator=generator))]
 
 
 def greedy_verify(target_argmax: list[int], draft: list[int]) -> list[int]:
