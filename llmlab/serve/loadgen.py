@@ -16,6 +16,7 @@ import asyncio
 import json
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 
@@ -105,5 +106,7 @@ async def run_load(url: str, prompts: list[str], *, num_requests: int = 16, rate
 
 
 def load_test(url: str, prompts: list[str], **kwargs) -> LoadReport:
-    """Synchronous wrapper of :func:`run_load` (runs its own event loop)."""
-    return asyncio.run(run_load(url, prompts, **kwargs))
+    """Synchronous wrapper of :func:`run_load`: its own event loop in a worker thread (so it also
+    works where a loop is already running, as in a notebook)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, run_load(url, prompts, **kwargs)).result()
