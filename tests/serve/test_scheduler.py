@@ -99,3 +99,16 @@ def test_max_num_seqs_limits_the_batch():
         sched.add(Sequence(i, [1, 2], 4))
     batch = run_step(cache, sched)
     assert len(batch.rows) == 2 and len(sched.waiting) == 1
+
+
+def test_simulator_traces_and_detects_a_stuck_scheduler():
+    import pytest
+
+    from llmlab.serve import ScheduledBatch, simulate
+
+    trace = simulate([(0, 10, 5), (0, 30, 3), (2, 6, 8), (3, 12, 4)], num_blocks=10, budget=12)
+    assert all(sum(n for _, n in t["rows"]) <= 12 for t in trace)
+    assert sum(len(t["preempted"]) for t in trace) >= 1
+    assert trace[-1]["free_blocks"] == 10 and not trace[-1]["running"]
+    with pytest.raises(RuntimeError, match="did not finish"):
+        simulate([(0, 4, 2)], schedule_fn=lambda s: ScheduledBatch([], [], []), max_steps=20)

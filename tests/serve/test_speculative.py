@@ -78,3 +78,21 @@ def test_greedy_speculative_equals_greedy(book, drafter):
     assert out == ref
     assert stats.target_forwards < 40 or drafter == "early-exit"
     assert stats.accepted + stats.target_forwards == len(out)
+
+
+def test_accept_draft_cases():
+    from llmlab.serve import accept_draft
+
+    p = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.6, 0.3], [0.3, 0.3, 0.4]])
+    q = torch.tensor([[0.2, 0.6, 0.2], [0.4, 0.4, 0.2]])
+    n, dist = accept_draft(p, q, [0, 1], torch.tensor([0.99, 0.99]))  # p >= q: always accepted
+    assert n == 2 and torch.equal(dist, p[2])
+    n, dist = accept_draft(p, q, [1, 1], torch.tensor([0.7, 0.0]))  # 0.7 * 0.6 > 0.3: rejected
+    assert n == 0
+    torch.testing.assert_close(dist, torch.tensor([0.3, 0.0, 0.0]) / 0.3)
+    assert accept_draft(p[:2], None, [2], torch.tensor([0.5]))[0] == 0  # one-hot q: u <= p(x)
+    assert accept_draft(p[:2], None, [2], torch.tensor([0.1]))[0] == 1
+    n, dist = accept_draft(p[:2], None, [0], torch.tensor([0.5]))
+    assert n == 0 and torch.allclose(dist, torch.tensor([0.0, 0.6, 0.4]))
+    with pytest.raises(ValueError):
+        accept_draft(p, q, [0], torch.tensor([0.5]))
