@@ -92,7 +92,7 @@ def test_accept_draft_cases():
     torch.testing.assert_close(dist, torch.tensor([0.3, 0.0, 0.0]) / 0.3)
     assert accept_draft(p[:2], None, [2], torch.tensor([0.5]))[0] == 0  # one-hot q: u <= p(x)
     assert accept_draft(p[:2], None, [2], torch.tensor([0.1]))[0] == 1
-    n, dist = accept_draft(p[:2], None, [0], torch.tensor([0.5]))
+    n, dist = accept_draft(p[:2], None, [0], torch.tensor([0.6]))
     assert n == 0 and torch.allclose(dist, torch.tensor([0.0, 0.6, 0.4]))
     with pytest.raises(ValueError):
         accept_draft(p, q, [0], torch.tensor([0.5]))
