@@ -6,6 +6,7 @@ Built on chapter 08's :class:`llmlab.kvcache.PagedKVCache`. Taught in chapter 09
 """
 
 from llmlab.serve.detokenize import IncrementalDetokenizer, StopChecker, stop_holdback
+from llmlab.serve.disagg import HandoverStats, disaggregated_generate, prefill_worker
 from llmlab.serve.engine import EngineConfig, LLMEngine, PromptTooLongError, Request, RequestOutput
 from llmlab.serve.loadgen import LoadReport, load_test, percentiles, run_load
 from llmlab.serve.metrics import Histogram, ServerMetrics
@@ -36,6 +37,7 @@ __all__ = [
     "ApiError",
     "DFA",
     "EngineConfig",
+    "HandoverStats",
     "Histogram",
     "IncrementalDetokenizer",
     "LLMEngine",
@@ -58,11 +60,13 @@ __all__ = [
     "TokenAutomaton",
     "accept_draft",
     "apply_penalties",
+    "disaggregated_generate",
     "early_exit_model",
     "greedy_verify",
     "load_test",
     "parse_sampling",
     "percentiles",
+    "prefill_worker",
     "process_logits",
     "regex_to_dfa",
     "rejection_sample",
