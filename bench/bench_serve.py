@@ -136,10 +136,11 @@ def http_rows(model, tok, size) -> list[dict]:
     prompts = [tok.decode(p) for p, _ in reqs]
     n_out = size["out"]
     in_proc, http = [], []
-    engine = LLMEngine(model, tok, EngineConfig(num_blocks=512, max_num_seqs=size["batch"]))
+    cfg = EngineConfig(num_blocks=512, max_num_seqs=size["batch"], prefix_caching=False)
+    engine = LLMEngine(model, tok, cfg)  # no prefix cache: repeats must not get faster
     with serve_in_thread(create_app(engine)) as url:
         for _ in range(size["repeat"]):
-            local = LLMEngine(model, tok, EngineConfig(num_blocks=512, max_num_seqs=size["batch"]))
+            local = LLMEngine(model, tok, cfg)
             t0 = time.perf_counter()
             done = local.generate(prompts, SamplingParams(max_tokens=n_out[1], temperature=0,
                                                           ignore_eos=True))

@@ -148,25 +148,35 @@ class LLMEngine:
     # ----------------------------------------------------------------- one step
     @torch.no_grad()
     def step(self) -> list[RequestOutput]:
-        """Schedule, run one forward over every scheduled row, sample, detokenize."""
+        """Schedule, run the model over every scheduled row, sample, detokenize."""
         batch = self.scheduler.schedule()
         self.last_batch = batch
         if not batch:
             return []
         self.num_steps += 1
-        seqs = [s for s, _ in batch.rows]
-        chunks = [s.tokens[s.num_computed:s.num_computed + n] for s, n in batch.rows]
-        self.cache.set_batch([s.seq_id for s in seqs])
+        # Decode rows (1 token) and prefill chunks run as two forwards: padding every decode row
+        # to a chunk's width would multiply the work (a packed "varlen" kernel avoids both).
+        last: dict = {}
+        for group in ([r for r in batch.rows if r[1] == 1], [r for r in batch.rows if r[1] > 1]):
+            if group:
+                logits = self._forward(group)  # (rows, width, vocab)
+                for row, (seq, n) in enumerate(group):
+                    last[seq.seq_id] = logits[row, n - 1]
+        outputs = []
+        for seq, n in batch.rows:
+            seq.num_computed += n
+            if seq.num_uncomputed == 0:  # the whole sequence is in the cache: sample its next
+                outputs.append(self._append(self.requests[seq.seq_id], last[seq.seq_id]))
+        return outputs
+
+    def _forward(self, rows: list[tuple[Sequence, int]]) -> torch.Tensor:
+        """One model forward over ``rows`` (right-padded); logits (rows, width, vocab)."""
+        chunks = [s.tokens[s.num_computed:s.num_computed + n] for s, n in rows]
+        self.cache.set_batch([s.seq_id for s, _ in rows])
         self.cache.prepare(tokens=chunks, device=self.device)
         width = max(map(len, chunks))
         x = torch.tensor([c + [0] * (width - len(c)) for c in chunks], device=self.device)
-        logits = self.model(x, self.cache.positions(), self.cache)  # (rows, width, vocab)
-        outputs = []
-        for row, (seq, n) in enumerate(batch.rows):
-            seq.num_computed += n
-            if seq.num_uncomputed == 0:  # the whole sequence is in the cache: sample its next
-                outputs.append(self._append(self.requests[seq.seq_id], logits[row, n - 1]))
-        return outputs
+        return self.model(x, self.cache.positions(), self.cache)
 
     def _append(self, req: Request, logits: torch.Tensor) -> RequestOutput:
         p, seq = req.params, req.seq
