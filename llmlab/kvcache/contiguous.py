@@ -73,6 +73,13 @@ class ContiguousKVCache:
         self._len[layer_idx] = self._last_len = length + t_new
         return tuple(append_kv(b, length, t) for b, t in zip(bufs, tensors))
 
+    def truncate(self, length: int) -> None:
+        """Forget every token from position ``length`` on (speculative decoding rolls back the
+        keys and values of rejected draft tokens; chapter 09)."""
+        if not 0 <= length <= self.offset:
+            raise ValueError(f"can truncate to 0..{self.offset} tokens, got {length}")
+        self._len = [length] * self.n_layer
+
     @staticmethod
     def _grow(bufs: list[torch.Tensor] | None, length: int, capacity: int,
               like: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:

@@ -259,6 +259,50 @@ class PagedKVCache:
             hashes.append(hash_block(hashes[-1] if hashes else None, toks[i * bs:(i + 1) * bs]))
             self.allocator.register(self.tables[seq][i], hashes[-1])
 
+    # ----------------------------------------------------------------- hand-over
+    def export_blocks(self, seq_id: Hashable) -> tuple[list[int], list[list[torch.Tensor]]]:
+        """The tokens of ``seq_id``'s full blocks and their keys/values, per layer.
+
+        Returns ``(tokens, kv)`` with ``kv[layer]`` a list of ``(n_full * block_size, ...)``
+        tensors (one per cached tensor kind, e.g. keys and values). Used to hand a prefilled
+        prompt to another process (prefill/decode disaggregation, chapter 09).
+        """
+        toks = self._tokens[seq_id]
+        if toks is None:
+            raise ValueError(f"sequence {seq_id!r} was fed without token ids; cannot export")
+        n_full = self.lengths[seq_id] // self.block_size
+        slots = torch.tensor([b * self.block_size + i for b in self.tables[seq_id][:n_full]
+                              for i in range(self.block_size)], dtype=torch.long)
+        kv = [[pool[slots.to(pool.device)].clone() for pool in pools]
+              for pools in self._pools if pools is not None]
+        return list(toks[:n_full * self.block_size]), kv
+
+    def import_blocks(self, tokens: Sequence[int], kv: list[list[torch.Tensor]]) -> int:
+        """Store full blocks computed elsewhere as prefix-cache entries; returns blocks stored.
+
+        A later :meth:`add_sequence` with a prompt starting with ``tokens`` finds them as cached
+        (needs ``prefix_caching=True``). The blocks stay evictable like any cached block.
+        """
+        if not isinstance(self.allocator, PrefixCachingAllocator):
+            raise ValueError("import_blocks needs a cache built with prefix_caching=True")
+        bs = self.block_size
+        if len(tokens) % bs or len(kv) != self.n_layer:
+            raise ValueError(f"need whole blocks of {bs} tokens and kv for {self.n_layer} layers, "
+                             f"got {len(tokens)} tokens and {len(kv)} layers")
+        hashes = prefix_block_hashes(list(tokens), bs)
+        blocks = self.allocator.allocate(len(hashes))
+        for layer, tensors in enumerate(kv):
+            if self._pools[layer] is None:
+                slots = self.num_blocks * bs
+                self._pools[layer] = [t.new_zeros((slots, *t.shape[1:])) for t in tensors]
+            for pool, t in zip(self._pools[layer], tensors):
+                for j, block in enumerate(blocks):
+                    pool[block * bs:(block + 1) * bs] = t[j * bs:(j + 1) * bs]
+        for block, h in zip(blocks, hashes):
+            self.allocator.register(block, h)
+            self.allocator.release(block)  # cached and free: revived by a prefix hit
+        return len(blocks)
+
     # ----------------------------------------------------------------- accounting
     def pool_view(self, layer_idx: int) -> list[torch.Tensor]:
         """Layer ``layer_idx``'s pools as ``(num_blocks, block_size, ...)`` (for paged kernels)."""
