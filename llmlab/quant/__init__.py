@@ -1,4 +1,3 @@
-"""Quantization and compression of LLM weights and activations.
 """Quantization and compression: number formats, weight-only PTQ (RTN, GPTQ, AWQ), weight and
 activation quantization (LLM.int8(), SmoothQuant, Hadamard rotations, W8A8 integer matmul), packed
 ``QuantLinear`` layers, QAT, pruning (magnitude, Wanda, SparseGPT, 2:4), distillation, low rank.
@@ -67,19 +66,6 @@ from llmlab.quant.nf4 import (
     to_nf4,
     unpack_nibbles,
 )
-
-__all__ = [
-    "NF4_CODE",
-    "NF4Weight",
-    "double_dequantize",
-    "double_quantize",
-    "nf4_code_book",
-    "nf4_linear",
-    "nf4_table",
-    "pack_nibbles",
-    "round_to_code",
-    "to_nf4",
-    "unpack_nibbles",
 from llmlab.quant.outliers import inject_outliers, kurtosis, outlier_ratio
 from llmlab.quant.prune import nm_mask, prune_model, sparsity_of, unstructured_mask, wanda_score
 from llmlab.quant.qat import QATLinear, convert_qat, fake_quant_ste, prepare_qat

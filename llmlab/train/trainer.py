@@ -110,9 +110,6 @@ class Trainer:
             x, y = random_windows(self.train_tokens, c.batch_size, self.seq_len, self.generator)
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             with autocast(self.precision, self.device):
-                logits = model(x)
-            loss = fast_cross_entropy(logits, y) / c.grad_accum
-            with autocast(c.precision):
                 loss = self.compute_loss(x, y) / c.grad_accum
             loss.backward()
             loss_sum += loss.detach()
