@@ -216,7 +216,7 @@ print(f"2 processes: |ring − torch| all-reduce < 1e-5: {res[0]['all_reduce'] <
       f"{res[0]['all_reduce_bytes']} (formula {res[0]['all_reduce_formula']:.0f})")
 
 # %% [markdown]
-# ### Exercise 4.2 — predict: bytes of one gradient all-reduce · 1 point · difficulty 1 · ~5 min
+# ### Exercise 4.2 — predict: bytes of one gradient all-reduce · 2 points · difficulty 1 · ~5 min
 #
 # Data parallelism all-reduces every gradient once per step. The book's model has `N_PARAMS`
 # parameters with fp32 gradients (4 bytes). **Before running anything**, compute how many
@@ -236,6 +236,12 @@ def predict_allreduce_bytes() -> float:
 grading.check_value(predict_allreduce_bytes(), P.ring_bytes("all_reduce", N_PARAMS * 4, 8),
                     what="bytes sent per rank", rtol=1e-3,
                     hint="n = N_PARAMS * 4 bytes; a ring all-reduce sends 2 (N-1)/N * n per rank")
+
+# %% hidden="predict_bytes" points=1
+### BEGIN HIDDEN TESTS
+grading.check_value(float(predict_allreduce_bytes()), 2 * 7 / 8 * N_PARAMS * 4,
+                    what="bytes sent per rank (exact)", rtol=1e-6)
+### END HIDDEN TESTS
 
 # %% [markdown]
 # ## 3 · Data parallelism: DDP with gradient buckets
@@ -393,7 +399,7 @@ grading.expect(not torch.equal(c.args[2][0], m_before[0]),
 ### END HIDDEN TESTS
 
 # %% [markdown]
-# ### Exercise 4.5 — predict: ZeRO-3 memory per rank · 1 point · difficulty 1 · ~5 min
+# ### Exercise 4.5 — predict: ZeRO-3 memory per rank · 2 points · difficulty 1 · ~5 min
 #
 # The ZeRO paper's running example: Ψ = 7.5 B parameters, N = 64 GPUs, K = 12. **Before
 # reading on**, compute the model-state bytes per GPU with ZeRO stage 3 (in GB = 1e9 bytes).
@@ -409,6 +415,12 @@ def predict_zero3_gb() -> float:
 # %% check="predict_zero3" points=1
 grading.check_value(predict_zero3_gb(), P.zero_memory(7.5e9, 64, 3) / 1e9, what="GB per GPU",
                     rtol=1e-2, hint="stage 3 divides all (2 + 2 + K) Ψ bytes by N")
+
+# %% hidden="predict_zero3" points=1
+### BEGIN HIDDEN TESTS
+grading.check_value(float(predict_zero3_gb()), 16 * 7.5e9 / 64 / 1e9, what="GB per GPU (exact)",
+                    rtol=1e-4)
+### END HIDDEN TESTS
 
 # %% [markdown]
 # `P.ZeroOptimizer` (stages 1, 2) keeps all parameters in one flat buffer and gives its AdamW
@@ -669,7 +681,7 @@ except ValueError:
 ### END HIDDEN TESTS
 
 # %% [markdown]
-# ### Exercise 4.9 — predict: the bubble · 1 point · difficulty 1 · ~3 min
+# ### Exercise 4.9 — predict: the bubble · 2 points · difficulty 1 · ~3 min
 #
 # **Before the figure below**, compute the bubble fraction of a 4-stage pipeline with 8
 # micro-batches.
@@ -685,6 +697,11 @@ def predict_bubble() -> float:
 # %% check="predict_bubble" points=1
 grading.check_value(predict_bubble(), P.bubble_formula(4, 8), what="the bubble fraction",
                     hint="(p - 1) / (m + p - 1)")
+
+# %% hidden="predict_bubble" points=1
+### BEGIN HIDDEN TESTS
+grading.check_value(float(predict_bubble()), 3 / 11, what="the bubble fraction (exact)", rtol=1e-6)
+### END HIDDEN TESTS
 
 # %% [markdown]
 # `P.simulate` places every step of a schedule as early as its dependencies allow (backward

@@ -25,6 +25,7 @@ def test_ring_collectives_equal_torch_and_formulas():
         assert out["broadcast_bytes"] == (500 * 4 if r == 0 else 0)  # 2 ranks: root sends
 
 
+@pytest.mark.parity
 def test_ddp_equals_single_process_and_torch_ddp():
     for out in launch(W.ddp_check, 2, 3, 4096):
         assert out["ours_vs_single"] < 1e-4

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from llmlab.parallel import launch, ring_bytes, zero_memory
 from llmlab.parallel import workers as W
 
 
+@pytest.mark.parity
 def test_zero_stages_and_fsdp2_equal_adamw_and_hold_the_formula_bytes():
     for out in launch(W.zero_check, 2, 3, True, True):
         psi, n = out["psi"], 2
