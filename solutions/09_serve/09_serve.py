@@ -330,8 +330,9 @@ grading.check_value(tuple(predict_static()), (max(out_lens), 1 - sum(out_lens) /
 
 # %% [markdown]
 # Now the real thing on the book's model: 12 requests with mixed output lengths arrive at once,
-# at most 4 rows per forward. Static: batches of 4 in arrival order. Continuous: llmlab's engine.
-# We count forwards (the unit of time on a memory-bound machine) and draw each request's life.
+# at most 4 rows per step. Static: batches of 4 in arrival order. Continuous: llmlab's engine.
+# We count steps (iterations: the unit of time on a memory-bound machine) and draw each
+# request's life.
 
 # %%
 rng = torch.Generator().manual_seed(0)
@@ -370,12 +371,12 @@ for ax, spans, steps, title in [(axes[0], static_spans, static_steps, "static ba
                                 (axes[1], cont_spans, cont_steps, "continuous batching")]:
     for r, (a, b) in enumerate(spans):
         ax.barh(r, b - a, left=a, color=f"C{r % 4}")
-    ax.set_title(f"{title}: {steps} forwards")
-    ax.set_xlabel("forward (step)")
+    ax.set_title(f"{title}: {steps} steps")
+    ax.set_xlabel("step")
 axes[0].set_ylabel("request")
 plt.tight_layout()
 plt.show()
-print(f"{sum(work_lens)} tokens: static needs {static_steps} decode forwards, continuous "
+print(f"{sum(work_lens)} tokens: static needs {static_steps} decode steps, continuous "
       f"{cont_steps} (prefill included) — {static_steps / cont_steps:.2f}× fewer")
 
 # %% [markdown]
@@ -571,9 +572,10 @@ for i, t in enumerate(chunk_trace[3:10], start=3):
 # ## 5. The engine: outputs equal solo runs, whatever the batch
 #
 # `serve.LLMEngine` is the thin tensor layer: per step it asks the scheduler for rows, reserves
-# their slots in the `PagedKVCache`, runs the model once on the right-padded batch (prefill chunks
-# and decode tokens together, each row with its own positions and mask), samples a token for
-# every row whose prompt is complete, and streams text. The KV cache only *stores* what would be
+# their slots in the `PagedKVCache`, runs the model on the right-padded rows (each with its own
+# positions and mask; decode rows and prefill chunks as two forwards, so a one-token row is not
+# padded to a chunk's width — production engines pack both into one "varlen" forward), samples a
+# token for every row whose prompt is complete, and streams text. The KV cache only *stores* what would be
 # recomputed, so greedy outputs must equal running each request alone — even when requests are
 # chunked, preempted and recomputed. Here with a pool so small that preemption happens:
 
