@@ -48,3 +48,17 @@ def test_register_adds_the_subcommand():
         parser.parse_args(["pretrain", "--preset", "huge"])
     with pytest.raises(ValueError, match="unknown preset"):
         get_preset("huge")
+
+
+def test_device_option(tmp_path):
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers(dest="command"))
+    assert parser.parse_args(["pretrain", "--preset", "tiny"]).device == "cpu"
+    assert parser.parse_args(["pretrain", "--preset", "tiny", "--device", "cuda:1"]).device == "cuda:1"
+    if not torch.cuda.is_available():  # a clear message, before any data is prepared
+        with pytest.raises(SystemExit, match="no CUDA GPU"):
+            cli.main(["pretrain", "--preset", "tiny", "--device", "cuda", "--out",
+                      str(tmp_path / "o"), "--workdir", str(tmp_path / "w"), "--no-progress"])
+        assert not (tmp_path / "w").exists()
+    with pytest.raises(SystemExit, match="--device"):
+        cli.main(["pretrain", "--preset", "tiny", "--device", "gpu0", "--out", str(tmp_path)])
