@@ -53,12 +53,12 @@ def evaluate_loss(model: torch.nn.Module, tokens: np.ndarray, batch_size: int, s
     was_training = model.training
     model.eval()
     device = model_device(model)
-    total, count = torch.zeros((), device=device), 0
+    total, count = torch.zeros((), dtype=torch.float64, device=device), 0  # no sync per batch
     for x, y in sequential_windows(tokens, batch_size, seq_len, max_batches):
         x, y = x.to(device), y.to(device)
         with autocast(precision, device):
             logits = model(x)
-        total += fast_cross_entropy(logits, y, reduction="sum")
+        total += fast_cross_entropy(logits, y, reduction="sum").double()
         count += y.numel()
     model.train(was_training)
     return total.item() / count
@@ -106,7 +106,7 @@ class Trainer:
         lr = self.lr_at(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        loss_sum = torch.zeros((), device=self.device)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         for _ in range(c.grad_accum):
             x, y = random_windows(self.train_tokens, c.batch_size, self.seq_len, self.generator)
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
@@ -114,7 +114,7 @@ class Trainer:
                 logits = model(x)
             loss = fast_cross_entropy(logits, y) / c.grad_accum
             loss.backward()
-            loss_sum += loss.detach()
+            loss_sum += loss.detach().double()
         grad_norm = clip_grad_norm(model.parameters(), c.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
