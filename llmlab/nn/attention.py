@@ -40,8 +40,8 @@ def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, same_heads: boo
     with ``n_head`` a multiple of ``n_kv_head`` (equal when ``same_heads``)."""
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
         raise ValueError(
-            "attention expects 4-d q (batch, n_head, t_q, d_head) and k, v (batch, n_kv_head, "
-            f"t_k, d_head); got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+            "attention expects q (batch, n_head, t_q, d_head) and k, v (batch, n_kv_head, "
+            f"t_k, d_head), all 4-d; got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
         )
     if k.shape[:3] != v.shape[:3] or q.shape[0] != k.shape[0] or q.shape[-1] != k.shape[-1]:
         raise ValueError(

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     except RuntimeError as e:
         raise SystemExit(f"--device: {e}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: this torch build sees no CUDA GPU "
+        raise SystemExit(f"--device {args.device}: this torch build sees no CUDA GPU "
                          f"(torch {torch.__version__}); use --device cpu")
     from llmlab.train.pretrain import pretrain
 

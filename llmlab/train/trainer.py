@@ -35,6 +35,11 @@ from llmlab.train.precision import DTYPES, autocast, resolve_precision
 from llmlab.train.schedule import cosine_lr
 
 
+def sum_dtype(device: torch.device) -> torch.dtype:
+    """fp64 for running sums of losses kept on the device (fp32 on Apple's MPS, which has none)."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
 def model_device(model: torch.nn.Module) -> torch.device:
     """The device of the model's parameters (CPU for a model without any)."""
     return next((p.device for p in model.parameters()), torch.device("cpu"))
@@ -47,12 +52,12 @@ def evaluate_loss(model: torch.nn.Module, tokens: np.ndarray, batch_size: int, s
     was_training = model.training
     model.eval()
     device = model_device(model)
-    total, count = torch.zeros((), device=device), 0
+    total, count = torch.zeros((), dtype=sum_dtype(device), device=device), 0  # no sync per batch
     for x, y in sequential_windows(tokens, batch_size, seq_len, max_batches):
         x, y = x.to(device), y.to(device)
         with autocast(precision, device):
             logits = model(x)
-        total += fast_cross_entropy(logits, y, reduction="sum")
+        total += fast_cross_entropy(logits, y, reduction="sum").to(total.dtype)
         count += y.numel()
     model.train(was_training)
     return total.item() / count
@@ -105,14 +110,14 @@ class Trainer:
         lr = self.lr_at(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        loss_sum = torch.zeros((), device=self.device)
+        loss_sum = torch.zeros((), dtype=sum_dtype(self.device), device=self.device)
         for _ in range(c.grad_accum):
             x, y = random_windows(self.train_tokens, c.batch_size, self.seq_len, self.generator)
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             with autocast(self.precision, self.device):
                 loss = self.compute_loss(x, y) / c.grad_accum
             loss.backward()
-            loss_sum += loss.detach()
+            loss_sum += loss.detach().to(loss_sum.dtype)
         grad_norm = clip_grad_norm(model.parameters(), c.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)

@@ -1,6 +1,7 @@
 """``torch.compile(model, fullgraph=True)``: no graph break in forward + backward of the GPT-2
 and Llama configs, nor in a KV-cached decode step, and the compiled model computes what the
-eager one does. Tiny sizes; each compile takes seconds, so the tests are few."""
+eager one does. Tiny sizes and the aot_eager backend (the graph capture is what is tested;
+inductor code generation takes minutes on 2 cores), so the tests are few."""
 
 from __future__ import annotations
 
@@ -58,14 +59,3 @@ def test_fullgraph_decode_step():
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     assert cache.offset == eager_cache.offset == 9
 
-
-def test_inductor_compiles_the_training_step():
-    """The real backend (C++ codegen on a CPU, Triton on a GPU) on the smallest config."""
-    torch.manual_seed(0)
-    model = GPT(CONFIGS["llama"])
-    idx = torch.randint(0, 61, (2, 16), generator=torch.Generator().manual_seed(0))
-    want = model.loss(idx, idx)
-    compiled = torch.compile(model, fullgraph=True)
-    got = torch.nn.functional.cross_entropy(compiled(idx).flatten(0, 1), idx.flatten())
-    got.backward()
-    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)

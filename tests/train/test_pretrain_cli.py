@@ -65,3 +65,17 @@ def test_default_output_never_overwrites_the_shipped_model(monkeypatch, tmp_path
     assert cli.main(["pretrain", "--preset", "book", "--no-progress"]) == 0
     assert seen["out"] == Path("runs") / "book"
     assert seen["out"].resolve() != BOOK_MODEL_DIR.resolve()
+
+
+def test_device_option(tmp_path):
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers(dest="command"))
+    assert parser.parse_args(["pretrain", "--preset", "tiny"]).device == "cpu"
+    assert parser.parse_args(["pretrain", "--preset", "tiny", "--device", "cuda:1"]).device == "cuda:1"
+    if not torch.cuda.is_available():  # a clear message, before any data is prepared
+        with pytest.raises(SystemExit, match="no CUDA GPU"):
+            cli.main(["pretrain", "--preset", "tiny", "--device", "cuda", "--out",
+                      str(tmp_path / "o"), "--workdir", str(tmp_path / "w"), "--no-progress"])
+        assert not (tmp_path / "w").exists()
+    with pytest.raises(SystemExit, match="--device"):
+        cli.main(["pretrain", "--preset", "tiny", "--device", "gpu0", "--out", str(tmp_path)])
