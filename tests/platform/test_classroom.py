@@ -13,10 +13,10 @@ from llmlab.grading.course import run_nbgrader, write_config
 from tests.platform.grading_fixture import NAME, RIGHT, authored, submission
 
 # the authored answer with its names changed: flagged as a copy
-SOLUTION_COPY = """def softmax(logits, axis=-1):
+SOLUTION_COPY = """def softmax(logits, dim=-1):
     \"\"\"My own softmax.\"\"\"
-    shifted = logits - logits.amax(dim=axis, keepdim=True)
-    return shifted.exp() / shifted.exp().sum(dim=axis, keepdim=True)
+    shifted = logits - logits.amax(dim=dim, keepdim=True)
+    return shifted.exp() / shifted.exp().sum(dim=dim, keepdim=True)
 """
 
 
