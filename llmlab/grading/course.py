@@ -1,9 +1,11 @@
-"""Run nbgrader on a course directory: one configuration for the repository and the grader.
+"""Run nbgrader on a course directory: one configuration for the repository and its release.
 
 The repository itself is an nbgrader course whose source is ``solutions/`` and whose release is
-``chapters/`` (see ``nbgrader_config.py`` at the root). The grader builds a throw-away course in a
-temporary directory with the same settings. nbgrader runs as a subprocess with the interpreter's
-``bin/`` on ``PATH`` (it shells out to ``alembic``), with no Jupyter server.
+``chapters/`` (see ``nbgrader_config.py`` at the root); ``tools/notebooks.py release`` builds a
+throw-away course with the same settings to generate the release. nbgrader runs as a subprocess
+with the interpreter's ``bin/`` on ``PATH`` (it shells out to ``alembic``), with no Jupyter server.
+Grading does not use ``nbgrader autograde`` (see :mod:`llmlab.grading.autograde`); the classroom
+flow writes nbgrader's gradebook itself (:mod:`llmlab.grading.classroom`).
 """
 
 from __future__ import annotations

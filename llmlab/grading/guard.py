@@ -349,13 +349,17 @@ def _dummy_call(fn: Any) -> None:
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
+        sig = None
+    if sig is None:
         fn()
         return
     args = [None for p in sig.parameters.values()
             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
     kwargs = {p.name: None for p in sig.parameters.values()
               if p.kind == p.KEYWORD_ONLY and p.default is p.empty}
-    fn(*args, **kwargs)
+    result = fn(*args, **kwargs)
+    if inspect.isgenerator(result):  # a generator function's body starts at the first next()
+        next(result)
 
 
 def unblocked(objects: Iterable[Any]) -> list[str]:
