@@ -163,9 +163,24 @@ grading.check_function(document_mask, al.document_causal_mask, cases=[
 
 # %% [markdown]
 # Now pack the four conversations into one row, and check that each document's logits are the
-# logits it gets alone — and that the naive causal mask would have leaked.
+# logits it gets alone — and that the naive causal mask would have leaked. The cell uses your
+# `document_mask` when it agrees with `llmlab`'s (`use_yours` below), `llmlab`'s otherwise.
 
 # %%
+def use_yours(fn, ref, *args):
+    """Your function's result when it runs and matches llmlab's reference here; else llmlab's."""
+    want = ref(*args)
+    try:
+        got = fn(*args)
+        if torch.is_tensor(got) and got.shape == want.shape and torch.equal(got, want):
+            print(f"using your {fn.__name__}")
+            return got
+    except Exception:  # an unfinished exercise must not stop the chapter
+        pass
+    print(f"using llmlab's {ref.__name__} (your {fn.__name__} is not passing yet)")
+    return want
+
+
 examples = [al.sft_example(chat_tok, c) for c in CONVS]
 packed = al.pack_examples(examples, sum(len(i) for i, _ in examples), pad_id=EOS)
 print("row of", packed.ids.shape[1], "tokens; documents", packed.doc_ids[0].unique().tolist(),
@@ -173,7 +188,7 @@ print("row of", packed.ids.shape[1], "tokens; documents", packed.doc_ids[0].uniq
 model.eval()
 with torch.no_grad():
     ctx = al.PackedContext(packed.doc_ids)
-    ctx.mask = document_mask(packed.doc_ids)  # your mask, if it passes; the check above compares
+    ctx.mask = use_yours(document_mask, al.document_causal_mask, packed.doc_ids)
     with_mask = model(packed.ids, packed.positions, cache=ctx)
     naive = model(packed.ids)
     at, worst_ok, worst_leak = 0, 0.0, 0.0
@@ -246,8 +261,8 @@ def predict_bt() -> tuple[float, float]:
 
 
 # %% check="predict_bt" points=1
-grading.check_value(tuple(round(v, 3) for v in predict_bt()), (0.693, 0.127), what="your two losses",
-                    atol=2e-3, hint="-log sigmoid(d) = log(1 + exp(-d))")
+grading.check_function(predict_bt, lambda: (0.693, 0.127), cases=[grading.Case(note="your two losses")],
+                       atol=2e-3, rtol=0, hint="-log sigmoid(d) = log(1 + exp(-d))")
 
 # %% [markdown]
 # ### Exercise 6.4 — the Bradley–Terry loss · 2 points · difficulty 1 · ~5 min
@@ -520,8 +535,8 @@ def predict_beta() -> tuple[float, float]:
 
 
 # %% check="predict_beta" points=1
-grading.check_value(tuple(round(v, 3) for v in predict_beta()), (0.881, 0.622), what="your two probabilities",
-                    atol=2e-3, hint="pi* is proportional to 0.5 * exp(r / beta); normalise over the two answers")
+grading.check_function(predict_beta, lambda: (0.881, 0.622), cases=[grading.Case(note="your two probabilities")],
+                       atol=2e-3, rtol=0, hint="pi* is proportional to 0.5 * exp(r / beta); normalise over the two answers")
 
 # %% [markdown]
 # Small β: nearly greedy on the reward. Large β: stay near the reference.
