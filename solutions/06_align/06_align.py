@@ -163,9 +163,24 @@ grading.check_function(document_mask, al.document_causal_mask, cases=[
 
 # %% [markdown]
 # Now pack the four conversations into one row, and check that each document's logits are the
-# logits it gets alone — and that the naive causal mask would have leaked.
+# logits it gets alone — and that the naive causal mask would have leaked. The cell uses your
+# `document_mask` when it agrees with `llmlab`'s (`use_yours` below), `llmlab`'s otherwise.
 
 # %%
+def use_yours(fn, ref, *args):
+    """Your function's result when it runs and matches llmlab's reference here; else llmlab's."""
+    want = ref(*args)
+    try:
+        got = fn(*args)
+        if torch.is_tensor(got) and got.shape == want.shape and torch.equal(got, want):
+            print(f"using your {fn.__name__}")
+            return got
+    except Exception:  # an unfinished exercise must not stop the chapter
+        pass
+    print(f"using llmlab's {ref.__name__} (your {fn.__name__} is not passing yet)")
+    return want
+
+
 examples = [al.sft_example(chat_tok, c) for c in CONVS]
 packed = al.pack_examples(examples, sum(len(i) for i, _ in examples), pad_id=EOS)
 print("row of", packed.ids.shape[1], "tokens; documents", packed.doc_ids[0].unique().tolist(),
@@ -173,7 +188,7 @@ print("row of", packed.ids.shape[1], "tokens; documents", packed.doc_ids[0].uniq
 model.eval()
 with torch.no_grad():
     ctx = al.PackedContext(packed.doc_ids)
-    ctx.mask = document_mask(packed.doc_ids)  # your mask, if it passes; the check above compares
+    ctx.mask = use_yours(document_mask, al.document_causal_mask, packed.doc_ids)
     with_mask = model(packed.ids, packed.positions, cache=ctx)
     naive = model(packed.ids)
     at, worst_ok, worst_leak = 0, 0.0, 0.0
@@ -230,7 +245,7 @@ print("chosen:  ", repr(tok.decode(c)))
 print("rejected:", repr(tok.decode(r)))
 
 # %% [markdown]
-# ### Exercise 6.3 — predict first: the Bradley–Terry loss · 1 point · difficulty 1 · ~3 min
+# ### Exercise 6.3 — predict first: the Bradley–Terry loss · 2 points · difficulty 1 · ~3 min
 #
 # Before the reward model trains: a freshly initialised head outputs the same reward for every
 # sequence. What is the loss of one pair then, in nats (3 decimals)? And what is it when the reward
@@ -246,8 +261,20 @@ def predict_bt() -> tuple[float, float]:
 
 
 # %% check="predict_bt" points=1
-grading.check_value(tuple(round(v, 3) for v in predict_bt()), (0.693, 0.127), what="your two losses",
-                    atol=2e-3, hint="-log sigmoid(d) = log(1 + exp(-d))")
+try:
+    _bt = tuple(float(v) for v in predict_bt())
+except Exception:  # an unanswered question must not stop the chapter
+    _bt = ()
+grading.expect(len(_bt) == 2 and 0 < _bt[1] < _bt[0] < 1,
+               "return two losses in nats, (equal rewards, margin 2); a larger margin gives a smaller "
+               "loss, and both are below 1 — the hidden test checks the values")
+
+# %% hidden="predict_bt" points=1
+### BEGIN HIDDEN TESTS
+grading.check_function(predict_bt, lambda: (math.log(2), math.log1p(math.exp(-2))),
+                       cases=[grading.Case(note="your two losses")], atol=2e-3, rtol=0,
+                       hint="-log sigmoid(d) = log(1 + exp(-d))")
+### END HIDDEN TESTS
 
 # %% [markdown]
 # ### Exercise 6.4 — the Bradley–Terry loss · 2 points · difficulty 1 · ~5 min
@@ -506,7 +533,7 @@ print("mean reward per step:", " ".join(f"{s['score']:.2f}" for s in ppo_log))
 # $\beta\log\frac{\pi_\theta}{\pi_\text{ref}}$ is the **implicit reward**; β sets how far the policy
 # may move for a given preference strength.
 #
-# ### Exercise 6.7 — predict first: what β does · 1 point · difficulty 1 · ~5 min
+# ### Exercise 6.7 — predict first: what β does · 2 points · difficulty 1 · ~5 min
 #
 # One prompt, two answers; $\pi_\text{ref}$ = (0.5, 0.5), rewards $r$ = (1, 0). Using the formula
 # for $\pi^*$, predict the optimal probability of answer 1 for β = 0.5 and for β = 2 (3 decimals).
@@ -520,8 +547,20 @@ def predict_beta() -> tuple[float, float]:
 
 
 # %% check="predict_beta" points=1
-grading.check_value(tuple(round(v, 3) for v in predict_beta()), (0.881, 0.622), what="your two probabilities",
-                    atol=2e-3, hint="pi* is proportional to 0.5 * exp(r / beta); normalise over the two answers")
+try:
+    _pb = tuple(float(v) for v in predict_beta())
+except Exception:  # an unanswered question must not stop the chapter
+    _pb = ()
+grading.expect(len(_pb) == 2 and 0.5 < _pb[1] < _pb[0] < 1,
+               "return two probabilities of answer 1, (beta 0.5, beta 2): answer 1 has the higher reward, "
+               "so both exceed 0.5, and a larger beta stays closer to the reference's 0.5")
+
+# %% hidden="predict_beta" points=1
+### BEGIN HIDDEN TESTS
+grading.check_function(predict_beta, lambda: (1 / (1 + math.exp(-2)), 1 / (1 + math.exp(-0.5))),
+                       cases=[grading.Case(note="your two probabilities")], atol=2e-3, rtol=0,
+                       hint="pi* is proportional to 0.5 * exp(r / beta); normalise over the two answers")
+### END HIDDEN TESTS
 
 # %% [markdown]
 # Small β: nearly greedy on the reward. Large β: stay near the reference.

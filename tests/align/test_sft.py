@@ -56,6 +56,7 @@ def test_tokenize_prompt_and_output_cs336_semantics(book):
         assert not resp[n:].any()
 
 
+@pytest.mark.parity
 def test_log_probs_and_entropy_match_trl():
     torch.manual_seed(0)
     logits, labels = torch.randn(3, 7, 50) * 3, torch.randint(0, 50, (3, 7))
@@ -121,6 +122,7 @@ def test_pack_rows_and_errors():
         pack_examples([([1] * 9, [1] * 9)], 8, 0)
 
 
+@pytest.mark.parity
 def test_packing_matches_trl_padding_free_collator(chat):
     _, tok = chat
     examples = [sft_example(tok, c) for c in CONVS]
@@ -143,6 +145,7 @@ def test_packing_matches_trl_padding_free_collator(chat):
     assert torch.equal(ours.labels, shifted)
 
 
+@pytest.mark.parity
 def test_sft_loss_matches_sfttrainer(hf_model, hf_tok, tmp_path):
     from datasets import Dataset
 
