@@ -28,7 +28,7 @@ from llmlab.parallel.functional import all_to_all, ring_shift
 def partial_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                       causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention of q to one key/value block: (out (b, h, t_q, d), lse (b, h, t_q))."""
-    scores = attention_scores(q, k, causal=causal)  # (b, h, t_q, t_k)
+    scores = attention_scores(q, k, is_causal=causal)  # (b, h, t_q, t_k)
     lse = scores.logsumexp(-1)
     return torch.exp(scores - lse[..., None]) @ v, lse
 

@@ -1,5 +1,5 @@
-"""The pieces chapter 02 grades are marked as references: while a check blocks them, neither
-they nor a fast twin a learner could call instead will run."""
+"""The pieces chapter 02 grades can be blocked by naming them: while a check blocks them, neither
+they nor a module that calls them will run (no decorator in the library is needed)."""
 
 import pytest
 import torch
@@ -24,8 +24,8 @@ REFERENCES = [rms_norm, apply_rope, causal_attention, fast_causal_attention, swi
 
 
 @pytest.mark.parametrize("ref", REFERENCES, ids=lambda r: r.__name__)
-def test_is_marked_as_reference(ref):
-    assert grading.guard.reference_key(ref) is not None
+def test_naming_a_reference_blocks_it(ref):
+    assert grading.guard.keys_for([ref]), f"{ref.__name__} yields nothing to block"
 
 
 def test_blocking_attention_blocks_the_module_that_uses_it():
