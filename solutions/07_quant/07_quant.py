@@ -771,7 +771,7 @@ grading.check_function(lambda *a: ste_probe(ste_fake_quant, *a),
 # %%
 train_tokens = Q.corpus_tokens(tokenizer, "train", 60_000, n_docs=80, seed=1)
 qat_model = Q.prepare_qat(copy.deepcopy(model), bits=2, group_size=64)
-cfg = TrainConfig(max_steps=30, batch_size=8, seq_len=128, lr=1e-4, warmup_steps=3, weight_decay=0.0,
+cfg = TrainConfig(max_steps=30, batch_size=8, seq_len=128, lr=3e-5, warmup_steps=3, weight_decay=0.0,
                   precision="fp32", eval_every=0, log_every=10, seed=0, threads=1)
 _, qat_secs = timed(lambda: Trainer(qat_model, train_tokens, config=cfg, peak_flops=1.0).fit())
 qat_model = Q.convert_qat(qat_model)
