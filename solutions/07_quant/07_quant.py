@@ -935,7 +935,7 @@ display(Markdown(table))
 # take to quantize, and `QuantLinear`'s matmul throughput against fp32 and bf16 layers
 # (numbers from the last run on this machine):
 
-# %%
+# %% tags=["nbval-ignore-output"]
 bench_md = Path(Q.__file__).parents[2] / "bench" / "results" / "quant.md"  # the repository's
 display(Markdown(bench_md.read_text() if bench_md.exists() else
                  "_run `python -m bench.bench_quant --size full` to produce the table_"))
