@@ -15,11 +15,12 @@
 from __future__ import annotations
 
 import copy
+import json
 import time
 
 import torch
 
-from bench.common import measure, parser, write_results
+from bench.common import markdown_table, measure, parser, write_results
 from llmlab.model import load_book_model
 from llmlab.quant import (
     QuantLinear,
@@ -99,15 +100,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     size = SIZES[args.size]
     methods, speed = method_rows(size), throughput_rows(size)
-    write_results("quant_methods", methods, args.out, title="Quantization methods on the book's model",
-                  notes="int4 methods: groups of 64 with fp16 scales and uint8 zeros; the tied "
-                        "embedding stays fp32. KL: mean per-token KL(float || quantized).",
-                  size=args.size)
     path = write_results("quant", speed, args.out, title="QuantLinear matmul time (lower is faster)",
                          notes="QuantLinear dequantizes its weight on every call (no fused kernel on "
                                "CPU), so ratios above 1 are that overhead.", size=args.size)
-    methods_md = (args.out / "quant_methods.md").read_text()
-    path.write_text(methods_md + "\n" + path.read_text())
+    data = json.loads(path.with_suffix(".json").read_text())
+    path.with_suffix(".json").write_text(json.dumps({**data, "methods": methods}, indent=2))
+    path.write_text("\n".join([
+        "### Quantization methods on the book's model", "", markdown_table(methods), "",
+        "int4 methods: groups of 64 with fp16 scales and uint8 zeros; the tied embedding stays "
+        "fp32. KL: mean per-token KL(float || quantized).", "", path.read_text()]))
     print(path.read_text())
 
 

@@ -77,7 +77,7 @@ print(f"float32 perplexity: {FP_PPL:.4g}")
 # group of $g$ weights, int4 costs $4 + 24/g$ bits per weight (4.375 for $g = 64$).
 
 # %% [markdown]
-# ### Exercise 7.1 — predict the model's size · 1 point · difficulty 1 · ~5 min
+# ### Exercise 7.1 — predict the model's size · 2 points · difficulty 1 · ~5 min
 #
 # **Predict first.** The cell above printed how many weights the book model's blocks hold. Return
 # the megabytes (1 MB = 10⁶ bytes) those block weights take in fp32, bf16, and int4 with groups of
@@ -104,8 +104,13 @@ print(f"measured: int4-g64 blocks {measured_int4:.3f} MB; whole model "
       f"{Q.model_nbytes(model) / 1e6:.2f} MB -> {Q.model_nbytes(rtn4) / 1e6:.2f} MB "
       "(the tied embedding stays in fp32)")
 
+# %% hidden="predict_sizes" points=1
+sizes = predicted_sizes()
+grading.check_value(sizes["fp32"] / sizes["int4_g64"], expected_sizes["fp32"] / measured_int4,
+                    what="fp32 / int4-g64 size ratio", rtol=1e-3)
+
 # %% [markdown]
-# ### Exercise 7.2 — predict decode speed · 1 point · difficulty 1 · ~5 min
+# ### Exercise 7.2 — predict decode speed · 2 points · difficulty 1 · ~5 min
 #
 # **Predict first.** An H100 reads HBM at 3.35 TB/s. Give the upper bound on batch-1 decode
 # speed (tokens/s) of a 7 B-parameter model (7·10⁹ weights) stored in bf16, and in int4 at
@@ -124,6 +129,10 @@ def predicted_decode_speed() -> dict[str, float]:
 grading.check_value(predicted_decode_speed(), {"bf16": 3.35e12 / 14e9, "int4": 3.35e12 / (7e9 * 4.5 / 8)},
                     what="predicted tokens/s", rtol=1e-3,
                     hint="tokens/s = bandwidth / bytes read per token; int4 reads 4.5/8 bytes per weight")
+
+# %% hidden="predict_decode" points=1
+speeds = predicted_decode_speed()
+grading.check_value(speeds["int4"] / speeds["bf16"], 16 / 4.5, what="int4 / bf16 speed-up", rtol=1e-3)
 
 # %% [markdown]
 # Real engines reach 60–80% of this bound at batch 1 — which is why weight-only int4 (GPTQ, AWQ)
@@ -650,7 +659,7 @@ print("int8 x int8 -> int32 exact:", torch.equal(Q.int8_matmul(xq, wq).double(),
 # folding $1/s$ into the norm before — the difficulty moves from activations to weights, which
 # quantize per channel easily.
 #
-# ### Exercise 7.9 — the SmoothQuant scale · 1 point · difficulty 1 · ~5 min
+# ### Exercise 7.9 — the SmoothQuant scale · 2 points · difficulty 1 · ~5 min
 #
 # Write `smooth_scale(x_absmax, w, alpha)`: `x_absmax` `(in,)` is $\max|X_j|$ over calibration
 # tokens, `w` `(out, in)`; return $s$ `(in,)`. Clamp both maxima and the result below at $10^{-5}$.
@@ -671,6 +680,15 @@ grading.check_function(smooth_scale, lambda xa, w, a=0.5: Q.smoothquant_scales(x
     grading.Case(torch.rand(16, generator=g), torch.randn(4, 16, generator=g), 0.8, note="alpha 0.8"),
 ], block=[Q.smoothquant_scales, Q.smoothquant_model],
    hint="max over the output dimension (dim 0) of |w|; s = x_max^alpha / w_max^(1 - alpha)")
+
+# %% hidden="smooth" points=1
+g = torch.Generator().manual_seed(1)
+w_zero_col = torch.randn(5, 12, generator=g)
+w_zero_col[:, 3] = 0
+grading.check_function(smooth_scale, lambda xa, w, a=0.5: Q.smoothquant_scales(xa, [w], a), cases=[
+    grading.Case(torch.rand(12, generator=g) * 50, w_zero_col, 0.5, note="a zero weight column: clamp"),
+    grading.Case(torch.rand(12, generator=g), torch.randn(7, 12, generator=g), 1.0, note="alpha 1"),
+], block=[Q.smoothquant_scales, Q.smoothquant_model])
 
 # %% [markdown]
 # On the outlier model: naive W8A8 (per-token activations, per-channel weights), SmoothQuant
@@ -771,7 +789,7 @@ grading.check_function(lambda *a: ste_probe(ste_fake_quant, *a),
 # %%
 train_tokens = Q.corpus_tokens(tokenizer, "train", 60_000, n_docs=80, seed=1)
 qat_model = Q.prepare_qat(copy.deepcopy(model), bits=2, group_size=64)
-cfg = TrainConfig(max_steps=30, batch_size=8, seq_len=128, lr=1e-4, warmup_steps=3, weight_decay=0.0,
+cfg = TrainConfig(max_steps=30, batch_size=8, seq_len=128, lr=3e-5, warmup_steps=3, weight_decay=0.0,
                   precision="fp32", eval_every=0, log_every=10, seed=0, threads=1)
 _, qat_secs = timed(lambda: Trainer(qat_model, train_tokens, config=cfg, peak_flops=1.0).fit())
 qat_model = Q.convert_qat(qat_model)
@@ -935,7 +953,7 @@ display(Markdown(table))
 # take to quantize, and `QuantLinear`'s matmul throughput against fp32 and bf16 layers
 # (numbers from the last run on this machine):
 
-# %%
+# %% tags=["nbval-ignore-output"]
 bench_md = Path(Q.__file__).parents[2] / "bench" / "results" / "quant.md"  # the repository's
 display(Markdown(bench_md.read_text() if bench_md.exists() else
                  "_run `python -m bench.bench_quant --size full` to produce the table_"))

@@ -5,8 +5,6 @@ from __future__ import annotations
 import copy
 import math
 
-import torch
-
 from llmlab.quant import gptq_quantize_model, perplexity, rtn_quantize_model
 
 
@@ -18,4 +16,3 @@ def test_gptq_beats_rtn_perplexity_at_3_bits(book, calib, eval_ids):
     gptq = perplexity(gptq_quantize_model(copy.deepcopy(model), calib, 3, 64), tokens, seq_len=255)
     assert math.isfinite(fp) and rtn > fp
     assert gptq < rtn - 0.25 * (rtn - fp), (fp, rtn, gptq)
-    assert torch.get_num_threads() >= 1
