@@ -152,6 +152,18 @@ def _add(keys: Keys, obj: Any, name: str) -> None:
         return
     if isinstance(obj, functools.partial):
         return _add(keys, obj.func, name)
+    closure = getattr(obj, "__closure__", None)
+    if closure:
+        # A wrapper made by a helper (``lambda *a: run(ref, *a)``) shares its code with the same
+        # helper's wrapper around the learner's function: block what it wraps, not its code.
+        for cell in closure:
+            try:
+                content = cell.cell_contents
+            except ValueError:  # an empty cell
+                continue
+            if callable(content):
+                _add(keys, content, name)
+        return
     if isinstance(obj, type):
         keys.classes[id(obj)] = name
         keys.objects.append(obj)

@@ -30,8 +30,8 @@ def int8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Exact integer product. a: (m, k) int8, b: (n, k) int8 -> (m, n) int32 = a @ b^T."""
     if a.dtype != torch.int8 or b.dtype != torch.int8:
         raise ValueError(f"int8_matmul expects int8 operands, got {a.dtype} and {b.dtype}")
-    if a.shape[0] > 16:  # torch._int_mm wants m > 16 on some backends
-        return torch._int_mm(a, b.t())
+    # Not torch._int_mm: on CPUs without AVX-512-VNNI oneDNN's int8 kernels add pairs of products
+    # in saturating int16 (vpmaddubsw), so its result is not exact there. int32 operands are.
     return a.to(torch.int32) @ b.to(torch.int32).t()
 
 
