@@ -1,0 +1,1021 @@
+# %% [markdown]
+# # 05 · Parameter-efficient fine-tuning
+#
+# Fine-tuning every weight of a 7-8 B model needs over 100 GB of accelerator memory, most of it
+# optimizer state. Parameter-efficient fine-tuning (PEFT) freezes the pretrained model and trains
+# a small add-on instead: a low-rank update (LoRA), a rescaling vector (IA3), a few virtual tokens
+# (prompt and prefix tuning). This chapter builds the family in `llmlab.peft`, checks it against
+# Hugging Face `peft`, and fine-tunes the book's model on a task it cannot do yet.
+#
+# **You will learn to**
+# 1. count the memory of full fine-tuning and of each PEFT method, and predict it before measuring;
+# 2. measure the low-rank hypothesis: the singular values of a real fine-tuning update;
+# 3. implement LoRA (forward with scaling, merge/unmerge), DoRA, prefix tuning through the KV cache,
+#    a multi-LoRA batched forward and GaLore's projected Adam step;
+# 4. fine-tune the book's model with LoRA on a new task, measure what it learns and what it
+#    forgets, and compare the whole family on the same task;
+# 5. serve several adapters on one base model in one batch.
+
+# %% [markdown]
+# **Budget:** ~1 min on 2 CPU cores · peak RAM ~1 GB. No GPU and no network needed.
+
+# %% tags=["nbval-ignore-output"]
+import re
+import time
+
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+import llmlab.kvcache as kv
+from llmlab import grading, peft
+from llmlab.data import load_documents
+from llmlab.model import GPT, GPTConfig, load_book_model
+from llmlab.nn import Linear
+from llmlab.utils import seed_all
+
+seed_all(0)
+torch.set_num_threads(1)  # small matmuls: one thread is as fast, and steadier
+base_model, tok = load_book_model()
+cfg = base_model.config
+print(f"the book's model: {base_model.num_params() / 1e6:.2f} M parameters, {cfg.n_layer} layers, "
+      f"d_model {cfg.d_model}, vocabulary {cfg.vocab_size}")
+
+
+def fresh_model() -> nn.Module:
+    """A new copy of the book's model (every method starts from the same pretrained weights)."""
+    model, _ = load_book_model()
+    return model
+
+
+# %% [markdown]
+# ## 1. Why full fine-tuning is expensive
+#
+# Training with Adam in mixed precision keeps, for **every trainable parameter**, a bf16 weight
+# and gradient (2 + 2 bytes) and an fp32 master weight plus Adam's two moments (4 + 4 + 4): 16
+# bytes (the ZeRO paper's accounting). A frozen parameter only needs its bf16 weight: 2 bytes.
+# Activations come on top and depend on batch and sequence length.
+#
+# LoRA (Hu et al., 2021) freezes a weight $W \in \mathbb{R}^{d_\text{out}\times d_\text{in}}$ and
+# learns $\Delta W = s\,BA$ with $B \in \mathbb{R}^{d_\text{out}\times r}$,
+# $A \in \mathbb{R}^{r\times d_\text{in}}$, $r \ll d$ and $s = \alpha/r$:
+#
+# $$h = Wx + b + s\,B(Ax).$$
+#
+# It trains $r(d_\text{in} + d_\text{out})$ numbers per adapted matrix instead of
+# $d_\text{in} d_\text{out}$. Before looking at the table, predict.
+
+# %% [markdown]
+# ### Exercise 5.1 — predict first: LoRA's trainable parameters · 2 points · difficulty 1 · ~5 min
+#
+# Write `lora_param_count(shapes, n_layer, r)`: the number of trainable parameters when LoRA of
+# rank `r` adapts, in each of `n_layer` layers, the matrices whose `(out, in)` shapes are listed.
+# Then predict (on paper) the count for Llama-3-8B (32 layers, `d_model` 4096, 8 KV heads of 128)
+# with `r = 8` on `q_proj` (4096 → 4096) and `v_proj` (4096 → 1024) — the table below shows it.
+
+# %% solution="lora_param_count"
+def lora_param_count(shapes: list[tuple[int, int]], n_layer: int, r: int) -> int:
+    """shapes: [(out, in), ...] of the adapted matrices of one layer -> trainable parameters."""
+    ### BEGIN SOLUTION
+    return n_layer * sum(r * (d_out + d_in) for d_out, d_in in shapes)
+    ### END SOLUTION
+
+
+# %% check="lora_param_count" points=1
+def _lora_count_ref(shapes, n_layer, r):
+    return n_layer * sum(r * (o + i) for o, i in shapes)
+
+
+grading.check_function(lora_param_count, _lora_count_ref, block=[peft.trainable_params], cases=[
+    grading.Case([(4096, 4096), (1024, 4096)], 32, 8, note="Llama-3-8B, q and v, r = 8"),
+    grading.Case([(192, 192)], 6, 1, note="one square matrix per layer, r = 1"),
+], hint="A is (r, in) and B is (out, r): r·(in + out) per matrix, for every layer")
+
+# %% hidden="lora_param_count" points=1
+### BEGIN HIDDEN TESTS
+llama = peft.REAL_CONFIGS["Llama-3-8B"]
+shapes = [peft.linear_shapes(llama)[n] for n in peft.ALL_LINEAR]
+grading.check_value(lora_param_count(shapes, 32, 16),
+                    peft.trainable_params(llama, "lora", r=16), what="LoRA r=16 on all linears")
+grading.check_function(lora_param_count, _lora_count_ref, cases=[
+    grading.Case([], 4, 8, note="nothing adapted"),
+    grading.Case([(14336, 4096), (4096, 14336)], 28, 64, note="MLP only, r = 64"),
+])
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ### Exercise 5.2 — predict first: the memory of training state · 2 points · difficulty 1 · ~5 min
+#
+# With the accounting above (16 bytes per trainable parameter, 2 per frozen one, activations
+# left out), write `training_state_bytes(n_frozen, n_trainable)`. Predict the GB for full
+# fine-tuning of Llama-3-8B (8.03 B parameters, all trainable) and for LoRA r = 16 on all its
+# linear layers (42 M trainable) before running the table.
+
+# %% solution="training_state_bytes"
+def training_state_bytes(n_frozen: int, n_trainable: int) -> int:
+    """Bytes of weights + gradients + optimizer state (no activations)."""
+    ### BEGIN SOLUTION
+    return 2 * n_frozen + 16 * n_trainable
+    ### END SOLUTION
+
+
+# %% check="training_state_bytes" points=1
+def _state_ref(n_frozen, n_trainable):
+    return 2 * n_frozen + 16 * n_trainable
+
+
+grading.check_function(training_state_bytes, _state_ref, cases=[
+    grading.Case(0, 8_030_261_248, note="full fine-tuning of Llama-3-8B"),
+    grading.Case(8_030_261_248, 41_943_040, note="LoRA r = 16 on every linear layer"),
+], hint="a trainable parameter: bf16 weight + bf16 grad + fp32 master + two fp32 Adam moments")
+
+# %% hidden="training_state_bytes" points=1
+### BEGIN HIDDEN TESTS
+llama = peft.REAL_CONFIGS["Llama-3-8B"]
+for method in ("full", "lora", "ia3"):
+    m = peft.finetune_memory(llama, method)
+    frozen = 0 if method == "full" else peft.trainable_params(llama, "full")
+    grading.check_value(training_state_bytes(frozen, int(m["trainable"])),
+                        m["weights"] + m["grads"] + m["optimizer"], what=f"{method} state bytes")
+### END HIDDEN TESTS
+
+# %% [markdown]
+# `peft.finetune_memory` counts every method this chapter builds on real configs (activations for
+# one 2048-token sequence, bf16, no gradient checkpointing):
+
+# %%
+def memory_table(name: str, methods=("full", "galore", "lora", "qlora", "dora", "ia3", "prefix")):
+    c = peft.REAL_CONFIGS[name]
+    print(f"{name}: {peft.trainable_params(c, 'full') / 1e9:.2f} B parameters")
+    print(f"{'method':<8}{'trainable':>14}{'weights GB':>12}{'grads GB':>10}{'optim GB':>10}"
+          f"{'activ. GB':>11}{'total GB':>10}")
+    for m in methods:
+        b = peft.finetune_memory(c, m, batch=1, seq=2048, r=16)
+        print(f"{m:<8}{b['trainable']:>14,.0f}" + "".join(
+            f"{b[k] / 1e9:>{w}.1f}" for k, w in (("weights", 12), ("grads", 10),
+                                                  ("optimizer", 10), ("activations", 11),
+                                                  ("total", 10))))
+
+
+memory_table("Llama-3-8B")
+memory_table("Qwen2-7B")
+
+# %% [markdown]
+# Full fine-tuning needs ~130 GB before activations: more than one 80 GB GPU. LoRA brings the
+# weight-related memory down to the frozen bf16 copy (16 GB); QLoRA stores that copy in 4-bit
+# NF4 (~5 GB). GaLore keeps training every weight but projects Adam's moments to rank 128.
+# The activations are the same for every method: gradients must flow back through the frozen
+# layers to reach the adapters (gradient checkpointing, not PEFT, is the cure for that term).
+#
+# ## 2. A task the book's model cannot do yet
+#
+# We build a small instruction task from the standard library the model was trained on: given a
+# function signature, write the call with the arguments by name — `self`/`cls`, defaults and
+# annotations dropped. Train and held-out examples come from the train and validation files of
+# the corpus split, so no held-out function was seen in fine-tuning.
+
+# %%
+SIG = re.compile(r"^[ \t]*def ([a-z]\w*)\(([\w ,=.'\"]*)\)(?: -> [\w.]+)?:", re.M)
+
+
+def signature_examples(split: str) -> list[tuple[str, str]]:
+    """(prompt, answer) pairs from the functions of one corpus split (1-3 plain parameters)."""
+    out = {}
+    for doc in load_documents(split=split):
+        for name, raw in SIG.findall(doc.text):
+            params = [p.split("=")[0].strip() for p in raw.split(",") if p.strip()]
+            params = [p for p in params if p not in ("self", "cls")]
+            if 1 <= len(params) <= 3 and len(raw) < 50 and all(p.isidentifier() for p in params):
+                out[(name, raw)] = (f"### Signature: def {name}({raw}):\n### Call:",
+                                    f" {name}({', '.join(params)})\n")
+    return sorted(out.values())
+
+
+def encode(pairs: list[tuple[str, str]], T: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
+    """ids (n, T) and targets (n, T): next-token targets on the answer only, -100 elsewhere."""
+    X, Y = [], []
+    for prompt, answer in pairs:
+        a, b = tok.encode(prompt), tok.encode(answer)
+        ids, tgt = (a + b)[: T + 1], ([-100] * (len(a) - 1) + b)[:T]
+        X.append(ids[:T] + [0] * (T - len(ids[:T])))
+        Y.append(tgt + [-100] * (T - len(tgt)))
+    return torch.tensor(X), torch.tensor(Y)
+
+
+train_pairs, test_pairs = signature_examples("train"), signature_examples("val")
+g = torch.Generator().manual_seed(0)
+train_pairs = [train_pairs[i] for i in torch.randperm(len(train_pairs), generator=g)]
+X_train, Y_train = encode(train_pairs[:1500])
+X_test, Y_test = encode(test_pairs[:96])
+print(f"{len(train_pairs)} training and {len(test_pairs)} held-out signatures, e.g.")
+print(test_pairs[3][0] + test_pairs[3][1])
+
+# %% [markdown]
+# Two measures on held-out signatures: the **loss** on the answer tokens, and **exact match** —
+# greedy decoding writes the whole answer correctly (equivalently: the argmax of the next-token
+# logits is right at every answer position, which one forward pass checks). We also watch the
+# loss on the **pretraining validation set** (stdlib code the model was trained to predict), to
+# see what fine-tuning makes it forget.
+
+# %%
+val_text = "\n".join(d.text for d in load_documents(split="val"))[:60_000]
+val_ids = torch.tensor(tok.encode(val_text)[: 16 * 65]).view(16, 65)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module) -> dict[str, float]:
+    """Task loss and exact match on held-out signatures; loss on pretraining validation text."""
+    model.eval()
+    logits = model(X_test)
+    answer = Y_test != -100
+    exact = ((logits.argmax(-1) == Y_test) | ~answer).all(1).float().mean()
+    task = F.cross_entropy(logits.flatten(0, 1), Y_test.flatten(), ignore_index=-100)
+    pre = F.cross_entropy(model(val_ids[:, :-1]).flatten(0, 1), val_ids[:, 1:].flatten())
+    return {"task loss": task.item(), "exact match": exact.item(), "pretrain loss": pre.item()}
+
+
+def show(name: str, m: dict[str, float]) -> None:
+    print(f"{name:<24} task loss {m['task loss']:.2f} · exact match {100 * m['exact match']:.0f}%"
+          f" · pretraining val loss {m['pretrain loss']:.3f}")
+
+
+before = evaluate(base_model)
+show("book model, no tuning", before)
+
+# %% [markdown]
+# The model has never seen this format: it continues with code, not the call. Now the training
+# loop every method below shares: AdamW on the trainable parameters, batches of 8 examples,
+# loss on the answer tokens only.
+
+# %%
+def finetune(model: nn.Module, steps: int = 60, lr: float = 3e-3, batch: int = 8,
+             optimizer=None, desc: str = "fine-tune", data=None) -> float:
+    """Train ``model`` on ``data`` = (ids, targets) (default: the signature task); returns seconds."""
+    X, Y = data or (X_train, Y_train)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = optimizer or torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(1)
+    model.train()
+    start = time.perf_counter()
+    for _ in tqdm(range(steps), desc=desc, leave=False):
+        i = torch.randint(0, len(X), (batch,), generator=gen)
+        loss = F.cross_entropy(model(X[i]).flatten(0, 1), Y[i].flatten(), ignore_index=-100)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    model.eval()
+    return time.perf_counter() - start
+
+
+# %% [markdown]
+# ## 3. The low-rank hypothesis, measured
+#
+# LoRA bets that the update fine-tuning needs has low "intrinsic rank" (Aghajanyan et al., 2020).
+# Test it: fine-tune **every** weight of the book's model on the task, then take the SVD of the
+# update $\Delta W = W_\text{tuned} - W_\text{pretrained}$ of each matrix. If most of
+# $\|\Delta W\|_F^2 = \sum_i \sigma_i^2$ sits in a few singular values, a rank-$r$ update can
+# carry it.
+
+# %% [markdown]
+# ### Exercise 5.3 — effective rank · 2 points · difficulty 1 · ~5 min
+#
+# Write `effective_rank(delta, energy)`: the smallest $k$ such that the top-$k$ singular values
+# hold at least the fraction `energy` of $\sum_i \sigma_i^2$.
+
+# %% solution="effective_rank"
+def effective_rank(delta: torch.Tensor, energy: float = 0.9) -> int:
+    """delta: (m, n) -> the number of singular values holding ``energy`` of the squared norm."""
+    ### BEGIN SOLUTION
+    s2 = torch.linalg.svdvals(delta.float()) ** 2
+    frac = s2.cumsum(0) / s2.sum()
+    return int((frac < energy - 1e-6).sum()) + 1
+    ### END SOLUTION
+
+
+# %% check="effective_rank" points=1
+def _eff_rank_ref(delta, energy=0.9):
+    s2 = torch.linalg.svdvals(delta.float()) ** 2
+    return int((s2.cumsum(0) / s2.sum() < energy - 1e-6).sum()) + 1
+
+
+g = torch.Generator().manual_seed(0)
+grading.check_function(effective_rank, _eff_rank_ref, block=[torch.linalg.matrix_rank], cases=[
+    grading.Case(torch.randn(8, 3, generator=g) @ torch.randn(3, 10, generator=g), 0.999,
+                 note="an exactly rank-3 matrix"),
+    grading.Case(torch.diag(torch.tensor([3.0, 2.0, 1.0])), 0.9, note="σ² = 9, 4, 1"),
+], hint="square the singular values (energy is σ²), then a cumulative sum")
+
+# %% hidden="effective_rank" points=1
+### BEGIN HIDDEN TESTS
+grading.check_function(effective_rank, _eff_rank_ref, cases=[
+    grading.Case(torch.eye(5), 0.5, note="flat spectrum"),
+    grading.Case(torch.randn(20, 12, generator=g), 0.8, note="random (m > n)"),
+    grading.Case(torch.diag(torch.tensor([1.0, 0.0, 0.0])), 0.99, note="rank one"),
+])
+### END HIDDEN TESTS
+
+# %%
+def use_learner(name: str, learner, reference, probe) -> object:
+    """The learner's version when it reproduces llmlab's on ``probe`` (a function of one
+    implementation returning a comparable value), else llmlab's with a note."""
+    try:
+        ok = bool(torch.allclose(torch.as_tensor(probe(learner)).float(),
+                                 torch.as_tensor(probe(reference)).float(), rtol=1e-4, atol=1e-5))
+    except Exception:  # NotImplementedError in the release, or any bug
+        ok = False
+    print(f"using your {name}" if ok else f"using llmlab's {name} (your {name} is not passing yet)")
+    return learner if ok else reference
+
+
+rank_of = use_learner("effective_rank", effective_rank, _eff_rank_ref,
+                      lambda f: f(torch.diag(torch.tensor([4.0, 2.0, 1.0, 0.5])), 0.9))
+full_model = fresh_model()
+full_time = finetune(full_model, steps=30, lr=1e-3, desc="full fine-tuning")
+full_metrics = evaluate(full_model)
+show("full fine-tuning", full_metrics)
+
+# %%
+pre = dict(base_model.named_parameters())
+spectra, ranks = {}, []
+for name, p in full_model.named_parameters():
+    if p.dim() == 2 and name.startswith("blocks."):
+        delta = (p - pre[name]).detach()
+        spectra[name] = torch.linalg.svdvals(delta)
+        ranks.append((name, rank_of(delta, 0.9), min(delta.shape)))
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.5))
+for name in ("blocks.0.attn.q_proj.weight", "blocks.3.attn.v_proj.weight",
+             "blocks.5.mlp.down_proj.weight"):
+    s2 = spectra[name] ** 2
+    ax1.plot((s2.cumsum(0) / s2.sum()).numpy(), label=name.replace(".weight", ""))
+ax1.axhline(0.9, color="gray", ls=":")
+ax1.set_xlabel("number of singular values"), ax1.set_ylabel("fraction of ‖ΔW‖²")
+ax1.set_title("energy of the full fine-tuning update"), ax1.legend(fontsize=8)
+ax2.hist([r / d for _, r, d in ranks], bins=12)
+ax2.set_xlabel("rank holding 90% of ‖ΔW‖² ÷ full rank"), ax2.set_ylabel("matrices")
+ax2.set_title(f"all {len(ranks)} weight matrices of the blocks")
+plt.tight_layout()
+plt.show()
+print(f"median rank for 90% of the update: {sorted(r for _, r, _ in ranks)[len(ranks) // 2]} "
+      f"of {ranks[0][2]}")
+
+# %% [markdown]
+# The update is far from full rank: a few directions per matrix carry most of it, as the LoRA
+# paper found for GPT-3. Drag the slider to truncate every $\Delta W$ to rank $r$ and see how
+# much of the fine-tuned behaviour survives.
+
+# %% tags=["nbval-ignore-output"]
+def truncated_update(r: int = 4) -> None:
+    model = fresh_model()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in spectra:
+                U, S, Vh = torch.linalg.svd(dict(full_model.named_parameters())[name] - p)
+                p += (U[:, :r] * S[:r]) @ Vh[:r]
+    show(f"rank-{r} truncation", evaluate(model))
+
+
+widgets.interact(truncated_update, r=widgets.IntSlider(4, 1, 64, 1, continuous_update=False))
+
+# %% [markdown]
+# ## 4. LoRA, implemented
+#
+# ### Exercise 5.4 — the LoRA forward · 2 points · difficulty 1 · ~10 min
+#
+# Write `lora_linear(x, W, b, A, B, alpha, r, rslora=False)` $= xW^\top + b + s\,(xA^\top)B^\top$
+# with $s = \alpha/r$, or $s = \alpha/\sqrt r$ for rsLoRA (Kalajdzievski, 2023). Never form
+# $BA$: the two thin matmuls cost $r(d_\text{in} + d_\text{out})$ per token.
+
+# %% solution="lora_linear"
+def lora_linear(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, A: torch.Tensor,
+                B: torch.Tensor, alpha: float, r: int, rslora: bool = False) -> torch.Tensor:
+    """x: (..., in); W: (out, in); b: (out,) | None; A: (r, in); B: (out, r) -> (..., out)."""
+    ### BEGIN SOLUTION
+    s = alpha / r ** 0.5 if rslora else alpha / r
+    y = x @ W.T + (0 if b is None else b)
+    return y + s * ((x @ A.T) @ B.T)
+    ### END SOLUTION
+
+
+# %% check="lora_linear" points=1
+def _lora_ref(x, W, b, A, B, alpha, r, rslora=False):
+    return peft.lora_forward(x, W, b, A, B, peft.lora_scaling(r, alpha, rslora))
+
+
+g = torch.Generator().manual_seed(0)
+R = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+grading.check_function(lora_linear, _lora_ref, block=[peft.lora_forward, peft.LoRALinear], cases=[
+    grading.Case(R(2, 5, 8), R(6, 8), R(6), R(2, 8), R(6, 2), 4.0, 2, note="s = alpha / r = 2"),
+    grading.Case(R(3, 8), R(4, 8), None, R(4, 8), R(4, 4), 8.0, 4, note="no bias"),
+], hint="s = alpha / r; the update is (x Aᵀ) Bᵀ, added to x Wᵀ + b")
+
+# %% hidden="lora_linear" points=1
+### BEGIN HIDDEN TESTS
+grading.check_function(lora_linear, _lora_ref, cases=[
+    grading.Case(R(2, 3, 8), R(6, 8), R(6), R(4, 8), R(6, 4), 16.0, 4, True, note="rsLoRA"),
+    grading.Case(R(1, 16), R(16, 16), R(16), R(1, 16), R(16, 1), 1.0, 1, note="rank 1"),
+])
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ### Exercise 5.5 — a LoRA layer that merges · 3 points · difficulty 2 · ~20 min
+#
+# Write `LoRALayer(base, r, alpha)` wrapping a frozen linear layer `base` (with `base.weight`
+# `(out, in)` and `base.bias`): parameters `lora_A` `(r, in)` initialised with
+# `nn.init.kaiming_uniform_(a=math.sqrt(5))` and `lora_B` `(out, r)` at **zero**; `forward(x)`
+# as in 5.4; `merge()` adds $s\,BA$ into `base.weight` (in place, under `torch.no_grad()`) so the
+# forward costs nothing extra, and `unmerge()` takes it out again. Keep a flag so a merged layer
+# does not add the update twice. The fine-tune below uses your class when it passes.
+
+# %% solution="lora_layer"
+class LoRALayer(nn.Module):
+    """base: a frozen linear layer; forward (..., in) -> (..., out)."""
+
+    def __init__(self, base: nn.Module, r: int = 8, alpha: float = 16.0, dropout: float = 0.0,
+                 use_rslora: bool = False) -> None:
+        super().__init__()
+        ### BEGIN SOLUTION
+        out_f, in_f = base.weight.shape
+        self.base, self.scaling, self.merged = base, alpha / r, False
+        self.lora_A = nn.Parameter(torch.empty(r, in_f))
+        self.lora_B = nn.Parameter(torch.zeros(out_f, r))
+        nn.init.kaiming_uniform_(self.lora_A, a=5 ** 0.5)
+        ### END SOLUTION
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ### BEGIN SOLUTION
+        y = self.base(x)
+        return y if self.merged else y + self.scaling * (x @ self.lora_A.T) @ self.lora_B.T
+        ### END SOLUTION
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        ### BEGIN SOLUTION
+        if not self.merged:
+            self.base.weight += self.scaling * self.lora_B @ self.lora_A
+            self.merged = True
+        ### END SOLUTION
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        ### BEGIN SOLUTION
+        if self.merged:
+            self.base.weight -= self.scaling * self.lora_B @ self.lora_A
+            self.merged = False
+        ### END SOLUTION
+
+
+# %% check="lora_layer" points=1
+def _lora_trace(cls, seed: int, r: int, alpha: float) -> list:
+    """Build on a fresh base, give B values, and record forward / merge / unmerge."""
+    torch.manual_seed(seed)
+    base = Linear(12, 6)
+    w0 = base.weight.detach().clone()
+    layer = cls(base, r=r, alpha=alpha)
+    x = torch.randn(3, 12)
+    out = [layer(x).detach().clone()]  # B = 0: exactly the base layer
+    with torch.no_grad():
+        layer.lora_A.copy_(torch.randn(r, 12))
+        layer.lora_B.copy_(torch.randn(6, r))
+    out.append(layer(x).detach().clone())
+    layer.merge()
+    layer.merge()  # twice: must not add the update twice
+    out += [layer(x).detach().clone(), base.weight.detach().clone()]
+    layer.unmerge()
+    out += [layer(x).detach().clone(), (base.weight - w0).abs().max().detach().reshape(1)]
+    return out
+
+
+grading.check_function(lambda *a: _lora_trace(LoRALayer, *a),
+                       lambda *a: _lora_trace(peft.LoRALinear, *a), name="LoRALayer",
+                       block=[peft.LoRALinear, peft.lora_forward], cases=[
+    grading.Case(0, 4, 8.0, note="[init, adapted, merged, merged W, unmerged, |W - W0|]"),
+], hint="merge: base.weight += s·B@A once (remember it is merged); forward then skips the update")
+
+# %% hidden="lora_layer" points=2
+### BEGIN HIDDEN TESTS
+grading.check_function(lambda *a: _lora_trace(LoRALayer, *a),
+                       lambda *a: _lora_trace(peft.LoRALinear, *a), name="LoRALayer", cases=[
+    grading.Case(1, 1, 1.0, note="rank 1"), grading.Case(2, 6, 3.0, note="rank 6, alpha 3"),
+])
+torch.manual_seed(0)
+_layer = LoRALayer(Linear(12, 6), r=4)
+grading.expect(bool((_layer.lora_B == 0).all()) and _layer.lora_A.abs().max() > 0,
+               "lora_B must start at zero and lora_A random (Kaiming uniform)")
+grading.expect(_layer.lora_A.abs().max() <= 1 / 12 ** 0.5 + 1e-6,
+               "Kaiming-uniform with a = sqrt(5) keeps |A| <= 1/sqrt(in_features)")
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ## 5. Fine-tuning the book's model with LoRA
+#
+# `peft.apply_lora` freezes the model and wraps every linear layer whose name matches a pattern
+# (`peft`'s `target_modules` rules) — here with your `LoRALayer` when it passes. Rank 8 on every
+# linear layer of the blocks:
+
+# %%
+LoRA = use_learner("LoRALayer", LoRALayer, peft.LoRALinear,
+                   lambda cls: _lora_trace(cls, 0, 4, 8.0)[2])
+lora_model = peft.freeze(fresh_model())
+peft.replace_modules(lora_model, peft.ALL_LINEAR, lambda _, m: LoRA(m, r=8, alpha=16.0))
+n_train, n_total = peft.count_trainable(lora_model)
+print(f"trainable: {n_train:,} of {n_total:,} parameters ({100 * n_train / n_total:.1f}%)")
+lora_time = finetune(lora_model, steps=40, lr=3e-3, desc="LoRA r=8")
+lora_metrics = evaluate(lora_model)
+show("book model, no tuning", before)
+show("LoRA r=8", lora_metrics)
+show("full fine-tuning", full_metrics)
+
+# %% tags=["nbval-ignore-output"]
+print(f"LoRA: {lora_time:.1f} s for 40 steps · full fine-tuning: {full_time:.1f} s for 30 steps")
+
+# %% [markdown]
+# Greedy decoding with the tuned model, on signatures it never saw (the adapter is merged first:
+# the same function, no extra cost per token). Compare the task loss and exact match above: a
+# budget of 40 small steps lowers the loss on the answers clearly, but is too short for exact
+# answers on unseen functions — raise `steps` in the `finetune` calls to train longer and watch
+# exact match climb:
+
+# %%
+peft.merge(lora_model)
+for prompt, answer in test_pairs[:4]:
+    ids = torch.tensor([tok.encode(prompt)])
+    out = kv.generate(lora_model, ids, 12)
+    print(prompt.split("\n")[0], "->", tok.decode(out[0, ids.shape[1]:].tolist()).split("\n")[0],
+          f"(expected{answer.rstrip()})")
+_ = peft.unmerge(lora_model)
+
+# %% [markdown]
+# ### Rank sweep and forgetting
+#
+# Same task, same 40 steps, ranks 1, 8 and 32. The pretraining validation loss measures
+# **forgetting**: how much worse the model predicts the stdlib code it was trained on. The LoRA
+# paper reports that small ranks already match full fine-tuning; "LoRA Learns Less and Forgets
+# Less" (Biderman et al., 2024) that LoRA also forgets less than full fine-tuning.
+
+# %%
+sweep = {8: (n_train, lora_metrics)}
+for r in (1, 32):
+    m = peft.apply_lora(fresh_model(), peft.LoRAConfig(r=r, alpha=2 * r, target_modules=peft.ALL_LINEAR))
+    finetune(m, steps=40, lr=3e-3, desc=f"LoRA r={r}")
+    sweep[r] = (peft.count_trainable(m)[0], evaluate(m))
+print(f"{'rank':>6}{'trainable':>11}{'task loss':>11}{'exact':>8}{'forgetting':>12}")
+for r in sorted(sweep):
+    n, m = sweep[r]
+    print(f"{r:>6}{n:>11,}{m['task loss']:>11.2f}{100 * m['exact match']:>7.0f}%"
+          f"{m['pretrain loss'] - before['pretrain loss']:>+12.3f}")
+print(f"{'full':>6}{n_total:>11,}{full_metrics['task loss']:>11.2f}"
+      f"{100 * full_metrics['exact match']:>7.0f}%"
+      f"{full_metrics['pretrain loss'] - before['pretrain loss']:>+12.3f}")
+
+# %% [markdown]
+# ## 6. The family: DoRA, IA3, BitFit, prompt and prefix tuning, adapters, QLoRA, GaLore
+#
+# **DoRA** (Liu et al., 2024) splits each output row of $W$ into a magnitude and a direction,
+# trains the magnitude $m$ directly and the direction through LoRA:
+#
+# $$W' = m \odot \frac{W + sBA}{\lVert W + sBA \rVert_c},\qquad m_0 = \lVert W\rVert_c,$$
+#
+# where $\lVert\cdot\rVert_c$ is the L2 norm of each row (over the inputs). As the paper (§4.3)
+# and `peft` do, the norm is treated as a constant in the backward pass (`.detach()`).
+#
+# ### Exercise 5.6 — the DoRA forward · 2 points · difficulty 2 · ~15 min
+#
+# Write `dora_linear(x, W, b, A, B, m, s)` $= x W'^\top + b$ with the norm detached.
+
+# %% solution="dora_linear"
+def dora_linear(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, A: torch.Tensor,
+                B: torch.Tensor, m: torch.Tensor, s: float) -> torch.Tensor:
+    """x: (..., in); W: (out, in); A: (r, in); B: (out, r); m: (out,) -> (..., out)."""
+    ### BEGIN SOLUTION
+    V = W + s * B @ A
+    W_prime = m[:, None] * V / V.norm(dim=1, keepdim=True).detach()
+    return x @ W_prime.T + (0 if b is None else b)
+    ### END SOLUTION
+
+
+# %% check="dora_linear" points=1
+grading.check_function(dora_linear, peft.dora_forward, block=[peft.DoRALinear], cases=[
+    grading.Case(R(2, 8), R(4, 8), R(4), R(2, 8), R(4, 2), R(4).abs(), 2.0, note="small layer"),
+    grading.Case(R(3, 2, 8), R(5, 8), None, R(3, 8), R(5, 3), torch.ones(5), 0.5, note="no bias"),
+], hint="the norm is per output row: V.norm(dim=1), one number per row of W + sBA")
+
+# %% hidden="dora_linear" points=1
+### BEGIN HIDDEN TESTS
+_A = R(2, 6).requires_grad_(True)
+_args = (R(4, 6), R(3, 6), None, _A, R(3, 2), R(3).abs(), 1.5)
+dora_linear(*_args).sum().backward()
+_got = _A.grad.clone()
+_A.grad = None
+peft.dora_forward(*_args).sum().backward()
+grading.check_value(_got, _A.grad, what="the gradient of A (is the norm detached?)")
+grading.check_function(dora_linear, peft.dora_forward, cases=[
+    grading.Case(R(1, 6), R(3, 6), R(3), torch.zeros(2, 6), R(3, 2), R(3).abs(), 1.0,
+                 note="A = 0: only the magnitude changes W"),
+])
+### END HIDDEN TESTS
+
+# %% [markdown]
+# **Prefix tuning** (Li & Liang, 2021) learns, for every layer, $P$ extra keys and values that
+# each real token can attend to; **P-tuning v2** (Liu et al., 2022) is the same without Li &
+# Liang's MLP reparameterisation. Attention to the prefix is exactly attention to $P$ tokens
+# already in the KV cache — so chapter 08's cache protocol is all it needs: a cache whose
+# `update(layer, k, v)` returns the layer's prefix followed by the past and the new keys/values,
+# and whose `offset` counts the prefix so the real tokens take positions $P, P+1, \dots$
+#
+# ### Exercise 5.7 — prefix tuning through the KV cache · 4 points · difficulty 3 · ~30 min
+#
+# Write `PrefixCache(prefix, batch)` for a `prefix` `(n_layer, 2, P, n_kv_head, d_head)` (keys at
+# index 0, values at 1): the KV-cache protocol of chapter 08 — `offset` (tokens before the
+# current forward, prefix included), `update(layer_idx, k, v)` with `k, v`
+# `(batch, t_new, n_kv_head, d_head)` returning all keys and values so far
+# `(batch, P + past + t_new, ...)` and remembering them for the next call, and `attn_mask(t_new)`
+# returning `None` (plain causal attention; the prefix comes first, so every query sees it).
+# Gradients must flow from the model's output back into `prefix`. It must keep working when
+# decoding continues one token at a time.
+
+# %% solution="prefix_cache"
+class PrefixCache:
+    """KV cache pre-filled with learned keys/values; prefix: (n_layer, 2, P, n_kv_head, d_head)."""
+
+    def __init__(self, prefix: torch.Tensor, batch: int) -> None:
+        ### BEGIN SOLUTION
+        self.kv = [[layer[0].expand(batch, *layer[0].shape), layer[1].expand(batch, *layer[1].shape)]
+                   for layer in prefix]
+        self.lengths = [prefix.shape[2]] * prefix.shape[0]
+        ### END SOLUTION
+
+    @property
+    def offset(self) -> int:
+        ### BEGIN SOLUTION
+        return min(self.lengths)
+        ### END SOLUTION
+
+    def update(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor):
+        ### BEGIN SOLUTION
+        past = self.kv[layer_idx]
+        past[0], past[1] = torch.cat([past[0], k], 1), torch.cat([past[1], v], 1)
+        self.lengths[layer_idx] += k.shape[1]
+        return past[0], past[1]
+        ### END SOLUTION
+
+    def attn_mask(self, t_new: int):
+        ### BEGIN SOLUTION
+        return None
+        ### END SOLUTION
+
+
+# %% check="prefix_cache" points=2
+_tiny_cfg = GPTConfig.llama_style(vocab_size=50, n_layer=2, n_head=4, n_kv_head=2, d_model=32,
+                                  block_size=64)
+
+
+def _prefix_run(cache_cls, seed: int, P: int, decode: int) -> list:
+    """Logits of a prompt and of `decode` greedy steps through the cache, and d(loss)/d(prefix)."""
+    torch.manual_seed(seed)
+    model = GPT(_tiny_cfg).eval()
+    prefix = (torch.randn(2, 2, P, 2, 8) * 0.5).requires_grad_(True)
+    idx = torch.randint(0, 50, (2, 5))
+    cache = cache_cls(prefix, 2)
+    logits = model(idx, cache=cache)
+    out = [logits.detach().clone()]
+    logits.square().mean().backward()
+    out.append(prefix.grad.clone())
+    with torch.no_grad():
+        tok_ = logits[:, -1].argmax(-1)
+        for _ in range(decode):
+            step = model(tok_[:, None], cache=cache)
+            out.append(step.detach().clone())
+            tok_ = step[:, -1].argmax(-1)
+    return out
+
+
+def _ref_prefix_cache(prefix, batch):
+    return peft.prefill_cache(prefix, batch)
+
+
+grading.check_function(lambda *a: _prefix_run(PrefixCache, *a),
+                       lambda *a: _prefix_run(_ref_prefix_cache, *a), name="PrefixCache",
+                       block=[peft.prefill_cache, peft.PrefixTuning, kv.ContiguousKVCache],
+                       cases=[grading.Case(0, 3, 0, note="prefill: logits and prefix gradient"),
+                              grading.Case(1, 2, 3, note="then three decode steps")],
+                       hint="update concatenates along dim 1 after what the layer holds; offset "
+                            "counts the prefix, so the prompt takes positions P, P+1, ...")
+
+# %% hidden="prefix_cache" points=2
+### BEGIN HIDDEN TESTS
+grading.check_function(lambda *a: _prefix_run(PrefixCache, *a),
+                       lambda *a: _prefix_run(_ref_prefix_cache, *a), name="PrefixCache",
+                       cases=[grading.Case(2, 1, 5, note="one virtual token, five decode steps"),
+                              grading.Case(3, 6, 1, note="six virtual tokens")])
+_c = PrefixCache(torch.zeros(2, 2, 4, 2, 8), 3)
+grading.expect(_c.offset == 4, "offset must count the prefix (4 tokens) before any update")
+### END HIDDEN TESTS
+
+# %% [markdown]
+# `peft.PrefixTuning` holds the learned prefix and runs the model through such a cache. Started
+# from the keys and values of real tokens (Li & Liang's initialisation), it is exactly the model
+# reading those tokens first:
+
+# %%
+prefix_ids = torch.tensor(tok.encode("### Call:"))
+demo = peft.PrefixTuning(fresh_model(), n_virtual=len(prefix_ids), init_ids=prefix_ids)
+x = X_test[:2, :12]
+ref = demo.model(torch.cat([prefix_ids.expand(2, -1), x], 1))[:, len(prefix_ids):]
+assert torch.allclose(demo(x), ref, atol=1e-4)
+print(f"prefix of {len(prefix_ids)} virtual tokens = reading them first; "
+      f"{peft.count_trainable(demo)[0]:,} trainable numbers")
+
+# %% [markdown]
+# Now every method on the same task: same data, the same 20 steps, each with a learning rate in its
+# usual range. Memory is what the training state of the book's model takes by the accounting of
+# §1 (trainable parameters × 16 bytes + frozen ones × 2; QLoRA's frozen linears at 4.13 bits);
+# **GaLore** (Zhao et al., 2024) trains every weight with Adam moments projected to rank 8, and
+# **QLoRA** (Dettmers et al., 2023) is LoRA over chapter 07's NF4-frozen base.
+
+# %%
+def galore_model():
+    m = fresh_model()
+    mats = [p for n, p in m.named_parameters() if p.dim() == 2 and n.startswith("blocks.")]
+    rest = [p for p in m.parameters() if all(p is not q for q in mats)]
+    opt = peft.GaLoreAdamW([{"params": mats, "rank": 8, "update_gap": 20, "scale": 1.0},
+                            {"params": rest}], lr=1e-3)
+    return m, opt
+
+
+g = torch.Generator().manual_seed(2)  # initial prompts of prompt/prefix tuning
+FAMILY = {  # name -> (build the model (and optimizer), learning rate)
+    "BitFit": (lambda: peft.apply_bitfit(fresh_model()), 1e-2),
+    "IA3": (lambda: peft.apply_ia3(fresh_model()), 3e-2),
+    "prompt tuning (16)": (lambda: peft.PromptTuning(fresh_model(), 16, generator=g), 3e-2),
+    "prefix tuning (16)": (lambda: peft.PrefixTuning(fresh_model(), 16, generator=g), 1e-2),
+    "adapters (m=16)": (lambda: peft.apply_adapters(fresh_model(), 16), 3e-3),
+    "DoRA r=8": (lambda: peft.apply_lora(fresh_model(), peft.LoRAConfig(
+        r=8, target_modules=peft.ALL_LINEAR, use_dora=True)), 3e-3),
+    "QLoRA r=8": (lambda: peft.apply_qlora(fresh_model(), peft.LoRAConfig(
+        r=8, target_modules=peft.ALL_LINEAR)), 3e-3),
+    "GaLore r=8": (galore_model, 1e-3),
+}
+
+
+def state_mb(model: nn.Module, galore_rank: int = 0) -> float:
+    """MB of training state: 16 bytes per trainable parameter, 2 per frozen one, NF4 as stored;
+    with GaLore, 8 (bf16 weight + grad) + 4 (fp32 master) per parameter + 4 per Adam number."""
+    trainable, total = peft.count_trainable(model)  # NF4 weights are buffers, not parameters
+    nf4 = sum(m.nbytes() for m in model.modules() if isinstance(m, peft.NF4Linear))
+    if not galore_rank:
+        return (2 * (total - trainable) + nf4 + 16 * trainable) / 1e6
+    mats = [p.shape for n, p in model.named_parameters() if p.dim() == 2 and n.startswith("blocks.")]
+    moments = sum(peft.galore_state_numbers(*s, galore_rank) for s in mats)
+    moments += 2 * (total - sum(s.numel() for s in mats))  # the rest keeps plain Adam
+    return (12 * total + 4 * moments) / 1e6
+
+
+rows = {"full fine-tuning (30 steps)": (n_total, 16 * n_total / 1e6, full_metrics, full_time / 30),
+        "LoRA r=8 (40 steps)": (n_train, state_mb(lora_model), lora_metrics, lora_time / 40)}
+for name, (build, lr) in FAMILY.items():
+    built = build()
+    model, opt = built if isinstance(built, tuple) else (built, None)
+    seconds = finetune(model, steps=20, lr=lr, optimizer=opt, desc=name)
+    rows[name] = (peft.count_trainable(model)[0], state_mb(model, 8 * name.startswith("GaLore")),
+                  evaluate(model), seconds / 20)
+
+# %%
+print(f"{'method':<28}{'trainable':>11}{'state MB':>10}{'task loss':>11}{'exact':>7}"
+      f"{'forgetting':>12}")
+for name, (n, mb, m, _) in rows.items():
+    print(f"{name:<28}{n:>11,}{mb:>10.1f}{m['task loss']:>11.2f}{100 * m['exact match']:>6.0f}%"
+          f"{m['pretrain loss'] - before['pretrain loss']:>+12.3f}")
+
+# %% tags=["nbval-ignore-output"]
+for name, (_, _, _, seconds) in rows.items():
+    print(f"{name:<28} {1e3 * seconds:6.0f} ms per step")
+
+# %% [markdown]
+# How to read it: *trainable* and *state MB* are what each method costs; *task loss* and *exact*
+# what it learned in its few steps; *forgetting* what it cost the pretraining skill. The
+# methods that only rescale or shift activations (IA3, BitFit) or add a handful of input vectors
+# (prompt tuning) move the model least — they need more steps or a bigger model to learn a new
+# output format (prompt tuning only matches fine-tuning from ~10 B parameters, Lester et al.).
+# Everything is measured, so the ordering on your machine comes from this run:
+
+# %%
+best = sorted(rows, key=lambda k: rows[k][2]["task loss"])
+print("lowest task loss first:", " > ".join(best))
+
+# %% [markdown]
+# ### Exercise 5.8 — GaLore's projected Adam step · 4 points · difficulty 3 · ~30 min
+#
+# GaLore (Algorithm 1) keeps Adam's moments in a rank-$r$ projection of the gradient. For
+# $W, G \in \mathbb{R}^{m\times n}$ with $m \le n$ and a projector $P \in \mathbb{R}^{m\times r}$
+# (the top-$r$ left singular vectors of a recent gradient):
+#
+# $$R = P^\top G,\; M \leftarrow \beta_1 M + (1-\beta_1)R,\; V \leftarrow \beta_2 V + (1-\beta_2)R^2,$$
+# $$N = \frac{M/(1-\beta_1^t)}{\sqrt{V/(1-\beta_2^t)} + \epsilon},\qquad W \leftarrow W - \eta\,\alpha\,P N.$$
+#
+# When $m > n$ project from the right instead: $P \in \mathbb{R}^{n\times r}$, $R = G P$, and the
+# update is $N P^\top$. Write `galore_step(W, G, P, M, V, t, lr, betas, eps, scale)` returning
+# the new `(W, M, V)` (do not modify the inputs).
+
+# %% solution="galore_step"
+def galore_step(W: torch.Tensor, G: torch.Tensor, P: torch.Tensor, M: torch.Tensor,
+                V: torch.Tensor, t: int, lr: float, betas=(0.9, 0.999), eps: float = 1e-8,
+                scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """W, G: (m, n); P: (m, r) if m <= n else (n, r); M, V: projected shape -> (W, M, V)."""
+    ### BEGIN SOLUTION
+    left = W.shape[0] <= W.shape[1]
+    R = P.T @ G if left else G @ P
+    M = betas[0] * M + (1 - betas[0]) * R
+    V = betas[1] * V + (1 - betas[1]) * R * R
+    N = (M / (1 - betas[0] ** t)) / ((V / (1 - betas[1] ** t)).sqrt() + eps)
+    return W - lr * scale * (P @ N if left else N @ P.T), M, V
+    ### END SOLUTION
+
+
+# %% check="galore_step" points=2
+def _galore_ref(W, G, P, M, V, t, lr, betas=(0.9, 0.999), eps=1e-8, scale=1.0):
+    W, M, V = W.clone(), M.clone(), V.clone()
+    peft.galore_adam_step(W, G, P, M, V, t, lr, betas, eps, scale)
+    return W, M, V
+
+
+def _galore_case(m, n, r, t, note, scale=1.0):
+    G = R(m, n)
+    P = peft.galore_projector(G, r)
+    shape = (r, n) if m <= n else (m, r)
+    return grading.Case(R(m, n), G, P, R(*shape) * 0.1, R(*shape).abs() * 0.01, t, 0.01,
+                        scale=scale, note=note)
+
+
+grading.check_function(galore_step, _galore_ref, block=[peft.galore_adam_step, peft.GaLoreAdamW,
+                                                        torch.optim.Adam, torch.optim.AdamW],
+                       cases=[_galore_case(4, 10, 2, 1, "m <= n: project from the left, step 1"),
+                              _galore_case(6, 8, 3, 5, "step 5: bias corrections")],
+                       hint="R = Pᵀ G has the moments' shape; map the Adam direction back with P N")
+
+# %% hidden="galore_step" points=2
+### BEGIN HIDDEN TESTS
+grading.check_function(galore_step, _galore_ref, cases=[
+    _galore_case(10, 4, 2, 3, "m > n: project from the right"),
+    _galore_case(5, 5, 5, 2, "square, full rank", scale=0.25),
+])
+_W = R(4, 6)
+_W0 = _W.clone()
+galore_step(_W, R(4, 6), torch.eye(4)[:, :2], torch.zeros(2, 6), torch.zeros(2, 6), 1, 0.1)
+grading.expect(torch.equal(_W, _W0), "galore_step must not modify W in place")
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ## 7. Serving many adapters on one base model
+#
+# An adapter is a few hundred kilobytes; the base model is shared. S-LoRA and Punica serve
+# thousands of adapters from one GPU by batching requests for *different* adapters together:
+# the base matmul $xW^\top$ is done once for the batch, then each row $b$ adds its own
+# $s_i B_i A_i x_b$ with $i$ = the adapter of that row (a gathered batched matmul; Punica's SGMV
+# kernel on a GPU).
+#
+# ### Exercise 5.9 — the multi-LoRA batched forward · 3 points · difficulty 2 · ~20 min
+#
+# Write `multi_lora(x, W, b, A, B, s, ids)` for `x` `(batch, seq, in)`, stacked adapters
+# `A` `(n, r, in)`, `B` `(n, out, r)`, scalings `s` `(n,)` and `ids` `(batch,)`: row `b` uses
+# adapter `ids[b]`, or no adapter when `ids[b] == -1`. Gather, do not loop over rows.
+
+# %% solution="multi_lora"
+def multi_lora(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, A: torch.Tensor,
+               B: torch.Tensor, s: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """x: (batch, seq, in); A: (n, r, in); B: (n, out, r); s: (n,); ids: (batch,) -> (batch, seq, out)."""
+    ### BEGIN SOLUTION
+    y = x @ W.T + (0 if b is None else b)
+    i = ids.clamp(min=0)
+    h = torch.einsum("bti,bri->btr", x, A[i])
+    delta = torch.einsum("btr,bor->bto", h, B[i])
+    return y + (s[i] * (ids >= 0))[:, None, None] * delta
+    ### END SOLUTION
+
+
+# %% check="multi_lora" points=1
+grading.check_function(multi_lora, peft.multi_lora_forward, block=[peft.MultiLoRALinear], cases=[
+    grading.Case(R(3, 4, 8), R(6, 8), R(6), R(2, 2, 8), R(2, 6, 2), torch.tensor([2.0, 0.5]),
+                 torch.tensor([1, 0, 1]), note="three rows, two adapters"),
+], hint="A[ids] is (batch, r, in): one adapter per row; scale each row by s[ids]")
+
+# %% hidden="multi_lora" points=2
+### BEGIN HIDDEN TESTS
+grading.check_function(multi_lora, peft.multi_lora_forward, cases=[
+    grading.Case(R(4, 2, 8), R(6, 8), None, R(3, 4, 8), R(3, 6, 4), torch.tensor([1.0, 2.0, 3.0]),
+                 torch.tensor([-1, 2, -1, 0]), note="rows without an adapter (-1)"),
+    grading.Case(R(1, 5, 8), R(6, 8), R(6), R(1, 1, 8), R(1, 6, 1), torch.tensor([4.0]),
+                 torch.tensor([0]), note="one row"),
+])
+### END HIDDEN TESTS
+
+# %% [markdown]
+# A second adapter for a second task — writing the function's **name** from its signature —
+# then one batch where each row picks its adapter (with your `multi_lora` when it passes):
+
+# %%
+name_pairs = [(p.replace("### Call:", "### Name:"), " " + a.strip().split("(")[0] + "\n")
+              for p, a in train_pairs]
+name_model = peft.apply_lora(fresh_model(), peft.LoRAConfig(r=4, alpha=8,
+                                                            target_modules=("q_proj", "v_proj")))
+finetune(name_model, steps=20, lr=5e-3, desc="LoRA for names", data=encode(name_pairs[:800]))
+call_lora = peft.apply_lora(fresh_model(), peft.LoRAConfig(r=8, alpha=16,
+                                                           target_modules=peft.ALL_LINEAR))
+peft.load_adapter_state_dict(call_lora, {k: v for k, v in lora_model.state_dict().items()
+                                         if k.endswith(("lora_A", "lora_B"))})
+served = peft.apply_multi_lora(fresh_model(), [peft.adapter_state_dict(call_lora),
+                                               peft.adapter_state_dict(name_model)], [2.0, 2.0])
+kernel = use_learner("multi_lora", multi_lora, peft.multi_lora_forward, lambda f: f(
+    torch.ones(2, 1, 3), torch.eye(3), None, torch.ones(2, 1, 3), torch.ones(2, 3, 1),
+    torch.tensor([1.0, 2.0]), torch.tensor([1, -1])))
+for layer in served.modules():
+    if isinstance(layer, peft.MultiLoRALinear):
+        layer.kernel = kernel
+
+rows_ids = torch.tensor([0, 1, -1])  # call adapter, name adapter, base model
+x = X_test[:3, :16]
+with peft.adapter_ids(served, rows_ids), torch.no_grad():
+    batched = served(x)
+    alone = torch.stack([call_lora(x)[0], name_model(x)[1], base_model(x)[2]])
+assert torch.allclose(batched, alone, atol=1e-4), "each row must equal its adapter alone"
+print("one batch, three adapters: each row equals its adapter run alone")
+
+test_sig = test_pairs[7][0]
+prompts = [tok.encode(p) for p in (test_sig, test_sig.replace("### Call:", "### Name:"), test_sig)]
+width = max(map(len, prompts))
+batch = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
+mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+with peft.adapter_ids(served, rows_ids), torch.no_grad():
+    out = kv.generate(served, batch, 10, attention_mask=mask)
+print(test_sig.split("\n")[0])
+for who, row in zip(["call adapter", "name adapter", "base model"], out):
+    print(f"  {who:<13}->", tok.decode(row[width:].tolist()).split("\n")[0])
+
+# %% [markdown]
+# The adapters stay separate, small files: `peft.save_adapter` writes only the trainable
+# tensors — for the call adapter:
+# `peft.save_adapter` writes only the trainable tensors — for the call adapter:
+
+# %% tags=["nbval-ignore-output"]
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+with tempfile.TemporaryDirectory() as d:
+    size = peft.save_adapter(call_lora, Path(d) / "call.safetensors", {"r": 8}).stat().st_size
+print(f"adapter file: {size / 1e3:.0f} kB · base model weights: {4 * n_total / 1e6:.1f} MB")
+
+# %% [markdown]
+# ## 8. How the industry does it
+#
+# - **Hugging Face `peft`** is the reference library: LoRA (with rsLoRA, DoRA, PiSSA/LoftQ
+#   initialisations), AdaLoRA, IA3, prompt/prefix/P-tuning, and more, on any `transformers`
+#   model by `target_modules` name patterns. `llmlab.peft` is tested against it: same base and
+#   adapter weights give the same logits and gradients for LoRA, rsLoRA, DoRA, IA3, prompt and
+#   prefix tuning and the AdaLoRA forward, and adapters move both ways
+#   (`tests/peft/test_peft_parity.py`). ([docs](https://huggingface.co/docs/peft))
+# - **QLoRA** fine-tuned a 65 B model on one 48 GB GPU: NF4 base weights with double
+#   quantization (~4.13 bits per weight), bf16 LoRA on every linear layer, and *paged optimizers*
+#   (optimizer states in CUDA unified memory, paged to the CPU when a long batch spikes memory).
+#   Its Guanaco models reached 99.3% of ChatGPT's level on the Vicuna benchmark after 24 hours
+#   on one GPU. ([paper](https://arxiv.org/abs/2305.14314))
+# - **Unsloth** rewrites the LoRA/QLoRA backward passes as hand-derived Triton kernels and
+#   reports ~2× faster training with ~70% less memory than `peft` + FlashAttention 2.
+#   **LLaMA-Factory** wraps `peft`, QLoRA, DoRA, GaLore, LoRA+ and more behind one config for
+#   100+ models. ([Unsloth](https://github.com/unslothai/unsloth),
+#   [LLaMA-Factory](https://arxiv.org/abs/2403.13372))
+# - **Serving:** S-LoRA keeps thousands of adapters in a unified paged memory with the KV cache
+#   and batches requests across adapters (up to 4× the throughput of vLLM with naive adapter
+#   swapping); Punica's SGMV kernel does the gathered batched matmul; vLLM and TGI ship
+#   multi-LoRA serving. ([S-LoRA](https://arxiv.org/abs/2311.03285),
+#   [Punica](https://arxiv.org/abs/2310.18547))
+# - **Where it breaks:** LoRA learns less than full fine-tuning on tasks far from pretraining
+#   (code, math with much data) and forgets less ([Biderman et al.](https://arxiv.org/abs/2405.09673));
+#   merged adapters cannot be switched per request; prompt tuning only matches fine-tuning at
+#   ~10 B parameters and above (Lester et al.); QLoRA's dequantization makes each step slower
+#   than bf16 LoRA.
+
+# %% [markdown]
+# ## Summary
+#
+# - Full fine-tuning pays 16 bytes per parameter in training state; PEFT freezes the base (2
+#   bytes, or ~0.5 with NF4) and trains a small add-on, but activations stay.
+# - A real fine-tuning update of the book's model is low-rank: a few singular values hold most
+#   of it — the bet LoRA makes with $h = Wx + s\,BAx$, $B_0 = 0$, $s = \alpha/r$ ($\alpha/\sqrt r$
+#   for rsLoRA). Merging folds $sBA$ into $W$: no inference cost.
+# - DoRA adds a per-row magnitude; IA3 rescales activations; BitFit trains biases; prompt and
+#   prefix tuning learn virtual tokens (the prefix lives in the KV cache); adapters insert
+#   bottleneck MLPs; GaLore trains every weight with low-rank optimizer state; QLoRA puts LoRA on
+#   a 4-bit base.
+# - Many adapters share one base model in one batch: gather each row's $A_i, B_i$.
+#
+# ## Further reading
+#
+# - Hu et al., [LoRA: Low-Rank Adaptation of Large Language Models](https://arxiv.org/abs/2106.09685) (2021)
+# - Aghajanyan et al., [Intrinsic Dimensionality Explains the Effectiveness of Language Model Fine-Tuning](https://arxiv.org/abs/2012.13255) (2020)
+# - Dettmers et al., [QLoRA](https://arxiv.org/abs/2305.14314) (2023)
+# - Liu et al., [DoRA](https://arxiv.org/abs/2402.09353) (2024); Kalajdzievski, [rsLoRA](https://arxiv.org/abs/2312.03732) (2023); Hayou et al., [LoRA+](https://arxiv.org/abs/2402.12354) (2024)
+# - Zhang et al., [AdaLoRA](https://arxiv.org/abs/2303.10512) (2023); Liu et al., [(IA)³](https://arxiv.org/abs/2205.05638) (2022); Ben Zaken et al., [BitFit](https://arxiv.org/abs/2106.10199) (2021)
+# - Lester et al., [Prompt Tuning](https://arxiv.org/abs/2104.08691) (2021); Li & Liang, [Prefix-Tuning](https://arxiv.org/abs/2101.00190) (2021); Liu et al., [P-Tuning v2](https://arxiv.org/abs/2110.07602) (2022); Houlsby et al., [Adapters](https://arxiv.org/abs/1902.00751) (2019)
+# - Zhao et al., [GaLore](https://arxiv.org/abs/2403.03507) (2024); Sheng et al., [S-LoRA](https://arxiv.org/abs/2311.03285) (2023); Biderman et al., [LoRA Learns Less and Forgets Less](https://arxiv.org/abs/2405.09673) (2024)
