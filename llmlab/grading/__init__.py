@@ -6,7 +6,8 @@ nbgrader against the hidden tests of its authored twin.
 """
 
 from llmlab.grading.checks import Case, check_function, check_module, check_value, expect
-from llmlab.grading.compare import explain
+from llmlab.grading.compare import explain, known_mistake
+from llmlab.grading.cumulative import prefer_yours
 from llmlab.grading.guard import ReferenceBlocked, blocked, reference
 
 __all__ = [
@@ -18,5 +19,7 @@ __all__ = [
     "check_value",
     "expect",
     "explain",
+    "known_mistake",
+    "prefer_yours",
     "reference",
 ]
