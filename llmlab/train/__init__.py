@@ -11,12 +11,14 @@ from llmlab.train.config import TrainConfig
 from llmlab.train.mfu import measure_matmul_peak, mfu
 from llmlab.train.optim import AdamW, adamw_step, adamw_step_foreach, decay_groups
 from llmlab.train.schedule import cosine_lr
+from llmlab.train.step import accumulated_step
 from llmlab.train.trainer import Trainer, autocast, evaluate_loss
 
 __all__ = [
     "AdamW",
     "TrainConfig",
     "Trainer",
+    "accumulated_step",
     "adamw_step",
     "adamw_step_foreach",
     "autocast",

@@ -37,6 +37,7 @@ from IPython.display import Markdown, display
 from tqdm.auto import tqdm
 
 from llmlab import grading
+from llmlab.grading import mistakes
 from llmlab.tokenizer import (
     CHATML_SPECIAL_TOKENS,
     GPT2_PATTERN,
@@ -671,24 +672,8 @@ def chat_reference(tok, messages):
     return enc.ids, enc.assistant_mask
 
 
-def _mask_variant(spans_of):
-    """A wrong variant of the mask: ``spans_of(text, spans)`` gives the spans it uses."""
-    def variant(tok, messages):
-        text, spans = render_chatml(messages)
-        ids, mask, pos = tok.encode(text), [], 0
-        for i in ids:
-            mask.append(int(any(a <= pos < b for a, b in spans_of(text, spans))))
-            pos += len(tok.vocab[i])
-        return ids, mask
-    return variant
-
-
-_byte = lambda text, a: len(text[:a].encode())  # noqa: E731
-CHAT_MISTAKES = {
-    "character spans used as byte offsets": _mask_variant(lambda text, sp: sp),
-    "leaving out the closing <|im_end|>": _mask_variant(
-        lambda text, sp: [(_byte(text, a), _byte(text, b) - len("<|im_end|>")) for a, b in sp]),
-}
+CHAT_MISTAKES = {"character spans used as byte offsets": mistakes.mask_with_character_spans,
+                 "leaving out the closing <|im_end|>": mistakes.mask_without_im_end}
 zh_chat = [{"role": "user", "content": "分词是什么?"},
            {"role": "assistant", "content": "把文本切成词元。"},
            {"role": "user", "content": "thanks"}, {"role": "assistant", "content": "不客气"}]

@@ -33,6 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from llmlab import grading
+from llmlab.grading import mistakes
 from llmlab.utils import seed_all
 
 seed_all(0)
@@ -152,9 +153,8 @@ grading.check_function(rms_norm_, rms_norm, [
     grading.Case(torch.randn(2, 5, 8), torch.ones(8), note="unit gain"),
     grading.Case(torch.randn(3, 16) * 10, torch.randn(16), note="large inputs, random gain"),
 ], block=[torch.nn.functional.rms_norm],
-   mistakes={"eps outside the square root": lambda x, w, eps=1e-6: x / (x.pow(2).mean(-1, keepdim=True).sqrt() + eps) * w,
-             "dividing by the standard deviation (LayerNorm without a bias)":
-             lambda x, w, eps=1e-6: (x - x.mean(-1, keepdim=True)) / (x.var(-1, keepdim=True, unbiased=False) + eps).sqrt() * w},
+   mistakes={"eps outside the square root": mistakes.rms_norm_eps_outside,
+             "subtracting the mean (LayerNorm, not RMSNorm)": mistakes.layer_norm_without_bias},
    hint="the mean is over the last dimension only; eps goes inside the square root")
 
 # %% hidden="rmsnorm" points=1
@@ -232,19 +232,12 @@ def _angles(b: int, s: int, d: int, start: int = 0):
     return rope_cos_sin(torch.arange(start, start + s).expand(b, s), rope_frequencies(d))
 
 
-def _rope_interleaved(x, cos, sin):
-    """The paper's layout: pairs (2i, 2i+1) — a known mistake when the half layout is asked."""
-    cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)
-    x1, x2 = x[..., 0::2], x[..., 1::2]
-    return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), -1).flatten(-2)
-
-
 grading.check_function(apply_rope_, apply_rope, [
     grading.Case(torch.randn(1, 4, 1, 8), *_angles(1, 4, 8), note="one head"),
     grading.Case(torch.randn(2, 6, 3, 16), *_angles(2, 6, 16, start=5), note="3 heads, positions 5..10"),
 ], mistakes={"RoPE on interleaved pairs (2i, 2i+1) instead of the half layout":
-             _rope_interleaved,
-             "rotating the wrong way (sin with the opposite sign)": lambda x, c, s: apply_rope(x, c, -s)},
+             mistakes.rope_interleaved,
+             "rotating the wrong way (sin with the opposite sign)": mistakes.rope_backwards},
    block=[RotaryEmbedding.rotate],
    hint="pair channel i with channel i + d/2 (not 2i with 2i+1); broadcast cos over heads")
 
@@ -332,24 +325,7 @@ def causal_attention_(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torc
 # %% check="attention" points=1
 from llmlab.nn import fast_causal_attention
 
-
-def _attention_variant(scale: bool = True, diagonal: int = 1, interleave: bool = True):
-    """A known wrong variant of causal GQA attention, for naming mistakes."""
-    def variant(q, k, v):
-        g = q.shape[1] // k.shape[1]
-        k, v = ((t.repeat_interleave(g, 1) if interleave else t.repeat(1, g, 1, 1)) for t in (k, v))
-        s = q @ k.transpose(-2, -1) / (math.sqrt(q.shape[-1]) if scale else 1.0)
-        t = q.shape[2]
-        s = s.masked_fill(torch.triu(torch.ones(t, t, dtype=torch.bool), diagonal), float("-inf"))
-        return torch.softmax(s, -1).nan_to_num(0.0) @ v
-    return variant
-
-
-ATTENTION_MISTAKES = {"attention without the 1/sqrt(d_head) scale": _attention_variant(scale=False),
-                      "an off-by-one mask that hides the diagonal": _attention_variant(diagonal=0),
-                      "an off-by-one mask that shows the next token": _attention_variant(diagonal=2),
-                      "`repeat` instead of `repeat_interleave` for the KV heads":
-                      _attention_variant(interleave=False)}
+ATTENTION_MISTAKES = mistakes.ATTENTION
 
 grading.check_function(causal_attention_, causal_attention, [
     grading.Case(torch.randn(1, 2, 5, 8), torch.randn(1, 2, 5, 8), torch.randn(1, 2, 5, 8),
@@ -504,15 +480,7 @@ def gpt_reference(model, idx, positions=None, cache=None):
     return model(idx, positions, cache)
 
 
-def _no_final_norm(model, idx, positions=None, cache=None):
-    positions = torch.arange(idx.shape[1]).expand(*idx.shape) if positions is None else positions
-    x = model.tok_emb(idx) + (model.pos_emb(positions) if model.pos_emb is not None else 0)
-    for i, block in enumerate(model.blocks):
-        x = block(x, positions, cache, i)
-    return model.lm_head(x)
-
-
-GPT_MISTAKES = {"skipping the final norm": _no_final_norm}
+GPT_MISTAKES = {"skipping the final norm": mistakes.gpt_forward_without_final_norm}
 grading.check_function(gpt_forward_, gpt_reference, [
     grading.Case(_gpt(), torch.randint(0, 64, (2, 7)), note="a Llama-style model"),
     grading.Case(_gpt(1), torch.randint(0, 64, (1, 5)), torch.tensor([[3, 4, 5, 6, 7]]),
@@ -899,31 +867,9 @@ def train_step_(model: nn.Module, optimizer: torch.optim.Optimizer,
 
 
 # %% check="train_step" points=3
-from llmlab.train import AdamW, Trainer, clip_grad_norm  # noqa: E402
+from llmlab.train import AdamW, Trainer, accumulated_step, clip_grad_norm  # noqa: E402
 
-
-def train_step_reference(model, optimizer, batches, loss_fn, max_norm=1.0, *, per_micro_batch=True,
-                         clip=clip_grad_norm):
-    """llmlab's step; the keyword arguments build the known wrong variants."""
-    optimizer.zero_grad(set_to_none=True)
-    total = 0.0
-    for x, y in batches:
-        loss = loss_fn(model(x), y) / (len(batches) if per_micro_batch else 1)
-        loss.backward()
-        total += loss.item()
-    norm = clip(model.parameters(), max_norm).item()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return total, norm
-
-
-def _clip_each(params, max_norm):
-    """Clipping every tensor on its own: a known mistake. Returns the global norm all the same."""
-    grads = [p.grad for p in params if p.grad is not None]
-    total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-    for g in grads:
-        g.mul_(min(1.0, max_norm / (float(g.norm()) + 1e-6)))
-    return total
+train_step_reference = accumulated_step
 
 
 def after_step(step):
@@ -944,14 +890,13 @@ def _step_case(seed: int, n_micro: int, max_norm: float, note: str) -> grading.C
 
 STEP_MISTAKES = {
     "not dividing each micro-batch's loss by the number of micro-batches":
-    after_step(lambda *a: train_step_reference(*a, per_micro_batch=False)),
-    "clipping each tensor on its own instead of the global norm":
-    after_step(lambda *a: train_step_reference(*a, clip=_clip_each)),
+    after_step(mistakes.step_without_dividing),
+    "clipping each tensor on its own instead of the global norm": after_step(mistakes.step_clipping_each_tensor),
 }
 grading.check_function(after_step(train_step_), after_step(train_step_reference), [
     _step_case(0, 1, 100.0, note="one micro-batch, no clipping"),
     _step_case(1, 3, 0.05, note="3 micro-batches, clipped to 0.05"),
-], name="train_step_", block=[clip_grad_norm, torch.nn.utils.clip_grad_norm_, Trainer.train_step],
+], name="train_step_", block=[accumulated_step, clip_grad_norm, torch.nn.utils.clip_grad_norm_, Trainer.train_step],
    mistakes=STEP_MISTAKES, hint="divide each micro-batch loss by their number; clip by the global norm")
 
 # %% hidden="train_step" points=3
@@ -961,7 +906,7 @@ grading.check_function(after_step(train_step_), after_step(train_step_reference)
     _step_case(2, 4, 1.0, note="4 micro-batches, max_norm 1"),
     _dirty,
     _step_case(4, 2, 1e-4, note="a tiny max_norm"),
-], name="train_step_", block=[clip_grad_norm, torch.nn.utils.clip_grad_norm_, Trainer.train_step],
+], name="train_step_", block=[accumulated_step, clip_grad_norm, torch.nn.utils.clip_grad_norm_, Trainer.train_step],
    mistakes=STEP_MISTAKES)
 
 # %% [markdown]
@@ -1021,19 +966,19 @@ live_cfg = GPTConfig.llama_style(vocab_size=tok.vocab_size, block_size=64, d_mod
                                  n_head=4, n_kv_head=2, d_ff=192)
 live = your_gpt(live_cfg)
 optimizer = YourAdamW(decay_groups(live, 0.1), adamw_fn, lr=3e-3)
-STEPS, MICRO, MICRO_BATCH, SEQ = 120, 2, 8, 64
+STEPS, MICRO, MICRO_BATCH, SEQ = 100, 2, 8, 64
 sampler = torch.Generator().manual_seed(0)
 initial_loss = evaluate_loss(live, val_ids, 16, SEQ, 4)
 live_log = [{"step": 0, "val_loss": initial_loss}]
 t0 = time.perf_counter()
 for step in tqdm(range(STEPS), desc="your training loop"):
     for group in optimizer.param_groups:
-        group["lr"] = schedule_fn(step, 3e-3, 12, STEPS, 3e-4)
+        group["lr"] = schedule_fn(step, 3e-3, 10, STEPS, 3e-4)
     batches = [random_windows(train_ids, MICRO_BATCH, SEQ, sampler) for _ in range(MICRO)]
     loss, norm = step_fn(live, optimizer, batches, loss_fn, 1.0)
     if (step + 1) % 10 == 0:
         live_log.append({"step": step + 1, "loss": loss, "grad_norm": norm})
-    if (step + 1) % 40 == 0:
+    if (step + 1) % 50 == 0:
         live_log.append({"step": step + 1, "val_loss": evaluate_loss(live, val_ids, 16, SEQ, 4)})
 live_s = time.perf_counter() - t0
 live_tokens_per_s = STEPS * MICRO * MICRO_BATCH * SEQ / live_s
@@ -1158,17 +1103,6 @@ def generate_reference(model, idx, n, temperature=1.0, top_k=None, top_p=None, g
                     generator=generator)
 
 
-def _top_p_inclusive(model, idx, n, temperature=1.0, top_k=None, top_p=None, generator=None):
-    """Top-p that drops the token crossing p (an off-by-one): a known mistake."""
-    for _ in range(n):
-        logits = model(idx[:, -model.config.block_size:])[:, -1].float() / temperature
-        probs, order = torch.sort(torch.softmax(logits, -1), dim=-1, descending=True)
-        drop = probs.cumsum(-1) > top_p
-        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-        idx = torch.cat((idx, torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)), 1)
-    return idx
-
-
 def _seeded(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
@@ -1178,7 +1112,7 @@ grading.check_function(generate_, generate_reference, [
     grading.Case(book, _prompt, 8, 0.0, note="greedy (temperature 0)"),
     grading.Case(book, _prompt, 8, 0.8, 40, None, _seeded(0), note="temperature 0.8, top-k 40"),
     grading.Case(book, _prompt, 8, 1.0, None, 0.5, _seeded(1), note="top-p 0.5"),
-], block=[generate, filter_logits], mistakes={"top-p dropping the token that crosses p": _top_p_inclusive},
+], block=[generate, filter_logits], mistakes={"top-p dropping the token that crosses p": mistakes.generate_top_p_off_by_one},
    hint="top-p keeps a token while the mass ranked above it is below p")
 
 # %% hidden="generate" points=3
@@ -1187,7 +1121,7 @@ grading.check_function(generate_, generate_reference, [
     grading.Case(book, _long, 5, 1.0, 20, 0.9, _seeded(2), note="crossing block_size, top-k then top-p"),
     grading.Case(book, _prompt.expand(3, -1), 6, 1.3, None, 0.3, _seeded(3), note="3 rows, top-p 0.3"),
     grading.Case(book, _prompt, 4, 0.7, 1, None, _seeded(4), note="top-k 1 is greedy"),
-], block=[generate, filter_logits], mistakes={"top-p dropping the token that crosses p": _top_p_inclusive})
+], block=[generate, filter_logits], mistakes={"top-p dropping the token that crosses p": mistakes.generate_top_p_off_by_one})
 
 # %% [markdown]
 # The samples below, and the widget, use your `generate_` when it passes:
@@ -1409,7 +1343,7 @@ for width in tqdm([32, 64, 128], desc="sweep"):
     seed_all(0)
     c = live_cfg.replace(d_model=width, n_head=4, n_kv_head=2, d_head=None, d_ff=None)
     m = GPT(c)
-    t = Trainer(m, train_ids, None, TrainConfig(max_steps=60, batch_size=16, lr=3e-3, warmup_steps=6,
+    t = Trainer(m, train_ids, None, TrainConfig(max_steps=40, batch_size=16, lr=3e-3, warmup_steps=4,
                                                  log_every=5, precision="bf16"), peak_flops=peak)
     log = t.fit(progress=False)
     n = m.num_params(non_embedding=True)
