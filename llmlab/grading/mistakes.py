@@ -120,16 +120,7 @@ def step_without_dividing(model, optimizer, batches, loss_fn, max_norm=1.0):
 
 def step_clipping_each_tensor(model, optimizer, batches, loss_fn, max_norm=1.0):
     """Clipping every parameter's gradient on its own instead of the global norm."""
-    optimizer.zero_grad(set_to_none=True)
-    total = 0.0
-    for x, y in batches:
-        loss = loss_fn(model(x), y) / len(batches)
-        loss.backward()
-        total += loss.item()
-    norm = _clip_each_tensor(model.parameters(), max_norm).item()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return total, norm
+    return accumulated_step(model, optimizer, batches, loss_fn, max_norm, clip=_clip_each_tensor)
 
 
 @torch.no_grad()

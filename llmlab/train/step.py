@@ -20,11 +20,13 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def accumulated_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                      batches: Sequence[tuple[torch.Tensor, torch.Tensor]], loss_fn: LossFn,
-                     max_norm: float = 1.0) -> tuple[float, float]:
+                     max_norm: float = 1.0, clip: Callable[..., torch.Tensor] = clip_grad_norm
+                     ) -> tuple[float, float]:
     """One step over micro-batches ``[(x, y), ...]`` (each ``(batch, seq)`` long).
 
-    Starts from zero gradients, accumulates, clips the global norm to ``max_norm``, steps and
-    zeroes the gradients. Returns ``(mean loss, global grad norm before clipping)``.
+    Starts from zero gradients, accumulates, clips with ``clip(parameters, max_norm)`` (which
+    scales the gradients in place and returns the norm before clipping), steps and zeroes the
+    gradients. Returns ``(mean loss, global grad norm before clipping)``.
     """
     if not batches:
         raise ValueError("accumulated_step needs at least one micro-batch, got none")
@@ -34,7 +36,7 @@ def accumulated_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         loss = loss_fn(model(x), y) / len(batches)
         loss.backward()
         total += loss.item()
-    norm = clip_grad_norm(model.parameters(), max_norm).item()
+    norm = clip(model.parameters(), max_norm).item()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return total, norm
