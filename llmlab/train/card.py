@@ -39,6 +39,9 @@ def write_model_card(out_dir: Path, s: dict, log: list[dict]) -> Path:
     samples = "\n\n".join(f"```python\n{x}\n```" for x in s["samples"])
     tps = f"{s['median_tokens_per_s']:,.0f}" if s["median_tokens_per_s"] else "n/a"
     mfu = f"{100 * s['median_mfu']:.1f}%" if s["median_mfu"] else "n/a"
+    # Cards written before "auto" existed record only the configured precision.
+    trained_in = s.get("precision", t["precision"])
+    precision = "bf16 autocast with fp32 master weights" if trained_in == "bf16" else "fp32 throughout"
     text = f"""# llmlab book model ({s['preset']})
 
 A small Llama-style GPT pretrained by llmlab itself, from scratch, on CPU. It is the model
@@ -79,9 +82,9 @@ every machine), split by file with a stable hash: train {d['train']['files']} fi
 {s['steps']} AdamW steps (β = ({t['beta1']}, {t['beta2']}), weight decay {t['weight_decay']},
 clip {t['grad_clip']}), batch {t['batch_size']} × {c['block_size']} tokens, peak lr {t['lr']}
 with {t['warmup_steps']} warmup steps and cosine decay to {t['min_lr_ratio']}× — {s['tokens_trained']:,}
-tokens in total, bf16 autocast with fp32 master weights. Wall time **{s['wall_time_s'] / 60:.1f} min**
+tokens in total, {precision}. Wall time **{s['wall_time_s'] / 60:.1f} min**
 on {s['threads']} thread(s) of a shared 2-core CPU ({s['machine']}, torch {s['torch']}):
-median {tps} tokens/s, MFU {mfu} of the measured bf16 matmul peak.
+median {tps} tokens/s, MFU {mfu} of the measured {trained_in} matmul peak.
 
 ## Evaluation
 

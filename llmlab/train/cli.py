@@ -21,8 +21,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--preset", required=True, choices=sorted(PRESETS))
     p.add_argument("--out", type=Path, default=None,
-                   help="output folder (default: the shipped book model folder for 'book', "
-                        "runs/<preset> otherwise)")
+                   help="output folder (default: runs/<preset>; the shipped book model is replaced "
+                        "only when --out names its folder, llmlab/model/assets/book)")
     p.add_argument("--workdir", type=Path, default=None,
                    help="token cache and checkpoints (default: $LLMLAB_CACHE/pretrain/<preset>)")
     p.add_argument("--steps", type=int, default=None, help="override the preset's step count")
@@ -33,10 +33,9 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from llmlab.model.book import BOOK_MODEL_DIR
     from llmlab.train.pretrain import pretrain
 
-    out = args.out or (BOOK_MODEL_DIR if args.preset == "book" else Path("runs") / args.preset)
+    out = args.out or Path("runs") / args.preset
     s = pretrain(args.preset, out, args.workdir, progress=not args.no_progress,
                  max_steps=args.steps, threads=args.threads)
     print(f"{s['steps']} steps, {s['tokens_trained']:,} tokens in {s['wall_time_s'] / 60:.1f} min;"

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmlab.model.config import _reject_unknown_keys
-
-PRECISIONS = ("bf16", "fp32")
+from llmlab.train.precision import PRECISIONS
 
 
 @_reject_unknown_keys
@@ -34,7 +33,7 @@ class TrainConfig:
     beta2: float = 0.95
     eps: float = 1e-8
     grad_clip: float = 1.0
-    precision: str = "bf16"
+    precision: str = "auto"  # "auto": bf16 where it is fast here, else fp32 (llmlab.train.precision)
     eval_every: int = 100
     eval_batches: int = 8
     log_every: int = 10

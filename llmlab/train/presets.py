@@ -35,7 +35,7 @@ BOOK = Preset(
     model=GPTConfig.llama_style(vocab_size=4096, block_size=256, d_model=192, n_layer=6,
                                 n_head=6, n_kv_head=2, d_ff=512, tie_embeddings=True),
     train=TrainConfig(max_steps=600, batch_size=8, lr=2e-3, warmup_steps=40, min_lr_ratio=0.1,
-                      weight_decay=0.1, grad_clip=1.0, precision="bf16", eval_every=100,
+                      weight_decay=0.1, grad_clip=1.0, precision="auto", eval_every=100,
                       eval_batches=8, log_every=10, checkpoint_every=100, seed=0),
 )
 

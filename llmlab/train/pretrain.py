@@ -120,6 +120,7 @@ def pretrain(preset_name: str, out_dir: str | Path, workdir: str | Path | None =
         "tokens_trained": trainer.step * train_cfg.batch_size * train_cfg.grad_accum * seq,
         "wall_time_s": round(wall, 1),
         "threads": threads,
+        "precision": trainer.precision,  # what "auto" resolved to on this machine
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "torch": torch.__version__,
         "median_tokens_per_s": sorted(r["tokens_per_s"] for r in train_rows)[len(train_rows) // 2]

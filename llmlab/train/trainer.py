@@ -1,9 +1,10 @@
 """The pretraining loop: sample windows, forward under autocast, backward with gradient
 accumulation, clip, AdamW step, schedule — with a log, validation and exact resume.
 
-- Mixed precision: matmuls run in bf16 under ``torch.autocast("cpu", torch.bfloat16)`` while
-  weights, gradients and Adam moments stay fp32 (Micikevicius et al., "Mixed Precision
-  Training", arXiv:1710.03740; bf16 needs no loss scaling, having fp32's exponent range).
+- Mixed precision: where bf16 is fast (``precision="auto"`` measures it, see
+  :mod:`llmlab.train.precision`) matmuls run in bf16 under autocast while weights, gradients and
+  Adam moments stay fp32 (Micikevicius et al., "Mixed Precision Training", arXiv:1710.03740;
+  bf16 needs no loss scaling, having fp32's exponent range); elsewhere everything is fp32.
 - Gradient accumulation: ``grad_accum`` micro-batches, each loss divided by ``grad_accum``,
   sum to the gradient of the mean over the big batch (tested equal to one big batch).
 Taught in chapter 02 (solutions/02_gpt).
@@ -11,7 +12,6 @@ Taught in chapter 02 (solutions/02_gpt).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from pathlib import Path
@@ -28,14 +28,8 @@ from llmlab.train.clip import clip_grad_norm
 from llmlab.train.config import TrainConfig
 from llmlab.train.mfu import measure_matmul_peak, mfu
 from llmlab.train.optim import AdamW, decay_groups
+from llmlab.train.precision import DTYPES, autocast, resolve_precision
 from llmlab.train.schedule import cosine_lr
-
-
-def autocast(precision: str):
-    """bf16 autocast on CPU, or nothing for fp32."""
-    if precision == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 @torch.no_grad()
@@ -46,7 +40,7 @@ def evaluate_loss(model: torch.nn.Module, tokens: np.ndarray, batch_size: int, s
     model.eval()
     total, count = 0.0, 0
     for x, y in sequential_windows(tokens, batch_size, seq_len, max_batches):
-        with autocast(precision):
+        with autocast(precision, x.device):
             logits = model(x)
         total += fast_cross_entropy(logits, y, reduction="sum").item()
         count += y.numel()
@@ -64,6 +58,8 @@ class Trainer:
                  peak_flops: float | None = None) -> None:
         self.model, self.config = model, config or TrainConfig()
         c = self.config
+        self.device = next(model.parameters()).device
+        self.precision = resolve_precision(c.precision, self.device)  # "bf16" or "fp32"
         self.seq_len = c.seq_len or model.config.block_size
         if self.seq_len > model.config.block_size:
             raise ValueError(f"seq_len {self.seq_len} > block_size {model.config.block_size}")
@@ -78,10 +74,9 @@ class Trainer:
 
     @property
     def peak_flops(self) -> float:
-        """Measured matmul peak in the training dtype (measured once, on first use)."""
+        """Measured matmul peak in the precision actually trained in (measured once, on first use)."""
         if self._peak is None:
-            dtype = torch.bfloat16 if self.config.precision == "bf16" else torch.float32
-            self._peak = measure_matmul_peak(dtype)
+            self._peak = measure_matmul_peak(DTYPES[self.precision])
         return self._peak
 
     def lr_at(self, step: int) -> float:
@@ -98,7 +93,7 @@ class Trainer:
         loss_sum = 0.0
         for _ in range(c.grad_accum):
             x, y = random_windows(self.train_tokens, c.batch_size, self.seq_len, self.generator)
-            with autocast(c.precision):
+            with autocast(self.precision, self.device):
                 logits = model(x)
             loss = fast_cross_entropy(logits, y) / c.grad_accum
             loss.backward()
@@ -114,7 +109,7 @@ class Trainer:
             raise ValueError("Trainer has no val_tokens to evaluate on")
         c = self.config
         loss = evaluate_loss(self.model, self.val_tokens, c.batch_size, self.seq_len,
-                             c.eval_batches, c.precision)
+                             c.eval_batches, self.precision)
         return {"step": self.step, "val_loss": loss, "val_ppl": math.exp(loss)}
 
     def fit(self, progress: bool = True) -> list[dict]:

@@ -799,7 +799,9 @@ plt.show()
 #   $c / (\lVert g\rVert_2 + 10^{-6})$. The direction of the update is kept, only its length
 #   shrinks, so one bad batch cannot throw the weights far.
 #
-# The data for the live run: a slice of the corpus, tokenized with the book's tokenizer.
+# The data for the live run: a slice of the corpus, tokenized with the book's tokenizer. The run
+# trains in fp32 so that the numbers printed below are the same on every CPU (bf16 rounds
+# differently from fp32, and which one a machine picks depends on its hardware).
 
 # %%
 from llmlab.data import load_documents, random_windows
@@ -1206,28 +1208,54 @@ widgets.interact(memory_bars, d_model=widgets.IntSlider(value=192, min=64, max=1
                  seq_len=widgets.IntSlider(value=256, min=64, max=2048, step=64), bf16_activations=False);
 
 # %% [markdown]
-# ### Mixed precision and gradient accumulation
+# ### Precision: bf16 where the hardware has it, fp32 where it does not
 #
-# Under `torch.autocast("cpu", dtype=torch.bfloat16)` every matmul runs in bfloat16 — on CPUs
-# with AMX units several times faster than fp32 — while the master weights stay fp32 (Micikevicius
-# et al. 2017, [arXiv:1710.03740](https://arxiv.org/abs/1710.03740)). bfloat16 keeps fp32's
-# exponent range, so unlike fp16 it needs no loss scaling. **Gradient accumulation** runs
-# `grad_accum` micro-batches and divides each loss by `grad_accum`: the summed gradients equal
+# Under `torch.autocast(device_type, dtype=torch.bfloat16)` every matmul runs in bfloat16 while
+# the master weights, gradients and Adam moments stay fp32 (Micikevicius et al. 2017,
+# [arXiv:1710.03740](https://arxiv.org/abs/1710.03740)). bfloat16 keeps fp32's exponent range,
+# so unlike fp16 it needs no loss scaling. Whether it is *faster* depends on the hardware: GPUs
+# since Ampere and CPUs with AMX or AVX-512-BF16 units (recent Xeons, AMD Zen 4) multiply bf16
+# natively, several times faster than fp32; most laptops (AVX2 only, and Apple silicon as PyTorch
+# sees it) do not, and PyTorch then converts every bf16 operand to fp32 inside the matmul —
+# one to two orders of magnitude *slower* than plain fp32. So the Trainer's default is
+# `precision="auto"`: `llmlab.train.resolve_precision` times a small matmul in both dtypes once
+# and picks bf16 only where it clearly wins. Here is your machine:
+
+# %% tags=["nbval-ignore-output"]
+from llmlab.train import bf16_speedup, measure_matmul_peak, resolve_precision
+
+fp32_peak, bf16_peak = measure_matmul_peak(torch.float32), measure_matmul_peak(torch.bfloat16)
+print(f"1024² matmul here: fp32 {fp32_peak / 1e9:,.0f} GFLOP/s, bf16 {bf16_peak / 1e9:,.0f} GFLOP/s "
+      f"({bf16_peak / fp32_peak:.2g}×)")
+print(f"precision='auto' trains in {resolve_precision('auto')} on this machine "
+      f"(small-matmul bf16 speed-up {bf16_speedup():.2g}×; bf16 is chosen at ≥ 1.5×)")
+
+# %% [markdown]
+# ### Gradient accumulation
+#
+# **Gradient accumulation** runs `grad_accum` micro-batches and divides each loss by `grad_accum`: the summed gradients equal
 # those of one batch `grad_accum` times larger, for the memory of one micro-batch:
 
 # %%
-def one_step(batch_size: int, grad_accum: int) -> GPT:
+from llmlab.nn import fast_cross_entropy
+
+
+def accumulated_grads(x: torch.Tensor, y: torch.Tensor, grad_accum: int) -> list[torch.Tensor]:
+    """Gradients of the mean loss over the batch, summed over ``grad_accum`` micro-batches."""
     seed_all(1)
     m = GPT(live_cfg)
-    t = Trainer(m, train_ids, None, TrainConfig(max_steps=1, batch_size=batch_size, grad_accum=grad_accum,
-                                                 warmup_steps=0, precision="fp32"), peak_flops=1.0)
-    t.train_step()
-    return m
+    for xb, yb in zip(x.chunk(grad_accum), y.chunk(grad_accum)):
+        (fast_cross_entropy(m(xb), yb) / grad_accum).backward()
+    return [p.grad for p in m.parameters()]
 
 
-big, accumulated = one_step(8, 1), one_step(4, 2)
-diff = max((p - q).abs().max().item() for p, q in zip(big.parameters(), accumulated.parameters()))
-print(f"one batch of 8 vs 2 × 4 accumulated: weights agree after a step (max difference < 1e-6): {diff < 1e-6}")
+x8, y8 = random_windows(train_ids, 8, 64, torch.Generator().manual_seed(1))
+big, accumulated = accumulated_grads(x8, y8, 1), accumulated_grads(x8, y8, 2)
+# Equal up to fp32 rounding: two half-batch sums are added in another order than one full sum.
+rel = max((g - h).abs().max().item() for g, h in zip(big, accumulated)) / max(g.abs().max().item() for g in big)
+assert rel < 1e-5, rel
+print("one batch of 8 vs 2 × 4 accumulated: the gradients agree up to fp32 rounding "
+      "(relative difference < 1e-5)")
 
 # %% [markdown]
 # ### Checkpoints that resume exactly
@@ -1245,7 +1273,7 @@ from pathlib import Path
 def short_run(steps_before_save: int | None, path: Path) -> GPT:
     seed_all(2)
     m = GPT(live_cfg)
-    t = Trainer(m, train_ids, None, TrainConfig(max_steps=6, batch_size=4, warmup_steps=1, precision="bf16"),
+    t = Trainer(m, train_ids, None, TrainConfig(max_steps=6, batch_size=4, warmup_steps=1, precision="auto"),
                 peak_flops=1.0)
     if steps_before_save is None:
         t.fit(progress=False)
@@ -1272,7 +1300,8 @@ print("identical after resume:", all(torch.equal(p, q) for p, q in zip(a.paramet
 # (Kaplan et al. 2020, [arXiv:2001.08361](https://arxiv.org/abs/2001.08361)), plus attention's
 # $12\,n_\text{layer}\,T\,d$ per token. **MFU** (model FLOPs utilisation, Chowdhery et al. 2022,
 # [arXiv:2204.02311](https://arxiv.org/abs/2204.02311)) is the achieved model FLOP/s divided by
-# the hardware's peak; here the peak is *measured* with a large bfloat16 matmul.
+# the hardware's peak in the precision actually used; here the peak is *measured* with a large
+# matmul in that precision (fp32 for the live run above).
 #
 # ### Exercise 2.12 — predict: the compute of a Chinchilla-optimal GPT-2 · 2 points · difficulty 1 · ~5 min
 #
@@ -1312,13 +1341,9 @@ print(f"GPT-2 small, Chinchilla-optimal: {gpt2_flops:.2e} FLOPs; the book's mode
 
 # %% tags=["nbval-ignore-output"]
 from llmlab.model.counting import flops_per_token, training_flops
-from llmlab.train import measure_matmul_peak
 
-peak = measure_matmul_peak(torch.bfloat16)
-fp32_peak = measure_matmul_peak(torch.float32)
-print(f"measured matmul peak here: bf16 {peak / 1e9:,.0f} GFLOP/s · fp32 {fp32_peak / 1e9:,.0f} GFLOP/s")
 print(f"your live run (fp32): {live_tokens_per_s:,.0f} tokens/s × {live_flops_per_token / 1e6:.1f} MFLOP/token "
-      f"= MFU {100 * mfu(live_tokens_per_s, live_flops_per_token, fp32_peak):.1f}%")
+      f"= MFU {100 * mfu(live_tokens_per_s, live_flops_per_token, fp32_peak):.1f}% of the measured fp32 peak")
 n_book, d_book = summary["params"], summary["tokens_trained"]
 print(f"book model: 6·N·D = 6 × {n_book:,} × {d_book:,} = {training_flops(n_book, d_book):.2e} FLOPs; "
       f"with attention {flops_per_token(cfg) * d_book:.2e}; median MFU {100 * summary['median_mfu']:.1f}% "
@@ -1344,7 +1369,7 @@ for width in tqdm([32, 64, 128], desc="sweep"):
     c = live_cfg.replace(d_model=width, n_head=4, n_kv_head=2, d_head=None, d_ff=None)
     m = GPT(c)
     t = Trainer(m, train_ids, None, TrainConfig(max_steps=40, batch_size=16, lr=3e-3, warmup_steps=4,
-                                                 log_every=5, precision="bf16"), peak_flops=peak)
+                                                 log_every=5, precision="auto"), peak_flops=1.0)
     log = t.fit(progress=False)
     n = m.num_params(non_embedding=True)
     sweep[width] = (n, [(r["tokens"] * flops_per_token(c, c.block_size), r["loss"]) for r in log if "loss" in r])
@@ -1403,7 +1428,8 @@ plt.show()
 #   pieces: positions (learned vs RoPE), norm (LayerNorm vs RMSNorm), MLP (GELU vs SwiGLU) and
 #   KV heads (MHA vs GQA).
 # - Pretraining minimises next-token cross-entropy with AdamW, warmup + cosine decay, gradient
-#   clipping, bf16 autocast and gradient accumulation; a checkpoint with optimizer and sampler
+#   clipping, bf16 autocast where the hardware multiplies bf16 natively (fp32 elsewhere) and
+#   gradient accumulation; a checkpoint with optimizer and sampler
 #   state resumes exactly.
 # - Training memory is 16 bytes per parameter plus activations; compute is ≈ 6·N·D; MFU says
 #   how much of the machine a run uses; compute-optimal models balance N and D.

@@ -2,11 +2,13 @@
 
 import argparse
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from llmlab.model import load_book_model
+from llmlab.model.book import BOOK_MODEL_DIR
 from llmlab.train import cli
 from llmlab.train.presets import get_preset
 
@@ -48,3 +50,18 @@ def test_register_adds_the_subcommand():
         parser.parse_args(["pretrain", "--preset", "huge"])
     with pytest.raises(ValueError, match="unknown preset"):
         get_preset("huge")
+
+
+def test_default_output_never_overwrites_the_shipped_model(monkeypatch, tmp_path):
+    seen = {}
+
+    def fake_pretrain(preset, out, workdir, **kw):
+        seen["out"] = out
+        return {"steps": 0, "tokens_trained": 0, "wall_time_s": 0.0, "val_loss": 0.0,
+                "unigram_val_loss": 0.0}
+
+    monkeypatch.setattr("llmlab.train.pretrain.pretrain", fake_pretrain)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["pretrain", "--preset", "book", "--no-progress"]) == 0
+    assert seen["out"] == Path("runs") / "book"
+    assert seen["out"].resolve() != BOOK_MODEL_DIR.resolve()
