@@ -1106,12 +1106,17 @@ ax2.set_ylabel("KL(full cache ‖ quantized), nats")
 ax2.set_title("quantization (full cache: 32 bits, KL 0)"), ax2.legend(fontsize=8)
 plt.tight_layout()
 plt.show()
-# Printed at the precision fp32 sums in another order (another CPU's kernels) still agree on.
+# Printed at the precision fp32 sums in another order (another CPU's kernels) still agree on: a KL
+# below 1e-4 nats is a difference of nearly equal log-probabilities, i.e. rounding.
+def kl_text(kl: float) -> str:
+    return "< 1e-4" if kl < 1e-4 else f"{kl:.3g}"
+
+
 print(f"{'cache':<34}{'perplexity':>11}{'KL nats':>10}{'top-1 agree':>13}")
-print(f"{'full':<34}{full_ppl:>11.1f}{0:>10.3g}{1:>13.1%}")
+print(f"{'full':<34}{full_ppl:>11.1f}{0:>10}{1:>13.1%}")
 rows = [(f"{n}, budget {b}", r) for n, rs in eviction.items() for b, r in zip(budgets, rs)]
 for label, r in rows + [(f"{n} ({r['bits']:.1f} bits)", r) for n, r in quantized.items()]:
-    print(f"{label:<34}{r['ppl']:>11.1f}{r['kl']:>10.3g}{r['agree']:>13.1%}")
+    print(f"{label:<34}{r['ppl']:>11.1f}{kl_text(r['kl']):>10}{r['agree']:>13.1%}")
 
 # %% [markdown]
 # What to read here, on the book's model. Its full cache never holds more than 256 tokens, so
