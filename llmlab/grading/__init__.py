@@ -7,7 +7,8 @@ threat model).
 """
 
 from llmlab.grading.checks import Case, check_function, check_module, check_value, expect
-from llmlab.grading.compare import explain
+from llmlab.grading.compare import explain, known_mistake
+from llmlab.grading.cumulative import prefer_yours
 from llmlab.grading.guard import ReferenceBlocked, blocked
 
 __all__ = [
@@ -19,4 +20,6 @@ __all__ = [
     "check_value",
     "expect",
     "explain",
+    "known_mistake",
+    "prefer_yours",
 ]

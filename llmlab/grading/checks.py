@@ -19,12 +19,12 @@ from __future__ import annotations
 import copy
 import os
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 
-from llmlab.grading.compare import explain, short
+from llmlab.grading.compare import explain, known_mistake, short
 from llmlab.grading.guard import ReferenceBlocked, blocked
 
 GRADER_ENV = "LLMLAB_GRADER"
@@ -101,11 +101,13 @@ def run_learner(fn: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, A
 
 def check_function(fn: Callable[..., Any], ref: Callable[..., Any], cases: Sequence[Any], *,
                    atol: float = 1e-5, rtol: float = 1e-4, hint: str | None = None,
-                   name: str | None = None, block: Sequence[Any] = ()) -> None:
+                   name: str | None = None, block: Sequence[Any] = (),
+                   mistakes: Mapping[str, Callable[..., Any]] | None = None) -> None:
     """Compare ``fn`` with the reference ``ref`` on every case; explain the first mismatch.
 
     ``cases``: ``Case`` objects (or tuples of positional arguments). ``block``: more references
-    to block besides ``ref`` (e.g. a helper the exercise also asks for).
+    to block besides ``ref`` (e.g. a helper the exercise also asks for). ``mistakes``: known wrong
+    variants, ``{"RoPE on interleaved pairs": fn, ...}``; a mismatch that equals one is named.
     """
     name = name or getattr(fn, "__name__", "your function")
     if _RECORDER is not None:
@@ -122,6 +124,8 @@ def check_function(fn: Callable[..., Any], ref: Callable[..., Any], cases: Seque
             return _report(name, f"{where}: {error}", i, hint)
         msg = explain(got, expected, atol, rtol)
         if msg:
+            if mistakes:
+                msg += known_mistake(got, mistakes, *case.copy(), atol, rtol)
             return _report(name, f"{where}: {msg}", i, hint)
     return _report(name, None, len(cases), hint)
 

@@ -4,11 +4,14 @@
 message a learner can act on: where the difference is (``output[1]['loss']``), what was expected
 and what came back, and a diagnosis for the common mistakes (transposed result, missing
 ``keepdim``, a constant factor such as a forgotten ``1/sqrt(d)``, NaNs from an unstable ``exp``).
+``known_mistake`` names a wrong variant (interleaved instead of half RoPE, an off-by-one mask, ...)
+when the learner's result is exactly what that variant computes.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -187,4 +190,17 @@ def _value_diagnosis(g: torch.Tensor, e: torch.Tensor, atol: float, rtol: float)
     shift = (g - e).flatten()
     if shift.numel() >= 2 and torch.allclose(shift, shift[:1].expand_as(shift), atol=atol * 10):
         return f" Your result is the expected one shifted by a constant {shift[0].item():.4g}."
+    return ""
+
+
+def known_mistake(got: Any, mistakes: Mapping[str, Callable[..., Any]], args: tuple, kwargs: dict,
+                  atol: float = 1e-5, rtol: float = 1e-4) -> str:
+    """" This is exactly what <label> gives." for the first wrong variant whose output on the
+    same inputs matches ``got``; "" when none does (or a variant itself fails)."""
+    for label, wrong in mistakes.items():
+        try:
+            if explain(got, wrong(*args, **kwargs), atol, rtol) is None:
+                return f" Your result is exactly what {label} gives."
+        except Exception:  # a variant that cannot run on this case names nothing
+            continue
     return ""

@@ -19,7 +19,7 @@ from llmlab.kvcache.memory import (
     layout_waste,
     mixed_lengths,
 )
-from llmlab.kvcache.paged import PagedKVCache
+from llmlab.kvcache.paged import PagedKVCache, copy_on_write, token_slots
 from llmlab.kvcache.prefix import (
     PrefixCacheStats,
     PrefixCachingAllocator,
@@ -51,6 +51,7 @@ __all__ = [
     "SinkWindowCache",
     "append_kv",
     "blocks_for",
+    "copy_on_write",
     "decode_attention",
     "decode_loop",
     "dequantize",
@@ -68,5 +69,6 @@ __all__ = [
     "paged_attention",
     "prefix_block_hashes",
     "quantize",
+    "token_slots",
     "unpack_codes",
 ]

@@ -29,7 +29,30 @@ from llmlab.kvcache.base import check_update
 from llmlab.kvcache.blocks import BlockAllocator, OutOfBlocksError, blocks_for
 from llmlab.kvcache.prefix import PrefixCachingAllocator, hash_block, prefix_block_hashes
 
-__all__ = ["OutOfBlocksError", "PagedKVCache"]
+__all__ = ["OutOfBlocksError", "PagedKVCache", "copy_on_write", "token_slots"]
+
+
+def token_slots(tables: torch.Tensor, positions: torch.Tensor, block_size: int) -> torch.Tensor:
+    """Pool slots of token positions through block tables.
+
+    tables: (batch, n_blocks) block ids; positions: (batch, n) -> (batch, n) slots
+    ``tables[b, pos // block_size] * block_size + pos % block_size``.
+    """
+    block = torch.gather(tables, 1, (positions // block_size).clamp(max=tables.shape[1] - 1))
+    return block * block_size + positions % block_size
+
+
+def copy_on_write(table: list[int], length: int, block_size: int, allocator: BlockAllocator,
+                  pools: Sequence[torch.Tensor]) -> None:
+    """Before writing token ``length`` into a partly filled tail block another sequence shares,
+    give this sequence its own copy of the block (in every pool; ``table`` is edited in place)."""
+    if length % block_size == 0 or allocator.refcount[table[-1]] == 1:
+        return
+    old, (new,) = table[-1], allocator.allocate(1)
+    for pool in pools:
+        pool[new * block_size:(new + 1) * block_size] = pool[old * block_size:(old + 1) * block_size]
+    allocator.release(old)
+    table[-1] = new
 
 
 @dataclass
@@ -153,21 +176,11 @@ class PagedKVCache:
 
     def _copy_on_write(self, seq: Hashable) -> None:
         """Before writing into a partly filled block another sequence shares, copy it."""
-        table = self.tables[seq]
-        if self.lengths[seq] % self.block_size == 0 or self.allocator.refcount[table[-1]] == 1:
-            return
-        old, (new,) = table[-1], self.allocator.allocate(1)
-        bs = self.block_size
-        for pools in filter(None, self._pools):
-            for pool in pools:
-                pool[new * bs:(new + 1) * bs] = pool[old * bs:(old + 1) * bs]
-        self.allocator.release(old)
-        table[-1] = new
+        pools = [pool for layer in filter(None, self._pools) for pool in layer]
+        copy_on_write(self.tables[seq], self.lengths[seq], self.block_size, self.allocator, pools)
 
     def _slots(self, tables: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """Pool slots of positions. tables: (batch, n_blocks), pos: (batch, n) -> (batch, n)."""
-        block = torch.gather(tables, 1, (pos // self.block_size).clamp(max=tables.shape[1] - 1))
-        return block * self.block_size + pos % self.block_size
+        return token_slots(tables, pos, self.block_size)
 
     def _plan(self, n_new: list[int], tokens: list[list[int]] | None, device: str | None) -> _Step:
         lengths = torch.tensor([self.lengths[s] for s in self.batch], device=device)

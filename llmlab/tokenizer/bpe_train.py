@@ -25,7 +25,7 @@ from __future__ import annotations
 import heapq
 import os
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -151,6 +151,7 @@ def train_bpe(
     pattern: str = GPT2_PATTERN,
     num_workers: int = 0,
     progress: bool = False,
+    learn_merges: Callable[..., tuple[dict[int, bytes], list[tuple[bytes, bytes]]]] | None = None,
 ) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]]]:
     """Train a byte-level BPE tokenizer.
 
@@ -162,6 +163,8 @@ def train_bpe(
         pattern: the pre-tokenization regex (``GPT2_PATTERN`` or ``GPT4_PATTERN``).
         num_workers: processes counting pre-tokens on large inputs (0: one per core).
         progress: show a progress bar over the merges.
+        learn_merges: ``(word_counts, num_merges, progress) -> (vocab, merges)``, the merge
+            learner (default :func:`bpe_merges_from_counts`); chapter 01 passes the reader's own.
 
     Returns:
         ``vocab`` (id -> bytes) and ``merges`` (in the order learned).
@@ -176,8 +179,8 @@ def train_bpe(
     word_counts: Counter[bytes] = Counter()
     for piece, n in counts.items():
         word_counts[piece.encode("utf-8")] += n
-    vocab, merges = bpe_merges_from_counts(word_counts, vocab_size - 256 - len(special_tokens),
-                                           progress)
+    learn = learn_merges or bpe_merges_from_counts
+    vocab, merges = learn(word_counts, vocab_size - 256 - len(special_tokens), progress)
     for tok in special_tokens:
         vocab[len(vocab)] = tok.encode("utf-8")
     return vocab, merges

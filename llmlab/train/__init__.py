@@ -12,12 +12,14 @@ from llmlab.train.mfu import measure_matmul_peak, mfu
 from llmlab.train.optim import AdamW, adamw_step, adamw_step_foreach, decay_groups
 from llmlab.train.precision import autocast, bf16_is_fast, bf16_speedup, resolve_precision
 from llmlab.train.schedule import cosine_lr
+from llmlab.train.step import accumulated_step
 from llmlab.train.trainer import Trainer, evaluate_loss
 
 __all__ = [
     "AdamW",
     "TrainConfig",
     "Trainer",
+    "accumulated_step",
     "adamw_step",
     "adamw_step_foreach",
     "autocast",

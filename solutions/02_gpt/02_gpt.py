@@ -9,10 +9,12 @@
 #
 # **You will learn to**
 # 1. write every piece of a transformer yourself — RMSNorm, RoPE, causal attention with grouped
-#    KV heads, SwiGLU, the pre-norm block, cross-entropy — and check each against `llmlab`;
-# 2. write the optimizer and its schedule: one AdamW step, warmup + cosine decay;
-# 3. pretrain a small GPT live, read its loss curve against a unigram baseline, and sample
-#    from the book's shipped model;
+#    KV heads, the pre-norm block, the model's forward, cross-entropy — and check each against
+#    `llmlab`;
+# 2. write the optimizer, its schedule and the training step (gradient accumulation, global-norm
+#    clipping);
+# 3. pretrain *your* model with *your* code live, read its loss curve against a unigram baseline
+#    and llmlab's book model, and sample with your own top-k/top-p sampler;
 # 4. account for training memory (weights, gradients, Adam states, activations) and compute
 #    (6·N·D), measure MFU on this machine, and run a small scaling sweep;
 # 5. compare your model's config with GPT-2, Llama 3, Qwen2 and DeepSeek-V3.
@@ -31,6 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from llmlab import grading
+from llmlab.grading import mistakes
 from llmlab.utils import seed_all
 
 seed_all(0)
@@ -84,10 +87,17 @@ print(f"vocab {cfg.vocab_size} · context {cfg.block_size} · {cfg.n_layer} laye
 for part, n in param_count(cfg).items():
     print(f"  {part:<20} {n:>10,}")
 
+# %%
+counts = param_count(cfg)
+share = {part: counts[part] / counts["total"] for part in ("token_embedding", "attention", "mlp")}
+print("shares of the parameters: " + " · ".join(f"{p} {s:.0%}" for p, s in share.items()))
+
 # %% [markdown]
-# The parameters live in a handful of matrices. Most of a model this size is the token
-# embedding (tied: the same matrix is the LM head); in a 7B model it is the MLPs. The text it
-# reads is byte-level BPE from chapter 01, trained on the same corpus:
+# The parameters live in a handful of matrices. The token embedding is tied (the same matrix is
+# the LM head, so `lm_head` counts 0) and holds the share printed above; at this size it is a
+# large slice of the model, next to the MLPs, while in a 7B model it is a few percent and the
+# MLPs hold most of the weights (Llama 3 8B: 0.5 B of 8 B in the embedding, 5.6 B in the MLPs).
+# The text it reads is byte-level BPE from chapter 01, trained on the same corpus:
 
 # %%
 snippet = 'def greet(name):\n    """Say hello."""\n    return f"Hello, {name}!"\n'
@@ -99,8 +109,10 @@ print(" | ".join(tok.decode([i]) for i in ids))
 # ## 2 · The pieces, one exercise each
 #
 # Each piece below is first explained, then asked for. `llmlab`'s own version of the piece is
-# switched off while your answer runs under a check; skip any exercise and the chapter still
-# runs, because later cells use `llmlab`.
+# switched off while your answer runs under a check. Once a piece passes, the chapter builds
+# with it — your blocks, forward, loss, optimizer step, schedule, training step and sampler train
+# and run the live model in section 4; skip any exercise and the chapter still runs, with
+# `llmlab`'s piece in its place and a note saying so.
 #
 # ### RMSNorm
 #
@@ -118,8 +130,11 @@ print(" | ".join(tok.decode([i]) for i in ids))
 # ### Exercise 2.1 — RMSNorm · 2 points · difficulty 1 · ~5 min
 #
 # `rms_norm_(x, weight, eps)` over the last dimension: `x (..., d)`, `weight (d,)` → `(..., d)`
-# in `x`'s dtype. Compute in float32 (`x.float()`), normalise, cast back to `x.dtype`, then
-# multiply by `weight`.
+# in `x`'s dtype. Compute in float32, normalise, cast back to `x.dtype`, then multiply by
+# `weight`.
+#
+# <details><summary>Hint 1</summary>The mean of squares is over the last dimension only, and it
+# must broadcast back against `x`.</details>
 
 # %% solution="rmsnorm"
 def rms_norm_(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -139,6 +154,8 @@ grading.check_function(rms_norm_, rms_norm, [
     grading.Case(torch.randn(2, 5, 8), torch.ones(8), note="unit gain"),
     grading.Case(torch.randn(3, 16) * 10, torch.randn(16), note="large inputs, random gain"),
 ], block=RMSNORM_TWINS,
+   mistakes={"eps outside the square root": mistakes.rms_norm_eps_outside,
+             "subtracting the mean (LayerNorm, not RMSNorm)": mistakes.layer_norm_without_bias},
    hint="the mean is over the last dimension only; eps goes inside the square root")
 
 # %% hidden="rmsnorm" points=1
@@ -190,9 +207,13 @@ plt.show()
 # ### Exercise 2.2 — apply RoPE (half layout) · 2 points · difficulty 2 · ~10 min
 #
 # `apply_rope_(x, cos, sin)`: `x (batch, seq, heads, d_head)`, `cos, sin (batch, seq, d_head/2)`
-# (the angles' cosines and sines, already computed). Split `x` into halves `x1 = x[..., :d/2]`,
-# `x2 = x[..., d/2:]`, rotate each pair $(x1_i, x2_i)$ and concatenate. `cos`/`sin` need a head
-# axis to broadcast (`unsqueeze(2)`).
+# (the angles' cosines and sines, already computed). In the half layout channel $i$ pairs with
+# channel $i + d/2$: rotate every such pair by its angle and return the result in the same layout.
+#
+# <details><summary>Hint 1</summary>Split `x` into its first and second halves along the last
+# dimension; the rotated halves are combinations of both.</details>
+# <details><summary>Hint 2</summary>`cos` and `sin` have no head axis: give them one so they
+# broadcast over the heads.</details>
 
 # %% solution="rope"
 def apply_rope_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -215,7 +236,11 @@ def _angles(b: int, s: int, d: int, start: int = 0):
 grading.check_function(apply_rope_, apply_rope, [
     grading.Case(torch.randn(1, 4, 1, 8), *_angles(1, 4, 8), note="one head"),
     grading.Case(torch.randn(2, 6, 3, 16), *_angles(2, 6, 16, start=5), note="3 heads, positions 5..10"),
-], hint="pair channel i with channel i + d/2 (not 2i with 2i+1); broadcast cos over heads")
+], mistakes={"RoPE on interleaved pairs (2i, 2i+1) instead of the half layout":
+             mistakes.rope_interleaved,
+             "rotating the wrong way (sin with the opposite sign)": mistakes.rope_backwards},
+   block=[RotaryEmbedding.rotate],
+   hint="pair channel i with channel i + d/2 (not 2i with 2i+1); broadcast cos over heads")
 
 # %% hidden="rope" points=1
 grading.check_function(apply_rope_, apply_rope, [
@@ -274,10 +299,14 @@ plt.show()
 # ### Exercise 2.3 — causal attention with grouped KV heads · 3 points · difficulty 2 · ~15 min
 #
 # `causal_attention_(q, k, v)`: `q (batch, n_head, seq, d_head)`, `k, v (batch, n_kv_head, seq,
-# d_head)` with `n_head` a multiple of `n_kv_head` → `(batch, n_head, seq, d_head)`. Repeat
-# each KV head for its group (`repeat_interleave(n_head // n_kv_head, dim=1)`), scale the
-# scores by $1/\sqrt{d_\text{head}}$, mask the future with $-\infty$ (`torch.triu(..., 1)`),
-# softmax over keys, weight the values. Do not call `scaled_dot_product_attention`.
+# d_head)` with `n_head` a multiple of `n_kv_head` → `(batch, n_head, seq, d_head)`: the
+# equation above, with query head $h$ reading KV head $h \,/\!/\, (n_\text{head}/n_\text{kv})$.
+# Do not call `scaled_dot_product_attention`.
+#
+# <details><summary>Hint 1</summary>Make the KV heads as many as the query heads first. Query
+# heads 0 and 1 share KV head 0 when the group is 2: which repeat gives that order?</details>
+# <details><summary>Hint 2</summary>The mask is $-\infty$ strictly above the diagonal (key
+# $j$ after query $i$); the diagonal itself is visible.</details>
 
 # %% solution="attention"
 def causal_attention_(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -304,6 +333,7 @@ ATTENTION_TWINS = [fast_causal_attention, torch.nn.functional.scaled_dot_product
                    llmlab_attention.naive_attention, gqa_reference,
                    llmlab_attention.grouped_attention, llmlab_attention.flash_attention,
                    llmlab_attention.flash_attention_forward, llmlab_attention.sliding_window_reference]
+ATTENTION_MISTAKES = mistakes.ATTENTION
 
 grading.check_function(causal_attention_, causal_attention, [
     grading.Case(torch.randn(1, 2, 5, 8), torch.randn(1, 2, 5, 8), torch.randn(1, 2, 5, 8),
@@ -311,7 +341,8 @@ grading.check_function(causal_attention_, causal_attention, [
     grading.Case(torch.randn(2, 6, 7, 16), torch.randn(2, 2, 7, 16), torch.randn(2, 2, 7, 16),
                  note="GQA: 6 query heads, 2 KV heads"),
 ], block=ATTENTION_TWINS,
-   hint="query head h uses KV head h // group: repeat_interleave, not repeat; mask j > i")
+   mistakes=ATTENTION_MISTAKES,
+   hint="query head h uses KV head h // group; mask j > i; scale by 1/sqrt(d_head)")
 
 # %% hidden="attention" points=2
 grading.check_function(causal_attention_, causal_attention, [
@@ -321,7 +352,8 @@ grading.check_function(causal_attention_, causal_attention, [
                  note="a single token"),
     grading.Case(torch.randn(1, 8, 33, 32) * 5, torch.randn(1, 4, 33, 32) * 5,
                  torch.randn(1, 4, 33, 32), note="large scores, 33 tokens"),
-], block=ATTENTION_TWINS)
+], block=ATTENTION_TWINS,
+   mistakes=ATTENTION_MISTAKES)
 
 # %% [markdown]
 # `llmlab.nn.causal_attention` is this readable version; `fast_causal_attention` calls PyTorch's
@@ -339,37 +371,14 @@ grading.check_function(causal_attention_, causal_attention, [
 # FLOPs of a 4× GELU MLP. Shazeer reported lower perplexity at equal cost; "we offer no
 # explanation … we attribute their success … to divine benevolence".
 
-# %% [markdown]
-# ### Exercise 2.4 — SwiGLU · 2 points · difficulty 1 · ~5 min
-#
-# `swiglu_(x, w_gate, w_up, w_down)`: `x (..., d_model)`, `w_gate, w_up (d_ff, d_model)`,
-# `w_down (d_model, d_ff)` (PyTorch's `Linear` layout: `y = x @ W.T`) → `(..., d_model)`.
-# silu is applied to the gate only.
+# %%
+from llmlab.nn import swiglu
 
-# %% solution="swiglu"
-def swiglu_(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor) -> torch.Tensor:
-    """down(silu(gate(x)) * up(x)) with Linear-layout weights. (..., d_model) -> (..., d_model)."""
-    ### BEGIN SOLUTION
-    gate = x @ w_gate.T
-    return (gate * torch.sigmoid(gate) * (x @ w_up.T)) @ w_down.T
-    ### END SOLUTION
-
-
-# %% check="swiglu" points=1
-from llmlab.nn import SwiGLU, swiglu
-
-grading.check_function(swiglu_, swiglu, [
-    grading.Case(torch.randn(3, 8), torch.randn(20, 8), torch.randn(20, 8), torch.randn(8, 20),
-                 note="a batch of 3 tokens"),
-], block=[SwiGLU], hint="silu(z) = z * sigmoid(z), applied to x @ w_gate.T only")
-
-# %% hidden="swiglu" points=1
-grading.check_function(swiglu_, swiglu, [
-    grading.Case(torch.randn(2, 5, 16), torch.randn(40, 16), torch.randn(40, 16), torch.randn(16, 40),
-                 note="(batch, seq, d_model)"),
-    grading.Case(torch.randn(1, 4) * 20, torch.randn(8, 4), torch.randn(8, 4), torch.randn(4, 8),
-                 note="large pre-activations"),
-], block=[SwiGLU])
+x_mlp = torch.randn(3, 8)
+w_gate, w_up, w_down = torch.randn(20, 8), torch.randn(20, 8), torch.randn(8, 20)
+by_hand = (torch.nn.functional.silu(x_mlp @ w_gate.T) * (x_mlp @ w_up.T)) @ w_down.T
+print("llmlab.nn.swiglu matches the equation:", torch.allclose(swiglu(x_mlp, w_gate, w_up, w_down), by_hand,
+                                                              atol=1e-5))
 
 # %% [markdown]
 # ### The pre-norm block
@@ -381,7 +390,7 @@ grading.check_function(swiglu_, swiglu, [
 # 2020, [arXiv:2002.04745](https://arxiv.org/abs/2002.04745)).
 
 # %% [markdown]
-# ### Exercise 2.5 — a Llama-style block · 3 points · difficulty 2 · ~10 min
+# ### Exercise 2.4 — a Llama-style block · 3 points · difficulty 2 · ~10 min
 #
 # Build `Block(config, rope)` from `llmlab`'s layers (you may use them here):
 # `self.norm1 = RMSNorm(d_model, norm_eps)`,
@@ -430,6 +439,134 @@ grading.check_module(Block, TransformerBlock,
                              grading.Case(torch.randn(3, 1, 48), note="one token")])
 
 # %% [markdown]
+# ### The whole forward
+#
+# The model is the embedding, the blocks, a final norm and the LM head. Each block needs the
+# **positions** of its tokens (RoPE rotates by them): `0 … seq-1` for a fresh sequence, and,
+# when a KV cache already holds `cache.offset` tokens (chapter 08), `offset … offset+seq-1`. A
+# GPT-2-style config has no RoPE but a learned position embedding, added to the token embedding.
+#
+# ### Exercise 2.5 — `GPT.forward` · 3 points · difficulty 2 · ~15 min
+#
+# `gpt_forward_(model, idx, positions=None, cache=None)`: `idx (batch, seq)` → logits
+# `(batch, seq, vocab)`, using `model`'s modules: `tok_emb`, `pos_emb` (None for RoPE models),
+# `blocks` (call block `i` as `block(x, positions, cache, i)`), `norm_f` and `lm_head`. When
+# `positions` is None, build them from the cache offset as described above.
+#
+# <details><summary>Hint 1</summary>`torch.arange(offset, offset + seq)` is one row of
+# positions; `.expand(batch, seq)` gives every row without a copy.</details>
+# <details><summary>Hint 2</summary>The final norm comes after the last block and before the
+# LM head; the learned position embedding is looked up with the positions, not with the ids.
+# </details>
+
+# %% solution="gpt_forward"
+def gpt_forward_(model: GPT, idx: torch.Tensor, positions: torch.Tensor | None = None,
+                 cache=None) -> torch.Tensor:
+    """Logits of a GPT. idx: (batch, seq) long -> (batch, seq, vocab_size)."""
+    ### BEGIN SOLUTION
+    b, t = idx.shape
+    if positions is None:
+        offset = cache.offset if cache is not None else 0
+        positions = torch.arange(offset, offset + t, device=idx.device).expand(b, t)
+    x = model.tok_emb(idx)
+    if model.pos_emb is not None:
+        x = x + model.pos_emb(positions)
+    for i, block in enumerate(model.blocks):
+        x = block(x, positions, cache, i)
+    return model.lm_head(model.norm_f(x))
+    ### END SOLUTION
+
+
+# %% check="gpt_forward" points=1
+def _gpt(seed: int = 0, **overrides) -> GPT:
+    torch.manual_seed(seed)
+    return GPT(GPTConfig.llama_style(vocab_size=64, block_size=32, d_model=32, n_layer=2, n_head=4,
+                                     n_kv_head=2, d_ff=64).replace(**overrides)).eval()
+
+
+def gpt_reference(model, idx, positions=None, cache=None):
+    return model(idx, positions, cache)
+
+
+GPT_MISTAKES = {"skipping the final norm": mistakes.gpt_forward_without_final_norm}
+grading.check_function(gpt_forward_, gpt_reference, [
+    grading.Case(_gpt(), torch.randint(0, 64, (2, 7)), note="a Llama-style model"),
+    grading.Case(_gpt(1), torch.randint(0, 64, (1, 5)), torch.tensor([[3, 4, 5, 6, 7]]),
+                 note="positions given"),
+], block=[GPT.forward], mistakes=GPT_MISTAKES,
+   hint="embedding → blocks (with positions) → norm_f → lm_head")
+
+# %% hidden="gpt_forward" points=2
+from llmlab.kvcache import ContiguousKVCache  # noqa: E402  (the cache of chapter 08)
+
+_m = _gpt(2)
+_c1, _c2 = ContiguousKVCache(2), ContiguousKVCache(2)
+_prefix = torch.randint(0, 64, (1, 6))
+with torch.no_grad():
+    _m(_prefix, None, _c1), _m(_prefix, None, _c2)
+grading.check_function(gpt_forward_, gpt_reference, [
+    grading.Case(GPT(GPTConfig.gpt2_style(vocab_size=64, block_size=32, d_model=32, n_layer=2, n_head=4)).eval(),
+                 torch.randint(0, 64, (2, 9)), note="GPT-2 style: learned positions"),
+    grading.Case(_gpt(4, n_layer=3, tie_embeddings=False), torch.randint(0, 64, (3, 1)),
+                 note="one token, untied head"),
+], block=[GPT.forward], mistakes=GPT_MISTAKES)
+with torch.no_grad():
+    _next = torch.randint(0, 64, (1, 2))
+    grading.check_value(gpt_forward_(_m, _next, None, _c1), _m(_next, None, _c2),
+                        what="the logits after 6 cached tokens (positions start at cache.offset)")
+
+# %% [markdown]
+# From here on the chapter builds its models from **your** block and **your** forward (where
+# they pass): `your_gpt(config)` is llmlab's `GPT`, initialised the same way, with each block
+# replaced by your `Block` carrying the same weights and `forward` replaced by `gpt_forward_`.
+
+# %%
+from llmlab.nn import TransformerBlock  # noqa: E402
+
+
+torch.manual_seed(0)
+_block_weights = TransformerBlock(small, RotaryEmbedding(small.d_head)).state_dict()
+
+
+def _block_probe(cls):
+    def run(config, x):
+        blk = cls(config, RotaryEmbedding(config.d_head))
+        blk.load_state_dict(_block_weights)
+        return blk(x)
+    return run
+
+
+block_cls = grading.prefer_yours(Block, TransformerBlock, [grading.Case(small, torch.randn(2, 6, 32))],
+                                 name="Block", probe=_block_probe)
+forward_fn = grading.prefer_yours(gpt_forward_, gpt_reference,
+                                  [grading.Case(_gpt(), torch.randint(0, 64, (2, 7)))], name="gpt_forward_")
+
+
+class YourGPT(GPT):
+    """llmlab's GPT with the blocks and the forward the chapter's exercises chose."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__(config)
+        for i, old in enumerate(self.blocks):
+            new = block_cls(config, self.rope)
+            new.load_state_dict(old.state_dict())
+            self.blocks[i] = new
+
+    def forward(self, idx, positions=None, cache=None):
+        return forward_fn(self, idx, positions, cache)
+
+
+def your_gpt(config: GPTConfig) -> GPT:
+    return YourGPT(config)
+
+
+with torch.no_grad():
+    _probe_ids = torch.randint(0, 64, (1, 8))
+    _yours = your_gpt(_gpt().config)
+    _yours.load_state_dict(_gpt().state_dict())
+    print("your_gpt == GPT on the same weights:", torch.allclose(_yours(_probe_ids), _gpt()(_probe_ids), atol=1e-5))
+
+# %% [markdown]
 # ### Cross-entropy, the pretraining loss
 #
 # For logits $z \in \mathbb{R}^V$ and the true next token $y$, the loss is
@@ -442,11 +579,44 @@ grading.check_module(Block, TransformerBlock,
 # PyTorch's fused log-softmax kernels, tested to agree.)
 
 # %% [markdown]
-# ### Exercise 2.6 — cross-entropy · 2 points · difficulty 1 · ~10 min
+# ### Exercise 2.6 — predict: the loss before training · 2 points · difficulty 1 · ~3 min
+#
+# Predict first. A freshly initialised model (weights ~ N(0, 0.02)) produces logits close to 0
+# at every position. What loss, in nats per token, do you expect from it on a vocabulary of
+# `vocab_size` tokens? Return it as a function of `vocab_size`; the live training below prints
+# the fresh model's measured loss next to your prediction.
+#
+# <details><summary>Hint 1</summary>Equal logits make the softmax uniform. What probability does
+# the true token get?</details>
+
+# %% solution="predict_init_loss"
+def predict_initial_loss(vocab_size: int) -> float:
+    """Expected cross-entropy (nats/token) of a model whose logits are all about equal."""
+    ### BEGIN SOLUTION
+    return math.log(vocab_size)
+    ### END SOLUTION
+
+
+# %% check="predict_init_loss" points=1
+grading.check_function(predict_initial_loss, math.log, [grading.Case(4096, note="V = 4,096")],
+                       mistakes={"log base 2 (bits, not nats)": math.log2,
+                                 "log base 10": math.log10}, rtol=1e-3,
+                       hint="uniform probabilities: the true token gets 1/V")
+
+# %% hidden="predict_init_loss" points=1
+grading.check_function(predict_initial_loss, math.log, [grading.Case(50_257, note="GPT-2's V"),
+                                                        grading.Case(2, note="two tokens")], rtol=1e-3)
+
+# %% [markdown]
+# ### Exercise 2.7 — cross-entropy · 2 points · difficulty 1 · ~10 min
 #
 # `cross_entropy_(logits, targets, ignore_index=-100)`: `logits (..., V)`, `targets (...)` long →
 # the mean loss over positions whose target is not `ignore_index` (padding, or prompt tokens in
 # fine-tuning). Compute in float32, stably (`torch.logsumexp` is allowed; `F.cross_entropy` is not).
+#
+# <details><summary>Hint 1</summary>Pick each position's target logit with `gather` on the last
+# dimension. Ignored targets may be -100: replace them by a valid index before gathering, and
+# leave them out of both the sum and the count.</details>
 
 # %% solution="cross_entropy"
 def cross_entropy_(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
@@ -464,12 +634,16 @@ def cross_entropy_(logits: torch.Tensor, targets: torch.Tensor, ignore_index: in
 from llmlab.nn import cross_entropy, fast_cross_entropy
 
 # torch's cross-entropy (the Python function and the kernel under it) computes the same thing
-CE_TWINS = [fast_cross_entropy, torch.nn.functional.cross_entropy, torch._C._nn.cross_entropy_loss]
+CE_TWINS = [fast_cross_entropy, torch.nn.functional.cross_entropy, torch._C._nn.cross_entropy_loss,
+            torch.nn.functional.nll_loss]
 
 grading.check_function(cross_entropy_, cross_entropy, [
     grading.Case(torch.randn(4, 10), torch.tensor([1, 0, 9, 3]), note="4 positions, V=10"),
     grading.Case(torch.randn(2, 3, 7) * 30, torch.randint(0, 7, (2, 3)), note="(batch, seq, V), large logits"),
-], block=CE_TWINS, hint="loss = logsumexp(logits) - logits[target]; average over positions")
+], block=CE_TWINS,
+   mistakes={"a sum over positions instead of the mean":
+             lambda z, t, ignore_index=-100: cross_entropy(z, t, ignore_index) * (t != ignore_index).sum()},
+   hint="loss = logsumexp(logits) - logits[target]; average over positions")
 
 # %% hidden="cross_entropy" points=1
 _t = torch.randint(0, 50, (3, 8))
@@ -477,7 +651,9 @@ _t[0, :4] = -100
 grading.check_function(cross_entropy_, cross_entropy, [
     grading.Case(torch.randn(3, 8, 50), _t, note="some targets ignored (-100)"),
     grading.Case(torch.randn(2, 5, 11).bfloat16(), torch.randint(0, 11, (2, 5)), note="bfloat16 logits"),
-], block=CE_TWINS)
+], block=CE_TWINS,
+   mistakes={"averaging over all positions, ignored ones included":
+             lambda z, t, ignore_index=-100: cross_entropy(z, t, ignore_index) * (t != ignore_index).sum() / t.numel()})
 
 # %% [markdown]
 # ## 3 · Training: AdamW and the schedule
@@ -497,10 +673,15 @@ grading.check_function(cross_entropy_, cross_entropy, [
 # and $v$ are two more fp32 copies of the model.
 
 # %% [markdown]
-# ### Exercise 2.7 — one AdamW step · 2 points · difficulty 2 · ~10 min
+# ### Exercise 2.8 — one AdamW step · 2 points · difficulty 2 · ~10 min
 #
 # `adamw_step_(p, grad, m, v, step, lr, betas, eps, weight_decay)` returns the new `(p, m, v)`
 # (you may update in place and return them). `step` counts from 1.
+#
+# <details><summary>Hint 1</summary>Follow the three lines of the equation in order: the decay
+# uses the weight *before* the Adam update.</details>
+# <details><summary>Hint 2</summary>Bias correction divides copies of `m` and `v`; the stored
+# moments stay uncorrected.</details>
 
 # %% solution="adamw"
 def adamw_step_(p, grad, m, v, step: int, lr: float, betas=(0.9, 0.999), eps: float = 1e-8,
@@ -521,7 +702,7 @@ def adamw_step_(p, grad, m, v, step: int, lr: float, betas=(0.9, 0.999), eps: fl
 # %% check="adamw" points=1
 from llmlab.train import AdamW, adamw_step, adamw_step_foreach
 
-ADAMW_TWINS = [adamw_step, adamw_step_foreach, AdamW, torch.optim.AdamW]
+ADAMW_TWINS = [adamw_step, adamw_step_foreach, AdamW, torch.optim.AdamW, torch.optim.Adam]
 
 
 def adamw_reference(p, grad, m, v, step, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
@@ -535,7 +716,11 @@ grading.check_function(adamw_step_, adamw_reference, [
     grading.Case(torch.randn(6), torch.randn(6), _z, _z, 1, 1e-2, note="first step from zero moments"),
     grading.Case(torch.randn(3, 4), torch.randn(3, 4), torch.randn(3, 4) * 0.1, torch.rand(3, 4) * 0.01,
                  7, 3e-3, (0.9, 0.95), 1e-8, 0.1, note="step 7, GPT betas, decay 0.1"),
-], block=ADAMW_TWINS, hint="bias-correct m and v with 1 - beta**step; decay multiplies p by (1 - lr*wd)")
+], block=ADAMW_TWINS,
+   mistakes={"Adam's L2 penalty (decay added to the gradient) instead of decoupled decay":
+             lambda p, g, m, v, step, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01:
+             adamw_reference(p, g + weight_decay * p, m, v, step, lr, betas, eps, 0.0)},
+   hint="bias-correct m and v with 1 - beta**step; decay multiplies p by (1 - lr*wd)")
 
 # %% hidden="adamw" points=1
 grading.check_function(adamw_step_, adamw_reference, [
@@ -558,12 +743,15 @@ grading.check_function(adamw_step_, adamw_reference, [
 # loss.
 
 # %% [markdown]
-# ### Exercise 2.8 — the learning-rate schedule · 2 points · difficulty 1 · ~5 min
+# ### Exercise 2.9 — the learning-rate schedule · 2 points · difficulty 1 · ~5 min
 #
 # `lr_schedule_(step, max_lr, warmup_steps, total_steps, min_lr)`: for `step < warmup_steps`,
 # `max_lr * step / warmup_steps`; for `step >= total_steps`, `min_lr`; in between
 # `min_lr + (max_lr - min_lr) * 0.5 * (1 + cos(pi * progress))` with
 # `progress = (step - warmup_steps) / (total_steps - warmup_steps)`.
+#
+# <details><summary>Hint 1</summary>Three cases, tested in the order the spec lists them; a
+# schedule without warmup (`warmup_steps = 0`) starts at the peak.</details>
 
 # %% solution="schedule"
 def lr_schedule_(step: int, max_lr: float, warmup_steps: int, total_steps: int, min_lr: float = 0.0) -> float:
@@ -614,12 +802,20 @@ plt.show()
 # memory-mapped `uint16` file), and read in random windows of `seq_len + 1` tokens
 # (`llmlab.data.random_windows`): inputs are the first `seq_len`, targets the last `seq_len`.
 #
-# The `Trainer` puts it together: sample a batch, forward under autocast where it pays (see
-# *Precision* below), backward, **clip** the global gradient norm to 1, AdamW step at the
-# scheduled rate, log loss / grad norm / lr / tokens per second / MFU, evaluate on validation
-# windows. Here is a small model trained for a few seconds on a slice of the corpus, with the
-# book's tokenizer. It trains in fp32 so that the numbers printed below are the same on every CPU
-# (bf16 rounds differently from fp32, and which one a machine picks depends on its hardware):
+# A training step puts it together: sample a batch, forward, backward, **clip** the global
+# gradient norm, AdamW step at the scheduled rate. Two refinements every real trainer has:
+#
+# - **Gradient accumulation.** A batch too big for memory runs as `n` micro-batches; each
+#   micro-batch's loss is divided by `n` before `backward()`, so the gradients that add up in
+#   `.grad` are those of the mean loss over the whole batch.
+# - **Global-norm clipping** (Pascanu et al. 2013, [arXiv:1211.5063](https://arxiv.org/abs/1211.5063)):
+#   treat all gradients as one vector $g$; if $\lVert g\rVert_2 > c$, scale every gradient by
+#   $c / (\lVert g\rVert_2 + 10^{-6})$. The direction of the update is kept, only its length
+#   shrinks, so one bad batch cannot throw the weights far.
+#
+# The data for the live run: a slice of the corpus, tokenized with the book's tokenizer. The run
+# trains in fp32 so that the numbers printed below are the same on every CPU (bf16 rounds
+# differently from fp32, and which one a machine picks depends on its hardware).
 
 # %%
 from llmlab.data import load_documents, random_windows
@@ -642,40 +838,194 @@ x_demo, y_demo = random_windows(train_ids, 2, 12, torch.Generator().manual_seed(
 print("input :", repr(tok.decode(x_demo[0].tolist())))
 print("target:", repr(tok.decode(y_demo[0].tolist())))
 
+# %% [markdown]
+# ### Exercise 2.10 — one training step · 6 points · difficulty 3 · ~30 min
+#
+# `train_step_(model, optimizer, batches, loss_fn, max_norm)`: `batches` is a list of
+# micro-batches `(x, y)`, each `(batch, seq)` long. Run one optimizer step over all of them with
+# gradient accumulation, clip the global gradient norm to `max_norm` **yourself** (not with
+# `clip_grad_norm_`), step the optimizer and leave the gradients zeroed. Return
+# `(loss, grad_norm)` as Python floats: the mean loss over the micro-batches, and the global
+# norm *before* clipping. Start from zero gradients whatever the caller left behind.
+#
+# <details><summary>Hint 1</summary>Dividing each micro-batch's loss by the number of
+# micro-batches before `backward()` makes the accumulated gradients, and the summed losses, those
+# of the mean.</details>
+# <details><summary>Hint 2</summary>The global norm is the square root of the sum over *all*
+# parameters of their squared gradient norms — one number for the whole model. Parameters
+# without a gradient do not count.</details>
+# <details><summary>Hint 3</summary>Scale the gradients in place (`g.mul_(...)`) under
+# `torch.no_grad()`, and only when the norm exceeds `max_norm`: the factor is never above 1.
+# </details>
+
+# %% solution="train_step"
+def train_step_(model: nn.Module, optimizer: torch.optim.Optimizer,
+                batches: list[tuple[torch.Tensor, torch.Tensor]], loss_fn, max_norm: float = 1.0
+                ) -> tuple[float, float]:
+    """One step over micro-batches with accumulation and global-norm clipping -> (loss, norm)."""
+    ### BEGIN SOLUTION
+    optimizer.zero_grad(set_to_none=True)
+    total = 0.0
+    for x, y in batches:
+        loss = loss_fn(model(x), y) / len(batches)
+        loss.backward()
+        total += loss.item()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    norm = torch.sqrt(sum(g.float().pow(2).sum() for g in grads))
+    with torch.no_grad():
+        scale = min(1.0, max_norm / (norm.item() + 1e-6))
+        for g in grads:
+            g.mul_(scale)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total, norm.item()
+    ### END SOLUTION
+
+
+# %% check="train_step" points=3
+from llmlab.train import AdamW, Trainer, accumulated_step, clip_grad_norm  # noqa: E402
+
+train_step_reference = accumulated_step
+
+
+def after_step(step):
+    """What a step produces: (loss, grad norm, the weights after it)."""
+    def run(model, optimizer, batches, loss_fn, max_norm=1.0):
+        loss, norm = step(model, optimizer, batches, loss_fn, max_norm)
+        return loss, norm, [p.detach().clone() for p in model.parameters()]
+    return run
+
+
+def _step_case(seed: int, n_micro: int, max_norm: float, note: str) -> grading.Case:
+    model = _gpt(seed).train()
+    gen = torch.Generator().manual_seed(seed)
+    batches = [(torch.randint(0, 64, (2, 8), generator=gen), torch.randint(0, 64, (2, 8), generator=gen))
+               for _ in range(n_micro)]
+    return grading.Case(model, AdamW(model.parameters(), lr=1e-2), batches, cross_entropy, max_norm, note=note)
+
+
+STEP_MISTAKES = {
+    "not dividing each micro-batch's loss by the number of micro-batches":
+    after_step(mistakes.step_without_dividing),
+    "clipping each tensor on its own instead of the global norm": after_step(mistakes.step_clipping_each_tensor),
+}
+grading.check_function(after_step(train_step_), after_step(train_step_reference), [
+    _step_case(0, 1, 100.0, note="one micro-batch, no clipping"),
+    _step_case(1, 3, 0.05, note="3 micro-batches, clipped to 0.05"),
+], name="train_step_", block=[accumulated_step, clip_grad_norm, torch.nn.utils.clip_grad_norm_, Trainer.train_step],
+   mistakes=STEP_MISTAKES, hint="divide each micro-batch loss by their number; clip by the global norm")
+
+# %% hidden="train_step" points=3
+_dirty = _step_case(3, 2, 0.5, note="gradients left over from before the step")
+_dirty.args[0](_dirty.args[2][0][0]).sum().backward()
+grading.check_function(after_step(train_step_), after_step(train_step_reference), [
+    _step_case(2, 4, 1.0, note="4 micro-batches, max_norm 1"),
+    _dirty,
+    _step_case(4, 2, 1e-4, note="a tiny max_norm"),
+], name="train_step_", block=[accumulated_step, clip_grad_norm, torch.nn.utils.clip_grad_norm_, Trainer.train_step],
+   mistakes=STEP_MISTAKES)
+
+# %% [markdown]
+# ### Your model, trained live with your code
+#
+# Everything below runs on what you wrote wherever it passes: your blocks and forward build the
+# model, your cross-entropy is the loss, your AdamW step drives the optimizer (wrapped in
+# `torch.optim.Optimizer`'s plumbing below), your schedule sets the rate, your step trains.
+
+# %%
+from llmlab.nn import cross_entropy  # noqa: E402
+from llmlab.train import TrainConfig, Trainer, cosine_lr, decay_groups, evaluate_loss, unigram_loss  # noqa: E402
+
+_ce_cases = [grading.Case(torch.randn(3, 8, 50), torch.randint(0, 50, (3, 8)))]
+loss_fn = grading.prefer_yours(cross_entropy_, cross_entropy, _ce_cases, name="cross_entropy_")
+adamw_fn = grading.prefer_yours(adamw_step_, adamw_reference, [
+    grading.Case(torch.randn(3, 4), torch.randn(3, 4), torch.randn(3, 4) * 0.1, torch.rand(3, 4) * 0.01,
+                 7, 3e-3, (0.9, 0.95), 1e-8, 0.1)], name="adamw_step_")
+schedule_fn = grading.prefer_yours(lr_schedule_, cosine_lr, [grading.Case(5, 1.0, 10, 100, 0.1),
+                                                            grading.Case(55, 1.0, 10, 100, 0.1)],
+                                   name="lr_schedule_")
+step_fn = grading.prefer_yours(train_step_, train_step_reference, [_step_case(1, 3, 0.05, "")],
+                               name="train_step_", probe=after_step)
+
+
+class YourAdamW(torch.optim.Optimizer):
+    """torch.optim plumbing (param groups, state) around an AdamW step function
+    ``(p, grad, m, v, step, lr, betas, eps, weight_decay) -> (p, m, v)``."""
+
+    def __init__(self, params, step_fn, lr: float, betas=(0.9, 0.95), eps: float = 1e-8,
+                 weight_decay: float = 0.1) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+        self.step_fn = step_fn
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state.update(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
+                state["step"] += 1
+                new, state["m"], state["v"] = self.step_fn(
+                    p.detach().clone(), p.grad, state["m"], state["v"], state["step"], group["lr"],
+                    group["betas"], group["eps"], group["weight_decay"])
+                p.copy_(new)
+
+
 # %% tags=["nbval-ignore-output"]
-from llmlab.train import TrainConfig, Trainer, unigram_loss
+from llmlab.model.counting import flops_per_token  # noqa: E402
+from llmlab.train import mfu  # noqa: E402
 
 seed_all(0)
 live_cfg = GPTConfig.llama_style(vocab_size=tok.vocab_size, block_size=64, d_model=64, n_layer=2,
                                  n_head=4, n_kv_head=2, d_ff=192)
-live = GPT(live_cfg)
-trainer = Trainer(live, train_ids, val_ids,
-                  TrainConfig(max_steps=120, batch_size=16, lr=3e-3, warmup_steps=12,
-                              eval_every=50, eval_batches=4, log_every=10, precision="fp32"))
+live = your_gpt(live_cfg)
+optimizer = YourAdamW(decay_groups(live, 0.1), adamw_fn, lr=3e-3)
+STEPS, MICRO, MICRO_BATCH, SEQ = 100, 2, 8, 64
+sampler = torch.Generator().manual_seed(0)
+initial_loss = evaluate_loss(live, val_ids, 16, SEQ, 4)
+live_log = [{"step": 0, "val_loss": initial_loss}]
 t0 = time.perf_counter()
-live_log = trainer.fit()
-print(f"{live.num_params():,} parameters, {trainer.step} steps in {time.perf_counter() - t0:.1f} s")
+for step in tqdm(range(STEPS), desc="your training loop"):
+    for group in optimizer.param_groups:
+        group["lr"] = schedule_fn(step, 3e-3, 10, STEPS, 3e-4)
+    batches = [random_windows(train_ids, MICRO_BATCH, SEQ, sampler) for _ in range(MICRO)]
+    loss, norm = step_fn(live, optimizer, batches, loss_fn, 1.0)
+    if (step + 1) % 10 == 0:
+        live_log.append({"step": step + 1, "loss": loss, "grad_norm": norm})
+    if (step + 1) % 50 == 0:
+        live_log.append({"step": step + 1, "val_loss": evaluate_loss(live, val_ids, 16, SEQ, 4)})
+live_s = time.perf_counter() - t0
+live_tokens_per_s = STEPS * MICRO * MICRO_BATCH * SEQ / live_s
+live_flops_per_token = flops_per_token(live_cfg, SEQ)
+print(f"{live.num_params():,} parameters, {STEPS} steps in {live_s:.1f} s")
 
 # %%
 baseline = unigram_loss(train_ids, val_ids, tok.vocab_size)
+book_val = evaluate_loss(book, val_ids, 16, SEQ, 4)
 tr_rows = [r for r in live_log if "loss" in r]
 va_rows = [r for r in live_log if "val_loss" in r]
 fig, ax = plt.subplots(figsize=(6.5, 3))
-ax.plot([r["step"] for r in tr_rows], [r["loss"] for r in tr_rows], label="train loss")
-ax.plot([r["step"] for r in va_rows], [r["val_loss"] for r in va_rows], "o-", label="val loss")
-ax.axhline(baseline, color="gray", ls="--", label=f"unigram baseline")
+ax.plot([r["step"] for r in tr_rows], [r["loss"] for r in tr_rows], label="your model: train loss")
+ax.plot([r["step"] for r in va_rows], [r["val_loss"] for r in va_rows], "o-", label="your model: val loss")
+ax.axhline(baseline, color="gray", ls="--", label="unigram baseline")
+ax.axhline(book_val, color="C2", ls="-.", label="llmlab's book model (val)")
 ax.axhline(math.log(tok.vocab_size), color="gray", ls=":", label="uniform, ln V")
-ax.set_xlabel("step"), ax.set_ylabel("nats / token"), ax.legend(fontsize=8)
-ax.set_title("a 2-layer model, trained live")
+ax.set_xlabel("step"), ax.set_ylabel("nats / token"), ax.legend(fontsize=7)
+ax.set_title("your 2-layer model, trained live by your code")
 plt.tight_layout()
 plt.show()
-print(f"final val loss {va_rows[-1]['val_loss']:.2f} vs unigram {baseline:.2f} nats/token")
+print(f"before training: measured {initial_loss:.1f} nats/token, your prediction "
+      f"{float(grading.prefer_yours(predict_initial_loss, math.log, [grading.Case(64)], name='predict_initial_loss')(tok.vocab_size)):.1f}")
+print(f"after {STEPS} steps: val {va_rows[-1]['val_loss']:.1f} · unigram {baseline:.1f} · "
+      f"llmlab's book model {book_val:.1f} nats/token")
 
 # %% [markdown]
-# In seconds the model gets below the unigram baseline: it has started to learn which tokens
-# follow which, not just which are frequent. The book's model ran the same loop for much
-# longer; its card, written by the training command, records the data, steps, wall time and
-# numbers:
+# In seconds your model gets below the unigram baseline: it has started to learn which tokens
+# follow which, not just which are frequent. llmlab's book model (the dash-dotted line) ran the
+# same kind of loop for much longer on a larger model; its card, written by the training
+# command, records the data, steps, wall time and numbers:
 
 # %%
 import json
@@ -690,6 +1040,15 @@ print(f"val loss     : {summary['val_loss']:.3f} nats/token (perplexity {summary
 print(f"unigram      : {summary['unigram_val_loss']:.3f}   uniform: {summary['uniform_val_loss']:.3f}")
 print(f"wall time    : {summary['wall_time_s'] / 60:.1f} min on {summary['threads']} thread(s) "
       f"-> {summary['unigram_val_loss'] - summary['val_loss']:.1f} nats below the unigram baseline")
+tokens_per_param = summary["tokens_trained"] / summary["params"]
+print(f"tokens/param : {tokens_per_param:.2f} (Chinchilla's compute-optimal ratio is about 20)")
+
+# %% [markdown]
+# Section 5 teaches that a compute-optimal run sees about **20 tokens per parameter**. The
+# shipped model saw far fewer (printed above): it was trained in minutes on one CPU thread to
+# give every later chapter a working model, not to be compute-optimal, and it is under-trained
+# by that measure — its loss would keep falling with more data. Keep this in mind when a later
+# chapter's phenomenon (attention sinks, outliers) is weak in it.
 
 # %% [markdown]
 # ### Sampling
@@ -699,12 +1058,100 @@ print(f"wall time    : {summary['wall_time_s'] / 60:.1f} min on {summary['thread
 # reaches top-p (Holtzman et al. 2019, [arXiv:1904.09751](https://arxiv.org/abs/1904.09751)),
 # sample, append, repeat. `llmlab.model.generate` re-reads the whole window each step;
 # chapter 08 makes this fast with a KV cache.
+#
+# ### Exercise 2.11 — sampling with temperature, top-k and top-p · 5 points · difficulty 3 · ~30 min
+#
+# Write `generate_(model, idx, max_new_tokens, temperature, top_k, top_p, generator)`:
+# `idx (batch, seq)` → `(batch, seq + max_new_tokens)`. Each step feeds at most the last
+# `model.config.block_size` tokens, takes the last position's logits (in float32), and
+#
+# - `temperature == 0`: picks the argmax (greedy);
+# - otherwise divides the logits by the temperature, keeps only the `top_k` largest (when given)
+#   and then the **smallest set of most probable tokens whose probability reaches `top_p`** (when
+#   given; a token stays when the probability of the tokens ranked above it is still below
+#   `top_p`), sets all others to $-\infty$, and draws one token per row with
+#   `torch.multinomial(probs, 1, generator=generator)`.
+#
+# Do not call llmlab's `generate` or `filter_logits`. With the same generator seed your samples
+# must be llmlab's, token for token.
+#
+# <details><summary>Hint 1</summary>Top-k: the k-th largest logit of each row is a threshold;
+# `torch.topk` finds it.</details>
+# <details><summary>Hint 2</summary>Top-p: sort the probabilities in descending order and take
+# the cumulative sum; the mass *before* a token is the cumulative sum minus its own probability.
+# Put the keep/drop decision back in vocabulary order (`scatter`).</details>
+# <details><summary>Hint 3</summary>Apply top-p to what top-k left: softmax over the filtered
+# logits, not the original ones.</details>
+
+# %% solution="generate"
+@torch.no_grad()
+def generate_(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+              top_k: int | None = None, top_p: float | None = None,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+    """Sample ``max_new_tokens`` tokens. idx: (batch, seq) -> (batch, seq + max_new_tokens)."""
+    ### BEGIN SOLUTION
+    for _ in range(max_new_tokens):
+        logits = model(idx[:, -model.config.block_size:])[:, -1, :].float()
+        if temperature == 0:
+            nxt = logits.argmax(-1, keepdim=True)
+        else:
+            logits = logits / temperature
+            if top_k is not None:
+                kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            if top_p is not None:
+                probs, order = torch.sort(torch.softmax(logits, -1), dim=-1, descending=True)
+                drop = probs.cumsum(-1) - probs >= top_p
+                logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+            nxt = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)
+        idx = torch.cat((idx, nxt), dim=1)
+    return idx
+    ### END SOLUTION
+
+
+# %% check="generate" points=2
+from llmlab.model import generate  # noqa: E402
+from llmlab.model.generate import filter_logits  # noqa: E402
+
+
+def generate_reference(model, idx, n, temperature=1.0, top_k=None, top_p=None, generator=None):
+    return generate(model, idx, n, temperature=temperature, top_k=top_k, top_p=top_p,
+                    generator=generator)
+
+
+def _seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+_prompt = torch.tensor([tok.encode("def ")])
+grading.check_function(generate_, generate_reference, [
+    grading.Case(book, _prompt, 8, 0.0, note="greedy (temperature 0)"),
+    grading.Case(book, _prompt, 8, 0.8, 40, None, _seeded(0), note="temperature 0.8, top-k 40"),
+    grading.Case(book, _prompt, 8, 1.0, None, 0.5, _seeded(1), note="top-p 0.5"),
+], block=[generate, filter_logits], mistakes={"top-p dropping the token that crosses p": mistakes.generate_top_p_off_by_one},
+   hint="top-p keeps a token while the mass ranked above it is below p")
+
+# %% hidden="generate" points=3
+_long = torch.randint(0, cfg.vocab_size, (2, cfg.block_size - 2), generator=_seeded(5))
+grading.check_function(generate_, generate_reference, [
+    grading.Case(book, _long, 5, 1.0, 20, 0.9, _seeded(2), note="crossing block_size, top-k then top-p"),
+    grading.Case(book, _prompt.expand(3, -1), 6, 1.3, None, 0.3, _seeded(3), note="3 rows, top-p 0.3"),
+    grading.Case(book, _prompt, 4, 0.7, 1, None, _seeded(4), note="top-k 1 is greedy"),
+], block=[generate, filter_logits], mistakes={"top-p dropping the token that crosses p": mistakes.generate_top_p_off_by_one})
+
+# %% [markdown]
+# The samples below, and the widget, use your `generate_` when it passes:
+
+# %%
+sample_fn = grading.prefer_yours(generate_, generate_reference,
+                                 [grading.Case(book, _prompt, 6, 1.0, 20, 0.9, _seeded(2))],
+                                 name="generate_")
 
 # %%
 from llmlab.model import generate
 
 prompt = torch.tensor([tok.encode('def read_config(path):\n    """')])
-out = generate(book, prompt, 60, temperature=0.8, top_k=40, generator=torch.Generator().manual_seed(0))
+out = sample_fn(book, prompt, 60, 0.8, 40, None, torch.Generator().manual_seed(0))
 print(tok.decode(out[0].tolist()))
 
 # %% [markdown]
@@ -717,8 +1164,7 @@ import ipywidgets as widgets
 
 def sample_book(prompt: str = "class ", temperature: float = 0.8, top_k: int = 40, seed: int = 0) -> None:
     ids = torch.tensor([tok.encode(prompt)])
-    out = generate(book, ids, 50, temperature=temperature, top_k=top_k or None,
-                   generator=torch.Generator().manual_seed(seed))
+    out = sample_fn(book, ids, 50, temperature, top_k or None, None, torch.Generator().manual_seed(seed))
     print(tok.decode(out[0].tolist()))
 
 
@@ -870,14 +1316,48 @@ print("identical after resume:", all(torch.equal(p, q) for p, q in zip(a.paramet
 # [arXiv:2204.02311](https://arxiv.org/abs/2204.02311)) is the achieved model FLOP/s divided by
 # the hardware's peak in the precision actually used; here the peak is *measured* with a large
 # matmul in that precision (fp32 for the live run above).
+#
+# ### Exercise 2.12 — predict: the compute of a Chinchilla-optimal GPT-2 · 2 points · difficulty 1 · ~5 min
+#
+# Predict first. Train a 124 M-parameter model (GPT-2 small) compute-optimally, at 20 tokens
+# per parameter. How many FLOPs does it cost by $C \approx 6ND$? Return the number (e.g.
+# `1.2e15`); the cell after the check compares it with the book's model.
+#
+# <details><summary>Hint 1</summary>First D, from N and the ratio; then C.</details>
+
+# %% solution="predict_flops"
+def predict_chinchilla_flops() -> float:
+    """6·N·D for N = 124e6 parameters trained on 20 tokens per parameter."""
+    ### BEGIN SOLUTION
+    n = 124e6
+    return 6 * n * 20 * n
+    ### END SOLUTION
+
+
+# %% check="predict_flops" points=1
+grading.check_function(predict_chinchilla_flops, lambda: 6 * 124e6 * 20 * 124e6,
+                       [grading.Case(note="N = 124 M, D = 20 N")], rtol=0.02,
+                       mistakes={"2·N·D (the forward pass only)": lambda: 2 * 124e6 * 20 * 124e6,
+                                 "D = 20 tokens instead of 20 per parameter": lambda: 6 * 124e6 * 20},
+                       hint="D = 20 × N tokens; C = 6 × N × D")
+
+# %% hidden="predict_flops" points=1
+grading.check_function(predict_chinchilla_flops, lambda: 1.845e18, [grading.Case(note="the FLOPs")],
+                       rtol=0.02)
+
+# %%
+from llmlab.model.counting import training_flops  # noqa: E402
+
+gpt2_flops = training_flops(124e6, 20 * 124e6)
+print(f"GPT-2 small, Chinchilla-optimal: {gpt2_flops:.2e} FLOPs; the book's model used "
+      f"{training_flops(summary['params'], summary['tokens_trained']):.1e} "
+      f"({gpt2_flops / training_flops(summary['params'], summary['tokens_trained']):,.0f}× less)")
 
 # %% tags=["nbval-ignore-output"]
 from llmlab.model.counting import flops_per_token, training_flops
 
-row = [r for r in live_log if "mfu" in r][-1]
-print(f"measured {trainer.precision} matmul peak here: {trainer.peak_flops / 1e9:,.0f} GFLOP/s")
-print(f"live model: {row['tokens_per_s']:,.0f} tokens/s × {trainer.flops_per_token / 1e6:.1f} MFLOP/token "
-      f"= MFU {100 * row['mfu']:.1f}%")
+print(f"your live run (fp32): {live_tokens_per_s:,.0f} tokens/s × {live_flops_per_token / 1e6:.1f} MFLOP/token "
+      f"= MFU {100 * mfu(live_tokens_per_s, live_flops_per_token, fp32_peak):.1f}% of the measured fp32 peak")
 n_book, d_book = summary["params"], summary["tokens_trained"]
 print(f"book model: 6·N·D = 6 × {n_book:,} × {d_book:,} = {training_flops(n_book, d_book):.2e} FLOPs; "
       f"with attention {flops_per_token(cfg) * d_book:.2e}; median MFU {100 * summary['median_mfu']:.1f}% "
@@ -902,7 +1382,7 @@ for width in tqdm([32, 64, 128], desc="sweep"):
     seed_all(0)
     c = live_cfg.replace(d_model=width, n_head=4, n_kv_head=2, d_head=None, d_ff=None)
     m = GPT(c)
-    t = Trainer(m, train_ids, None, TrainConfig(max_steps=60, batch_size=16, lr=3e-3, warmup_steps=6,
+    t = Trainer(m, train_ids, None, TrainConfig(max_steps=40, batch_size=16, lr=3e-3, warmup_steps=4,
                                                  log_every=5, precision="auto"), peak_flops=1.0)
     log = t.fit(progress=False)
     n = m.num_params(non_embedding=True)

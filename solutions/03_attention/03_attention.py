@@ -508,6 +508,127 @@ for causal in (False, True):
 print("saved for backward (q, k, v, o, lse):", saved)
 
 # %% [markdown]
+# ### Exercise 3.5 — the FlashAttention backward · 6 points · difficulty 3 · ~40 min
+#
+# Write the backward by recomputation, `flash_backward_(do, q, k, v, o, lse, causal, scale,
+# block_q, block_k)` → `(dq, dk, dv)`, all shaped like `q, k, v` (`(batch, heads, seq, d)`).
+# With $S = QK^\top\cdot\text{scale}$ and $P = \operatorname{softmax}(S)$, the chain rule through
+# $O = PV$ and the softmax gives
+#
+# $$dV = P^\top dO,\qquad dP = dO\,V^\top,\qquad dS = P \circ (dP - D),\quad
+# D_i = \textstyle\sum_j P_{ij}\,dP_{ij} = \operatorname{rowsum}(dO \circ O)_i,$$
+# $$dQ = dS\,K\cdot\text{scale},\qquad dK = dS^\top Q\cdot\text{scale}.$$
+#
+# Never build the whole `(seq_q, seq_k)` matrix: loop over key/value tiles of `block_k` keys
+# (outer) and query tiles of `block_q` queries (inner), recompute each tile's
+# $P_{ij} = \exp(S_{ij} - \mathrm{LSE}_i)$ from the saved log-sum-exp `lse (batch, heads,
+# seq_q)`, and accumulate. With `causal=True`, query `i` sees keys `j <= i + seq_k - seq_q`;
+# `tile_mask(qs, qe, ks, ke, offset, device)` (given) returns a tile's boolean mask, or None when
+# the whole tile is visible. `scale=None` means $1/\sqrt{d}$. Compute in the inputs' dtype.
+#
+# <details><summary>Hint 1</summary>Why $D$ is a row sum of $dO \circ O$: $\sum_j P_{ij} dP_{ij}
+# = \sum_j P_{ij}\, dO_i \cdot V_j = dO_i \cdot O_i$. Compute it once, before the loops.</details>
+# <details><summary>Hint 2</summary>`dK` and `dV` of a key tile collect contributions from every
+# query tile: accumulate them in the inner loop and store them after it. `dQ` of a query tile
+# collects from every key tile: keep a full `dq` of zeros and add into its rows.</details>
+# <details><summary>Hint 3</summary>Masked entries must contribute nothing: set the recomputed
+# `P` to 0 there (not $-\infty$: it is already exponentiated).</details>
+
+# %%
+from llmlab.attention import peak_memory  # noqa: E402
+from llmlab.attention.flash import flash_attention_backward, tile_mask  # noqa: E402
+from llmlab.grading import mistakes  # noqa: E402
+
+
+# %% solution="flash_backward"
+def flash_backward_(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                    o: torch.Tensor, lse: torch.Tensor, causal: bool = False,
+                    scale: float | None = None, block_q: int = 32, block_k: int = 32
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Tiled attention backward from the saved output and log-sum-exp -> (dq, dk, dv)."""
+    ### BEGIN SOLUTION
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    seq_q, seq_k = q.shape[-2], k.shape[-2]
+    offset = seq_k - seq_q
+    delta = (do * o).sum(-1)  # D: (batch, heads, seq_q)
+    dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+    for ks in range(0, seq_k, block_k):
+        ke = min(ks + block_k, seq_k)
+        k_tile, v_tile = k[..., ks:ke, :], v[..., ks:ke, :]
+        for qs in range(0, seq_q, block_q):
+            qe = min(qs + block_q, seq_q)
+            p = torch.exp(q[..., qs:qe, :] @ k_tile.transpose(-1, -2) * scale - lse[..., qs:qe, None])
+            mask = tile_mask(qs, qe, ks, ke, offset, q.device) if causal else None
+            if mask is not None:
+                p = p.masked_fill(~mask, 0.0)
+            dv[..., ks:ke, :] += p.transpose(-1, -2) @ do[..., qs:qe, :]
+            ds = p * (do[..., qs:qe, :] @ v_tile.transpose(-1, -2) - delta[..., qs:qe, None])
+            dq[..., qs:qe, :] += ds @ k_tile * scale
+            dk[..., ks:ke, :] += ds.transpose(-1, -2) @ q[..., qs:qe, :] * scale
+    return dq, dk, dv
+    ### END SOLUTION
+
+
+# %% check="flash_backward" points=3
+def _backward_case(seq_q: int, seq_k: int, causal: bool, seed: int, note: str, **kw) -> grading.Case:
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(1, 2, n, 16, generator=g, dtype=torch.float64) for n in (seq_q, seq_k, seq_k))
+    o, lse = flash_attention_forward(q, k, v, causal=causal, **kw)
+    do = torch.randn(o.shape, generator=g, dtype=torch.float64)
+    return grading.Case(do, q, k, v, o, lse, causal, note=note, **kw)
+
+
+BACKWARD_BLOCK = [flash_attention_backward, flash_attention, torch.autograd.grad, torch.Tensor.backward]
+BACKWARD_MISTAKES = {"dS = P ∘ dP without subtracting D": mistakes.attention_backward_without_delta}
+grading.check_function(flash_backward_, flash_attention_backward, [
+    _backward_case(40, 40, False, 0, "one 40-token sequence, full attention"),
+    _backward_case(40, 40, True, 1, "causal"),
+], block=BACKWARD_BLOCK, mistakes=BACKWARD_MISTAKES, atol=1e-9, rtol=1e-7,
+   hint="dS = P * (dP - D) with D = rowsum(dO * O); dQ and dK carry the scale")
+
+# %% hidden="flash_backward" points=3
+grading.check_function(flash_backward_, flash_attention_backward, [
+    _backward_case(7, 50, True, 2, "7 queries after 43 cached keys, causal", block_q=4, block_k=16),
+    _backward_case(33, 65, False, 3, "tiles that do not divide the lengths", scale=0.3, block_q=8,
+                   block_k=32),
+], block=BACKWARD_BLOCK, mistakes=BACKWARD_MISTAKES, atol=1e-9, rtol=1e-7)
+_big = _backward_case(512, 512, True, 4, "512 tokens", block_q=64, block_k=64)
+_, _peak = peak_memory(lambda: flash_backward_(*_big.args, **_big.kwargs))
+_scores = 2 * 512 * 512 * 8  # one (seq, seq) float64 matrix for each of the 2 heads
+grading.expect(_peak < _scores / 2,
+               f"the backward held {_peak / 2**20:.1f} MiB at once; one full score matrix is "
+               f"{_scores / 2**20:.1f} MiB: recompute P one tile at a time", what="flash_backward_ memory")
+
+# %% [markdown]
+# Your backward, wrapped in an autograd function as `flash_attention` does, trains like naive
+# attention: the gradients agree.
+
+# %%
+backward_fn = grading.prefer_yours(flash_backward_, flash_attention_backward,
+                                   [_backward_case(40, 40, True, 1, "")], name="flash_backward_",
+                                   atol=1e-9, rtol=1e-7)
+
+
+class YourFlashAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, causal):
+        o, lse = flash_attention_forward(q, k, v, causal=causal)
+        ctx.save_for_backward(q, k, v, o, lse)
+        ctx.causal = causal
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        return (*backward_fn(do, *ctx.saved_tensors, ctx.causal), None)
+
+
+q, k, v = (torch.randn(1, 2, 70, 16, dtype=torch.float64, requires_grad=True) for _ in range(3))
+d_out = torch.randn(1, 2, 70, 16, dtype=torch.float64)
+yours = torch.autograd.grad(YourFlashAttention.apply(q, k, v, True), (q, k, v), d_out)
+naive = torch.autograd.grad(naive_attention(q, k, v, causal=True), (q, k, v), d_out)
+print("gradients equal naive attention's:", all(torch.allclose(a, b, atol=1e-10) for a, b in zip(yours, naive)))
+
+# %% [markdown]
 # **Flash-decoding.** Decoding has one query, so tiling over queries gives a GPU nothing to do in
 # parallel. Flash-decoding splits the *keys* into chunks processed in parallel, each returning a
 # partial output and its log-sum-exp, and merges them with the same rescaling:
@@ -614,7 +735,7 @@ display(Markdown(results.read_text() if results.exists() else "(run the benchmar
 # $\sum_t p_t v_{t,h} = W^{UV}_h \sum_t p_t c^{KV}_t$: take the attention-weighted sum of
 # *latents*, then up-project once per query.
 #
-# ### Exercise 3.5 — MLA attention on the latent · 3 points · difficulty 2 · ~15 min
+# ### Exercise 3.6 — MLA attention on the latent · 3 points · difficulty 2 · ~15 min
 #
 # Shapes: `q_nope (b, s, h, d_nope)`, `q_rope (b, s, h, d_rope)`, `c_kv (b, T, d_c)`,
 # `k_rope (b, T, d_rope)`, `w_uk (h, d_nope, d_c)`, `w_uv (h, d_v, d_c)`. Scores are
@@ -753,7 +874,7 @@ plt.show()
 # the **chunked** form of Lightning Attention (parallel inside chunks, the recurrent state
 # between them). All three are the same function.
 #
-# ### Exercise 3.6 — the recurrent form of linear attention · 2 points · difficulty 2 · ~10 min
+# ### Exercise 3.7 — the recurrent form of linear attention · 2 points · difficulty 2 · ~10 min
 #
 # `q, k: (batch, heads, seq, d_k)`, `v: (batch, heads, seq, d_v)` → `(batch, heads, seq, d_v)`.
 # Use `φ(x) = F.elu(x) + 1`, walk the sequence keeping `S` and `z`, and add `eps` to the
@@ -832,6 +953,80 @@ for name, fn in forms.items():
 # - **YaRN** interpolates only channels that rotate less than `β_slow` times over `L`, keeps
 #   those rotating more than `β_fast` times, ramps between, and sharpens attention by
 #   `0.1 ln s + 1`.
+#
+# ### Exercise 3.8 — YaRN's frequencies · 3 points · difficulty 2 · ~20 min
+#
+# `yarn_frequencies_(d_head, base, factor, original_max_len, beta_fast=32, beta_slow=1)` →
+# `(inv_freq, attention_factor)`: `inv_freq (d_head/2,)` float32 and a float. With
+# $\theta_i = \text{base}^{-2i/d}$ (`llmlab.nn.rope_frequencies(d_head, base)`) and
+# $L$ = `original_max_len`, $s$ = `factor`:
+#
+# - the (fractional) channel that rotates $r$ times over $L$ tokens is
+#   $c(r) = \dfrac{d\,\ln\!\big(L / (2\pi r)\big)}{2 \ln \text{base}}$;
+# - $\text{low} = \max(\lfloor c(\beta_\text{fast}) \rfloor, 0)$,
+#   $\text{high} = \min(\lceil c(\beta_\text{slow}) \rceil, d - 1)$ (add 0.001 to high if they
+#   are equal);
+# - the ramp $\gamma_i = \operatorname{clamp}\big((i - \text{low}) / (\text{high} - \text{low}), 0, 1\big)$
+#   for $i = 0 \dots d/2 - 1$;
+# - $\theta'_i = \gamma_i\,\theta_i / s + (1 - \gamma_i)\,\theta_i$, and the attention factor
+#   $0.1 \ln s + 1$ (1 when $s = 1$).
+#
+# <details><summary>Hint 1</summary>Fast channels (small $i$) rotate many times over $L$: their
+# $\gamma$ is 0 and they keep their frequency; slow ones get $\gamma = 1$ and are divided by
+# $s$ — PI for them alone.</details>
+# <details><summary>Hint 2</summary>`math.floor` and `math.ceil` work on the two channel
+# numbers; only the ramp over $i$ needs a tensor.</details>
+
+# %% solution="yarn"
+def yarn_frequencies_(d_head: int, base: float, factor: float, original_max_len: int,
+                      beta_fast: float = 32.0, beta_slow: float = 1.0) -> tuple[torch.Tensor, float]:
+    """YaRN ("NTK-by-parts") frequencies (d_head/2,) and the attention factor."""
+    ### BEGIN SOLUTION
+    def channel(rotations: float) -> float:
+        return d_head * math.log(original_max_len / (2 * math.pi * rotations)) / (2 * math.log(base))
+
+    low = max(math.floor(channel(beta_fast)), 0)
+    high = min(math.ceil(channel(beta_slow)), d_head - 1)
+    high = high + 0.001 if high == low else high
+    gamma = ((torch.arange(d_head // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)
+    theta = rope_frequencies(d_head, base)
+    return theta / factor * gamma + theta * (1 - gamma), (0.1 * math.log(factor) + 1.0) if factor > 1 else 1.0
+    ### END SOLUTION
+
+
+# %% check="yarn" points=1
+from llmlab.attention import RopeScaling, scaled_frequencies  # noqa: E402
+from llmlab.attention.rope_scaling import yarn_ramp  # noqa: E402
+from llmlab.nn import rope_frequencies  # noqa: E402
+
+
+def yarn_reference(d_head, base, factor, original_max_len, beta_fast=32.0, beta_slow=1.0):
+    return scaled_frequencies(d_head, base, RopeScaling("yarn", factor, original_max_len, beta_fast, beta_slow))
+
+
+YARN_MISTAKES = {"the ramp reversed (fast channels interpolated)": mistakes.yarn_ramp_reversed,
+                 "no attention temperature": mistakes.yarn_without_temperature}
+grading.check_function(yarn_frequencies_, yarn_reference, [
+    grading.Case(64, 10000.0, 4.0, 256, note="d_head 64, 4x a 256-token context"),
+    grading.Case(128, 500000.0, 8.0, 8192, note="Llama 3's base, 8x"),
+], block=[scaled_frequencies, yarn_ramp], mistakes=YARN_MISTAKES,
+   hint="gamma = 0 keeps a frequency, gamma = 1 divides it by the factor")
+
+# %% hidden="yarn" points=2
+grading.check_function(yarn_frequencies_, yarn_reference, [
+    grading.Case(32, 10000.0, 1.0, 256, note="factor 1: unchanged, factor 1.0"),
+    grading.Case(16, 10000.0, 16.0, 64, 8.0, 2.0, note="other betas"),
+    grading.Case(64, 1e6, 2.0, 32768, note="Qwen2's base: low and high clamp"),
+], block=[scaled_frequencies, yarn_ramp], mistakes=YARN_MISTAKES)
+
+# %%
+yarn_fn = grading.prefer_yours(yarn_frequencies_, yarn_reference, [grading.Case(64, 10000.0, 4.0, 256)],
+                               name="yarn_frequencies_")
+yours_inv, yours_factor = yarn_fn(cfg.d_head, cfg.rope_base, 4.0, cfg.block_size)
+ramp = rope_frequencies(cfg.d_head, cfg.rope_base) / yours_inv
+print(f"book model, 4x: channels kept {int((ramp < 1.001).sum())}, interpolated by 4 "
+      f"{int((ramp > 3.999).sum())}, in between {int(((ramp >= 1.001) & (ramp <= 3.999)).sum())}; "
+      f"attention factor {yours_factor:.3f}")
 
 # %%
 from llmlab.attention import RopeScaling, alibi_bias, scaled_frequencies
@@ -958,7 +1153,7 @@ print("flash_attention gradients (dq, dk, dv) equal within 1e-4:",
       all(torch.allclose(a, b, atol=1e-4) for a, b in zip(g_fused, g_ref)))
 
 # %% [markdown]
-# ### Exercise 3.7 — the tile loop of the Triton flash kernel · 3 points · difficulty 3 · ~25 min
+# ### Exercise 3.9 — the tile loop of the Triton flash kernel · 3 points · difficulty 3 · ~25 min
 #
 # Below is the forward kernel of `llmlab.kernels.flash` with its tile loop missing. One program
 # owns query rows `rows = i·BLOCK_Q + arange(BLOCK_Q)` of head `h` of batch `b`; its query tile

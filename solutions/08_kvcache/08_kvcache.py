@@ -9,18 +9,21 @@
 # the book's model.
 #
 # **You will learn to**
-# 1. explain why decoding is memory-bound and derive the cache from the attention equation;
-# 2. write the cache update and one cached attention step, and check greedy decoding with a
-#    cache against decoding without one (and against Hugging Face `transformers`);
+# 1. explain why decoding is memory-bound — measured as a roofline on this machine — and derive
+#    the cache from the attention equation;
+# 2. write the cache update, one cached attention step and the cached decode loop over
+#    left-padded prompts, and check greedy decoding with a cache against decoding without one
+#    (and against Hugging Face `transformers`);
 # 3. measure the memory of a cache per token and per request, and the memory contiguous
 #    pre-allocation wastes on a mixed workload;
-# 4. page the cache like virtual memory (vLLM's PagedAttention): block pool, block tables,
-#    copy-on-write forks, a typed out-of-blocks error; and share prompt prefixes by hash;
+# 4. page the cache like virtual memory (vLLM's PagedAttention): write the block allocator and
+#    the write-and-gather through a block table with copy-on-write, then run the chapter's paged
+#    caches on them; share prompt prefixes by hash;
 # 5. shrink the cache by evicting tokens (StreamingLLM, H2O) or quantizing them (int8, KIVI),
 #    and measure what each costs in perplexity.
 
 # %% [markdown]
-# **Budget:** ~0.5 min on 2 CPU cores · peak RAM ~0.5 GB. No GPU and no network needed.
+# **Budget:** ~0.5 min on 2 CPU cores · peak RAM ~1 GB. No GPU and no network needed.
 
 # %% tags=["nbval-ignore-output"]
 import time
@@ -35,6 +38,7 @@ from tqdm.auto import tqdm
 
 import llmlab.kvcache as kv
 from llmlab import grading
+from llmlab.grading import mistakes
 from llmlab.attention import REAL_CONFIGS
 from llmlab.data import load_documents
 from llmlab.kvcache.blocks import replay
@@ -67,23 +71,97 @@ print(f"the book's model: {model.num_params() / 1e6:.2f} M parameters, {cfg.n_la
 # run through this chapter and the next: (1) never move a byte twice — cache what can be cached;
 # (2) batch many sequences per step — which needs memory for *their* caches.
 #
-# You can see it on this CPU: one forward over 1 new token and one over 32 new tokens cost
-# nearly the same time, because both stream the same weights.
+# ### Exercise 8.1 — predict: the speed limit of decoding · 2 points · difficulty 1 · ~5 min
+#
+# Predict first. A 7 B-parameter model in bf16 decodes at batch 1 on an H100 (3.35 TB/s of
+# memory bandwidth). Every decode step must read every weight once. Ignoring the cache and all
+# compute, what is the most tokens per second it can produce? Return the number.
+#
+# <details><summary>Hint 1</summary>How many bytes are the weights? How many times per second can
+# the memory deliver them?</details>
+
+# %% solution="predict_decode"
+def predict_decode_tokens_per_s() -> float:
+    """Upper bound on batch-1 decode speed: bandwidth / bytes of weights."""
+    ### BEGIN SOLUTION
+    return 3.35e12 / (7e9 * 2)
+    ### END SOLUTION
+
+
+# %% check="predict_decode" points=1
+grading.check_function(predict_decode_tokens_per_s, lambda: 3.35e12 / 14e9,
+                       [grading.Case(note="7 B parameters, bf16, 3.35 TB/s")], rtol=0.03,
+                       mistakes={"4 bytes per parameter (fp32, not bf16)": lambda: 3.35e12 / 28e9,
+                                 "1 byte per parameter": lambda: 3.35e12 / 7e9},
+                       hint="bf16 is 2 bytes per parameter; tokens/s = bytes/s ÷ bytes per token")
+
+# %% hidden="predict_decode" points=1
+grading.check_function(predict_decode_tokens_per_s, lambda: 239.0, [grading.Case(note="tokens/s")],
+                       rtol=0.03)
+
+# %% [markdown]
+# Real engines reach 60–80% of that bound at batch 1. To see the bound on this machine we need
+# a matrix that does **not** fit in the CPU's last-level cache (LLC) — otherwise it is served
+# from cache, not memory, and the book's 12 MB model would show nothing. Below: the machine's
+# memory bandwidth, measured by copying a large tensor, and the time of `x @ W` for a weight
+# matrix several times larger than the LLC, as the number of tokens `B` in `x` grows. Reading
+# `W` costs the same for every `B`; the FLOPs grow with `B`. The **roofline** is
+# $\max(\text{bytes}/\text{bandwidth},\ \text{FLOPs}/\text{peak})$: flat while memory-bound,
+# rising once the arithmetic takes longer than the read.
 
 # %% tags=["nbval-ignore-output"]
-def forward_ms(t_new: int, repeat: int = 5) -> float:
-    idx = torch.randint(0, cfg.vocab_size, (1, t_new))
-    with torch.no_grad():
-        model(idx)
+def llc_bytes() -> int:
+    """The last-level cache size from sysfs (Linux), or 32 MiB when it cannot be read."""
+    try:
+        index = sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"))[-1]
+        text = (index / "size").read_text().strip()
+        return int(text[:-1]) * {"K": 2**10, "M": 2**20}[text[-1]]
+    except (IndexError, OSError, KeyError, ValueError):
+        return 32 * 2**20
+
+
+def best_time(fn, repeat: int = 3) -> float:
+    fn()
+    times = []
+    for _ in range(repeat):
         start = time.perf_counter()
-        for _ in range(repeat):
-            model(idx)
-    return (time.perf_counter() - start) / repeat * 1e3
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
 
 
-for t_new in (1, 8, 32):
-    ms = forward_ms(t_new)
-    print(f"{t_new:3d} tokens per forward: {ms:6.2f} ms  ({ms / t_new:6.3f} ms per token)")
+llc = llc_bytes()
+rows, cols = 8192, min(16384, max(2048, 4 * llc // (8192 * 4)))  # fp32 W: 4x the LLC, <= 512 MiB
+W = torch.randn(rows, cols)
+dst = torch.empty_like(W)
+bandwidth = 2 * W.numel() * 4 / best_time(lambda: dst.copy_(W))  # one thread: read + write
+tokens = [1, 2, 4, 8, 16, 32, 64, 128]
+measured = [best_time(lambda b=b: torch.randn(b, rows) @ W) for b in tokens]
+peak = 2 * 128 * rows * cols / measured[-1]  # the largest B is the nearest to compute-bound
+print(f"LLC {llc / 2**20:.0f} MiB · W {W.numel() * 4 / 2**20:.0f} MiB · memory bandwidth "
+      f"{bandwidth / 1e9:.1f} GB/s · matmul at B=128 {peak / 1e9:.1f} GFLOP/s")
+fig, ax = plt.subplots(figsize=(6.5, 3.2))
+ax.plot(tokens, [t * 1e3 for t in measured], "o-", label="measured x @ W")
+roof = [max(W.numel() * 4 / bandwidth, 2 * b * rows * cols / peak) * 1e3 for b in tokens]
+ax.plot(tokens, roof, "--", color="gray", label="roofline: max(bytes / bandwidth, FLOPs / peak)")
+ax.set_xscale("log", base=2), ax.set_xlabel("tokens per forward (B)"), ax.set_ylabel("ms")
+ax.set_title(f"a {W.numel() * 4 / 2**20:.0f} MiB weight matrix: the first tokens ride along free")
+ax.legend(fontsize=8)
+plt.tight_layout()
+plt.show()
+for b, t in zip(tokens, measured):
+    print(f"B={b:3d}: {t * 1e3:7.2f} ms · {W.numel() * 4 / t / 1e9:5.1f} GB/s of W · "
+          f"{2 * b * rows * cols / t / 1e9:5.1f} GFLOP/s")
+del W, dst
+
+# %% [markdown]
+# Read it with the machine's numbers above: at small `B` the time is close to what reading `W`
+# at the measured bandwidth takes, so extra tokens cost little; past the ridge point
+# ($\text{peak}/\text{bandwidth}$ FLOPs per byte, i.e. $B \approx$ peak/(2·bandwidth/4) here for
+# fp32) the time grows with `B`. On a laptop CPU the ridge is at a few tokens; on an H100 it is
+# near 300 — which is why GPU servers batch so many sequences per decode step. The book's model
+# (12 MB) fits in the LLC of most machines, so on it the same experiment mostly measures
+# Python and kernel-launch overheads rather than memory; a real model does not fit.
 
 # %% [markdown]
 # ## 2. The cache, derived from the attention equation
@@ -115,13 +193,16 @@ for t_new in (1, 8, 32):
 # mask (or `None` for plain causal), and `cache.offset` is the position of the first new token.
 
 # %% [markdown]
-# ### Exercise 8.1 — the cache update · 2 points · difficulty 1 · ~5 min
+# ### Exercise 8.2 — the cache update · 2 points · difficulty 1 · ~5 min
 #
 # A contiguous cache pre-allocates a buffer `(batch, capacity, n_kv_head, d_head)` per layer
 # and fills it from the left. Write `append_kv(buffer, length, new)`: write `new`
 # `(batch, t_new, ...)` into `buffer` right after the first `length` tokens, **in place**, and
 # return the filled part `buffer[:, :length + t_new]` (a view, no copy of the past). Raise
 # `ValueError` if it does not fit.
+#
+# <details><summary>Hint 1</summary>Slice assignment into `buffer` writes in place; slicing
+# `buffer` again returns a view of the same storage.</details>
 
 # %% solution="append_kv"
 def append_kv(buffer: torch.Tensor, length: int, new: torch.Tensor) -> torch.Tensor:
@@ -162,7 +243,7 @@ except ValueError:
     pass
 
 # %% [markdown]
-# ### Exercise 8.2 — one cached attention step · 3 points · difficulty 2 · ~15 min
+# ### Exercise 8.3 — one cached attention step · 3 points · difficulty 2 · ~15 min
 #
 # Decode attention: one new query per sequence attends to all its cached keys. Write
 # `decode_attention(q, k, v, lengths)` with
@@ -174,6 +255,11 @@ except ValueError:
 #
 # returning `(batch, n_head, d)` = $\operatorname{softmax}(q K^\top/\sqrt{d})\,V$ per head.
 # Grouped-query attention: query head `h` uses KV head `h // (n_head // n_kv_head)`.
+#
+# <details><summary>Hint 1</summary>`torch.einsum` with named axes keeps the shapes readable:
+# the scores are `(batch, n_head, T)`.</details>
+# <details><summary>Hint 2</summary>Padding keys get $-\infty$ before the softmax: key `t` of
+# row `b` is real when `t < lengths[b]`.</details>
 
 # %% solution="decode_attention"
 def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -206,7 +292,8 @@ grading.check_function(decode_attention, kv.decode_attention, block=DECODE_TWINS
                  torch.randn(1, 5, 2, 4, generator=g), note="multi-head, one sequence"),
     grading.Case(torch.randn(2, 4, 8, generator=g), torch.randn(2, 6, 2, 8, generator=g),
                  torch.randn(2, 6, 2, 8, generator=g), note="GQA: 4 query heads, 2 KV heads"),
-], hint="scale by 1/sqrt(d); with GQA, query head h reads KV head h // (n_head // n_kv_head)")
+], block=[kv.paged_attention, torch.nn.functional.scaled_dot_product_attention],
+   hint="scale by 1/sqrt(d); with GQA, query head h reads KV head h // (n_head // n_kv_head)")
 
 # %% hidden="decode_attention" points=2
 g = torch.Generator().manual_seed(1)
@@ -216,7 +303,8 @@ grading.check_function(decode_attention, kv.decode_attention, block=DECODE_TWINS
                  note="padded rows: lengths 7, 3, 1"),
     grading.Case(torch.randn(2, 6, 4, generator=g), torch.randn(2, 5, 1, 4, generator=g),
                  torch.randn(2, 5, 1, 4, generator=g), note="MQA: one KV head"),
-], hint="mask keys at positions >= lengths[b] with -inf before the softmax")
+], block=[kv.paged_attention, torch.nn.functional.scaled_dot_product_attention],
+   hint="mask keys at positions >= lengths[b] with -inf before the softmax")
 
 # %% [markdown]
 # ## 3. Cached generation, checked token for token
@@ -226,10 +314,107 @@ grading.check_function(decode_attention, kv.decode_attention, block=DECODE_TWINS
 # suite also checks that it reproduces Hugging Face `transformers.generate` token for token on
 # GPT-2 and Llama weights (`tests/kvcache/test_generate.py`).
 
+# ### Exercise 8.4 — the cached decode loop · 6 points · difficulty 3 · ~35 min
+#
+# Write greedy generation with a cache, `cached_generate_(model, idx, max_new_tokens,
+# attention_mask=None, eos_token_id=None, pad_token_id=0)`. `idx (batch, T)` holds prompts of
+# different lengths **left-padded** (`attention_mask (batch, T)`: 1 = real token, 0 = padding;
+# None = no padding). Return `(batch, T + n)` with `n <= max_new_tokens` new tokens.
+#
+# - **Positions** count only real tokens: a row's first real token is at position 0, padding
+#   gets position 0 too. Pass them to the model: `model(ids, positions, cache)`.
+# - **The cache**: `kv.ContiguousKVCache(n_layer, capacity, key_valid)` with room for
+#   `T + max_new_tokens` tokens; `key_valid` is the prompt's mask as a bool tensor when any row
+#   is padded (the cache then hides the padding from every later query), else None.
+# - **Prefill** the whole prompt in one forward; then each step picks the argmax of the last
+#   logits and feeds only that token back, one position further along.
+# - **EOS**: once a row has produced `eos_token_id`, it produces `pad_token_id` from then on;
+#   stop as soon as every row is done. Never run a forward whose logits you will not use.
+#
+# Do not call `kv.generate`, `kv.decode_loop` or `llmlab.model.generate`.
+#
+# <details><summary>Hint 1</summary>A cumulative sum of the mask, minus one, clamped at 0, gives
+# every token's position in its own sequence.</details>
+# <details><summary>Hint 2</summary>The next positions are the last column of the previous
+# positions plus one — kept as a `(batch, 1)` tensor.</details>
+# <details><summary>Hint 3</summary>Keep a `done` flag per row. Decide a row's token (argmax or
+# pad), *then* update `done`, then check whether to stop before running another forward.
+# </details>
+
+# %% solution="cached_generate"
+@torch.no_grad()
+def cached_generate_(model, idx: torch.Tensor, max_new_tokens: int,
+                     attention_mask: torch.Tensor | None = None, eos_token_id: int | None = None,
+                     pad_token_id: int = 0) -> torch.Tensor:
+    """Greedy decoding with a KV cache over left-padded prompts. -> (batch, T + n)."""
+    ### BEGIN SOLUTION
+    valid = torch.ones_like(idx, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    padded = not bool(valid.all())
+    positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
+    cache = kv.ContiguousKVCache(model.config.n_layer, idx.shape[1] + max_new_tokens,
+                                 valid if padded else None)
+    logits = model(idx, positions, cache)[:, -1]
+    done = torch.zeros(idx.shape[0], dtype=torch.bool)
+    out = []
+    for i in range(max_new_tokens):
+        tok = logits.argmax(-1)
+        if eos_token_id is not None:
+            tok = torch.where(done, pad_token_id, tok)
+            done |= tok == eos_token_id
+        out.append(tok)
+        if i + 1 == max_new_tokens or bool(done.all()):
+            break
+        positions = positions[:, -1:] + 1
+        logits = model(tok[:, None], positions, cache)[:, -1]
+    return torch.cat([idx, torch.stack(out, 1)], 1)
+    ### END SOLUTION
+
+
+# %% check="cached_generate" points=3
+import llmlab.model  # noqa: E402
+
+
+def generate_reference(model, idx, n, attention_mask=None, eos_token_id=None, pad_token_id=0):
+    return kv.generate(model, idx, n, attention_mask=attention_mask, eos_token_id=eos_token_id,
+                       pad_token_id=pad_token_id)
+
+
+def _left_padded(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    rows = [tokenizer.encode(t) for t in texts]
+    width = max(map(len, rows))
+    ids = torch.tensor([[0] * (width - len(r)) + r for r in rows])
+    return ids, torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+
+
+DECODE_BLOCK = [kv.generate, kv.decode_loop, kv.generate_paged, llmlab.model.generate]
+DECODE_MISTAKES = {"positions that count the left padding": mistakes.cached_generate_positions_with_padding}
+_ids, _mask = _left_padded(["import os\n", "class A:\n    def "])
+grading.check_function(cached_generate_, generate_reference, [
+    grading.Case(model, torch.tensor([tokenizer.encode("def main():\n")]), 12, note="one prompt"),
+    grading.Case(model, _ids, 10, _mask, note="two prompts, left-padded"),
+], block=DECODE_BLOCK, mistakes=DECODE_MISTAKES,
+   hint="positions count real tokens only; the cache needs key_valid when rows are padded")
+
+# %% hidden="cached_generate" points=3
+_ids3, _mask3 = _left_padded(["x", "def f(a, b):\n    return", "# a comment\n"])
+_eos = int(kv.generate(model, _ids3[1:2], 3)[0, -1])  # a token row 1 produces at its 3rd step
+grading.check_function(cached_generate_, generate_reference, [
+    grading.Case(model, _ids3, 8, _mask3, note="three rows, very different lengths"),
+    grading.Case(model, _ids3, 12, _mask3, _eos, 5, note="EOS: finished rows emit the pad token"),
+    grading.Case(model, _ids3[1:2], 6, None, _eos, note="stop as soon as every row is done"),
+    grading.Case(model, _ids3[:1], 1, note="one new token: no forward after the prefill's"),
+], block=DECODE_BLOCK, mistakes=DECODE_MISTAKES)
+
+# %% [markdown]
+# From here on the chapter decodes with your `cached_generate_` where it passes. It must give
+# exactly the tokens of decoding without a cache:
+
 # %%
+decode = grading.prefer_yours(cached_generate_, generate_reference,
+                              [grading.Case(model, _ids, 6, _mask)], name="cached_generate_")
 prompt = "def fibonacci(n):\n    "
 idx = torch.tensor([tokenizer.encode(prompt)])
-cached = kv.generate(model, idx, 48)
+cached = decode(model, idx, 48)
 uncached = kv.generate(model, idx, 48, use_cache=False)
 print("identical tokens:", torch.equal(cached, uncached))
 print(tokenizer.decode(cached[0].tolist()))
@@ -287,7 +472,35 @@ print(f"speed-up after {n_new} tokens: {sum(without_cache) / sum(with_cache):.1f
 #
 # (MLA: $d_c + d_\text{rope}$ instead of $2 n_\text{kv} d_\text{head}$.)
 # `kv.kv_cache_bytes(config, batch, context)` computes it for an `llmlab` config, a Hugging
-# Face config or a chapter-03 `KVSpec`:
+# Face config or a chapter-03 `KVSpec`.
+#
+# ### Exercise 8.5 — predict: the cache of Llama 3 8B · 2 points · difficulty 1 · ~5 min
+#
+# Predict first. Llama 3 8B has 32 layers, 32 query heads and 8 KV heads of 128 dimensions, and
+# caches in bf16. How many bytes of KV cache does **one token** take? (The table below shows it
+# in KiB.)
+#
+# <details><summary>Hint 1</summary>Per layer, one key and one value vector per KV head — the
+# query heads are not cached.</details>
+
+# %% solution="predict_kv_bytes"
+def predict_kv_bytes_per_token() -> int:
+    """KV-cache bytes per token of Llama 3 8B (bf16)."""
+    ### BEGIN SOLUTION
+    return 32 * 2 * 8 * 128 * 2
+    ### END SOLUTION
+
+
+# %% check="predict_kv_bytes" points=1
+grading.check_function(predict_kv_bytes_per_token, lambda: 32 * 2 * 8 * 128 * 2,
+                       [grading.Case(note="Llama 3 8B, bf16")],
+                       mistakes={"caching all 32 query heads (no GQA)": lambda: 32 * 2 * 32 * 128 * 2,
+                                 "only keys, or only values": lambda: 32 * 8 * 128 * 2,
+                                 "4 bytes per number (fp32)": lambda: 32 * 2 * 8 * 128 * 4},
+                       hint="layers × 2 (K and V) × KV heads × d_head × bytes per number")
+
+# %% hidden="predict_kv_bytes" points=1
+grading.check_function(predict_kv_bytes_per_token, lambda: 131_072, [grading.Case(note="bytes")])
 
 # %%
 gpt2_small = {"n_layer": 12, "n_head": 12, "n_embd": 768}  # GPT-2 124M config.json
@@ -358,11 +571,11 @@ out_paged = kv.generate_paged(model, prompts, 24, paged)
 width = max(map(len, prompts))
 ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])  # left-padded
 mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-out_contiguous = kv.generate(model, ids, 24, attention_mask=mask)[:, width:].tolist()
+out_contiguous = decode(model, ids, 24, mask)[:, width:].tolist()
 print("paged == contiguous:", out_paged == out_contiguous)
 
 # %% [markdown]
-# ### Exercise 8.3 — block allocation with a free list · 3 points · difficulty 2 · ~15 min
+# ### Exercise 8.6 — block allocation with a free list · 3 points · difficulty 2 · ~15 min
 #
 # The pool hands out block ids from a **free list** and counts references, because sequences
 # can share blocks. Complete `FreeListAllocator`:
@@ -374,6 +587,9 @@ print("paged == contiguous:", out_paged == out_contiguous)
 #   `self.free`. Releasing a free block is a bug: raise `ValueError`.
 #
 # `share` (a second sequence takes a reference) is given.
+#
+# <details><summary>Hint 1</summary>Check that there are enough free blocks *before* taking any:
+# a failed allocation must leave the free list as it was.</details>
 
 # %% solution="allocator"
 class FreeListAllocator:
@@ -440,6 +656,133 @@ try:
     grading.expect(False, "releasing a free block must raise ValueError")
 except ValueError:
     pass
+
+# %% [markdown]
+# From here on the paged caches of this chapter hand out blocks with your allocator when it
+# passes:
+
+# %%
+allocator_cls = grading.prefer_yours(
+    FreeListAllocator, kv.BlockAllocator,
+    [grading.Case([("allocate", 3), ("release", 1), ("allocate", 2)]),
+     grading.Case([("allocate", 2), ("share", 0), ("release", 0), ("allocate", 3)])],
+    name="FreeListAllocator", probe=lambda cls: lambda ops: _trace(cls, ops))
+
+
+def paged_cache(num_blocks: int, block_size: int) -> kv.PagedKVCache:
+    """A PagedKVCache whose blocks come from the chosen allocator."""
+    cache = kv.PagedKVCache(cfg.n_layer, num_blocks=num_blocks, block_size=block_size)
+    cache.allocator = allocator_cls(num_blocks)
+    return cache
+
+
+check_cache = paged_cache(64, 8)
+print("paged with this allocator == contiguous:",
+      kv.generate_paged(model, prompts, 24, check_cache) == out_contiguous)
+
+# %% [markdown]
+# ### Exercise 8.7 — write through the block table, with copy-on-write · 6 points · difficulty 3 · ~30 min
+#
+# One sequence's side of a paged cache. `pool (num_blocks * block_size, ...)` holds every
+# block's slots; `table` (a list, edited in place) is the sequence's blocks in order; it stores
+# `length` tokens. Write `append_token(pool, table, length, new, allocator, block_size)`, which
+# stores the key (or value) `new (...)` as token `length` and returns the sequence's tokens
+# gathered through its table, `(length + 1, ...)`:
+#
+# 1. **Copy-on-write.** If the tail block is partly filled (`length % block_size != 0`) and
+#    shared (`allocator.refcount[table[-1]] > 1`, after a fork), allocate a fresh block, copy
+#    the tail block's slots into it, release the old one and put the new one in the table.
+# 2. **Grow.** If `length` is a multiple of `block_size`, the sequence needs one more block.
+# 3. **Write** `new` into the slot of token `length`, then **gather** tokens `0 … length` through
+#    the table: token `j` lives in slot `table[j // block_size] * block_size + j % block_size`.
+#
+# Do not use `kv.PagedKVCache`, `kv.copy_on_write` or `kv.token_slots`.
+#
+# <details><summary>Hint 1</summary>Why copy only a *partly filled* shared block: a full block is
+# never written again, so sharing it forever is safe.</details>
+# <details><summary>Hint 2</summary>The gather is one indexing operation: build the tensor of
+# the `length + 1` slot numbers and index the pool with it.</details>
+# <details><summary>Hint 3</summary>Allocate before you release: releasing first could hand the
+# same block straight back to you, and the copy would read from itself.</details>
+
+# %% solution="cow"
+def append_token(pool: torch.Tensor, table: list[int], length: int, new: torch.Tensor,
+                 allocator, block_size: int) -> torch.Tensor:
+    """Store token ``length`` (copy-on-write, grow), then gather -> (length + 1, ...)."""
+    ### BEGIN SOLUTION
+    if length % block_size and allocator.refcount[table[-1]] > 1:
+        old, (fresh,) = table[-1], allocator.allocate(1)
+        pool[fresh * block_size:(fresh + 1) * block_size] = pool[old * block_size:(old + 1) * block_size]
+        allocator.release(old)
+        table[-1] = fresh
+    if length % block_size == 0:
+        table += allocator.allocate(1)
+    pool[table[length // block_size] * block_size + length % block_size] = new
+    pos = torch.arange(length + 1)
+    slots = torch.tensor(table)[pos // block_size] * block_size + pos % block_size
+    return pool[slots]
+    ### END SOLUTION
+
+
+# %% check="cow" points=3
+def append_token_reference(pool, table, length, new, allocator, block_size):
+    kv.copy_on_write(table, length, block_size, allocator, [pool])
+    table += allocator.allocate(kv.blocks_for(length + 1, block_size) - len(table))
+    slots = kv.token_slots(torch.tensor([table]), torch.arange(length + 1)[None], block_size)[0]
+    pool[slots[-1]] = new
+    return pool[slots]
+
+
+def fork_and_append(append, parent_len: int, child_appends: int, block_size: int = 4,
+                    parent_appends: int = 0) -> dict:
+    """A parent of ``parent_len`` tokens forks; the child (then the parent) appends tokens.
+    Returns what each sees, their tables and the refcounts."""
+    alloc = kv.BlockAllocator(8)
+    pool = torch.zeros(8 * block_size, 2)
+    parent, n = [], 0
+    for n in range(parent_len):
+        append(pool, parent, n, torch.full((2,), float(n + 1)), alloc, block_size)
+    for b in parent:
+        alloc.share(b)
+    child, seen = list(parent), {}
+    for i in range(child_appends):
+        seen["child"] = append(pool, child, parent_len + i, torch.full((2,), -1.0 - i), alloc, block_size)
+    for i in range(parent_appends):
+        seen["parent"] = append(pool, parent, parent_len + i, torch.full((2,), 100.0 + i), alloc, block_size)
+    seen["parent_view"] = pool[kv.token_slots(torch.tensor([parent]), torch.arange(parent_len)[None],
+                                              block_size)[0]]
+    return {**seen, "tables": (parent, child), "refcount": list(alloc.refcount)}
+
+
+COW_BLOCK = [kv.PagedKVCache, kv.copy_on_write, kv.token_slots]
+grading.check_function(lambda *a: fork_and_append(append_token, *a),
+                       lambda *a: fork_and_append(append_token_reference, *a), [
+    grading.Case(6, 0, note="one sequence growing over two blocks"),
+    grading.Case(6, 1, note="a fork writes into the shared, half-full tail block"),
+], name="append_token", block=COW_BLOCK,
+   hint="copy a shared tail only when it is partly filled; never write into a block you share")
+
+# %% hidden="cow" points=3
+grading.check_function(lambda *a: fork_and_append(append_token, *a),
+                       lambda *a: fork_and_append(append_token_reference, *a), [
+    grading.Case(8, 3, note="the shared tail is full: no copy, a new block"),
+    grading.Case(5, 2, 4, 2, note="child, then parent append: the parent owns its tail again"),
+    grading.Case(3, 6, 2, note="block size 2, the child grows across blocks"),
+    grading.Case(1, 1, 1, note="block size 1: every block is full"),
+], name="append_token", block=COW_BLOCK)
+
+# %% [markdown]
+# Your function at work on a tiny pool: a parent with 6 tokens (blocks of 4) forks; the child
+# writes two tokens. The parent still sees its own 6 tokens; only the half-full block was copied.
+
+# %%
+write_token = grading.prefer_yours(append_token, append_token_reference,
+                                   [grading.Case(torch.zeros(8, 1), [], 0, torch.ones(1), kv.BlockAllocator(2), 4)],
+                                   name="append_token")
+demo = fork_and_append(write_token, 6, 2)
+print("parent table", demo["tables"][0], "· child table", demo["tables"][1], "· refcounts", demo["refcount"])
+print("the parent still sees", demo["parent_view"][:, 0].tolist())
+print("the child sees      ", demo["child"][:, 0].tolist())
 
 # %% [markdown]
 # ### Watch the block tables
@@ -532,7 +875,7 @@ display(widgets.HBox([play, slider]), widgets.interactive_output(draw_frame, {"s
 # holds does the cache copy that one block (copy-on-write).
 
 # %%
-fork_cache = kv.PagedKVCache(cfg.n_layer, num_blocks=64, block_size=8)
+fork_cache = paged_cache(64, 8)
 prompt_ids = tokenizer.encode("def parse(text):\n    ")
 fork_cache.add_sequence("parent")
 fork_cache.set_batch(["parent"])
@@ -571,11 +914,14 @@ for s, o in zip(samples, outs):
 # recently used first when the pool needs them.
 
 # %% [markdown]
-# ### Exercise 8.4 — the prefix hash chain · 2 points · difficulty 1 · ~10 min
+# ### Exercise 8.8 — the prefix hash chain · 2 points · difficulty 1 · ~10 min
 #
 # Write `prefix_block_hashes(tokens, block_size)`: the chained hashes of the *full* blocks of
 # `tokens`, in order, using `kv.hash_block(prev_hash, block_tokens)` (with `prev_hash=None` for
 # the first block). A trailing partial block gets no hash.
+#
+# <details><summary>Hint 1</summary>Step through `tokens` one block at a time, stopping before a
+# block that would run past the end; carry the last hash along.</details>
 
 # %% solution="prefix_hashes"
 def prefix_block_hashes(tokens: list[int], block_size: int) -> list[bytes]:
@@ -689,7 +1035,7 @@ eviction = {name: [compare(next_token_logprobs(make(b))) for b in tqdm(budgets, 
             for name, make in policies.items()}
 
 # %% [markdown]
-# ### Exercise 8.5 — a KIVI quantizer · 3 points · difficulty 2 · ~15 min
+# ### Exercise 8.9 — a KIVI quantizer · 3 points · difficulty 2 · ~15 min
 #
 # Asymmetric min-max quantization with `bits` bits along one axis:
 # $\text{scale} = (\max - \min)/(2^\text{bits} - 1)$,
@@ -698,6 +1044,9 @@ eviction = {name: [compare(next_token_logprobs(make(b))) for b in tqdm(budgets, 
 # tokens `k, v: (batch, tokens, n_kv_head, d)` returning `(k_hat, v_hat)`: **keys per channel**
 # (min/max over the token axis, dim 1), **values per token** (over the channel axis, dim -1).
 # Clamp the scale to at least `1e-8` so constant inputs do not divide by zero.
+#
+# <details><summary>Hint 1</summary>One helper that fake-quantizes along a given dimension serves
+# both: call it with the token axis for keys and the channel axis for values.</details>
 
 # %% solution="kivi"
 def kivi_quantize(k: torch.Tensor, v: torch.Tensor,
@@ -721,7 +1070,9 @@ grading.check_function(kivi_quantize, kv.kivi_quantize, block=KIVI_TWINS, cases=
                  note="4 bits"),
     grading.Case(torch.randn(2, 16, 1, 8, generator=g), torch.randn(2, 16, 1, 8, generator=g),
                  2, note="2 bits"),
-], hint="keys: amin/amax over dim 1 (tokens); values: over dim -1 (channels); keepdim=True")
+], mistakes={"keys per token and values per channel (the axes swapped)":
+             lambda k, v, bits=4: tuple(reversed(kv.kivi_quantize(v, k, bits)))},
+   hint="keys: min/max over the token axis; values: over the channel axis; keep the reduced axis")
 
 # %% hidden="kivi" points=2
 g = torch.Generator().manual_seed(1)
