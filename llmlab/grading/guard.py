@@ -55,11 +55,11 @@ def message(name: str) -> str:
 class Keys:
     """What to block: Python code by (qualname, bytecode), builtins by id, and display names."""
 
-    code: dict[tuple[str, bytes], str] = field(default_factory=dict)
+    code: dict[tuple[str, bytes, tuple[str, ...]], str] = field(default_factory=dict)
     filenames: set[str] = field(default_factory=set)  # where the blocked code was defined
     builtins: dict[int, str] = field(default_factory=dict)
     classes: dict[int, str] = field(default_factory=dict)
-    methods: set[tuple[str, bytes]] = field(default_factory=set)
+    methods: set[tuple[str, bytes, tuple[str, ...]]] = field(default_factory=set)
     # builtin methods (``Tensor.softmax``) are called bound, as a new object each time: they are
     # recognised by name and by the class of the object they are bound to
     bound: dict[str, str] = field(default_factory=dict)
@@ -73,8 +73,10 @@ class Keys:
         return sorted(set(self.code.values()) | set(self.builtins.values()))
 
 
-def code_key(code: types.CodeType) -> tuple[str, bytes]:
-    return (code.co_qualname, code.co_code)
+def code_key(code: types.CodeType) -> tuple[str, bytes, tuple[str, ...]]:
+    # The names too: two lambdas of one shape (``lambda *a: run(yours, *a)`` and
+    # ``lambda *a: run(ours, *a)``) have the same bytecode and differ only in what they load.
+    return (code.co_qualname, code.co_code, code.co_names)
 
 
 LEARNER_FILENAME = "<learner>"
@@ -98,15 +100,19 @@ def display_name(obj: Any) -> str:
 
 
 def _codes(fn: Any) -> Iterator[types.CodeType]:
-    """The code of ``fn`` and of every function it wraps (``__wrapped__`` chains)."""
+    """The code of the innermost function ``fn`` wraps (following ``__wrapped__`` chains)."""
     seen = set()
     while fn is not None and id(fn) not in seen:
         seen.add(id(fn))
         fn = getattr(fn, "__func__", fn)
+        wrapped = fn.__dict__.get("__wrapped__") if hasattr(fn, "__dict__") else None
         code = getattr(fn, "__code__", None)
-        if isinstance(code, types.CodeType):
+        # Only the innermost function: a wrapper's code is often a generic decorator's
+        # (``torch.no_grad()``'s), shared with the learner's own decorated functions; calling
+        # the wrapper reaches the wrapped code anyway.
+        if isinstance(code, types.CodeType) and wrapped is None:
             yield code
-        fn = fn.__dict__.get("__wrapped__") if hasattr(fn, "__dict__") else None
+        fn = wrapped
 
 
 def _namesakes(obj: Any) -> Iterator[Any]:
@@ -153,7 +159,7 @@ def _add(keys: Keys, obj: Any, name: str) -> None:
     if isinstance(obj, functools.partial):
         return _add(keys, obj.func, name)
     closure = getattr(obj, "__closure__", None)
-    if closure:
+    if closure and not hasattr(obj, "__wrapped__"):  # a decorator's closure: see _codes
         # A wrapper made by a helper (``lambda *a: run(ref, *a)``) shares its code with the same
         # helper's wrapper around the learner's function: block what it wraps, not its code.
         for cell in closure:
@@ -161,7 +167,7 @@ def _add(keys: Keys, obj: Any, name: str) -> None:
                 content = cell.cell_contents
             except ValueError:  # an empty cell
                 continue
-            if callable(content):
+            if isinstance(content, (types.FunctionType, type)):
                 _add(keys, content, name)
         return
     if isinstance(obj, type):

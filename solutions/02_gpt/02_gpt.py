@@ -598,13 +598,18 @@ def predict_initial_loss(vocab_size: int) -> float:
 
 
 # %% check="predict_init_loss" points=1
-grading.check_function(predict_initial_loss, math.log, [grading.Case(4096, note="V = 4,096")],
+def uniform_loss_reference(vocab_size: int) -> float:
+    """The loss of a uniform guess over the vocabulary, in nats."""
+    return math.log(vocab_size)
+
+
+grading.check_function(predict_initial_loss, uniform_loss_reference, [grading.Case(4096, note="V = 4,096")],
                        mistakes={"log base 2 (bits, not nats)": math.log2,
                                  "log base 10": math.log10}, rtol=1e-3,
                        hint="uniform probabilities: the true token gets 1/V")
 
 # %% hidden="predict_init_loss" points=1
-grading.check_function(predict_initial_loss, math.log, [grading.Case(50_257, note="GPT-2's V"),
+grading.check_function(predict_initial_loss, uniform_loss_reference, [grading.Case(50_257, note="GPT-2's V"),
                                                         grading.Case(2, note="two tokens")], rtol=1e-3)
 
 # %% [markdown]
@@ -1017,7 +1022,7 @@ ax.set_title("your 2-layer model, trained live by your code")
 plt.tight_layout()
 plt.show()
 print(f"before training: measured {initial_loss:.1f} nats/token, your prediction "
-      f"{float(grading.prefer_yours(predict_initial_loss, math.log, [grading.Case(64)], name='predict_initial_loss')(tok.vocab_size)):.1f}")
+      f"{float(grading.prefer_yours(predict_initial_loss, uniform_loss_reference, [grading.Case(64)], name='predict_initial_loss')(tok.vocab_size)):.1f}")
 print(f"after {STEPS} steps: val {va_rows[-1]['val_loss']:.1f} · unigram {baseline:.1f} · "
       f"llmlab's book model {book_val:.1f} nats/token")
 
