@@ -41,7 +41,7 @@ lab: $(VENV)/.lab
 	cd chapters && $(abspath $(VENV))/bin/jupyter lab --ip=$(HOST) --port=$(PORT) $(NO_BROWSER) $(ROOT_FLAG)
 
 test: $(VENV)/.dev
-	$(PY) -m pytest -n $(JOBS) --dist loadgroup --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg \
+	$(PY) -m pytest -n $(JOBS) --dist loadfile --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg \
 		--nbval-cell-timeout 600 -p no:cacheprovider tests solutions $(PYTEST_ARGS)
 
 release: $(VENV)/.dev

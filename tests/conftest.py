@@ -26,15 +26,3 @@ os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.
 def root() -> Path:
     return ROOT
 
-
-def pytest_collection_modifyitems(config, items):
-    """Spread the suite over xdist workers (``--dist loadgroup``) in groups: a notebook's cells stay
-    together (nbval runs them in order, in one kernel), so do a test file's tests, except the
-    per-chapter notebook tests, which form one group per chapter so chapters grade in parallel
-    (a chapter's solution and release stay together and share one reference run)."""
-    for item in items:
-        group = str(item.path)
-        params = getattr(getattr(item, "callspec", None), "params", {})
-        if item.path.name == "test_notebooks.py" and "name" in params:
-            group = f"{group}::{params['name']}"
-        item.add_marker(pytest.mark.xdist_group(group))

@@ -474,17 +474,18 @@ def _unb64(text: str) -> bytes:
 
 
 def _block_for(data: dict[str, Any], tests: list[dict[str, Any]]) -> dict[str, list]:
-    codes: dict[tuple[str, str], str] = {}
+    codes: dict[tuple[str, str, tuple[str, ...]], str] = {}
     paths: set[tuple[str, str]] = set()
     filenames: set[str] = set()
     for t in tests:
         for entry in data["calls"].get(t["gid"], []):
             block = entry.get("block", {})
-            for q, c, n in block.get("codes", []):
-                codes[(q, c)] = n
+            for q, c, names, n in block.get("codes", []):
+                codes[(q, c, tuple(names))] = n
             paths |= {tuple(p) for p in block.get("paths", [])}
             filenames |= set(block.get("filenames", []))
-    return {"codes": [[q, c, n] for (q, c), n in codes.items()], "paths": sorted(paths),
+    return {"codes": [[q, c, list(names), n] for (q, c, names), n in codes.items()],
+            "paths": sorted(paths),
             "filenames": sorted(filenames)}
 
 

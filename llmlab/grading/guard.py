@@ -5,7 +5,7 @@ same thing (``block=[...]``): llmlab functions, whole classes, torch/numpy funct
 the library is decorated; a callable is recognised by what it *is*, so no alias, attribute,
 re-import or copy made with ``inspect.getsource`` + ``exec`` gets around it:
 
-- a Python function by its code: ``(co_qualname, co_code)`` — the same for a fresh import of the
+- a Python function by its code: ``(co_qualname, co_code, co_names)`` — the same for a fresh import of the
   module, a ``functools.wraps`` wrapper's ``__wrapped__`` and an ``exec`` of its source;
 - a class by the code of every method, property and static/class method in its ``__dict__``
   (so constructing it, calling any method, or inheriting them is blocked);
@@ -252,7 +252,7 @@ def _llmlab_profile(frame, event, arg, _exit=_exit, _write=_write, _id=id, _type
     if event == "call":
         if frame.f_code.co_qualname not in {qualnames}:
             return
-        key = (frame.f_code.co_qualname, frame.f_code.co_code)
+        key = (frame.f_code.co_qualname, frame.f_code.co_code, frame.f_code.co_names)
         if key not in {codes}:
             return
         where = frame.f_code.co_filename

@@ -207,8 +207,8 @@ def main() -> None:
         except Exception:
             continue
     keys = keys_for(objects)
-    for qualname, code, name in job["block"]["codes"]:
-        keys.code[(qualname, unb64(code))] = name
+    for qualname, code, names, name in job["block"]["codes"]:
+        keys.code[(qualname, unb64(code), tuple(names))] = name
     keys.filenames |= set(job["block"].get("filenames", []))
     ns = load_namespace(job["snapshot"])
     tests = [(gid, compile(source, "<llmlab-test>", "exec")) for gid, source in job["tests"]]

@@ -99,7 +99,7 @@ def importable_path(obj: Any) -> tuple[str, str] | None:
 def describe_block(objects: list[Any]) -> dict[str, list]:
     keys = keys_for(objects)
     paths = [p for p in map(importable_path, objects) if p is not None]
-    return {"codes": [[q, b64(c), n] for (q, c), n in keys.code.items()],
+    return {"codes": [[q, b64(c), list(names), n] for (q, c, names), n in keys.code.items()],
             "filenames": sorted(keys.filenames),
             "paths": [list(p) for p in paths],
             "names": keys.names()}
@@ -295,8 +295,10 @@ def run_reference(twin: Path, env: dict[str, str], timeout: int, workdir: Path) 
             for o in cell.get("outputs", []):
                 if o.get("output_type") == "error":
                     errors.append(f"{o.get('ename')}: {o.get('evalue')}")
-    if not out.exists():
-        raise RuntimeError("the reference run did not finish: " + "; ".join(errors[-3:]))
+    if not out.exists() or errors:
+        # An authored notebook runs cleanly: a failing reference would leave test cells without
+        # expected results, and nothing to compare an answer with.
+        raise RuntimeError("the reference run failed: " + "; ".join(errors[-3:]))
     data = json.loads(out.read_text())
     data["exercises"] = exercises
     data["errors"] = errors
