@@ -42,7 +42,7 @@ from llmlab.grading.compare import explain
 from llmlab.grading.guard import BLOCKED_EXIT, message
 from llmlab.grading.judge import TIMEOUT_EXIT
 from llmlab.grading.record import decode
-from llmlab.grading.reference_run import cache_key, run_reference, test_cells
+from llmlab.grading.reference_run import cache_key, expand_snapshot, run_reference, test_cells
 from llmlab.grading.sandbox import (
     Limits,
     Workspace,
@@ -428,7 +428,7 @@ def grade_against(learner: NotebookNode, label: str, twin: Path, authored: Noteb
         tests = exercises[exercise]
         max_score = sum(t["points"] for t in tests)
         before = [c.source for c in cells if c.position < first_test.get(exercise, 10**9)]
-        job = {"exercise": exercise, "snapshot": _unb64(data["snapshots"].get(exercise, "")),
+        job = {"exercise": exercise, "snapshot": expand_snapshot(data, exercise),
                "tests": [(t["gid"], t["source"]) for t in tests],
                "calls": {t["gid"]: data["calls"].get(t["gid"], []) for t in tests},
                "block": _block_for(data, tests), "learner": before, "cell_seconds": timeout}
@@ -465,12 +465,6 @@ def grade_against(learner: NotebookNode, label: str, twin: Path, authored: Noteb
     sandbox = {"network_isolated": network_isolated(), "limits": limits.to_dict()}
     return GradeReport(label, sum(r.score for r in results), sum(r.max_score for r in results),
                        results, sandbox, sorted(passed))
-
-
-def _unb64(text: str) -> bytes:
-    import base64
-
-    return base64.b64decode(text) if text else b""
 
 
 def _block_for(data: dict[str, Any], tests: list[dict[str, Any]]) -> dict[str, list]:

@@ -72,6 +72,25 @@ class Keys:
     def names(self) -> list[str]:
         return sorted(set(self.code.values()) | set(self.builtins.values()))
 
+    def covers(self, obj: Any) -> str | None:
+        """The blocked name ``obj`` is (an alias, a bound method or a ``functools.partial`` of
+        a blocked callable), else None."""
+        for _ in range(8):
+            if isinstance(obj, functools.partial):
+                obj = obj.func
+            elif hasattr(obj, "__func__"):
+                obj = obj.__func__
+            else:
+                break
+        if id(obj) in self.builtins:
+            return self.builtins[id(obj)]
+        if isinstance(obj, type) and id(obj) in self.classes:
+            return self.classes[id(obj)]
+        for code in _codes(obj):
+            if code_key(code) in self.code:
+                return self.code[code_key(code)]
+        return None
+
 
 def code_key(code: types.CodeType) -> tuple[str, bytes, tuple[str, ...]]:
     # The names too: two lambdas of one shape (``lambda *a: run(yours, *a)`` and
@@ -248,7 +267,7 @@ DENIED_FUNCTION_ATTRS = ("__code__", "__defaults__", "__kwdefaults__")
 
 _PROFILE_SOURCE = '''
 def _llmlab_profile(frame, event, arg, _exit=_exit, _write=_write, _id=id, _type=type, _getattr=getattr,
-                    _isinstance=isinstance, _owners=_owners):
+                    _isinstance=isinstance, _owners=_owners, _trusted=_trusted, _str=str):
     if event == "call":
         if frame.f_code.co_qualname not in {qualnames}:
             return
@@ -269,10 +288,11 @@ def _llmlab_profile(frame, event, arg, _exit=_exit, _write=_write, _id=id, _type
     else:
         return
     caller = frame if event == "c_call" else frame.f_back
-    trusted = caller is not None
+    # the reference's own code (a copy made after arming never is), called by trusted code only
+    trusted = caller is not None and (event == "c_call" or _id(frame.f_code) in _trusted)
     f = caller
     while f is not None and trusted:
-        trusted = _id(f.f_code) in {trusted_codes}
+        trusted = _id(f.f_code) in _trusted
         f = f.f_back
     if trusted and event == "call" and key in {method_codes} and frame.f_code.co_argcount:
         first = frame.f_locals.get(frame.f_code.co_varnames[0])
@@ -280,7 +300,7 @@ def _llmlab_profile(frame, event, arg, _exit=_exit, _write=_write, _id=id, _type
             trusted = False
     if trusted:
         return
-    _write({fd}, ("\\n" + '{{"blocked": "' + str(name).replace('"', "'") + '"}}' + "\\n").encode())
+    _write({fd}, ("\\n" + '{{"blocked": "' + _str(name).replace('"', "'") + '"}}' + "\\n").encode())
     _exit({status})
 '''
 
@@ -290,17 +310,26 @@ def _set_literal(values: Iterable[Any]) -> str:
     return "{" + ", ".join(repr(v) for v in items) + "}" if items else "{None}"
 
 
-def arm(keys: Keys, trusted_codes: Iterable[types.CodeType], record_fd: int) -> None:
+def arm(keys: Keys, trusted_codes: Iterable[types.CodeType], record_fd: int,
+        untrusted: Iterable[types.CodeType] = ()) -> None:
     """Block ``keys`` for the rest of this process (the grader's judge; see the module doc).
 
-    A blocked call is allowed only when every frame above it is trusted code (the chapter's own
-    test cells, the judge) and, for a method, its instance is of a class that existed before the
-    learner's code ran. Anything else ends the process with status ``BLOCKED_EXIT``.
+    A blocked call is allowed only when the blocked code is the reference's own (a copy made
+    later never is), every frame above it is trusted code and, for a method, its instance is of
+    a class that existed before the learner's code ran. Trusted code is ``trusted_codes`` (the
+    chapter's test cells, the judge) and the code of every function that exists when the guard
+    is armed (torch's ``Module.__call__``, llmlab, the standard library), except ``untrusted``
+    (the judge's functions that call the learner's answers, so an answer that *is* the
+    reference is blocked too). The learner's code does not exist yet, and whatever it creates
+    later is not trusted, so a learner's frame anywhere above a blocked call blocks it. Anything
+    else ends the process with status ``BLOCKED_EXIT``.
     """
     import os
     import threading
 
-    trusted = list(trusted_codes)
+    excluded = {id(c) for code in untrusted for c in nested_codes(code)}
+    trusted = [c for code in trusted_codes for c in nested_codes(code)]
+    trusted += [c for c in existing_codes() if id(c) not in excluded]
     pre_classes = set(keys.classes)
     for cls in list(keys.objects):
         if isinstance(cls, type):
@@ -309,12 +338,17 @@ def arm(keys: Keys, trusted_codes: Iterable[types.CodeType], record_fd: int) -> 
         qualnames=_set_literal({k[0] for k in keys.code}), bound=_set_literal(keys.bound),
         filenames=_set_literal(keys.filenames), method_codes=_set_literal(keys.methods),
         codes=_set_literal(keys.code), builtins=_set_literal(keys.builtins),
-        trusted_codes=_set_literal(id(c) for c in trusted), classes=_set_literal(pre_classes),
-        fd=int(record_fd), status=BLOCKED_EXIT)
+        classes=_set_literal(pre_classes), fd=int(record_fd), status=BLOCKED_EXIT)
+    profile_code = compile(source, "<llmlab-guard>", "exec")
+    audit_code = compile(_AUDIT_SOURCE, "<llmlab-audit>", "exec")
+    # The guard's own functions are trusted too: nobody may change their defaults (their keys).
+    trusted_ids = frozenset(id(c) for c in [*trusted, *nested_codes(profile_code), *nested_codes(audit_code)])
     namespace: dict[str, Any] = {"_exit": os._exit, "_write": os.write,
-                                 "_owners": tuple(keys.owners)}
-    exec(compile(source, "<llmlab-guard>", "exec"), namespace)
+                                 "_owners": tuple(keys.owners), "_trusted": trusted_ids}
+    exec(profile_code, namespace)
     profile = namespace["_llmlab_profile"]
+    audit_namespace: dict[str, Any] = {"_trusted": trusted_ids}
+    exec(audit_code, audit_namespace)
     # Keep everything the profile compares ids with alive for the life of the process.
     _KEEP.extend([profile, trusted, keys.objects])
     # Threads would run without the profile function: make them unavailable.
@@ -329,7 +363,7 @@ def arm(keys: Keys, trusted_codes: Iterable[types.CodeType], record_fd: int) -> 
     threading.setprofile(None)
     threading.settrace(None)
     sys.setprofile(profile)
-    sys.addaudithook(_make_audit_hook())
+    sys.addaudithook(audit_namespace["_llmlab_audit"])
 
 
 _KEEP: list[Any] = []
@@ -346,19 +380,34 @@ def _subclasses(cls: type) -> Iterator[type]:
             pass
 
 
-def _make_audit_hook() -> Any:
-    source = f'''
-def _llmlab_audit(event, args, _type=type):
+def nested_codes(code: types.CodeType) -> Iterator[types.CodeType]:
+    """``code`` and the code nested in it (functions, lambdas, comprehensions)."""
+    yield code
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from nested_codes(const)
+
+
+def existing_codes() -> list[types.CodeType]:
+    """The code of every function alive now, with the code nested in it."""
+    import gc
+
+    functions = [o for o in gc.get_objects() if isinstance(o, types.FunctionType)]
+    return [c for f in functions for c in nested_codes(f.__code__)]
+
+
+# Refuses what would switch the guard off. Changing ``__code__``/``__defaults__`` is refused for
+# trusted functions (the guard's own hold its keys), allowed for new ones (a namedtuple's).
+_AUDIT_SOURCE = f'''
+def _llmlab_audit(event, args, _id=id, _getattr=getattr, _trusted=_trusted):
     if event in {_set_literal(DENIED_EVENTS)} or event.startswith({DENIED_PREFIXES!r}):
         raise RuntimeError("not allowed while an answer is being graded: " + event)
     if event == "import" and args and args[0] in {_set_literal(DENIED_IMPORTS)}:
         raise RuntimeError("not allowed while an answer is being graded: import " + str(args[0]))
-    if event == "object.__setattr__" and len(args) > 1 and args[1] in {DENIED_FUNCTION_ATTRS!r}:
+    if event == "object.__setattr__" and len(args) > 1 and args[1] in {DENIED_FUNCTION_ATTRS!r} and \\
+            _id(_getattr(args[0], "__code__", None)) in _trusted:
         raise RuntimeError("not allowed while an answer is being graded: setting " + str(args[1]))
 '''
-    namespace: dict[str, Any] = {}
-    exec(compile(source, "<llmlab-audit>", "exec"), namespace)
-    return namespace["_llmlab_audit"]
 
 
 def _dummy_call(fn: Any) -> None:
@@ -383,8 +432,12 @@ def _dummy_call(fn: Any) -> None:
 def unblocked(objects: Iterable[Any]) -> list[str]:
     """The objects (and, for a class, the methods) that calling under ``blocked`` does not stop.
 
-    The test of every chapter's twin lists: each listed twin must really be blocked.
+    The test of every chapter's twin lists: each listed twin must really be blocked. A wrapper
+    (``functools.wraps``) is called at the function it wraps, as a real call reaches it; the
+    dummy arguments would stop most wrappers before they get there.
     """
+    import inspect
+
     missed = []
     for obj in objects:
         targets = [obj]
@@ -394,7 +447,7 @@ def unblocked(objects: Iterable[Any]) -> list[str]:
         for target in targets:
             try:
                 with blocked([obj]):
-                    _dummy_call(target)
+                    _dummy_call(inspect.unwrap(target))
             except ReferenceBlocked:
                 continue
             except Exception:

@@ -47,14 +47,6 @@ def _limit(seconds: float, emit: Any, where: dict[str, Any]) -> None:
     signal.setitimer(signal.ITIMER_REAL, seconds)
 
 
-def _nested_codes(code: types.CodeType) -> list[types.CodeType]:
-    out = [code]
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            out.extend(_nested_codes(const))
-    return out
-
-
 def load_namespace(snapshot: bytes) -> dict[str, Any]:
     ns: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
     entries = pickle.loads(zlib.decompress(snapshot)) if snapshot else {}
@@ -198,7 +190,7 @@ def main() -> None:
 
     from llmlab.grading import checks
     from llmlab.grading.guard import arm, keys_for
-    from llmlab.grading.reference_run import resolve, unb64
+    from llmlab.grading.reference_run import bound_names, resolve, unb64
 
     objects = []
     for module, qualname in job["block"]["paths"]:
@@ -211,8 +203,10 @@ def main() -> None:
         keys.code[(qualname, unb64(code), tuple(names))] = name
     keys.filenames |= set(job["block"].get("filenames", []))
     ns = load_namespace(job["snapshot"])
+    # The chapter's own functions, as they are before the learner's code runs (trusted once armed).
+    chapter_functions = {n: f for n, f in ns.items() if isinstance(f, types.FunctionType)}
     tests = [(gid, compile(source, "<llmlab-test>", "exec")) for gid, source in job["tests"]]
-    trusted = [c for _, code in tests for c in _nested_codes(code)]
+    trusted = [code for _, code in tests]
     trusted += [run_tests.__code__]
     frame = sys._getframe()
     while frame is not None:
@@ -223,6 +217,7 @@ def main() -> None:
     recorder = JudgeRecorder(emit, calls)
     checks._RECORDER = recorder
     learner = [compile_learner(src) for src in job["learner"]]
+    job_learner_names = {n for src in job["learner"] for n in bound_names(src)}
     cell_seconds = float(job.get("cell_seconds", 60))
     snapshot = job["snapshot"]
     del job
@@ -231,7 +226,9 @@ def main() -> None:
     saved_builtins = dict(vars(builtins))
     saved_modules = {n: m for n, m in sys.modules.items() if n.startswith("llmlab.grading")}
     saved_api = {m: dict(vars(sys.modules[m])) for m in ("llmlab.grading", "llmlab.grading.checks")}
-    arm(keys, trusted, record_fd)
+    _import_what_tests_import(tests)  # their code exists before arming, so it is trusted
+    recorder_codes = [f.__code__ for f in vars(JudgeRecorder).values() if isinstance(f, types.FunctionType)]
+    arm(keys, trusted, record_fd, untrusted=recorder_codes)
     emit({"phase": "learner"})
     for code in learner:
         if code is None:
@@ -248,12 +245,42 @@ def main() -> None:
     for name, attrs in saved_api.items():
         vars(sys.modules[name]).update(attrs)
     ns.update(load_namespace(snapshot))
+    ns.update(chapter_functions)
+    _refuse_aliases(ns, keys, tests, job_learner_names)
     ns["__builtins__"] = builtins
     del grading_pkg
     emit({"phase": "tests"})
     run_tests(ns, tests, recorder, emit, cell_seconds)
     emit({"end": True})
     os._exit(0)
+
+
+def _import_what_tests_import(tests: list[tuple[str, types.CodeType]]) -> None:
+    from llmlab.grading.guard import nested_codes
+
+    for _, code in tests:
+        for c in nested_codes(code):
+            for name in c.co_names:
+                if name.split(".")[0] in ("llmlab", "torch"):
+                    try:
+                        importlib.import_module(name)
+                    except Exception:
+                        pass
+
+
+def _refuse_aliases(ns: dict[str, Any], keys: Any, tests: list[tuple[str, types.CodeType]],
+                    learner_names: set[str]) -> None:
+    """A name the learner bound and the tests use that *is* a blocked callable (``answer =
+    reference``, a partial of it) raises when called, wherever the tests call it."""
+    from llmlab.grading.guard import ReferenceBlocked, message, nested_codes
+
+    used = {n for _, code in tests for c in nested_codes(code) for n in c.co_names}
+    for name in sorted(used & learner_names):
+        blocked = keys.covers(ns.get(name))
+        if blocked is not None:
+            def refuse(*args: Any, _why: str = message(blocked), **kwargs: Any) -> Any:
+                raise ReferenceBlocked(_why)
+            ns[name] = refuse
 
 
 def compile_learner(source: str) -> types.CodeType | None:

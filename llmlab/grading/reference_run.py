@@ -37,7 +37,7 @@ from llmlab.grading.guard import keys_for
 from llmlab.grading.record import encode
 
 FORMAT = 3
-MAX_VALUE_BYTES = 8 << 20
+MAX_VALUE_BYTES = 64 << 20
 _SKIP = {"In", "Out", "get_ipython", "exit", "quit", "_", "__", "___", "_ih", "_oh", "_dh",
          "_i", "_ii", "_iii", "__builtins__", "__builtin__", "__name__", "__doc__", "__package__",
          "__loader__", "__spec__"}
@@ -115,6 +115,7 @@ class ReferenceRecorder:
         self.cell: str | None = None
         self.calls: dict[str, list[dict]] = {}
         self.snapshots: dict[str, str] = {}
+        self.values: dict[str, str] = {}  # pickled values by digest, shared by the snapshots
         self.blocks: dict[str, dict[str, list]] = {}
 
     # -- cell boundaries
@@ -122,11 +123,12 @@ class ReferenceRecorder:
         self.cell = grade_id
         self.calls.setdefault(grade_id, [])
         if exercise not in self.snapshots:
-            self.snapshots[exercise] = b64(zlib.compress(snapshot(namespace, self.exclude), 1))
+            self.snapshots[exercise] = b64(zlib.compress(snapshot(namespace, self.exclude, self.values), 1))
         seed_cell(grade_id)
 
     def finish(self) -> None:
-        data = {"calls": self.calls, "snapshots": self.snapshots, "blocks": self.blocks}
+        data = {"calls": self.calls, "snapshots": self.snapshots, "values": self.values,
+                "blocks": self.blocks}
         Path(self.out).write_text(json.dumps(data))
 
     def _add(self, entry: dict[str, Any], block: list[Any]) -> None:
@@ -187,8 +189,11 @@ def _safe_call(ref: Any, args: Any, kwargs: Any) -> dict[str, Any]:
         return {"error": type(exc).__name__}
 
 
-def snapshot(namespace: dict[str, Any], exclude: set[str]) -> bytes:
-    """The namespace as the judge rebuilds it: modules by name, functions by code, data pickled."""
+def snapshot(namespace: dict[str, Any], exclude: set[str], values: dict[str, str]) -> bytes:
+    """The namespace as the judge rebuilds it: modules by name, functions by code, data pickled.
+
+    Pickled data goes to ``values`` (compressed, by digest) once for all of a notebook's
+    snapshots; the snapshot names its digest (see :func:`expand_snapshot`)."""
     out: dict[str, tuple] = {}
     for name, value in list(namespace.items()):
         if name in _SKIP or name in exclude or name.startswith("_llmlab") or \
@@ -212,8 +217,22 @@ def snapshot(namespace: dict[str, Any], exclude: set[str]) -> bytes:
         except Exception:
             continue
         if len(data) <= MAX_VALUE_BYTES:
-            out[name] = ("pickle", data)
+            digest = hashlib.sha256(data).hexdigest()
+            if digest not in values:
+                values[digest] = b64(zlib.compress(data, 1))
+            out[name] = ("value", digest)
     return pickle.dumps(out, protocol=5)
+
+
+def expand_snapshot(data: dict[str, Any], exercise: str) -> bytes:
+    """An exercise's snapshot with its values inlined: what the judge's ``load_namespace`` reads."""
+    if not data["snapshots"].get(exercise):
+        return b""
+    entries = pickle.loads(zlib.decompress(unb64(data["snapshots"][exercise])))
+    for name, entry in entries.items():
+        if entry[0] == "value":
+            entries[name] = ("pickle", zlib.decompress(unb64(data["values"][entry[1]])))
+    return zlib.compress(pickle.dumps(entries, protocol=5), 1)
 
 
 def bound_names(source: str) -> set[str]:

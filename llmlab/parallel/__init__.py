@@ -41,7 +41,7 @@ from llmlab.parallel.collectives import (
     ring_reduce_scatter,
     ring_time,
 )
-from llmlab.parallel.comm import Comm, DistComm, ThreadComm, run_threads
+from llmlab.parallel.comm import Comm, DistComm, ReplayComm, ThreadComm, run_replay, run_threads
 from llmlab.parallel.context_parallel import (
     merge_step,
     partial_attention,
@@ -95,7 +95,7 @@ __all__ = [
     "DDP", "DEEPSEEK_V3", "LLAMA3_70B", "SCHEDULES", "ColumnParallelLinear", "Comm", "DistComm",
     "ExpertParallelMoE", "GPTStage", "GatherParams", "Hardware", "Mesh2D", "MoE", "MoEConfig",
     "ModelShape", "Plan", "Recomputed", "RowParallelLinear", "ShardedUnit", "Slot", "Step",
-    "TensorParallelGPT", "TensorParallelRegion", "ThreadComm", "VocabParallelEmbedding",
+    "ReplayComm", "TensorParallelGPT", "TensorParallelRegion", "ThreadComm", "VocabParallelEmbedding",
     "ZeroOptimizer", "activation_bytes_per_layer", "all_gather_dim", "all_to_all",
     "bubble_formula", "bubble_fraction", "capacity_mask", "chain_broadcast", "expert_capacity",
     "f_op", "g_op", "gpipe_schedule", "launch", "load_balancing_loss", "make_buckets",
@@ -103,7 +103,7 @@ __all__ = [
     "one_f_one_b_schedule", "parallel_sublayer", "partial_attention", "peak_in_flight",
     "recompute_blocks", "reduce_scatter_dim", "ring_all_gather", "ring_all_reduce",
     "ring_attention", "ring_bytes", "ring_reduce_scatter", "ring_shift", "ring_time",
-    "run_schedule", "run_threads", "saved_activation_bytes", "shard_linear", "simulate",
+    "run_replay", "run_schedule", "run_threads", "saved_activation_bytes", "shard_linear", "simulate",
     "split_gpt", "step_time", "top_k_route", "ulysses_attention", "vocab_parallel_cross_entropy",
     "zero3", "zero_memory",
 ]

@@ -69,8 +69,10 @@ from pathlib import Path
 
 from llmlab.chapters import list_chapters
 
-for ch in list_chapters(Path("..")):
-    print(f"{ch.number:02d}  {ch.title:<55} ~{ch.minutes:g} min · ~{ch.ram_gb:g} GB RAM")
+book_chapters = list_chapters(Path(".."))
+width = max(len(ch.title) for ch in book_chapters)
+for ch in book_chapters:
+    print(f"{ch.number:02d}  {ch.title:<{width}}  ~{ch.minutes:g} min · ~{ch.ram_gb:g} GB RAM")
 
 # %% [markdown]
 # ## The ideas: why a *stable* softmax

@@ -10,7 +10,7 @@ def _ours(x: torch.Tensor) -> torch.Tensor:
     return x.softmax(-1)
 
 
-OURS = grading.reference(_ours)
+OURS = _ours
 
 
 def test_a_passing_function_is_used(capsys):
@@ -24,7 +24,7 @@ def test_a_passing_function_is_used(capsys):
 @pytest.mark.parametrize("yours, why", [
     (lambda x: (_ for _ in ()).throw(NotImplementedError()), "not implemented"),
     (lambda x: x, "values differ"),
-    (lambda x: OURS(x), "very piece"),  # delegating to the reference does not count
+    (lambda x: OURS(x), "write yourself"),  # delegating to the reference does not count
 ])
 def test_a_failing_function_falls_back_with_a_note(monkeypatch, capsys, yours, why):
     monkeypatch.setenv("LLMLAB_GRADER", "1")  # never raises, even under the grader

@@ -234,3 +234,22 @@ def _judges_in(folder: Path) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def test_an_answer_that_is_the_reference(solutions, tmp_path):
+    """The reference bound as the answer (an alias, a partial, a bound method, via a fresh copy
+    of its code object in a new function) scores nothing: the judge never trusts the frames
+    that call an answer, and a learner's name for a blocked callable refuses to run."""
+    report = grade(solutions, submission(tmp_path, {
+        "softmax": "from llmlab.grading import warmup\nsoftmax = warmup.stable_softmax\n",
+        "split_heads": "import functools\nfrom llmlab.grading import warmup\n"
+                       "split_heads_ = functools.partial(warmup.split_heads)\n",
+        "masked_mean": "import types\nfrom llmlab.grading import warmup\n"
+                       "masked_mean_ = types.FunctionType(warmup.masked_mean.__code__, vars(warmup))\n",
+        "rmsnorm": RIGHT["rmsnorm"],
+        "predict": WRONG_PREDICT,
+    }))
+    assert scores(report) == {**dict.fromkeys(MAX, 0), "rmsnorm": MAX["rmsnorm"]}
+    fb = feedback(report)
+    for name in ("softmax", "split_heads", "masked_mean"):
+        assert "write yourself" in fb[name], fb[name]
