@@ -87,7 +87,7 @@ class Keys:
         if isinstance(obj, type) and id(obj) in self.classes:
             return self.classes[id(obj)]
         for code in _codes(obj):
-            if code_key(code) in self.code:
+            if code_key(code) in self.code and is_copy(code, self.filenames):
                 return self.code[code_key(code)]
         return None
 
