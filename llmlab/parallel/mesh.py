@@ -2,7 +2,8 @@
 
 Rank = i_dp · tp + i_tp. Tensor parallelism runs within a row (the fast links inside one
 machine), data parallelism down a column (across machines) — Megatron-LM's placement
-(Narayanan et al., arXiv:2104.04473, section 3). Pipeline stages add a third axis the same way;
+(Narayanan et al., arXiv:2104.04473, section 3). The same grid with pipeline stages in its rows
+gives data parallel over pipelines (``workers.mesh_pp_check``); a third axis adds the same way;
 ``torch.distributed.device_mesh.init_device_mesh`` is PyTorch's version of this.
 Taught in chapter 04 (solutions/04_parallel).
 """

@@ -349,6 +349,35 @@ def mesh_check(steps: int = 2) -> dict:
     return {"diff": worst, "dp_rank": mesh.dp_rank, "tp_rank": mesh.tp_rank}
 
 
+def mesh_pp_check(steps: int = 2, n_micro: int = 2) -> dict:
+    """2-D mesh on 4 ranks, the other composition: data parallel (dp=2) over a two-stage 1F1B
+    pipeline (pp=2) vs one process. Rows of the grid are pipelines, columns data-parallel groups;
+    each stage's gradients are averaged over its column before AdamW."""
+    from llmlab.parallel.mesh import make_mesh
+
+    mesh = make_mesh(2, 2)  # the grid's inner axis (rows) holds the pipeline stages here
+    ref = params_of(train_reference(steps, tie_embeddings=False))
+    model = tiny_gpt(tie_embeddings=False)
+    stage = split_gpt(model, 2)[mesh.tp_rank]
+    opt = AdamW(stage.parameters(), lr=1e-2, weight_decay=0.1)
+    steps_1f1b = SCHEDULES["1f1b"](2, n_micro)[mesh.tp_rank]
+    for s in range(steps):
+        idx, tgt = (my_slice(t, mesh.dp_group) for t in batch(s))
+        opt.zero_grad()
+        run_schedule(stage, steps_1f1b, list(idx.chunk(n_micro)), list(tgt.chunk(n_micro)),
+                     lambda y, t: F.cross_entropy(y.flatten(0, 1), t.flatten()),
+                     (idx.shape[0] // n_micro, idx.shape[1], model.config.d_model), group=mesh.tp_group)
+        for p in stage.parameters():
+            dist.all_reduce(p.grad, group=mesh.dp_group)
+            p.grad /= mesh.dp
+        opt.step()
+    mine = {id(p) for p in stage.parameters()}
+    diffs = [float((p.detach() - ref[name]).abs().max()) for name, p in model.named_parameters()
+             if id(p) in mine]
+    return {"diff": max(diffs), "n_params": len(diffs), "dp_rank": mesh.dp_rank,
+            "pp_rank": mesh.tp_rank}
+
+
 def ddp_step_time(overlap: bool, steps: int = 5, d_model: int = 128, n_layer: int = 4) -> float:
     """Median seconds per DDP training step (forward, backward, gradient sync, AdamW)."""
     import statistics

@@ -10,6 +10,8 @@ import torch
 from llmlab.model import GPT, GPTConfig
 from llmlab.parallel import (
     LLAMA3_70B,
+    Hardware,
+    ModelShape,
     MoE,
     MoEConfig,
     Plan,
@@ -179,6 +181,21 @@ def test_calculator_llama3_70b():
     t = step_time(LLAMA3_70B, plan)
     assert t["bubble"] == pytest.approx(t["compute"] * 3 / 16)
     assert t["total"] > t["compute"]
+
+
+@pytest.mark.parametrize("shape, gpus, tp, pp, batch, tokens, tflops, days", [
+    (("GPT-3 175B", 175e9, 96, 12288, 96), 1024, 8, 8, 1536, 300e9, 140, 34),
+    (("1T", 1.008e12, 128, 25600, 160), 3072, 8, 64, 3072, 450e9, 163, 84),
+])
+def test_calculator_reproduces_megatron_training_times(shape, gpus, tp, pp, batch, tokens, tflops, days):
+    """Narayanan et al. (arXiv:2104.04473) section 5.1: with full recomputation (8·P FLOPs per
+    token) at the measured per-GPU throughput on A100s, training takes ~34 and ~84 days."""
+    dp = gpus // (tp * pp)
+    plan = Plan(dp=dp, tp=tp, pp=pp, n_micro=batch // dp, seq_len=2048, recompute="full")
+    a100 = Hardware("A100", memory=80e9, peak_flops=312e12, mfu=tflops / 312)
+    t = step_time(ModelShape(*shape), plan, a100)
+    assert t["tokens"] == batch * 2048
+    assert tokens / t["tokens"] * t["compute"] / 86400 == pytest.approx(days, rel=0.03)
 
 
 def test_buckets_and_mesh():
