@@ -225,10 +225,35 @@ def test_loraplus_groups_match_peft():
             torch.testing.assert_close(m.lora_B, t.lora_B["default"].weight, rtol=1e-4, atol=1e-6)
 
 
+def test_multi_lora_mixed_batch_matches_peft():
+    """One batch, one adapter per row (peft's ``adapter_names=`` forward; "__base__" = none),
+    adapters of different ranks and scalings, exported from peft into llmlab's stacked layers."""
+    targets = ["q_proj", "v_proj", "up_proj"]
+    hf = hf_llama()
+    pm = hf_peft.get_peft_model(hf, hf_peft.LoraConfig(r=4, lora_alpha=8, target_modules=targets),
+                                adapter_name="a")
+    pm.add_adapter("b", hf_peft.LoraConfig(r=2, lora_alpha=8, target_modules=targets))
+    randomize(pm, seed=5)  # both adapters' tensors are trainable parameters
+    pm.eval()
+    adapters, scalings = [], []
+    for name, r in (("a", 4), ("b", 2)):
+        one = peft.apply_lora(from_hf(hf_llama()).eval(),
+                              peft.LoRAConfig(r=r, alpha=8, target_modules=tuple(targets)))
+        peft.from_peft_state_dict(one, hf_peft.get_peft_model_state_dict(pm, adapter_name=name))
+        adapters.append(peft.adapter_state_dict(one))
+        scalings.append(8 / r)
+    multi = peft.apply_multi_lora(from_hf(hf_llama()).eval(), adapters, scalings)
+    x = torch.randint(0, VOCAB, (4, 8), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad(), peft.adapter_ids(multi, torch.tensor([0, 1, -1, 1])):
+        mine = multi(x)
+        theirs = pm(input_ids=x, adapter_names=["a", "b", "__base__", "b"]).logits
+    torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-4)
+    assert (mine[0] - mine[1]).abs().max() > 1e-2, "rows with different adapters should differ"
+
+
 # Methods of chapter 05 without a peft counterpart, so without a parity test here: BitFit,
 # bottleneck adapters (peft's "adaption_prompt" is LLaMA-Adapter, a different method) and GaLore
 # (an optimizer, not in peft). P-tuning v2 is prefix tuning without the reparameterisation MLP:
 # peft's PrefixTuningConfig(prefix_projection=False), covered by test_prefix_tuning_llama. peft's
 # AdaLoRA rank pattern (matrices resized after training) has no llmlab counterpart: the adapters
-# exchanged here are the full-rank P, λ, Q with the masked λ_i at zero. Multi-LoRA batches are
-# tested against running each adapter alone (tests/peft/test_methods.py).
+# exchanged here are the full-rank P, λ, Q with the masked λ_i at zero.
