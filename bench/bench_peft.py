@@ -15,12 +15,10 @@
 
 from __future__ import annotations
 
-import statistics
-
 import torch
 import torch.nn.functional as F
 
-from bench.common import measure, parser, write_results
+from bench.common import interleaved, parser, write_results
 from llmlab import peft
 from llmlab.model import from_hf, load_book_model
 from llmlab.model.counting import saved_activation_bytes
@@ -32,9 +30,17 @@ SIZES = {  # book-model batch, sequence, timing repeats; tiny HF model width and
 TARGETS = peft.ALL_LINEAR
 
 
-def row(measure_name: str, ours: float, peer: float, unit: str) -> dict:
-    return {"measure": measure_name, "llmlab": f"{ours:.4g} {unit}", "peer": f"{peer:.4g} {unit}",
-            "llmlab ÷ peer": ours / peer}
+def row(measure_name: str, ours: float, peer: float, unit: str, spread: str = "") -> dict:
+    return {"measure": measure_name, "llmlab": f"{ours:.4g} {unit}".strip(),
+            "peer": f"{peer:.4g} {unit}".strip(), "llmlab ÷ peer": ours / peer,
+            "spread (llmlab / peer)": spread or "—"}
+
+
+def timed(runs: dict, repeat: int) -> tuple[dict[str, float], str]:
+    """Median step time (ms) per run, interleaved after a warm-up, and the spreads as text."""
+    stats = interleaved(runs, repeat)
+    return ({k: st["median"] * 1e3 for k, st in stats.items()},
+            " / ".join(f"{st['spread']:.2f}" for st in stats.values()))
 
 
 def trainer(model, idx, targets):
@@ -52,24 +58,27 @@ def trainer(model, idx, targets):
     return step, opt
 
 
+class HFLoss(torch.nn.Module):
+    """A ``transformers``/``peft`` causal LM with llmlab's ``loss(idx, targets)`` (for counting)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logits = self.model(input_ids=idx).logits
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+
 def training_bytes(model, opt, idx, targets) -> int:
-    """Parameters + gradients + optimizer state + saved activations, in bytes."""
+    """Peak training memory: parameters + gradients + optimizer state + the activations saved
+    for the backward pass (all alive together when the backward starts), in bytes."""
     tensors = [p for p in model.parameters()] + [p.grad for p in model.parameters()
                                                  if p.grad is not None]
     tensors += [t for st in opt.state.values() for t in st.values()
                 if isinstance(t, torch.Tensor) and t.dim() > 0]
     return sum(t.numel() * t.element_size() for t in tensors) + saved_activation_bytes(
         model, idx, targets)
-
-
-def interleaved(runs: dict, repeat: int) -> dict[str, float]:
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for fn in runs.values():
-        fn()  # warm-up (allocates Adam state)
-    for _ in range(repeat):
-        for k, fn in runs.items():
-            times[k].append(measure(fn, repeat=1, warmup=0))
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def book_rows(size: dict) -> list[dict]:
@@ -79,12 +88,11 @@ def book_rows(size: dict) -> list[dict]:
     idx = torch.randint(0, full.config.vocab_size, (size["batch"], size["seq"] + 1), generator=g)
     idx, targets = idx[:, :-1], idx[:, 1:]
     steps = {k: trainer(m, idx, targets) for k, m in (("lora", lora), ("full", full))}
-    t = interleaved({k: s for k, (s, _) in steps.items()}, size["repeat"])
+    t, sp = timed({k: s for k, (s, _) in steps.items()}, size["repeat"])
     mem = {k: training_bytes(m, steps[k][1], idx, targets) for k, m in (("lora", lora), ("full", full))}
     shape = f"book model, batch {size['batch']} x {size['seq']}"
-    return [row(f"train step, {shape}: LoRA r=8 vs full fine-tuning", t["lora"] * 1e3,
-                t["full"] * 1e3, "ms"),
-            row(f"training memory, {shape}: LoRA r=8 vs full fine-tuning", mem["lora"] / 2**20,
+    return [row(f"train step, {shape}: LoRA r=8 vs full fine-tuning", t["lora"], t["full"], "ms", sp),
+            row(f"peak training memory, {shape}: LoRA r=8 vs full fine-tuning", mem["lora"] / 2**20,
                 mem["full"] / 2**20, "MiB"),
             row("trainable parameters: LoRA r=8 vs full", peft.count_trainable(lora)[0],
                 peft.count_trainable(full)[0], "")]
@@ -109,11 +117,15 @@ def hf_rows(size: dict) -> list[dict]:
     idx, targets = idx[:, :-1], idx[:, 1:]
     with torch.no_grad():
         assert torch.allclose(ours(idx), theirs(input_ids=idx).logits, atol=1e-4)
-    t = interleaved({"llmlab": trainer(ours, idx, targets)[0],
-                     "peft": trainer(theirs, idx, targets)[0]}, size["repeat"])
+    steps = {"llmlab": trainer(ours, idx, targets), "peft": trainer(theirs, idx, targets)}
+    opts = {k: o for k, (_, o) in steps.items()}
+    t, sp = timed({k: s for k, (s, _) in steps.items()}, size["repeat"])
     shape = f"tiny Llama d={d} x {size['n_layer']} layers, batch {size['batch']} x {size['seq']}"
-    return [row(f"LoRA r=8 train step, {shape}: llmlab vs peft", t["llmlab"] * 1e3,
-                t["peft"] * 1e3, "ms")]
+    rows = [row(f"LoRA r=8 train step, {shape}: llmlab vs peft", t["llmlab"], t["peft"], "ms", sp)]
+    mem = {k: training_bytes(m, o, idx, targets) / 2**20
+           for k, (m, o) in (("llmlab", (ours, opts["llmlab"])), ("peft", (HFLoss(theirs), opts["peft"])))}
+    return rows + [row(f"LoRA r=8 peak training memory, {shape}: llmlab vs peft", mem["llmlab"],
+                       mem["peft"], "MiB")]
 
 
 def main() -> None:
@@ -124,8 +136,10 @@ def main() -> None:
     size = SIZES[args.size]
     rows = book_rows(size) + hf_rows(size)
     notes = ("fp32 on CPU, AdamW. Memory = parameters + gradients + AdamW state + activations "
-             "saved for the backward pass, summed over real tensors. The peft comparison uses "
-             "random weights and identical LoRA weights in both (same logits).")
+             "saved for the backward pass, summed over real tensors. Step times: median of "
+             f"{size['repeat']} interleaved steps after a warm-up step, spread = (max - min) / "
+             "median. The peft comparison uses random weights and identical LoRA weights in both "
+             "(same logits).")
     path = write_results("peft", rows, args.out, title="Parameter-efficient fine-tuning",
                          notes=notes, size=args.size)
     print(path.read_text())

@@ -7,7 +7,8 @@ the base weights). Shapes are identical except IA3's vector, which ``peft`` keep
 prefix, which ``peft`` flattens to (P, n_layer · 2 · n_kv_head · d_head).
 
 Covered: LoRA, rsLoRA and DoRA on any Llama linear layer and on GPT-2's ``c_proj``/``c_fc``;
-IA3; prompt tuning; prefix tuning (without the MLP). Not covered: GPT-2's fused ``c_attn``
+IA3; AdaLoRA (P, λ, Q, without peft's rank pattern); prompt tuning; prefix tuning (without the
+MLP). Not covered: GPT-2's fused ``c_attn``
 (peft holds one adapter for q, k and v together), and q/k adapters of a model converted with
 ``rope_layout="interleaved"`` (their rows are permuted). Taught in chapter 05 (solutions/05_peft).
 """
@@ -19,11 +20,14 @@ from torch import nn
 
 from llmlab.model.config import GPTConfig
 from llmlab.model.hf import _llama_names
+from llmlab.peft.adalora import SVDLinear
 
 PEFT_PREFIX = "base_model.model."
 # llmlab tensor suffix -> peft tensor suffix
 _SUFFIX = {"lora_A": "lora_A.weight", "lora_B": "lora_B.weight",
            "lora_magnitude": "lora_magnitude_vector", "ia3_l": "ia3_l"}
+# AdaLoRA's P, Q, λ are bare parameters in peft (λ kept 2-D: (r, 1))
+_ADALORA = {"lora_A": "lora_A", "lora_B": "lora_B", "lora_E": "lora_E"}
 _GPT2 = {"attn.o_proj": "attn.c_proj", "mlp.fc": "mlp.c_fc", "mlp.proj": "mlp.c_proj"}
 
 
@@ -38,9 +42,9 @@ def hf_module_names(c: GPTConfig) -> dict[str, str]:
 
 def _module_and_kind(key: str) -> tuple[str, str]:
     module, _, kind = key.rpartition(".")
-    if module.endswith(".base") or kind not in _SUFFIX:
-        raise ValueError(f"{key!r} is not a LoRA/DoRA/IA3 tensor (expected a name ending in "
-                         f"one of {sorted(_SUFFIX)})")
+    if module.endswith(".base") or kind not in {**_SUFFIX, **_ADALORA}:
+        raise ValueError(f"{key!r} is not a LoRA/DoRA/IA3/AdaLoRA tensor (expected a name ending "
+                         f"in one of {sorted({**_SUFFIX, **_ADALORA})})")
     return module, kind
 
 
@@ -71,9 +75,12 @@ def to_peft_state_dict(model: nn.Module, config: GPTConfig | None = None) -> dic
         if module not in names:
             raise ValueError(f"{module!r} has no peft counterpart (GPT-2's fused c_attn?)")
         _check_layout(c, module)
+        suffix = _SUFFIX.get(kind)
         if kind == "ia3_l":
             p = p[None, :] if inner.get_submodule(module).feedforward else p[:, None]
-        out[f"{PEFT_PREFIX}{names[module]}.{_SUFFIX[kind]}"] = p
+        elif isinstance(inner.get_submodule(module), SVDLinear):
+            suffix, p = _ADALORA[kind], (p[:, None] if kind == "lora_E" else p)
+        out[f"{PEFT_PREFIX}{names[module]}.{suffix}"] = p
     return out
 
 
@@ -87,7 +94,7 @@ def from_peft_state_dict(model: nn.Module, state: dict[str, torch.Tensor],
     inner = getattr(model, "model", model)
     c = config or inner.config
     theirs = {f"{PEFT_PREFIX}{h}.{s}": (o, k) for o, h in hf_module_names(c).items()
-              for k, s in _SUFFIX.items()}
+              for table in (_SUFFIX, _ADALORA) for k, s in table.items()}
     ours = {n: p for n, p in model.named_parameters() if p.requires_grad}
     out: dict[str, torch.Tensor] = {}
     for key, t in state.items():
@@ -103,5 +110,5 @@ def from_peft_state_dict(model: nn.Module, state: dict[str, torch.Tensor],
         module, kind = theirs[key]
         _check_layout(c, module)
         name = f"{module}.{kind}" if f"{module}.{kind}" in ours else f"model.{module}.{kind}"
-        out[name] = t.reshape(-1) if kind == "ia3_l" else t
+        out[name] = t.reshape(-1) if kind in ("ia3_l", "lora_E") else t
     return load_adapter_state_dict(model, out)
