@@ -253,3 +253,26 @@ def test_an_answer_that_is_the_reference(solutions, tmp_path):
     fb = feedback(report)
     for name in ("softmax", "split_heads", "masked_mean"):
         assert "write yourself" in fb[name], fb[name]
+
+
+def test_recursion_cannot_switch_the_guard_off(solutions, tmp_path):
+    """A profile function that raises (a RecursionError at the recursion limit) would be removed
+    by CPython, through the same ``sys.setprofile`` the audit hook refuses: the guard stays."""
+    attack = ("from llmlab.grading import warmup\n"
+              "def _deep(n, x, dim):\n"
+              "    if n == 0:\n"
+              "        try:\n"
+              "            return warmup.stable_softmax(x, dim)\n"
+              "        except (RecursionError, RuntimeError):\n"
+              "            return None\n"
+              "    return _deep(n - 1, x, dim)\n"
+              "def softmax(x, dim=-1):\n"
+              "    for n in range(1100, 900, -1):\n"
+              "        try:\n"
+              "            _deep(n, x, dim)\n"
+              "        except (RecursionError, RuntimeError):\n"
+              "            continue\n"
+              "    return warmup.stable_softmax(x, dim)\n")
+    report = grade(solutions, submission(tmp_path, {**RIGHT, "softmax": attack}))
+    assert scores(report) == {**MAX, "softmax": 0}
+    assert "write yourself" in feedback(report)["softmax"]
