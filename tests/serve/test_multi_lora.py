@@ -6,11 +6,11 @@ import copy
 
 import openai
 import pytest
-import torch
 
 from llmlab import peft
 from llmlab.serve import EngineConfig, LLMEngine, SamplingParams
 from llmlab.serve.server import create_app, serve_in_thread
+from tests.peft.conftest import randomize
 
 PROMPTS = ["def main():\n", "import os\n", "class Stack:\n    def push(self, x):\n"]
 GREEDY = SamplingParams(max_tokens=12, temperature=0, ignore_eos=True)
@@ -25,11 +25,7 @@ def adapters(book):
                                             ("poem", ("v_proj", "down_proj"))]):
         lora = peft.apply_lora(copy.deepcopy(model), peft.LoRAConfig(r=4, alpha=8,
                                                                      target_modules=targets))
-        g = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for name_, p in lora.named_parameters():
-                if "lora_" in name_:
-                    p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+        randomize(lora, seed=seed, std=0.3)  # only the adapters are trainable
         out[name] = lora.eval()
     return out
 
