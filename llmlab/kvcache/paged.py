@@ -86,10 +86,15 @@ class PagedKVCache:
         self.batch: list[Hashable] = []  # the sequences that are the rows of the next forward
         self._step: _Step | None = None  # the prepared forward
         self._last_step: _Step | None = None  # the committed one (its mask is still asked for)
+        self.salts: dict[Hashable, bytes] = {}  # prefix-hash salt per sequence (e.g. its adapter)
 
     # ----------------------------------------------------------------- sequences
     def add_sequence(self, seq_id: Hashable, prompt: Sequence[int] | None = None) -> int:
         """Register a sequence; with prefix caching, reuse cached blocks of ``prompt``.
+
+        ``self.salts[seq_id]`` (bytes, set before; kept across ``free`` so a preempted sequence
+        comes back with it) keys its blocks apart from other sequences' with the same tokens,
+        e.g. by the LoRA adapter that computed them.
 
         Returns how many leading prompt tokens are already cached (a multiple of ``block_size``,
         at most ``len(prompt) - 1`` so the last prompt token is always computed to get logits).
@@ -100,7 +105,8 @@ class PagedKVCache:
         blocks: list[int] = []
         hashes: list[bytes] = []
         if prompt is not None and isinstance(self.allocator, PrefixCachingAllocator):
-            hashes = prefix_block_hashes(list(prompt[:-1]), self.block_size)
+            hashes = prefix_block_hashes(list(prompt[:-1]), self.block_size,
+                                         self.salts.get(seq_id))
             blocks = self.allocator.lookup(hashes)
             hashes = hashes[:len(blocks)]
         cached = len(blocks) * self.block_size
@@ -245,9 +251,10 @@ class PagedKVCache:
             pools = [t.new_zeros((slots, *t.shape[2:])) for t in tensors]
             self._pools[layer_idx] = pools
         out = []
+        flat = step.gather.flatten()  # one index op per pool: scatter the new, gather the rows
         for pool, t in zip(pools, tensors):
-            pool[step.write_slots] = t[step.rows, step.cols]
-            out.append(pool[step.gather])  # (batch, T, ...)
+            pool.index_copy_(0, step.write_slots, t[step.rows, step.cols].to(pool.dtype))
+            out.append(pool.index_select(0, flat).view(*step.gather.shape, *pool.shape[1:]))
         if layer_idx == self.n_layer - 1:
             self._commit(step)
         return tuple(out)
@@ -269,7 +276,8 @@ class PagedKVCache:
             return
         hashes, toks, bs = self._hashes[seq], self._tokens[seq], self.block_size
         for i in range(len(hashes), self.lengths[seq] // bs):
-            hashes.append(hash_block(hashes[-1] if hashes else None, toks[i * bs:(i + 1) * bs]))
+            prev = hashes[-1] if hashes else self.salts.get(seq)
+            hashes.append(hash_block(prev, toks[i * bs:(i + 1) * bs]))
             self.allocator.register(self.tables[seq][i], hashes[-1])
 
     # ----------------------------------------------------------------- hand-over

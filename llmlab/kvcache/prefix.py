@@ -30,10 +30,15 @@ def hash_block(prev_hash: bytes | None, tokens: Sequence[int]) -> bytes:
     return h.digest()
 
 
-def prefix_block_hashes(tokens: Sequence[int], block_size: int) -> list[bytes]:
-    """Chained hashes of the full blocks of ``tokens`` (a trailing partial block gets none)."""
+def prefix_block_hashes(tokens: Sequence[int], block_size: int,
+                        salt: bytes | None = None) -> list[bytes]:
+    """Chained hashes of the full blocks of ``tokens`` (a trailing partial block gets none).
+
+    ``salt`` starts the chain: blocks whose keys and values differ for the same tokens (another
+    LoRA adapter's) never match (vLLM's "extra keys" of a block hash).
+    """
     hashes: list[bytes] = []
-    prev = None
+    prev = salt
     for start in range(0, len(tokens) - block_size + 1, block_size):
         prev = hash_block(prev, tokens[start:start + block_size])
         hashes.append(prev)

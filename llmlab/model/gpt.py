@@ -62,7 +62,14 @@ class GPT(nn.Module):
         idx: torch.Tensor,
         positions: torch.Tensor | None = None,
         cache=None,
+        logits_at: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """Logits (b, t, vocab_size); with ``logits_at`` (b,) column indices, only those (b, vocab).
+
+        A server needs one position per row (the last real token of each right-padded row):
+        projecting only those onto the vocabulary skips the LM head for the rest (``transformers``'
+        ``logits_to_keep``).
+        """
         if idx.dim() != 2:
             raise ValueError(f"GPT expects idx (batch, seq) of token ids, got {tuple(idx.shape)}")
         b, t = idx.shape
@@ -83,7 +90,9 @@ class GPT(nn.Module):
             x = x + self.pos_emb(positions)
         for i, block in enumerate(self.blocks):
             x = block(x, positions, cache, i)
-        return self.lm_head(self.norm_f(x))  # (b, t, vocab_size)
+        if logits_at is not None:
+            x = x[torch.arange(b, device=x.device), logits_at]  # (b, d_model)
+        return self.lm_head(self.norm_f(x))  # (b, t, vocab_size) or (b, vocab_size)
 
     def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy (nats). idx, targets: (batch, seq) -> scalar."""

@@ -55,6 +55,7 @@ class Request:
     stop: StopChecker
     generator: torch.Generator | None
     constraint: object | None = None
+    adapter: int = -1  # index of its LoRA adapter in the engine's stack (-1: the base model)
     text: str = ""
     finish_reason: str | None = None
     logprobs: list[tuple[int, float, dict[int, float]]] = field(default_factory=list)
@@ -99,11 +100,38 @@ class LLMEngine:
         self._ids = itertools.count()
         self.num_steps = 0
         self.last_batch: ScheduledBatch | None = None  # the latest step's rows (for tracing)
+        self.adapters: dict[str, int] = {}  # served LoRA adapters: name -> index in the stack
+
+    def load_adapters(self, adapters: dict[str, dict[str, torch.Tensor]],
+                      scalings: dict[str, float]) -> None:
+        """Serve several LoRA adapters of this base model at once (S-LoRA, arXiv:2311.03285).
+
+        ``adapters[name]`` is an adapter state dict (``llmlab.peft.adapter_state_dict`` of a LoRA
+        model, chapter 05), ``scalings[name]`` its alpha / r. The model's linear layers become
+        ``MultiLoRALinear`` stacks; a request names its adapter (``add_request(adapter=name)``)
+        and each row of a batch then adds its own low-rank term. Call once, before any request.
+        """
+        from llmlab.peft import apply_multi_lora
+
+        if self.adapters or self.requests:
+            raise ValueError("load_adapters once, before the first request")
+        if not adapters or set(adapters) != set(scalings):
+            raise ValueError(f"need one scaling per adapter, got adapters {sorted(adapters)} and "
+                             f"scalings {sorted(scalings)}")
+        names = sorted(adapters)
+        apply_multi_lora(self.model, [adapters[n] for n in names], [scalings[n] for n in names])
+        self.adapters = {n: i for i, n in enumerate(names)}
 
     # ----------------------------------------------------------------- requests
     def add_request(self, prompt: str | list[int], params: SamplingParams | None = None,
-                    request_id: str | None = None) -> str:
-        """Queue a request (text or token ids). Raises ValueError on bad parameters or length."""
+                    request_id: str | None = None, adapter: str | None = None) -> str:
+        """Queue a request (text or token ids), optionally on a loaded LoRA ``adapter``.
+
+        Raises ValueError on bad parameters, length or an unknown adapter.
+        """
+        if adapter is not None and adapter not in self.adapters:
+            raise ValueError(f"unknown adapter {adapter!r}; loaded: {sorted(self.adapters)}",
+                             "model")
         params = (params or SamplingParams()).validate(self.model.config.vocab_size)
         ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
         if not ids:
@@ -132,6 +160,9 @@ class LLMEngine:
         req = Request(request_id, Sequence(request_id, ids, params.max_tokens), params,
                       IncrementalDetokenizer(self.tokenizer), StopChecker(params.stop), generator,
                       constraint, arrival=time.perf_counter())
+        if adapter is not None:  # its KV blocks are the adapter's: never shared with others
+            req.adapter = self.adapters[adapter]
+            self.cache.salts[request_id] = f"lora:{adapter}".encode()
         self.requests[request_id] = req
         self.scheduler.add(req.seq)
         return request_id
@@ -141,6 +172,7 @@ class LLMEngine:
         req = self.requests.pop(request_id, None)
         if req is not None:
             self.scheduler.finish(req.seq)
+            self.cache.salts.pop(request_id, None)
 
     def has_unfinished(self) -> bool:
         return self.scheduler.has_unfinished()
@@ -159,9 +191,9 @@ class LLMEngine:
         last: dict = {}
         for group in ([r for r in batch.rows if r[1] == 1], [r for r in batch.rows if r[1] > 1]):
             if group:
-                logits = self._forward(group)  # (rows, width, vocab)
-                for row, (seq, n) in enumerate(group):
-                    last[seq.seq_id] = logits[row, n - 1]
+                logits = self._forward(group)  # (rows, vocab) at each row's last new token
+                for row, (seq, _) in enumerate(group):
+                    last[seq.seq_id] = logits[row]
         outputs = []
         for seq, n in batch.rows:
             seq.num_computed += n
@@ -170,13 +202,20 @@ class LLMEngine:
         return outputs
 
     def _forward(self, rows: list[tuple[Sequence, int]]) -> torch.Tensor:
-        """One model forward over ``rows`` (right-padded); logits (rows, width, vocab)."""
+        """One model forward over ``rows`` (right-padded); logits (rows, vocab) at each last token."""
         chunks = [s.tokens[s.num_computed:s.num_computed + n] for s, n in rows]
         self.cache.set_batch([s.seq_id for s, _ in rows])
         self.cache.prepare(tokens=chunks, device=self.device)
         width = max(map(len, chunks))
         x = torch.tensor([c + [0] * (width - len(c)) for c in chunks], device=self.device)
-        return self.model(x, self.cache.positions(), self.cache)
+        last = torch.tensor([len(c) - 1 for c in chunks], device=self.device)
+        if not self.adapters:
+            return self.model(x, self.cache.positions(), self.cache, logits_at=last)
+        from llmlab.peft import adapter_ids
+
+        ids = torch.tensor([self.requests[s.seq_id].adapter for s, _ in rows], device=self.device)
+        with adapter_ids(self.model, ids):  # row b adds adapter ids[b]'s low-rank term
+            return self.model(x, self.cache.positions(), self.cache, logits_at=last)
 
     def _append(self, req: Request, logits: torch.Tensor) -> RequestOutput:
         p, seq = req.params, req.seq
@@ -210,6 +249,7 @@ class LLMEngine:
             req.finish_reason, req.finish_time = reason, now
             self.scheduler.finish(seq)
             self.requests.pop(req.request_id)
+            self.cache.salts.pop(req.request_id, None)
         req.text += delta
         return RequestOutput(req.request_id, [token], delta, reason is not None, reason, logprobs,
                              None if reason is None else req.latency())

@@ -62,10 +62,11 @@ class AsyncEngine:
             q.put_nowait(None)
         self.queues.clear()
 
-    async def submit(self, prompt, params) -> tuple[str, asyncio.Queue]:
+    async def submit(self, prompt, params, adapter: str | None = None) -> tuple[str, asyncio.Queue]:
         """Queue a request (ValueError on bad input); its outputs arrive on the returned queue."""
         async with self._lock:
-            rid = self.engine.add_request(prompt, params, request_id=f"cmpl-{uuid.uuid4().hex}")
+            rid = self.engine.add_request(prompt, params, request_id=f"cmpl-{uuid.uuid4().hex}",
+                                          adapter=adapter)
         q: asyncio.Queue = asyncio.Queue()
         self.queues[rid] = q
         self.metrics.requests_total += 1
@@ -141,8 +142,9 @@ def create_app(engine: LLMEngine, model_name: str = "book") -> FastAPI:
 
     @app.get("/v1/models")
     async def models() -> dict:
-        return {"object": "list", "data": [{"id": model_name, "object": "model",
-                                            "created": 0, "owned_by": "llmlab"}]}
+        names = [model_name] + [f"{model_name}:{a}" for a in engine.adapters]
+        return {"object": "list", "data": [{"id": n, "object": "model", "created": 0,
+                                            "owned_by": "llmlab"} for n in names]}
 
     @app.get("/metrics")
     async def metrics() -> PlainTextResponse:
@@ -156,10 +158,19 @@ def create_app(engine: LLMEngine, model_name: str = "book") -> FastAPI:
             raise ApiError(400, f"the request body is not valid JSON: {exc}") from None
         if not isinstance(body, dict):
             raise ApiError(400, "the request body must be a JSON object")
-        if body.get("model") != model_name:
-            raise ApiError(404, f"the model {body.get('model')!r} does not exist; this server has "
-                           f"{model_name!r}", "model", "model_not_found")
+        model = body.get("model")
+        if model != model_name and _adapter(model) is None:
+            names = [model_name] + [f"{model_name}:{a}" for a in engine.adapters]
+            raise ApiError(404, f"the model {model!r} does not exist; this server has "
+                           f"{', '.join(map(repr, names))}", "model", "model_not_found")
         return body
+
+    def _adapter(model) -> str | None:
+        """The LoRA adapter a ``model`` field names: "book:NAME" or a loaded adapter's NAME."""
+        if not isinstance(model, str):
+            return None
+        name = model.removeprefix(f"{model_name}:")
+        return name if name in engine.adapters else None
 
     async def _handle(request: Request, chat: bool):
         body = await _body(request)
@@ -171,7 +182,7 @@ def create_app(engine: LLMEngine, model_name: str = "book") -> FastAPI:
         if not isinstance(stream, bool):
             raise ApiError(400, "stream must be a boolean", "stream")
         try:
-            rid, queue = await runner.submit(prompt, params)
+            rid, queue = await runner.submit(prompt, params, _adapter(body.get("model")))
         except ValueError as exc:
             param = exc.args[1] if len(exc.args) > 1 else None
             code = "context_length_exceeded" if "context" in str(exc) or "blocks" in str(exc) else None
@@ -179,7 +190,7 @@ def create_app(engine: LLMEngine, model_name: str = "book") -> FastAPI:
         decode = lambda t: engine.tokenizer.decode([t])  # noqa: E731
         n_prompt = len(engine.requests[rid].seq.prompt)
         if stream:
-            events = _stream(runner, rid, queue, model_name, chat, decode)
+            events = _stream(runner, rid, queue, body["model"], chat, decode)
             return StreamingResponse(events, media_type="text/event-stream")
         text, tokens, logprobs, finish = [], 0, [], None
         try:
@@ -197,7 +208,7 @@ def create_app(engine: LLMEngine, model_name: str = "book") -> FastAPI:
             raise ApiError(503, "the server is shutting down", type="server_error")
         usage = {"prompt_tokens": n_prompt, "completion_tokens": tokens,
                  "total_tokens": n_prompt + tokens}
-        return completion_response(rid, model_name, chat, "".join(text), finish, usage,
+        return completion_response(rid, body["model"], chat, "".join(text), finish, usage,
                                    logprobs, decode)
 
     @app.post("/v1/completions")

@@ -12,7 +12,8 @@
 #    seeds, stop strings across token boundaries, and text that never breaks a UTF-8 character;
 # 2. explain why **continuous batching** beats static batching, and write the scheduler's step:
 #    admission by free KV blocks, chunked prefill under a token budget, preemption by recompute;
-# 3. reuse a shared system prompt through the prefix cache;
+# 3. reuse a shared system prompt through the prefix cache, and serve many LoRA adapters from one
+#    batch;
 # 4. derive why speculative decoding's rejection sampling leaves the output distribution exactly
 #    unchanged, and measure its speed-up;
 # 5. constrain outputs to a regular expression with a token-level automaton;
@@ -23,6 +24,7 @@
 # **Budget:** ~1 min on 2 CPU cores · peak RAM ~1 GB. No GPU and no network needed (the server listens on 127.0.0.1 only).
 
 # %% tags=["nbval-ignore-output"]
+import copy
 import json
 import math
 import re
@@ -35,7 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 import llmlab.serve as serve
-from llmlab import grading
+from llmlab import grading, peft
 from llmlab.grading.compare import explain
 from llmlab.kvcache import PagedKVCache, generate
 from llmlab.model import load_book_model
@@ -647,6 +649,47 @@ print(f"at 25 GB/s the transfer would take {n_bytes / 25e9 * 1e6:.1f} µs "
       f"({n_bytes / len(handed_tokens) / 1024:.0f} KiB per token for this model)")
 
 # %% [markdown]
+# ### Many LoRA adapters, one batch
+#
+# A service that fine-tunes one LoRA per customer (chapter 05) cannot afford one model copy per
+# adapter. S-LoRA (Sheng et al., arXiv:2311.03285) and Punica (Chen et al., arXiv:2310.18547)
+# keep one base model and stack the adapters: every row of a batch shares the base matmul
+# $xW^\top$ and adds its own $s_i B_i A_i x$. `LLMEngine.load_adapters` turns the model's
+# linear layers into chapter 05's `peft.MultiLoRALinear`; a request names its adapter
+# (`add_request(..., adapter=name)`, or `"model": "book:name"` over HTTP), and its prefix-cache
+# blocks are salted with that name, since the same tokens have other keys and values under
+# another adapter. Two adapters with seeded random weights (stand-ins for trained ones) and the
+# base model, mixed in one batch:
+
+# %%
+def random_adapter(targets: tuple[str, ...], seed: int) -> torch.nn.Module:
+    """The book's model with a rank-4 LoRA on ``targets`` whose weights are seeded noise."""
+    lora = peft.apply_lora(copy.deepcopy(model), peft.LoRAConfig(r=4, alpha=8,
+                                                                 target_modules=targets))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in lora.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return lora.eval()
+
+
+loras = {"sql": random_adapter(("q_proj", "v_proj"), 0),
+         "poem": random_adapter(("v_proj", "down_proj"), 1)}
+multi = serve.LLMEngine(copy.deepcopy(model), tokenizer)
+multi.load_adapters({n: peft.adapter_state_dict(m) for n, m in loras.items()},
+                    {n: 2.0 for n in loras})
+plan = [("def main():\n", a) for a in (None, "sql", "poem")]
+lora_reqs = [multi.requests[multi.add_request(p, greedy, adapter=a)] for p, a in plan]
+while multi.has_unfinished():
+    multi.step()
+print(f"{len(plan)} requests on {len(loras)} adapters and the base model: {multi.num_steps} steps")
+for (p, a), r in zip(plan, lora_reqs):
+    alone = serve.LLMEngine(loras[a] if a else model, tokenizer).generate([p], greedy)[0]
+    print(f"adapter {a or '(none)':6}: equal to that model alone: "
+          f"{r.seq.output == alone.seq.output}  {r.text[:32]!r}")
+
+# %% [markdown]
 # ## 7. Speculative decoding
 #
 # Decoding one token costs a whole forward of reading the weights; verifying $k$ proposed tokens
@@ -982,6 +1025,9 @@ print("server stopped")
 #   lookup (n-gram) for code and editing workloads, typically 2–3× faster decoding at batch 1;
 #   the gain shrinks as batches grow, because a busy GPU has less idle compute to spend on
 #   verification.
+# - **Multi-LoRA**: vLLM, SGLang and LoRAX serve hundreds of adapters on one base model with
+#   Punica/S-LoRA-style gathered kernels (SGMV/BGMV), paging adapter weights in and out of GPU
+#   memory like KV blocks; vLLM salts its prefix-cache hashes with the adapter id, as here.
 # - **Structured output**: Outlines (regex/JSON-schema FSMs), XGrammar (context-free grammars
 #   with a byte-level pushdown automaton, the default in vLLM and SGLang) and llguidance.
 # - Where it breaks: the mask must be computed for every step of every constrained request
