@@ -84,19 +84,22 @@ def predict_mla_kib_per_token() -> float:
 # %% check="predict_mla" points=1
 from llmlab.attention import REAL_CONFIGS, variants_of
 
-grading.check_function(predict_mla_kib_per_token, lambda: REAL_CONFIGS["DeepSeek-V3"].bytes_per_token() / 1024,
-                       [grading.Case(note="DeepSeek-V3, bf16")],
-                       mistakes={"a latent for the key and another for the value": lambda: 61 * 2 * (512 + 64) * 2 / 1024,
-                                 "bytes, not KiB": lambda: 61 * (512 + 64) * 2,
-                                 "4 bytes per number (fp32, not bf16)": lambda: 61 * (512 + 64) * 4 / 1024},
-                       hint="layers × (latent + RoPE key) numbers × 2 bytes, divided by 1,024")
+def mla_kib_per_token() -> float:
+    return REAL_CONFIGS["DeepSeek-V3"].bytes_per_token() / 1024
+
+
+MLA_MISTAKES = {"a latent for the key and another for the value": lambda: 61 * 2 * (512 + 64) * 2 / 1024,
+                "bytes, not KiB": lambda: 61 * (512 + 64) * 2,
+                "4 bytes per number (fp32, not bf16)": lambda: 61 * (512 + 64) * 4 / 1024}
+grading.check_function(predict_mla_kib_per_token, mla_kib_per_token, [grading.Case(note="DeepSeek-V3, bf16")],
+                       mistakes=MLA_MISTAKES, hint="layers × (latent + RoPE key) numbers × 2 bytes, divided by 1,024")
 
 # %% hidden="predict_mla" points=1
 grading.check_function(predict_mla_kib_per_token, lambda: 68.625, [grading.Case(note="KiB per token")])
 
 # %%
-mla_kib = grading.prefer_yours(predict_mla_kib_per_token, lambda: REAL_CONFIGS["DeepSeek-V3"].bytes_per_token() / 1024,
-                               [grading.Case()], name="predict_mla_kib_per_token")()
+mla_kib = grading.prefer_yours(predict_mla_kib_per_token, mla_kib_per_token, [grading.Case()],
+                               name="predict_mla_kib_per_token")()
 print(f"your prediction: {float(mla_kib):.1f} KiB per token for DeepSeek-V3 (MLA); the table:")
 
 GIB = 2**30
@@ -712,10 +715,10 @@ def score_mib(seq: int = 1024, heads: int = 2) -> float:
     return torch.empty(1, heads, seq, seq).nbytes / 2**20
 
 
+SCORE_MISTAKES = {"seq × d_head instead of seq × seq": lambda seq=1024, heads=2: heads * seq * 64 * 4 / 2**20,
+                  "2 bytes per number (float32 takes 4)": lambda seq=1024, heads=2: heads * seq * seq * 2 / 2**20}
 grading.check_function(predict_score_mib, score_mib, [grading.Case(note="1,024 tokens, 2 heads")],
-                       mistakes={"seq × d_head instead of seq × seq": lambda seq=1024, heads=2: heads * seq * 64 * 4 / 2**20,
-                                 "2 bytes per number (float32 takes 4)": lambda seq=1024, heads=2: heads * seq * seq * 2 / 2**20},
-                       hint="heads × seq × seq scores, 4 bytes each, divided by 2**20")
+                       mistakes=SCORE_MISTAKES, hint="heads × seq × seq scores, 4 bytes each, divided by 2**20")
 
 # %% hidden="predict_scores" points=1
 grading.check_function(predict_score_mib, score_mib, [grading.Case(8192, 32, note="8k tokens, 32 heads"),
@@ -749,9 +752,10 @@ print("peak MiB  " + "".join(f"{s:>9}" for s in seqs))
 for name in impls:
     print(f"{name:<15}" + "".join(f"{m:>9.1f}" for m in memory[name]))
 print(f"naive / flash at {seqs[-1]}: {memory['naive'][-1] / memory['flash (llmlab)'][-1]:.0f}x")
-one_s = grading.prefer_yours(predict_score_mib, score_mib, [grading.Case(512, 2)], name="predict_score_mib")(seqs[-1], 2)
-print(f"one score matrix at {seqs[-1]} tokens: {float(one_s):.1f} MiB (your prediction); naive's peak holds "
-      f"{memory['naive'][-1] / float(one_s):.1f} of them, flash's peak {memory['flash (llmlab)'][-1] / float(one_s):.2f}")
+score_fn = grading.prefer_yours(predict_score_mib, score_mib, [grading.Case(512, 2)], name="predict_score_mib")
+one_s = float(score_fn(seqs[-1], 2))
+print(f"one score matrix at {seqs[-1]} tokens: {one_s:.1f} MiB (your prediction); naive's peak holds "
+      f"{memory['naive'][-1] / one_s:.1f} of them, flash's peak {memory['flash (llmlab)'][-1] / one_s:.2f}")
 
 # %%
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.4))
