@@ -586,7 +586,8 @@ show_tokens("分词是大语言模型处理文本的第一步。")
 
 # %% [markdown]
 # The `�` pieces in the Chinese line are tokens that hold only part of a character's three
-# bytes: this tokenizer saw about 700 Chinese characters, so many characters stay split into
+# bytes: this tokenizer saw only half of the small Chinese sample (its size is printed at the
+# top of the chapter), so many characters stay split into
 # bytes (section 10 measures what that costs, with the caveat that goes with so small a sample).
 
 # %% [markdown]
@@ -999,11 +1000,14 @@ for name, text in evals.items():
     print(f"{name:22} {bytes_per_token(tok.encode, text):12.2f} "
           f"{fertility(tok.encode, text):12.2f} "
           f"{vocab_utilization(tok.encode, text, tok.vocab_size):11.1%}")
+train_chars = len(english) + len(code) + len(chinese)
+print(f"the Chinese sample: {len(chinese_all):,} characters, {len(chinese):,} to train "
+      f"({len(chinese) / train_chars:.2%} of the training text) and {len(chinese_eval):,} held out")
 
 # %% [markdown]
 # Read the plot: English and code compress to well over 3 bytes per token. The Chinese curve
-# comes with a caveat: the sample that ships with llmlab has only about 1,400 characters, half
-# for training and half held out, under 0.1% of the training text. So it shows the *direction*
+# comes with a caveat: the sample that ships with llmlab is tiny (its size is printed above),
+# half for training and half held out. So it shows the *direction*
 # — Chinese gains little from merges learned on English and code, and a character (3 bytes)
 # still costs more than one token — not a measurement to quote. The effect it points at is well
 # documented at scale: Rust et al. 2021 and Petrov et al. 2023 (arXiv:2305.15425) measure the

@@ -388,31 +388,87 @@ print("llmlab.nn.swiglu matches the equation:", torch.allclose(swiglu(x_mlp, w_g
 # than the sum (post-norm, the 2017 transformer) keeps a clean identity path from the loss to
 # every layer, which is why deep pre-norm models train without delicate warmup (Xiong et al.
 # 2020, [arXiv:2002.04745](https://arxiv.org/abs/2002.04745)).
+#
+# The block is built from **your** pieces. Each of your three functions so far is used from here
+# on where it passes its check (llmlab's where it does not, with a note): `your_rms_norm` builds
+# llmlab's `RMSNorm` layer computing with your `rms_norm_`; `your_attention` keeps llmlab's
+# projections and KV-cache hooks (chapter 08) but rotates with your `apply_rope_` and attends
+# with your `causal_attention_` (a cached decode step, whose queries are fewer than its keys,
+# uses llmlab's kernel).
+
+# %%
+import types  # noqa: E402
+
+from llmlab.nn import CausalSelfAttention, RMSNorm, SwiGLU  # noqa: E402
+
+rms_norm_fn = grading.prefer_yours(rms_norm_, rms_norm, [grading.Case(torch.randn(3, 16), torch.randn(16))],
+                                   name="rms_norm", block=RMSNORM_TWINS)
+rope_fn = grading.prefer_yours(apply_rope_, apply_rope,
+                               [grading.Case(torch.randn(2, 6, 3, 16), *_angles(2, 6, 16, 5))],
+                               name="apply_rope", block=[RotaryEmbedding.rotate])
+attention_fn = grading.prefer_yours(causal_attention_, causal_attention,
+                                    [grading.Case(torch.randn(2, 6, 7, 16), torch.randn(2, 2, 7, 16),
+                                                  torch.randn(2, 2, 7, 16))],
+                                    name="causal_attention", block=ATTENTION_TWINS)
+
+
+def _rms_norm_forward(self, x: torch.Tensor) -> torch.Tensor:
+    return rms_norm_fn(x, self.weight, self.eps)
+
+
+def _rotate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    return rope_fn(x, cos, sin) if self.layout == "half" else apply_rope(x, cos, sin, self.layout)
+
+
+def your_attend(q, k, v, mask=None):
+    """The chosen `causal_attention`; a KV cache's offset mask goes to llmlab's fast kernel."""
+    if mask is None and q.shape[-2] == k.shape[-2]:
+        return attention_fn(q, k, v)
+    return fast_causal_attention(q, k, v, mask)
+
+
+def your_rms_norm(d: int, eps: float = 1e-6) -> RMSNorm:
+    """llmlab's RMSNorm layer (its `weight`) computing with the chosen `rms_norm`."""
+    layer = RMSNorm(d, eps)
+    layer.forward = types.MethodType(_rms_norm_forward, layer)
+    return layer
+
+
+def your_attention(d_model: int, n_head: int, n_kv_head: int | None = None,
+                   rope: RotaryEmbedding | None = None) -> CausalSelfAttention:
+    """llmlab's projections and cache hooks around the chosen RoPE and attention."""
+    if rope is not None:
+        rope = RotaryEmbedding(rope.d_head, rope.base, rope.layout)
+        rope.rotate = types.MethodType(_rotate, rope)
+    attn = CausalSelfAttention(d_model, n_head, n_kv_head, rope=rope)
+    attn.attend = your_attend
+    return attn
+
 
 # %% [markdown]
 # ### Exercise 2.4 — a Llama-style block · 3 points · difficulty 2 · ~10 min
 #
-# Build `Block(config, rope)` from `llmlab`'s layers (you may use them here):
-# `self.norm1 = RMSNorm(d_model, norm_eps)`,
-# `self.attn = CausalSelfAttention(d_model, n_head, n_kv_head, rope=rope)`,
-# `self.norm2 = RMSNorm(d_model, norm_eps)`, `self.mlp = SwiGLU(d_model, d_ff)` — these names,
-# so the check can load the reference weights. `forward(x, positions=None, cache=None,
-# layer_idx=0)` passes the last three arguments to `self.attn` and returns
-# `x + attn(norm1(x))` followed by `+ mlp(norm2(·))`.
+# Build `Block(config, rope)` from the layers above:
+# `self.norm1 = your_rms_norm(d_model, norm_eps)`,
+# `self.attn = your_attention(d_model, n_head, n_kv_head, rope=rope)`,
+# `self.norm2 = your_rms_norm(d_model, norm_eps)`, `self.mlp = SwiGLU(d_model, d_ff)` (llmlab's
+# SwiGLU, shown above) — these names, so the check can load the reference weights.
+# `forward(x, positions=None, cache=None, layer_idx=0)` passes the last three arguments to
+# `self.attn` and returns `x + attn(norm1(x))` followed by `+ mlp(norm2(·))`.
+#
+# <details><summary>Hint 1</summary>Two residual updates: the second one reads the stream
+# *after* the first has been added.</details>
 
 # %% solution="block"
-from llmlab.nn import CausalSelfAttention, RMSNorm, SwiGLU
-
-
 class Block(nn.Module):
     """Pre-norm transformer block. forward: (batch, seq, d_model) -> (batch, seq, d_model)."""
 
     def __init__(self, config: GPTConfig, rope: RotaryEmbedding | None = None) -> None:
         super().__init__()
         ### BEGIN SOLUTION
-        self.norm1 = RMSNorm(config.d_model, config.norm_eps)
-        self.attn = CausalSelfAttention(config.d_model, config.n_head, config.n_kv_head, rope=rope)
-        self.norm2 = RMSNorm(config.d_model, config.norm_eps)
+        self.norm1 = your_rms_norm(config.d_model, config.norm_eps)
+        self.attn = your_attention(config.d_model, config.n_head, config.n_kv_head, rope=rope)
+        self.norm2 = your_rms_norm(config.d_model, config.norm_eps)
         self.mlp = SwiGLU(config.d_model, config.d_ff)
         ### END SOLUTION
 
@@ -519,6 +575,8 @@ with torch.no_grad():
 # From here on the chapter builds its models from **your** block and **your** forward (where
 # they pass): `your_gpt(config)` is llmlab's `GPT`, initialised the same way, with each block
 # replaced by your `Block` carrying the same weights and `forward` replaced by `gpt_forward_`.
+# Your block computes with your RMSNorm, RoPE and attention, so the model trained live below
+# runs on the functions you wrote.
 
 # %%
 from llmlab.nn import TransformerBlock  # noqa: E402

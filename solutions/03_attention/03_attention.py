@@ -59,9 +59,48 @@ print(f"torch {torch.__version__} · {torch.get_num_threads()} threads")
 # `llmlab.attention.KVSpec` holds what a model caches; `REAL_CONFIGS` copies three real models'
 # `config.json` (the source of each is in the spec). `variants_of` re-imagines one model with
 # every variant — same layers, heads and head size.
+#
+# ### Exercise 3.1 — predict: the MLA cache of DeepSeek-V3 · 2 points · difficulty 1 · ~5 min
+#
+# Predict first, then run the table below. DeepSeek-V3 has 61 layers and uses multi-head latent
+# attention (MLA, section 6): per token and layer it caches one compressed latent of
+# `kv_lora_rank = 512` numbers and one shared RoPE key of `qk_rope_head_dim = 64` numbers —
+# not a key and a value per head. How many **KiB per token** does its cache take in bf16, all
+# layers together? Return the number (a float) — work it out by hand, no llmlab calls.
+#
+# <details><summary>Hint 1</summary>Numbers per token and layer, times the layers, times the
+# bytes per bf16 number.</details>
+# <details><summary>Hint 2</summary>MLA caches no separate value and no per-head copies: the
+# latent and the RoPE key are all there is. 1 KiB = 1,024 bytes.</details>
+
+# %% solution="predict_mla"
+def predict_mla_kib_per_token() -> float:
+    """KiB of KV cache per token for DeepSeek-V3 (61 layers, latent 512 + RoPE key 64, bf16)."""
+    ### BEGIN SOLUTION
+    return 61 * (512 + 64) * 2 / 1024
+    ### END SOLUTION
+
+
+# %% check="predict_mla" points=1
+from llmlab.attention import REAL_CONFIGS, variants_of
+
+def mla_kib_per_token() -> float:
+    return REAL_CONFIGS["DeepSeek-V3"].bytes_per_token() / 1024
+
+
+MLA_MISTAKES = {"a latent for the key and another for the value": lambda: 61 * 2 * (512 + 64) * 2 / 1024,
+                "bytes, not KiB": lambda: 61 * (512 + 64) * 2,
+                "4 bytes per number (fp32, not bf16)": lambda: 61 * (512 + 64) * 4 / 1024}
+grading.check_function(predict_mla_kib_per_token, mla_kib_per_token, [grading.Case(note="DeepSeek-V3, bf16")],
+                       mistakes=MLA_MISTAKES, hint="layers × (latent + RoPE key) numbers × 2 bytes, divided by 1,024")
+
+# %% hidden="predict_mla" points=1
+grading.check_function(predict_mla_kib_per_token, lambda: 68.625, [grading.Case(note="KiB per token")])
 
 # %%
-from llmlab.attention import REAL_CONFIGS, variants_of
+mla_kib = grading.prefer_yours(predict_mla_kib_per_token, mla_kib_per_token, [grading.Case()],
+                               name="predict_mla_kib_per_token")()
+print(f"your prediction: {float(mla_kib):.1f} KiB per token for DeepSeek-V3 (MLA); the table:")
 
 GIB = 2**30
 # DeepSeek-V3 as plain MHA would cache a 192-dim key (128 + 64 RoPE) and a 128-dim value per
@@ -114,7 +153,7 @@ plt.show()
 # `llmlab.nn.CausalSelfAttention` (chapter 02) is this module; `llmlab.attention` re-exports it.
 
 # %% [markdown]
-# ### Exercise 3.1 — `repeat_kv` · 2 points · difficulty 1 · ~5 min
+# ### Exercise 3.2 — `repeat_kv` · 2 points · difficulty 1 · ~5 min
 #
 # `x: (batch, n_kv_head, seq, d_head) -> (batch, n_kv_head * n_rep, seq, d_head)`, where head
 # `h` of the result is KV head `h // n_rep`.
@@ -237,7 +276,7 @@ for layer, p in enumerate(maps):
 # back — the sinks — so that a window that has slid past them does not destabilise the heads
 # that rely on them.
 #
-# ### Exercise 3.2 — a sliding-window mask with sinks · 2 points · difficulty 1 · ~10 min
+# ### Exercise 3.3 — a sliding-window mask with sinks · 2 points · difficulty 1 · ~10 min
 #
 # Return a bool mask `(seq_q, seq_k)`, True where the query may attend. Queries are the *last*
 # `seq_q` of `seq_k` positions (query `i` sits at position `i + seq_k - seq_q`, as when decoding
@@ -362,7 +401,7 @@ for label, mask in tqdm([("full causal", None), ("window 32", SlidingWindowMask(
 # The factor $e^{m-m'}$ rescales what was summed under the old maximum. At the end,
 # $\operatorname{softmax}(x)_j = e^{x_j - m}/l$ and $\log\sum_j e^{x_j} = m + \log l$.
 #
-# ### Exercise 3.3 — online softmax · 2 points · difficulty 2 · ~10 min
+# ### Exercise 3.4 — online softmax · 2 points · difficulty 2 · ~10 min
 #
 # Compute `(m, l)` for the last axis in **one pass over blocks** of `block` entries (no
 # `x.max()` over the whole row first), then return `exp(x − m) / l`.
@@ -418,7 +457,7 @@ grading.check_function(online_softmax_, online_softmax, [
 # the backward pass. Under a causal mask, key tiles that lie entirely after the query tile are
 # skipped — half the work.
 #
-# ### Exercise 3.4 — the FlashAttention forward tile loop · 3 points · difficulty 3 · ~25 min
+# ### Exercise 3.5 — the FlashAttention forward tile loop · 3 points · difficulty 3 · ~25 min
 #
 # `q: (batch, heads, seq_q, d)`, `k, v: (batch, heads, seq_k, d)`. Return `(o, lse)` with
 # `o: (batch, heads, seq_q, d)` and `lse: (batch, heads, seq_q)`, using `scale = 1/√d`.
@@ -508,7 +547,7 @@ for causal in (False, True):
 print("saved for backward (q, k, v, o, lse):", saved)
 
 # %% [markdown]
-# ### Exercise 3.5 — the FlashAttention backward · 6 points · difficulty 3 · ~40 min
+# ### Exercise 3.6 — the FlashAttention backward · 6 points · difficulty 3 · ~40 min
 #
 # Write the backward by recomputation, `flash_backward_(do, q, k, v, o, lse, causal, scale,
 # block_q, block_k)` → `(dq, dk, dv)`, all shaped like `q, k, v` (`(batch, heads, seq, d)`).
@@ -649,7 +688,41 @@ for n_splits in (1, 4, 16):
 #
 # `llmlab.attention.peak_memory` records every tensor PyTorch allocates during a call and reports
 # the most alive at once. Measure the forward **and** backward pass of naive attention, our
-# pure-PyTorch FlashAttention and PyTorch's fused `scaled_dot_product_attention` (SDPA).
+# pure-PyTorch FlashAttention and PyTorch's fused `scaled_dot_product_attention` (SDPA), on
+# one sequence with 2 heads of 64 dimensions in float32.
+#
+# ### Exercise 3.7 — predict: the size of one score matrix · 2 points · difficulty 1 · ~3 min
+#
+# Predict first. Naive attention materialises the score matrix `S = QKᵀ` for every head. With
+# batch 1, 2 heads and 1,024 tokens in float32, how many **MiB** does one such `S` take (all
+# heads)? Return the number; the experiment below then shows how many of these naive attention
+# holds at its peak, and that flash holds none.
+#
+# <details><summary>Hint 1</summary>One score per (query, key) pair, per head, 4 bytes
+# each.</details>
+# <details><summary>Hint 2</summary>1 MiB = 2²⁰ bytes.</details>
+
+# %% solution="predict_scores"
+def predict_score_mib(seq: int = 1024, heads: int = 2) -> float:
+    """MiB of one float32 score matrix (batch 1, ``heads`` heads, ``seq`` x ``seq``)."""
+    ### BEGIN SOLUTION
+    return heads * seq * seq * 4 / 2**20
+    ### END SOLUTION
+
+
+# %% check="predict_scores" points=1
+def score_mib(seq: int = 1024, heads: int = 2) -> float:
+    return torch.empty(1, heads, seq, seq).nbytes / 2**20
+
+
+SCORE_MISTAKES = {"seq × d_head instead of seq × seq": lambda seq=1024, heads=2: heads * seq * 64 * 4 / 2**20,
+                  "2 bytes per number (float32 takes 4)": lambda seq=1024, heads=2: heads * seq * seq * 2 / 2**20}
+grading.check_function(predict_score_mib, score_mib, [grading.Case(note="1,024 tokens, 2 heads")],
+                       mistakes=SCORE_MISTAKES, hint="heads × seq × seq scores, 4 bytes each, divided by 2**20")
+
+# %% hidden="predict_scores" points=1
+grading.check_function(predict_score_mib, score_mib, [grading.Case(8192, 32, note="8k tokens, 32 heads"),
+                                                      grading.Case(256, 1, note="256 tokens, one head")])
 
 # %% tags=["nbval-ignore-output"]
 from llmlab.attention import peak_memory
@@ -679,6 +752,10 @@ print("peak MiB  " + "".join(f"{s:>9}" for s in seqs))
 for name in impls:
     print(f"{name:<15}" + "".join(f"{m:>9.1f}" for m in memory[name]))
 print(f"naive / flash at {seqs[-1]}: {memory['naive'][-1] / memory['flash (llmlab)'][-1]:.0f}x")
+score_fn = grading.prefer_yours(predict_score_mib, score_mib, [grading.Case(512, 2)], name="predict_score_mib")
+one_s = float(score_fn(seqs[-1], 2))
+print(f"one score matrix at {seqs[-1]} tokens: {one_s:.1f} MiB (your prediction); naive's peak holds "
+      f"{memory['naive'][-1] / one_s:.1f} of them, flash's peak {memory['flash (llmlab)'][-1] / one_s:.2f}")
 
 # %%
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.4))
@@ -735,7 +812,7 @@ display(Markdown(results.read_text() if results.exists() else "(run the benchmar
 # $\sum_t p_t v_{t,h} = W^{UV}_h \sum_t p_t c^{KV}_t$: take the attention-weighted sum of
 # *latents*, then up-project once per query.
 #
-# ### Exercise 3.6 — MLA attention on the latent · 3 points · difficulty 2 · ~15 min
+# ### Exercise 3.8 — MLA attention on the latent · 3 points · difficulty 2 · ~15 min
 #
 # Shapes: `q_nope (b, s, h, d_nope)`, `q_rope (b, s, h, d_rope)`, `c_kv (b, T, d_c)`,
 # `k_rope (b, T, d_rope)`, `w_uk (h, d_nope, d_c)`, `w_uv (h, d_v, d_c)`. Scores are
@@ -874,7 +951,7 @@ plt.show()
 # the **chunked** form of Lightning Attention (parallel inside chunks, the recurrent state
 # between them). All three are the same function.
 #
-# ### Exercise 3.7 — the recurrent form of linear attention · 2 points · difficulty 2 · ~10 min
+# ### Exercise 3.9 — the recurrent form of linear attention · 2 points · difficulty 2 · ~10 min
 #
 # `q, k: (batch, heads, seq, d_k)`, `v: (batch, heads, seq, d_v)` → `(batch, heads, seq, d_v)`.
 # Use `φ(x) = F.elu(x) + 1`, walk the sequence keeping `S` and `z`, and add `eps` to the
@@ -935,6 +1012,30 @@ for name, fn in forms.items():
     print(f"{name:<13} {1000 * (time.perf_counter() - start):7.1f} ms for 1024 tokens")
 
 # %% [markdown]
+# The timing does not follow the FLOPs, and the chunked form is often no faster (sometimes the
+# slowest of the three) here. Count the multiply-adds per head for `n` tokens, head size `d`
+# and chunk `c`: the parallel form does two `n × n × d` matmuls ($4n^2d$ FLOPs); the recurrent
+# form $4nd^2$, but in `n` sequential steps of tiny operations; the chunked form $4ncd$ inside
+# chunks plus $4nd^2$ for the state, in `n / c` steps:
+
+# %%
+n_tok, d_k, chunk = q.shape[-2], q.shape[-1], 64
+linear_flops = {"parallel": 4 * n_tok**2 * d_k, "recurrent": 4 * n_tok * d_k**2,
+                "chunked (64)": 4 * n_tok * chunk * d_k + 4 * n_tok * d_k**2}
+steps = {"parallel": 1, "recurrent": n_tok, "chunked (64)": n_tok // chunk}
+for name, f in linear_flops.items():
+    print(f"{name:<13} {f / 1e6:6.1f} MFLOP per head in {steps[name]:>4} sequential step(s)")
+
+# %% [markdown]
+# At 1,024 tokens the parallel form's work is one large matmul, which a CPU runs near its peak;
+# the chunked form does far fewer FLOPs but spends them in many small matmuls plus a Python loop
+# with a state update, masking and a normalisation per chunk, and each small operation pays a
+# fixed overhead of microseconds that the FLOPs saved do not cover at this length. The
+# recurrent form pays that overhead once per token. What the chunked form buys is the
+# *growth*: its cost is linear in `n`, the parallel form's quadratic, so past a few thousand
+# tokens (and on a GPU, where Lightning Attention-2 runs each chunk as one fused kernel) it wins
+# — the same trade as FlashAttention's tiles.
+#
 # The price: without softmax's sharp normalisation, linear attention cannot single out one token
 # among thousands, and recall-heavy tasks suffer. Production models that use it (MiniMax-01's
 # Lightning Attention) interleave it with ordinary softmax layers.
@@ -954,7 +1055,7 @@ for name, fn in forms.items():
 #   those rotating more than `β_fast` times, ramps between, and sharpens attention by
 #   `0.1 ln s + 1`.
 #
-# ### Exercise 3.8 — YaRN's frequencies · 3 points · difficulty 2 · ~20 min
+# ### Exercise 3.10 — YaRN's frequencies · 3 points · difficulty 2 · ~20 min
 #
 # `yarn_frequencies_(d_head, base, factor, original_max_len, beta_fast=32, beta_slow=1)` →
 # `(inv_freq, attention_factor)`: `inv_freq (d_head/2,)` float32 and a float. With
@@ -1153,7 +1254,7 @@ print("flash_attention gradients (dq, dk, dv) equal within 1e-4:",
       all(torch.allclose(a, b, atol=1e-4) for a, b in zip(g_fused, g_ref)))
 
 # %% [markdown]
-# ### Exercise 3.9 — the tile loop of the Triton flash kernel · 3 points · difficulty 3 · ~25 min
+# ### Exercise 3.11 — the tile loop of the Triton flash kernel · 3 points · difficulty 3 · ~25 min
 #
 # Below is the forward kernel of `llmlab.kernels.flash` with its tile loop missing. One program
 # owns query rows `rows = i·BLOCK_Q + arange(BLOCK_Q)` of head `h` of batch `b`; its query tile
@@ -1163,7 +1264,7 @@ print("flash_attention gradients (dq, dk, dv) equal within 1e-4:",
 # `cols = start + arange(BLOCK_K)` from `kv` and `vv` (row stride `skt`, masked where
 # `cols ≥ t_k` or `dims ≥ D`), compute `s = tl.dot(q, tl.trans(k)) * scale`, hide keys that are
 # past `t_k` and — under `CAUSAL` — keys after the query's position `rows + offset` with `-inf`,
-# and apply the online-softmax update of Exercise 3.4. Only `tl.*` operations work inside a
+# and apply the online-softmax update of Exercise 3.5. Only `tl.*` operations work inside a
 # kernel (`tl.maximum`, `tl.max(x, axis=1)`, `tl.exp`, `tl.where`, `tl.sum`, `tl.dot`).
 #
 # <details><summary>Hint 1</summary>The loop is <code>for start in range(0, hi, BLOCK_K):</code>;
