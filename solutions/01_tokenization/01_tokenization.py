@@ -1038,7 +1038,7 @@ print([b.decode("utf-8", "replace") for b in unused[:8]])
 # `python bench/bench_tokenizer.py --size full`. Pure Python will not beat Rust, but it should
 # stay within the same order of magnitude:
 
-# %%
+# %% tags=["nbval-ignore-output"]
 bench_md = Path("../../bench/results/tokenizer.md")
 display(Markdown(bench_md.read_text() if bench_md.exists() else
                  "_run `python bench/bench_tokenizer.py --size full` to produce the table_"))

@@ -1147,7 +1147,7 @@ for label, r in rows + [(f"{n} ({r['bits']:.1f} bits)", r) for n, r in quantized
 # against `transformers.generate` on the same weights, and the memory contiguous allocation
 # wastes on a mixed workload (numbers from the last run on this machine):
 
-# %%
+# %% tags=["nbval-ignore-output"]
 bench_md = Path(kv.__file__).parents[2] / "bench" / "results" / "kvcache.md"  # the repository's
 display(Markdown(bench_md.read_text() if bench_md.exists() else
                  "_run `python -m bench.bench_kvcache --size full` to produce the table_"))
