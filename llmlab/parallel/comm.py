@@ -76,6 +76,11 @@ class ThreadComm:
         recv.copy_(got)
 
 
+def rank_args(args: tuple[Any, ...], rank: int, world_size: int) -> list[Any]:
+    """Rank ``rank``'s arguments: a list of length ``world_size`` is split, anything else shared."""
+    return [a[rank] if isinstance(a, list) and len(a) == world_size else a for a in args]
+
+
 def run_threads(fn: Callable[..., Any], world_size: int, *args: Any,
                 timeout: float = 10.0) -> tuple[list[Any], list[int]]:
     """Run ``fn(*args, comm=comm)`` on ``world_size`` simulated ranks (threads of this process).
@@ -89,7 +94,7 @@ def run_threads(fn: Callable[..., Any], world_size: int, *args: Any,
     errors: list[str | None] = [None] * world_size
 
     def body(r: int) -> None:
-        mine = [a[r] if isinstance(a, list) and len(a) == world_size else a for a in args]
+        mine = rank_args(args, r, world_size)
         try:
             out[r] = fn(*mine, comm=comms[r])
         except BaseException:  # noqa: BLE001 - reported below
@@ -153,7 +158,7 @@ def run_replay(fn: Callable[..., Any], world_size: int, *args: Any) -> tuple[lis
         before, waiting = len(mailbox), []
         for r in todo:
             comm = ReplayComm(r, world_size, mailbox)
-            mine = [copy.deepcopy(a[r] if isinstance(a, list) and len(a) == world_size else a) for a in args]
+            mine = copy.deepcopy(rank_args(args, r, world_size))
             try:
                 out[r] = fn(*mine, comm=comm)
             except _Waiting:

@@ -54,6 +54,11 @@ def my_slice(x: torch.Tensor, group=None) -> torch.Tensor:
     return x.chunk(dist.get_world_size(group))[dist.get_rank(group)]
 
 
+def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over every token: (batch, seq, vocab), (batch, seq) -> scalar."""
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+
 def max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     return max(float((a[k] - b[k]).detach().abs().max()) for k in a)
 
@@ -267,7 +272,7 @@ def pipeline_check(n_micro: int = 4) -> dict:
         stage = split_gpt(model, p)[rank]
         res = run_schedule(stage, make(p, n_micro)[rank], list(idx.chunk(n_micro)),
                            list(tgt.chunk(n_micro)),
-                           lambda y, t: F.cross_entropy(y.flatten(0, 1), t.flatten()),
+                           token_loss,
                            (idx.shape[0] // n_micro, idx.shape[1], dense.config.d_model))
         got = {k: v.grad for k, v in model.named_parameters() if v.grad is not None}
         out[f"{name}_grad"] = max(float((got[k] - ref[k]).abs().max()) for k in got)
@@ -365,7 +370,7 @@ def mesh_pp_check(steps: int = 2, n_micro: int = 2) -> dict:
         idx, tgt = (my_slice(t, mesh.dp_group) for t in batch(s))
         opt.zero_grad()
         run_schedule(stage, steps_1f1b, list(idx.chunk(n_micro)), list(tgt.chunk(n_micro)),
-                     lambda y, t: F.cross_entropy(y.flatten(0, 1), t.flatten()),
+                     token_loss,
                      (idx.shape[0] // n_micro, idx.shape[1], model.config.d_model), group=mesh.tp_group)
         for p in stage.parameters():
             dist.all_reduce(p.grad, group=mesh.dp_group)
@@ -408,11 +413,11 @@ def pipeline_timeline(schedule: str, n_micro: int, d_model: int = 64) -> list:
     stage = split_gpt(model, p)[dist.get_rank()]
     run_schedule(stage, SCHEDULES[schedule](p, n_micro)[dist.get_rank()],
                  list(idx.chunk(n_micro)), list(tgt.chunk(n_micro)),
-                 lambda y, t: F.cross_entropy(y.flatten(0, 1), t.flatten()),
+                 token_loss,
                  (2, 32, d_model))  # warm-up
     dist.barrier()
     res = run_schedule(stage, SCHEDULES[schedule](p, n_micro)[dist.get_rank()],
                        list(idx.chunk(n_micro)), list(tgt.chunk(n_micro)),
-                       lambda y, t: F.cross_entropy(y.flatten(0, 1), t.flatten()),
+                       token_loss,
                        (2, 32, d_model))
     return res["timeline"]
