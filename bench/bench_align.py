@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from bench.common import measure, parser, write_results
+from bench.common import measure, parse_args, parser, write_results
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -159,10 +159,7 @@ def reward_per_minute(s, book, tok):
 
 
 def main() -> None:
-    p = parser(__doc__.splitlines()[0])
-    p.add_argument("--threads", type=int, default=1)
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_args(parser(__doc__.splitlines()[0], threads=True))
     s = SIZES[args.size]
     book, tok, hf_tok, hf, ours = setup(s)
     rows = []

@@ -21,7 +21,7 @@ from functools import partial
 
 import torch
 
-from bench.common import interleaved, parser, require_device, write_results
+from bench.common import interleaved, parse_args, parser, require_device, write_results
 from llmlab.attention import REAL_CONFIGS
 from llmlab.kvcache import PagedKVCache, generate, kv_cache_bytes, layout_waste, mixed_lengths
 from llmlab.model import from_hf
@@ -106,13 +106,8 @@ def memory_rows(size: dict) -> list[dict]:
 
 
 def main() -> None:
-    p = parser(__doc__.splitlines()[0])
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (1: small decode ops do not split well, and timings "
-                        "stay stable on a shared machine)")
-    args = p.parse_args()
+    args = parse_args(parser(__doc__.splitlines()[0], threads=True))
     device = require_device(args.device)
-    torch.set_num_threads(args.threads)
     size = SIZES[args.size]
     rows = decode_rows(size, device) + memory_rows(size)
     notes = (f"Decode on {device.type}: greedy, fp32, random Llama-style weights "

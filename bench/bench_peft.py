@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bench.common import interleaved, parser, write_results
+from bench.common import interleaved, parse_args, parser, write_results
 from llmlab import peft
 from llmlab.model import from_hf, load_book_model
 from llmlab.model.counting import saved_activation_bytes
@@ -129,10 +129,7 @@ def hf_rows(size: dict) -> list[dict]:
 
 
 def main() -> None:
-    p = parser(__doc__.splitlines()[0])
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_args(parser(__doc__.splitlines()[0], threads=True))
     size = SIZES[args.size]
     rows = book_rows(size) + hf_rows(size)
     notes = ("fp32 on CPU, AdamW. Memory = parameters + gradients + AdamW state + activations "

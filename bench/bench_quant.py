@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from bench.common import markdown_table, measure, parser, write_results
+from bench.common import markdown_table, measure, parse_args, parser, write_results
 from llmlab.model import load_book_model
 from llmlab.quant import (
     QuantLinear,
@@ -134,10 +134,7 @@ def throughput_rows(size: dict) -> list[dict]:
 
 
 def main() -> None:
-    p = parser(__doc__.splitlines()[0])
-    p.add_argument("--threads", type=int, default=1)
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_args(parser(__doc__.splitlines()[0], threads=True))
     size = SIZES[args.size]
     methods, speed = method_rows(size), throughput_rows(size)
     path = write_results("quant", speed, args.out, title="QuantLinear matmul time (lower is faster)",

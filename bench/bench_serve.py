@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from bench.common import parser, write_results
+from bench.common import parse_args, parser, write_results
 from llmlab.kvcache import generate
 from llmlab.model import load_book_model, to_hf
 from llmlab.serve import (
@@ -176,10 +176,7 @@ def http_rows(model, tok, size) -> list[dict]:
 
 
 def main() -> None:
-    p = parser(__doc__.splitlines()[0])
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_args(parser(__doc__.splitlines()[0], threads=True))
     import transformers
 
     size = SIZES[args.size]

@@ -106,14 +106,29 @@ def interleaved(runs: dict[str, Callable[[], Any]], repeat: int, warmup: int = 1
     return {k: spread(v) for k, v in times.items()}
 
 
-def parser(description: str) -> argparse.ArgumentParser:
-    """The standard benchmark arguments: ``--size tiny|full``, ``--out DIR``, ``--device``."""
+def parser(description: str, threads: bool = False) -> argparse.ArgumentParser:
+    """The standard benchmark arguments: ``--size tiny|full``, ``--out DIR``, ``--device``, and
+    with ``threads`` a ``--threads N`` (default 1) that :func:`parse_args` applies to torch."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--size", choices=["tiny", "full"], default="full")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--device", default="cpu",
                    help="cpu (default) or cuda: the GPU mode writes <name>_cuda results")
+    if threads:
+        p.add_argument("--threads", type=int, default=1,
+                       help="torch threads (default 1: small ops do not split well across "
+                            "cores, and one thread keeps timings steady)")
     return p
+
+
+def parse_args(p: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse, and set torch's thread count when the parser has ``--threads``."""
+    args = p.parse_args()
+    if getattr(args, "threads", None) is not None:
+        if args.threads < 1:
+            p.error(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    return args
 
 
 def require_device(device: str) -> torch.device:
