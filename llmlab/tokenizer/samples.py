@@ -1,6 +1,7 @@
 """Real text every machine has offline, for measuring tokenizers: the Python standard library's
 source code and its docstrings (English prose), read through the book's corpus loader
-(:mod:`llmlab.data.corpus`), and a short original Chinese text shipped with llmlab.
+(:mod:`llmlab.data.corpus`), and an original Chinese text shipped with llmlab (~9,400 characters
+of expository prose: half about language models, half about everyday life).
 
 Files come in the corpus loader's sorted order, so a given Python version always yields the
 same text. Taught in chapter 01 (solutions/01_tokenization).
@@ -57,5 +58,8 @@ def python_docstrings(max_chars: int = 1_000_000, sep: str = "\n\n") -> str:
 
 
 def chinese_text() -> str:
-    """About 1,400 characters of original Chinese prose about tokenization (ships with llmlab)."""
+    """About 9,400 characters of original modern Chinese prose (ships with llmlab): tokenization,
+    training, attention, parallelism, fine-tuning, alignment, quantization, caching and serving,
+    interleaved with everyday topics (a market, a dinner, paper and printing, a train journey,
+    the seasons) so the vocabulary is not all technical."""
     return _ZH.read_text(encoding="utf-8")

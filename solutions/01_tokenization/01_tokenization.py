@@ -586,9 +586,9 @@ show_tokens("分词是大语言模型处理文本的第一步。")
 
 # %% [markdown]
 # The `�` pieces in the Chinese line are tokens that hold only part of a character's three
-# bytes: this tokenizer saw only half of the small Chinese sample (its size is printed at the
-# top of the chapter), so many characters stay split into
-# bytes (section 10 measures what that costs, with the caveat that goes with so small a sample).
+# bytes: Chinese is a small share of this tokenizer's training text (half of the Chinese sample
+# against 800 kB of English and code; sizes printed at the top of the chapter), so many
+# characters never earned a merge and stay split into bytes (section 10 measures what that costs).
 
 # %% [markdown]
 # ## 4. Pre-tokenization: the regex before BPE
@@ -1005,11 +1005,12 @@ print(f"the Chinese sample: {len(chinese_all):,} characters, {len(chinese):,} to
       f"({len(chinese) / train_chars:.2%} of the training text) and {len(chinese_eval):,} held out")
 
 # %% [markdown]
-# Read the plot: English and code compress to well over 3 bytes per token. The Chinese curve
-# comes with a caveat: the sample that ships with llmlab is tiny (its size is printed above),
-# half for training and half held out. So it shows the *direction*
-# — Chinese gains little from merges learned on English and code, and a character (3 bytes)
-# still costs more than one token — not a measurement to quote. The effect it points at is well
+# Read the plot: English and code compress to well over 3 bytes per token. The Chinese sample
+# that ships with llmlab is an original text of a few thousand characters (printed above), half
+# for training and half held out: enough that the held-out numbers do not hinge on a few
+# sentences, far too little to quote as a property of Chinese. It shows the *direction* — with
+# Chinese a sliver of the training text, it gains little from the merges, and a character
+# (3 bytes) still costs more than one token. The effect it points at is well
 # documented at scale: Rust et al. 2021 and Petrov et al. 2023 (arXiv:2305.15425) measure the
 # same text costing several times more tokens in some languages than in English, which is why
 # models for Chinese (Qwen, DeepSeek, GLM) train their tokenizers on much more Chinese text and
