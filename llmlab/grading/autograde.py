@@ -5,12 +5,13 @@
 1. **Reference run** (:mod:`llmlab.grading.reference_run`): the chapter's authored notebook is
    executed once — no learner code — and records every check's cases and expected results
    (cached by the notebook's hash, so a class pays for it once).
-2. **Judges** (:mod:`llmlab.grading.judge`): for each exercise, a fresh sandboxed process
-   (:mod:`llmlab.grading.sandbox`) arms the exercise's block, runs the learner's cells, then the
-   exercise's test cells on the recorded cases, and writes the learner's results in a safe
-   format. A judge that dies, hangs or calls a blocked callable costs its own exercise only;
-   one that stops before its tests (a learner's cell that exits or loops) is re-run once with
-   the learner's cells reduced to their definitions.
+2. **Judges** (:mod:`llmlab.grading.judge`): for each exercise, a fresh process — forked from a
+   sandboxed server (:mod:`llmlab.grading.sandbox`, :mod:`llmlab.grading.judge_server`) that
+   imported torch and the chapter's modules once — arms the exercise's block, runs the
+   learner's cells, then the exercise's test cells on the recorded cases, and writes the
+   learner's results in a safe format. A judge that dies, hangs or calls a blocked callable
+   costs its own exercise only; one that stops before its tests (a learner's cell that exits or
+   loops) is re-run once with the learner's cells reduced to their definitions.
 3. **Verdict**, here, in the grader, which never runs learner code: each test cell scores its
    authored points when every recorded result matches the expected one (``explain``) and the
    cell ran to its end exactly once; otherwise 0, with the explanation as feedback.
@@ -26,8 +27,7 @@ import json
 import os
 import pickle
 import re
-import subprocess
-import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -41,13 +41,18 @@ from llmlab.grading.checks import GRADER_ENV, explain_grads, failure_text
 from llmlab.grading.compare import explain
 from llmlab.grading.guard import BLOCKED_EXIT, message
 from llmlab.grading.judge import TIMEOUT_EXIT
+from llmlab.grading.judge_server import JudgeServer
 from llmlab.grading.record import decode
-from llmlab.grading.reference_run import cache_key, expand_snapshot, run_reference, test_cells
+from llmlab.grading.reference_run import (
+    cache_key,
+    expand_snapshot,
+    run_reference,
+    snapshot_modules,
+    test_cells,
+)
 from llmlab.grading.sandbox import (
     Limits,
     Workspace,
-    kill,
-    launch,
     minimal_env,
     network_isolated,
     protected_paths,
@@ -244,36 +249,22 @@ def _parse_records(raw: bytes) -> list[dict[str, Any]]:
     return out
 
 
-def run_judge(job: dict[str, Any], workspace: Workspace, limits: Limits, timeout: float) -> JudgeRun:
-    scratch = workspace.scratch("judge-")
+def run_judge(job: dict[str, Any], server: JudgeServer, timeout: float) -> JudgeRun:
+    """Run ``job`` in a fresh child of ``server`` and classify how it ended."""
     if os.environ.get("LLMLAB_JUDGE_DEBUG"):
         Path(os.environ["LLMLAB_JUDGE_DEBUG"]).write_bytes(pickle.dumps(job, protocol=5))
-    readonly = [*protected_paths(), Path.home()] + ([_cache_dir()] if _cache_dir() else [])
-    proc = launch([sys.executable, "-P", "-m", "llmlab.grading.judge"], scratch, minimal_env(scratch),
-                  limits, readonly=readonly, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                  stderr=subprocess.DEVNULL)
-    workspace.register(proc)
-    timed_out = False
-    try:
-        raw, _ = proc.communicate(pickle.dumps(job, protocol=5), timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        kill(proc)
-        raw, _ = proc.communicate()
-    finally:
-        kill(proc)
-        workspace.unregister(proc)
+    raw, returncode, timed_out = server.run(job, timeout)
     records = _parse_records(raw or b"")
     # Markers count only from the judge itself: the first of each, in order.
     phases = [r.get("phase") for r in records if "phase" in r]
     reached = phases[:2] == ["learner", "tests"]
     blocked = next((str(r["blocked"]) for r in records if "blocked" in r), "")
     ended = any(r.get("end") is True for r in records)
-    if timed_out or (proc.returncode == TIMEOUT_EXIT and any(r.get("timeout") for r in records)):
+    if timed_out or (returncode == TIMEOUT_EXIT and any(r.get("timeout") for r in records)):
         status = "timeout"
-    elif proc.returncode == BLOCKED_EXIT and blocked:
+    elif returncode == BLOCKED_EXIT and blocked:
         status = "blocked"
-    elif proc.returncode == 0 and ended:
+    elif returncode == 0 and ended:
         status = "ok"
     else:
         status = "crashed"
@@ -423,6 +414,17 @@ def grade_against(learner: NotebookNode, label: str, twin: Path, authored: Noteb
     limits = limits or Limits(cpu_seconds=int(timeout * 4) + 10)
 
     passed: list[str] = []
+    # One fork server per worker thread: each exercise still runs in a process of its own.
+    readonly = [*protected_paths(), Path.home()] + ([_cache_dir()] if _cache_dir() else [])
+    preload = snapshot_modules(data)
+    servers: list[JudgeServer] = []
+    local = threading.local()
+
+    def server_of_this_worker() -> JudgeServer:
+        if getattr(local, "server", None) is None:
+            local.server = JudgeServer(workspace, limits, readonly, preload)
+            servers.append(local.server)
+        return local.server
 
     def grade_one(exercise: str) -> ExerciseResult:
         tests = exercises[exercise]
@@ -438,7 +440,7 @@ def grade_against(learner: NotebookNode, label: str, twin: Path, authored: Noteb
             if left <= 1:
                 break
             per_judge = min(left, allowance(exercise))
-            run = run_judge(job, workspace, limits, per_judge)
+            run = run_judge(job, server_of_this_worker(), per_judge)
             if run.reached_tests:
                 break
             job["learner"] = [definitions_only(s) for s in before]  # second attempt
@@ -460,8 +462,12 @@ def grade_against(learner: NotebookNode, label: str, twin: Path, authored: Noteb
                     feedback = verdict
         return ExerciseResult(exercise, score, max_score, _clean(feedback))
 
-    with ThreadPoolExecutor(max_workers=n_workers) as pool:
-        results = list(pool.map(grade_one, list(exercises)))
+    try:
+        with ThreadPoolExecutor(max_workers=n_workers) as pool:
+            results = list(pool.map(grade_one, list(exercises)))
+    finally:
+        for server in servers:
+            server.close()
     sandbox = {"network_isolated": network_isolated(), "limits": limits.to_dict()}
     return GradeReport(label, sum(r.score for r in results), sum(r.max_score for r in results),
                        results, sandbox, sorted(passed))

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import sys
 import types
 from collections.abc import Iterable, Iterator
@@ -264,6 +265,11 @@ DENIED_PREFIXES = ("ctypes.", "_ctypes.", "winreg.", "os.ptrace")
 DENIED_IMPORTS = ("_thread", "_ctypes", "ctypes", "_posixsubprocess", "_multiprocessing",
                   "_xxsubinterpreters", "_testcapi", "_testinternalcapi")
 DENIED_FUNCTION_ATTRS = ("__code__", "__defaults__", "__kwdefaults__")
+# A process's memory and open files are reachable as files: /proc/<pid>/mem (its own, to patch
+# the guard out; the grading server's, to change later judges), /proc/<pid>/fd/N (the server's
+# channels). Opening those, or a /proc directory to open them relative to, is refused.
+DENIED_PROC_PATH = (r"^/proc(/(\d+|self|thread-self)(/task(/\d+)?)?)?/?$"
+                    r"|^/proc/.*/(mem|fd|fdinfo|map_files)(/|$)")
 
 _PROFILE_SOURCE = '''
 def _llmlab_profile(frame, event, arg, _exit=_exit, _write=_write, _id=id, _type=type, _getattr=getattr,
@@ -347,7 +353,9 @@ def arm(keys: Keys, trusted_codes: Iterable[types.CodeType], record_fd: int,
                                  "_owners": tuple(keys.owners), "_trusted": trusted_ids}
     exec(profile_code, namespace)
     profile = namespace["_llmlab_profile"]
-    audit_namespace: dict[str, Any] = {"_trusted": trusted_ids}
+    audit_namespace: dict[str, Any] = {"_trusted": trusted_ids,
+                                       "_proc": re.compile(DENIED_PROC_PATH).match,
+                                       "_real": os.path.realpath, "_fsdecode": os.fsdecode}
     exec(audit_code, audit_namespace)
     # Keep everything the profile compares ids with alive for the life of the process.
     _KEEP.extend([profile, trusted, keys.objects])
@@ -399,9 +407,13 @@ def existing_codes() -> list[types.CodeType]:
 # Refuses what would switch the guard off. Changing ``__code__``/``__defaults__`` is refused for
 # trusted functions (the guard's own hold its keys), allowed for new ones (a namedtuple's).
 _AUDIT_SOURCE = f'''
-def _llmlab_audit(event, args, _id=id, _getattr=getattr, _trusted=_trusted):
+def _llmlab_audit(event, args, _id=id, _getattr=getattr, _trusted=_trusted, _proc=_proc,
+                  _real=_real, _fsdecode=_fsdecode, _isinstance=isinstance):
     if event in {_set_literal(DENIED_EVENTS)} or event.startswith({DENIED_PREFIXES!r}):
         raise RuntimeError("not allowed while an answer is being graded: " + event)
+    if event == "open" and args and _isinstance(args[0], (str, bytes)) and \
+            _proc(_fsdecode(_real(args[0]))):
+        raise RuntimeError("not allowed while an answer is being graded: open " + str(args[0]))
     if event == "import" and args and args[0] in {_set_literal(DENIED_IMPORTS)}:
         raise RuntimeError("not allowed while an answer is being graded: import " + str(args[0]))
     if event == "object.__setattr__" and len(args) > 1 and args[1] in {DENIED_FUNCTION_ATTRS!r} and \\

@@ -2,7 +2,9 @@
 
 ``python -m llmlab.grading.judge`` reads a job from stdin (written by the grader: the namespace
 snapshot of the reference run, the learner's cells, the exercise's test cells, the recorded
-cases and what to block), then, in this order:
+cases and what to block); ``python -m llmlab.grading.judge --serve FD`` is the fork server the
+grader uses instead (:func:`serve`): one process per exercise still, forked from a server that
+imported once. Each job then runs, in this order:
 
 1. moves the record channel off stdout and silences stdout/stderr (a learner's prints, fake
    reports and warnings go nowhere);
@@ -22,6 +24,7 @@ from __future__ import annotations
 import builtins
 import copy
 import importlib
+import itertools
 import marshal
 import os
 import pickle
@@ -171,8 +174,78 @@ def run_tests(ns: dict[str, Any], tests: list[tuple[str, types.CodeType]], recor
 
 
 def main() -> None:
-    job = pickle.loads(sys.stdin.buffer.read())
-    record_fd = os.dup(1)
+    if sys.argv[1:2] == ["--serve"]:
+        serve(int(sys.argv[2]), sys.argv[3:])
+    else:
+        run_job(sys.stdin.buffer.read(), os.dup(1))
+
+
+def serve(sock_fd: int, preload: list[str]) -> None:
+    """The fork server: import once, then run each job in a child forked from this clean state.
+
+    Importing torch and a chapter's modules costs a judge more than most exercises' tests; a
+    server pays it once per grade. No learner code ever runs here: each job runs in a fresh
+    child (:func:`run_job`), which closes the server's socket before it reads the job, in its own
+    empty folder. Protocol, on the Unix socket ``sock_fd``: the grader sends an 8-byte length
+    with the write end of a fresh pipe attached (``SCM_RIGHTS``), then the pickled job; the
+    child writes its records to that pipe; the server answers ``{"pid": ...}`` once forked and
+    ``{"exit": ...}`` once reaped — on a channel the child no longer holds, so it cannot forge
+    its own exit status. The server ends when the grader closes the socket."""
+    import json
+    import socket
+    import struct
+
+    import torch  # noqa: F401 - what every judge imports first
+
+    for name in ["llmlab.grading.checks", "llmlab.grading.guard", "llmlab.grading.record",
+                 "llmlab.grading.reference_run", *preload]:
+        try:
+            importlib.import_module(name)
+        except Exception:
+            continue
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    sock = socket.socket(fileno=sock_fd)
+    for n in itertools.count():
+        try:
+            head, fds, _, _ = socket.recv_fds(sock, 8, 1)
+            if not fds:
+                break
+            head += _recv_exactly(sock, 8 - len(head))
+            raw = _recv_exactly(sock, struct.unpack("!Q", head)[0])
+        except (OSError, EOFError, struct.error):
+            break
+        pid = os.fork()
+        if pid == 0:  # the child: drop the server's channel, then run the job
+            try:
+                sock.close()
+                os.mkdir(f"job-{n}")
+                os.chdir(f"job-{n}")
+                run_job(raw, fds[0])
+            finally:
+                os._exit(70)
+        os.close(fds[0])
+        sock.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+        _, status = os.waitpid(pid, 0)
+        sock.sendall(json.dumps({"exit": os.waitstatus_to_exitcode(status)}).encode() + b"\n")
+
+
+def _recv_exactly(sock: Any, n: int) -> bytes:
+    chunks = []
+    while n > 0:
+        chunk = sock.recv(min(n, 1 << 20))
+        if not chunk:
+            raise EOFError("the grader closed the socket mid-job")
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def run_job(raw: bytes, record_fd: int) -> None:
+    """Run one job (see the module doc) and end the process; records go to ``record_fd``."""
+    job = pickle.loads(raw)
+    del raw
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2) if not os.environ.get("LLMLAB_JUDGE_DEBUG") else (0, 1):
         os.dup2(null, fd)

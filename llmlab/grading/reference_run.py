@@ -235,6 +235,16 @@ def expand_snapshot(data: dict[str, Any], exercise: str) -> bytes:
     return zlib.compress(pickle.dumps(entries, protocol=5), 1)
 
 
+def snapshot_modules(data: dict[str, Any]) -> list[str]:
+    """Every module the exercises' snapshots import: what a judge server imports up front."""
+    names: set[str] = set()
+    for packed in data["snapshots"].values():
+        if packed:
+            entries = pickle.loads(zlib.decompress(unb64(packed)))
+            names |= {e[1] for e in entries.values() if e[0] == "module"}
+    return sorted(names)
+
+
 def bound_names(source: str) -> set[str]:
     """Names a cell binds at top level, except by import (imports hold no solution)."""
     try:

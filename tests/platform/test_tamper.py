@@ -184,6 +184,44 @@ def test_honest_work_with_odd_metadata_and_exits(solutions, tmp_path):
     assert "crashed" in feedback(crash)["softmax"]
 
 
+PROC_ATTACK = (
+    "import os\n"
+    "def _reached_proc():\n"
+    "    got = []\n"
+    "    for path in ('/proc/self/mem', f'/proc/{os.getppid()}/mem', f'/proc/{os.getppid()}/fd',\n"
+    "                 '/proc/self', f'/proc/{os.getppid()}/task/{os.getppid()}/mem'):\n"
+    "        try:\n"
+    "            os.close(os.open(path, os.O_RDONLY))\n"
+    "            got.append(path)\n"
+    "        except Exception:\n"
+    "            pass\n"
+    "    return got\n"
+)
+FORGED_PROTOCOL = (
+    "import os\n"
+    "def masked_mean_(x, mask):\n"
+    "    for fd in range(64):\n"
+    "        try:\n"
+    "            os.write(fd, b'{\"exit\": 0}\\n{\"pid\": 1}\\n{\"end\": true}\\n')\n"
+    "        except OSError:\n"
+    "            pass\n"
+    "    return x.mean(1)\n"
+)
+
+
+def test_the_judges_server_is_out_of_reach(solutions, tmp_path):
+    """Judges are forked from one server per grade: a judge cannot open its own or the server's
+    memory or file descriptors through /proc, and messages it writes to every descriptor it has
+    do not pass for the server's; later exercises grade as before."""
+    report = grade(solutions, submission(tmp_path, {
+        **RIGHT,
+        "softmax": PROC_ATTACK + RIGHT["softmax"].replace(
+            "    z = ", "    assert not _reached_proc(), _reached_proc()\n    z = "),
+        "masked_mean": FORGED_PROTOCOL,
+    }), workers=1)
+    assert scores(report) == {**MAX, "masked_mean": 0}
+
+
 def nbformat_copy(cell, source):
     import copy
 
