@@ -40,9 +40,9 @@ from llmlab.quant import (
     w8a8_model,
 )
 
-SIZES = {"tiny": {"eval": 256, "calib": 2, "methods": ["RTN int4", "GPTQ int4", "quanto int4"], "dim": 256,
-                  "repeat": 3},
-         "full": {"eval": 2048, "calib": 16,
+SIZES = {"tiny": {"eval": 256, "seq": 256, "calib": (2, 128),
+                  "methods": ["RTN int4", "GPTQ int4", "quanto int4"], "dim": 256, "repeat": 3},
+         "full": {"eval": 8192, "seq": 512, "calib": (16, 256),
                   "methods": ["RTN int4", "GPTQ int4", "AWQ int4", "RTN int3", "GPTQ int3", "AWQ int3",
                               "quanto int8", "quanto int4", "W8A8", "SmoothQuant W8A8", "LLM.int8() W8A8"],
                   "dim": 2048, "repeat": 20}}
@@ -76,8 +76,8 @@ def quanto_nbytes(model: torch.nn.Module) -> int:
 def method_rows(size: dict) -> list[dict]:
     model, tok = load_book_model()
     tokens = corpus_tokens(tok, "val", size["eval"] + 1)
-    ids = torch.from_numpy(tokens[:size["eval"]]).view(-1, 256)
-    calib = calibration_batch(tok, size["calib"], 128)
+    ids = torch.from_numpy(tokens[:size["eval"]]).view(-1, size["seq"])
+    calib = calibration_batch(tok, *size["calib"])
     from optimum.quanto import qint4, qint8
 
     methods = {}
@@ -90,7 +90,7 @@ def method_rows(size: dict) -> list[dict]:
                     "W8A8": lambda m: w8a8_model(m),
                     "SmoothQuant W8A8": lambda m: w8a8_model(smoothquant_model(m, calib)),
                     "LLM.int8() W8A8": lambda m: w8a8_model(m, outlier_threshold=6.0)})
-    fp_ppl, fp_mb = perplexity(model, tokens), model_nbytes(model) / 1e6
+    fp_ppl, fp_mb = perplexity(model, tokens, seq_len=size["seq"]), model_nbytes(model) / 1e6
     rows = [{"method": "float32", "perplexity": fp_ppl, "KL vs float": 0.0, "size MB": fp_mb,
              "size ratio": 1.0, "quantize s": 0.0}]
     for name in size["methods"]:
@@ -98,7 +98,7 @@ def method_rows(size: dict) -> list[dict]:
         q = methods[name](copy.deepcopy(model))
         secs = time.perf_counter() - start
         mb = (quanto_nbytes if name.startswith("quanto") else model_nbytes)(q) / 1e6
-        rows.append({"method": name, "perplexity": perplexity(q, tokens),
+        rows.append({"method": name, "perplexity": perplexity(q, tokens, seq_len=size["seq"]),
                      "KL vs float": logit_kl(model, q, ids), "size MB": mb, "size ratio": mb / fp_mb,
                      "quantize s": secs})
     ref = next(r["quantize s"] for r in rows if r["method"] == REFERENCE)

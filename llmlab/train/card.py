@@ -32,6 +32,23 @@ def _loss_curve(out_dir: Path, log: list[dict]) -> str | None:
     return "loss_curve.png"
 
 
+def _data_text(d: dict) -> str:
+    tr, va = d["train"], d["val"]
+    packages = tr.get("packages", {})
+    extra = "".join(f" and the Python source of the `{p}` package ({v})" for p, v in packages.items())
+    text = (f"The source code and docstrings of the Python {tr['python']} standard library{extra} "
+            f"(offline on every machine; tests left out), split by file with a stable hash: train "
+            f"{tr['files']:,} files, {tr['chars']:,} characters, {tr.get('tokens', 0):,} tokens; "
+            f"validation {va['files']} files, {va.get('tokens', 0):,} tokens. Corpus sha256: train "
+            f"`{tr['sha256'][:16]}…`, val `{va['sha256'][:16]}…`.")
+    if packages:
+        text += ("\n\nThe tokenizer is trained on the standard library's train split alone, and "
+                 "validation is the standard library's validation split alone, so tokenizer and "
+                 "losses compare with models trained on the standard library only; the packages "
+                 "add training text.")
+    return text
+
+
 def write_model_card(out_dir: Path, s: dict, log: list[dict]) -> Path:
     """Write ``MODEL_CARD.md`` (and ``loss_curve.png``) from a pretraining summary."""
     c, t, d = s["model_config"], s["train_config"], s["data"]
@@ -71,18 +88,15 @@ about 0.001 nats of validation loss.
 
 ## Data
 
-The source code and docstrings of the Python {d['train']['python']} standard library (offline on
-every machine), split by file with a stable hash: train {d['train']['files']} files,
-{d['train']['chars']:,} characters, {d['train'].get('tokens', 0):,} tokens; validation
-{d['val']['files']} files, {d['val'].get('tokens', 0):,} tokens. Corpus sha256: train
-`{d['train']['sha256'][:16]}…`, val `{d['val']['sha256'][:16]}…`.
+{_data_text(d)}
 
 ## Training
 
 {s['steps']} AdamW steps (β = ({t['beta1']}, {t['beta2']}), weight decay {t['weight_decay']},
 clip {t['grad_clip']}), batch {t['batch_size']} × {c['block_size']} tokens, peak lr {t['lr']}
 with {t['warmup_steps']} warmup steps and cosine decay to {t['min_lr_ratio']}× — {s['tokens_trained']:,}
-tokens in total, {precision}. Wall time **{s['wall_time_s'] / 60:.1f} min**
+tokens in total ({s['tokens_trained'] / s['params']:.1f} tokens per parameter; Chinchilla's
+compute-optimal ratio is about 20), {precision}. Wall time **{s['wall_time_s'] / 60:.1f} min**
 on {s['threads']} thread(s) of a shared 2-core CPU ({s['machine']}, torch {s['torch']}):
 median {tps} tokens/s, MFU {mfu} of the measured {trained_in} matmul peak.
 
@@ -94,7 +108,9 @@ median {tps} tokens/s, MFU {mfu} of the measured {trained_in} matmul peak.
 | unigram baseline (train frequencies) | {s['unigram_val_loss']:.3f} |
 | uniform guess, ln({c['vocab_size']}) | {s['uniform_val_loss']:.3f} |
 
-Measured on the first {s['val_eval_tokens']:,} validation tokens (fp32).
+Measured on the first {s['val_eval_tokens']:,} validation tokens (fp32). The curve's validation
+points use the first {t['eval_batches'] * t['batch_size'] * c['block_size']:,} of them (the
+evaluation during training), so they differ from this number by how hard those first files are.
 {f'![loss curve]({curve})' if curve else ''}
 
 ## Samples (temperature 0.8, top-k 40, seed 0)
@@ -103,8 +119,9 @@ Measured on the first {s['val_eval_tokens']:,} validation tokens (fp32).
 
 ## Limitations
 
-A few million parameters trained for minutes: it has learned Python's surface — indentation,
-keywords, docstring style, common identifiers — not program semantics. It is a teaching
+{s['params'] / 1e6:.1f} M parameters trained for {s['wall_time_s'] / 60:.0f} minutes on a CPU: it has learned
+Python's surface — indentation, keywords, docstring style, common identifiers — not program
+semantics. It is a teaching
 artefact, not a code assistant.
 """
     path = out_dir / "MODEL_CARD.md"

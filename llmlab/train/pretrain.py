@@ -1,6 +1,7 @@
 """The whole pretraining pipeline behind ``llmlab pretrain --preset NAME``:
 
-corpus (Python stdlib, split by file) → BPE tokenizer (chapter 01) trained on the train split →
+corpus (Python stdlib, split by file, plus the preset's extra packages' source for training) →
+BPE tokenizer (chapter 01) trained on the stdlib train split →
 token memmaps → ``Trainer`` (bf16 autocast, AdamW, warmup+cosine, clipping, checkpoints) →
 final validation loss vs the unigram baseline → samples → a folder with ``model.safetensors``,
 ``config.json``, ``tokenizer.json``, ``train_log.jsonl``, ``summary.json`` and ``MODEL_CARD.md``.
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from llmlab.data.corpus import corpus_manifest, load_documents
+from llmlab.data.corpus import corpus_manifest, load_documents, package_documents
 from llmlab.data.downloads import cache_dir
 from llmlab.data.tokens import read_tokens, write_tokens
 from llmlab.model.generate import generate
@@ -37,9 +38,12 @@ def prepare_data(preset: Preset, workdir: Path, progress: bool = True):
     """Tokenizer and train/val token memmaps for a preset (cached in ``workdir``)."""
     from llmlab.tokenizer import Tokenizer, train_bpe  # chapter 01
 
-    train_docs = load_documents(split="train")[: preset.max_train_files]
+    tok_docs = load_documents(split="train")[: preset.max_train_files]  # the tokenizer's corpus
+    train_docs = tok_docs + [d for p in preset.extra_train_packages
+                             for d in package_documents(p, split="train")]
     val_docs = load_documents(split="val")[: preset.max_val_files]
-    manifest = {"train": corpus_manifest(train_docs), "val": corpus_manifest(val_docs)}
+    manifest = {"train": corpus_manifest(train_docs, preset.extra_train_packages),
+                "val": corpus_manifest(val_docs)}
     tok_path = workdir / "tokenizer.json"
     stamp = workdir / "manifest.json"
     if stamp.exists() and tok_path.exists():
@@ -49,7 +53,7 @@ def prepare_data(preset: Preset, workdir: Path, progress: bool = True):
             return (Tokenizer.load(tok_path), read_tokens(workdir / "train.bin"),
                     read_tokens(workdir / "val.bin"), cached)
     workdir.mkdir(parents=True, exist_ok=True)
-    vocab, merges = train_bpe([d.text for d in train_docs], preset.model.vocab_size, [EOT],
+    vocab, merges = train_bpe([d.text for d in tok_docs], preset.model.vocab_size, [EOT],
                               num_workers=1)
     tok = Tokenizer(vocab, merges, [EOT])
     tok.save(tok_path)

@@ -262,7 +262,7 @@ grading.check_function(apply_rope_, apply_rope, [
 # trains all positions at once. **Grouped-query attention** (Ainslie et al. 2023,
 # [arXiv:2305.13245](https://arxiv.org/abs/2305.13245)) keeps fewer key/value heads than query
 # heads: query head $h$ uses KV head $h \,/\!/\, (n_\text{head}/n_\text{kv})$. The book's model
-# has 6 query heads sharing 2 KV heads, a 3× smaller KV cache (chapter 08). Here are its
+# has 4 query heads sharing 2 KV heads, a 2× smaller KV cache (chapter 08). Here are its
 # attention weights on a line of code (layer 0):
 
 # %%
@@ -286,7 +286,7 @@ scores = (qh.transpose(1, 2) @ kh.transpose(1, 2).repeat_interleave(cfg.n_rep, 1
 weights = torch.softmax(scores / math.sqrt(cfg.d_head) + torch.triu(torch.full((t_, t_), -math.inf), 1), -1)
 labels = [tok.decode([i]) for i in line]
 fig, axes = plt.subplots(1, 3, figsize=(11, 3.6))
-for hd, ax in zip((0, 2, 4), axes):
+for hd, ax in zip((0, 1, cfg.n_head - 1), axes):
     ax.imshow(weights[0, hd].detach(), cmap="Blues")
     ax.set_title(f"head {hd} (KV head {hd // cfg.n_rep})", fontsize=9)
     ax.set_xticks(range(t_), labels, rotation=90, fontsize=7)
@@ -1107,11 +1107,13 @@ tokens_per_param = summary["tokens_trained"] / summary["params"]
 print(f"tokens/param : {tokens_per_param:.2f} (Chinchilla's compute-optimal ratio is about 20)")
 
 # %% [markdown]
-# Section 5 teaches that a compute-optimal run sees about **20 tokens per parameter**. The
-# shipped model saw far fewer (printed above): it was trained in minutes on one CPU thread to
-# give every later chapter a working model, not to be compute-optimal, and it is under-trained
-# by that measure — its loss would keep falling with more data. Keep this in mind when a later
-# chapter's phenomenon (attention sinks, outliers) is weak in it.
+# Section 5 teaches that a compute-optimal run sees about **20 tokens per parameter**, and the
+# shipped model is sized by that rule: the budget was about 75 minutes of two CPU cores, which
+# buys ~31 M tokens at this width, so the model has 1.6 M parameters. The stdlib alone has only
+# 2.6 M tokens, so the training split adds the Python source of the pinned torch package (the
+# card records its version, file count and hash): each token is seen less than twice. A bigger
+# model in the same budget would see fewer tokens per parameter and end *worse* — section 5's
+# sweep shows the same trade in miniature.
 
 # %% [markdown]
 # ### Sampling
@@ -1255,7 +1257,7 @@ est = memory_estimate(probe.config, batch_size=4, seq_len=64)["activations"]
 print(f"activations: estimated {est / 2**20:.2f} MiB, measured {saved_activation_bytes(probe, idx_probe, idx_probe) / 2**20:.2f} MiB")
 
 
-def memory_bars(d_model: int = 192, n_layer: int = 6, batch_size: int = 8, seq_len: int = 256,
+def memory_bars(d_model: int = 128, n_layer: int = 6, batch_size: int = 16, seq_len: int = 512,
                 bf16_activations: bool = False) -> None:
     c = cfg.replace(d_model=d_model, n_layer=n_layer, n_head=d_model // 32, n_kv_head=math.gcd(d_model // 32, 2),
                     d_head=None, d_ff=None, block_size=seq_len)
@@ -1280,9 +1282,9 @@ memory_bars()
 # optimizer states (ZeRO, FSDP, chapter 04) and recompute activations instead of storing them.
 
 # %% tags=["nbval-ignore-output"]
-widgets.interact(memory_bars, d_model=widgets.IntSlider(value=192, min=64, max=1024, step=32),
-                 n_layer=widgets.IntSlider(value=6, min=1, max=32), batch_size=widgets.IntSlider(value=8, min=1, max=64),
-                 seq_len=widgets.IntSlider(value=256, min=64, max=2048, step=64), bf16_activations=False);
+widgets.interact(memory_bars, d_model=widgets.IntSlider(value=128, min=64, max=1024, step=32),
+                 n_layer=widgets.IntSlider(value=6, min=1, max=32), batch_size=widgets.IntSlider(value=16, min=1, max=64),
+                 seq_len=widgets.IntSlider(value=512, min=64, max=2048, step=64), bf16_activations=False);
 
 # %% [markdown]
 # ### Precision: bf16 where the hardware has it, fp32 where it does not
@@ -1471,13 +1473,13 @@ plt.show()
 #
 # | | GPT-2 small | Llama 3 8B | Qwen2 7B | DeepSeek-V3 | **this book** |
 # |---|---|---|---|---|---|
-# | layers × d_model | 12 × 768 | 32 × 4096 | 28 × 3584 | 61 × 7168 | 6 × 192 |
-# | heads (query / KV) | 12 / 12 | 32 / 8 (GQA) | 28 / 4 (GQA) | 128, MLA (latent 512) | 6 / 2 (GQA) |
-# | positions | learned, 1024 | RoPE θ=500k, 8k | RoPE θ=1M, 32k | RoPE (decoupled), 128k | RoPE θ=10k, 256 |
-# | norm / MLP | LayerNorm / GELU 4× | RMSNorm / SwiGLU 14336 | RMSNorm / SwiGLU 18944 | RMSNorm / MoE: 1 shared + 8 of 256 routed experts | RMSNorm / SwiGLU 512 |
+# | layers × d_model | 12 × 768 | 32 × 4096 | 28 × 3584 | 61 × 7168 | 6 × 128 |
+# | heads (query / KV) | 12 / 12 | 32 / 8 (GQA) | 28 / 4 (GQA) | 128, MLA (latent 512) | 4 / 2 (GQA) |
+# | positions | learned, 1024 | RoPE θ=500k, 8k | RoPE θ=1M, 32k | RoPE (decoupled), 128k | RoPE θ=10k, 512 |
+# | norm / MLP | LayerNorm / GELU 4× | RMSNorm / SwiGLU 14336 | RMSNorm / SwiGLU 18944 | RMSNorm / MoE: 1 shared + 8 of 256 routed experts | RMSNorm / SwiGLU 320 |
 # | vocabulary | 50,257 | 128,256 | 151,646 | 129,280 | 4,096 |
-# | parameters | 124 M | 8.0 B | 7.6 B | 671 B (37 B active) | 3.1 M |
-# | training tokens | ~10 B (WebText) | 15 T | 7 T | 14.8 T | 1.2 M |
+# | parameters | 124 M | 8.0 B | 7.6 B | 671 B (37 B active) | 1.6 M |
+# | training tokens | ~10 B (WebText) | 15 T | 7 T | 14.8 T | 31 M (20 per parameter) |
 # | precision | fp32 | bf16 | bf16 | FP8 mixed | bf16 autocast (CPU) |
 #
 # Sources: Radford et al. 2019 (GPT-2); Grattafiori et al., "The Llama 3 Herd of Models",
@@ -1486,7 +1488,7 @@ plt.show()
 # Report", [arXiv:2412.19437](https://arxiv.org/abs/2412.19437). Qwen2 also adds biases to
 # q, k, v; DeepSeek-V3's multi-head latent attention is chapter 03, its mixture of experts
 # routes each token to 8 of 256 expert MLPs. Llama 3 405B trained on 3.8 × 10²⁵ FLOPs —
-# 6·N·D with N = 405 B, D = 15.6 T — about 10¹³ times this chapter's model.
+# 6·N·D with N = 405 B, D = 15.6 T — about 10¹¹ times this chapter's model.
 #
 # Where it breaks: past a few billion parameters, fp32 Adam states no longer fit one GPU
 # (ZeRO/FSDP, chapter 04); bf16 training of very large models sees loss spikes, handled by

@@ -60,7 +60,7 @@ print(f"the book's model: {N_PARAMS / 1e6:.2f} M parameters, {cfg.n_layer} layer
 # **6 FLOPs per parameter per token** (2 forward, 4 backward; Kaplan et al. 2020).
 
 # %%
-for name, n, tokens in [("the book's model", N_PARAMS, 2e7), ("Llama 3 8B", 8.0e9, 15e12),
+for name, n, tokens in [("the book's model", N_PARAMS, 3.1e7), ("Llama 3 8B", 8.0e9, 15e12),
                         ("Llama 3 70B", 70.6e9, 15e12)]:
     gpu_days = 6 * n * tokens / (989e12 * 0.4) / 86400  # one H100 at 40% of its bf16 peak
     print(f"{name:>17}: model states {16 * n / 1e9:9.3g} GB · {tokens:.0e} tokens -> "

@@ -805,8 +805,8 @@ for name, (_, _, _, seconds) in rows.items():
 # How to read it: *trainable* and *state MB* are what each method costs; *task loss* and *tok acc*
 # what it learned in its few steps; *forgetting* what it cost the pretraining skill. The
 # methods that only rescale or shift activations (IA3, BitFit) or add a handful of input vectors
-# (prompt tuning) move the model least — they need more steps or a bigger model to learn a new
-# output format (prompt tuning only matches fine-tuning from ~10 B parameters, Lester et al.).
+# (prompt and prefix tuning) learn the task least in these few steps — they need more steps or a
+# bigger model to learn a new output format (prompt tuning only matches fine-tuning from ~10 B parameters, Lester et al.).
 # Everything is measured, so the ordering on your machine comes from this run:
 
 # %%

@@ -492,7 +492,7 @@ grading.check_function(ppo_clip_loss, _ref_ppo_clip, cases=[
 ### END HIDDEN TESTS
 
 # %% [markdown]
-# Now `al.PPOTrainer` puts it together: sample 16 completions of 6 tokens, score them, compute
+# Now `al.PPOTrainer` puts it together: sample 16 completions of 8 tokens, score them, compute
 # log-probs under the policy and the frozen reference, values, KL-penalised rewards, GAE,
 # whitened advantages, and two epochs of clipped policy + clipped value updates. The task is a
 # **verifiable reward**: after `def name(self):` the completion's first line must be a
@@ -506,7 +506,7 @@ true_reward = al.text_reward(al.return_statement_reward, tok)
 
 torch.manual_seed(0)
 PPO_LR, PPO_STEPS = 3e-4, 12
-ppo = al.PPOTrainer(copy.deepcopy(base), al.PPOConfig(max_new_tokens=6, lr=PPO_LR, init_kl_coef=0.02), eos_id=EOS)
+ppo = al.PPOTrainer(copy.deepcopy(base), al.PPOConfig(max_new_tokens=8, lr=PPO_LR, init_kl_coef=0.02), eos_id=EOS)
 ppo_log = [ppo.step(prompt_ids.repeat(4, 1), true_reward) for _ in tqdm(range(PPO_STEPS), desc="PPO")]
 print("mean reward per step:", " ".join(f"{s['score']:.2f}" for s in ppo_log))
 

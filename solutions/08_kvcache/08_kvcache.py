@@ -102,7 +102,7 @@ grading.check_function(predict_decode_tokens_per_s, lambda: 239.0, [grading.Case
 # %% [markdown]
 # Real engines reach 60–80% of that bound at batch 1. To see the bound on this machine we need
 # a matrix that does **not** fit in the CPU's last-level cache (LLC) — otherwise it is served
-# from cache, not memory, and the book's 12 MB model would show nothing. Below: the machine's
+# from cache, not memory, and the book's 6 MB model would show nothing. Below: the machine's
 # memory bandwidth, measured by copying a large tensor, and the time of `x @ W` for a weight
 # matrix several times larger than the LLC, as the number of tokens `B` in `x` grows. Reading
 # `W` costs the same for every `B`; the FLOPs grow with `B`. The **roofline** is
@@ -160,7 +160,7 @@ del W, dst
 # ($\text{peak}/\text{bandwidth}$ FLOPs per byte, i.e. $B \approx$ peak/(2·bandwidth/4) here for
 # fp32) the time grows with `B`. On a laptop CPU the ridge is at a few tokens; on an H100 it is
 # near 300 — which is why GPU servers batch so many sequences per decode step. The book's model
-# (12 MB) fits in the LLC of most machines, so on it the same experiment mostly measures
+# (6 MB) fits in the LLC of most machines, so on it the same experiment mostly measures
 # Python and kernel-launch overheads rather than memory; a real model does not fit.
 
 # %% [markdown]
@@ -1130,16 +1130,18 @@ for label, r in rows + [(f"{n} ({r['bits']:.1f} bits)", r) for n, r in quantized
     print(f"{label:<34}{r['ppl']:>11.1f}{kl_text(r['kl']):>10}{r['agree']:>13.1%}")
 
 # %% [markdown]
-# What to read here, on the book's model. Its full cache never holds more than 256 tokens, so
-# every budget above drops real context. Sinks take part of the budget away from the recent
-# window; they pay off when a model parks attention on its first tokens — a habit the
-# StreamingLLM paper found in models trained on long contexts, which a 256-token model has had
-# little reason to form (compare the two window curves). H2O spends half its budget on older
-# tokens that drew attention so far; on this text the plain window, which spends every slot on
-# recent tokens, is hard to beat. Quantization costs far less than eviction: int8 is nearly
-# exact at under a third of the memory, and at 4 bits KIVI's per-channel keys cut the KL of
-# per-token keys by almost an order of magnitude — the ranking the KL column shows far more
-# sharply than perplexity can.
+# What to read here, on the book's model. Every eviction policy costs perplexity, and the cost
+# shrinks as the budget grows: the model was trained on 512-token windows and uses context far
+# back (chapter 03 measured a quarter of a nat per token for a 32-token window), so every token
+# dropped is information lost. Sinks take part of the budget away from the recent window; they
+# pay off where a model parks attention on its first tokens — a habit the StreamingLLM paper
+# found in large models trained at length, and one the book's model barely has (chapter 03) —
+# so four sinks roughly break even at 32 and 64 slots and lose at 16, where they are a quarter
+# of the budget. H2O spends half its budget on older tokens that drew attention so far; on code,
+# where what predicts the next token is mostly nearby, that buys little over the plain window.
+# Quantization costs far less than eviction: int8 is nearly exact at under a third of the
+# memory, and at 4 bits KIVI's per-channel keys cut the KL of per-token keys several-fold — the
+# ranking the KL column shows far more sharply than perplexity can.
 #
 # ## 9. Benchmarks
 #

@@ -58,5 +58,5 @@ def test_reward_hacking_proxy_rises_true_reward_does_not(book):
     rewards = [tr.step(ids, proxy)["reward"] for _ in range(10)]
     gen = torch.Generator().manual_seed(1)
     ro = sample_rollout(tr.policy, ids.repeat(8, 1), 8, eos_id=eos, generator=gen)
-    assert sum(rewards[-3:]) / 3 > 0.6 > sum(rewards[:3]) / 3 + 0.3, rewards
+    assert sum(rewards[-3:]) / 3 > 0.6 > rewards[0] + 0.3, rewards  # the proxy is learned fast
     assert float(proxy(ro).mean()) > 0.6 and float(true(ro).mean()) < 0.2

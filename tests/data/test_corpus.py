@@ -1,8 +1,18 @@
-"""The stdlib corpus: which files, the deterministic split, the manifest."""
+"""The stdlib corpus (and an installed package's source): which files, the deterministic split,
+the manifest."""
 
 import sys
 
-from llmlab.data import corpus_manifest, load_documents, split_of, stdlib_files, stdlib_root
+import pytest
+
+from llmlab.data import (
+    corpus_manifest,
+    load_documents,
+    package_documents,
+    split_of,
+    stdlib_files,
+    stdlib_root,
+)
 
 
 def test_files_are_sorted_source_without_tests():
@@ -45,3 +55,38 @@ def test_manifest_identifies_content():
     assert m["python"] == sys.version.split()[0] and m["files"] == len(docs)
     assert corpus_manifest(docs) == m
     assert corpus_manifest(docs[1:])["sha256"] != m["sha256"]
+
+
+def test_package_documents_name_split_and_record_the_package(tmp_path, monkeypatch):
+    pkg = tmp_path / "fakepkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "tests").mkdir()
+    (pkg / "__init__.py").write_text('"""A package."""\n')
+    for i in range(30):
+        (pkg / "sub" / f"m{i}.py").write_text(f"y = {i}\n")
+    (pkg / "tests" / "test_y.py").write_text("assert False\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    docs = package_documents("fakepkg")
+    names = [d.name for d in docs]
+    assert names == sorted(names) and len(names) == 31  # tests left out
+    assert all(n.startswith("fakepkg/") for n in names)
+    train = package_documents("fakepkg", "train", val_fraction=0.3)
+    val = package_documents("fakepkg", "val", val_fraction=0.3)
+    assert {d.name for d in train} | {d.name for d in val} == set(names)
+    assert not {d.name for d in train} & {d.name for d in val} and train and val
+    # the split hashes the prefixed name, so a file's side is the same on every machine
+    assert all(split_of(d.name, 0.3) == "val" for d in val)
+    with pytest.raises(ModuleNotFoundError):
+        package_documents("no_such_package_here")
+    with pytest.raises(ValueError, match="not a package"):
+        package_documents("json.decoder")  # a module, not a package
+
+
+def test_torch_source_joins_the_manifest_with_its_version():
+    import torch
+
+    docs = package_documents("torch", "val")
+    assert docs and all(d.name.startswith("torch/") for d in docs)
+    assert not any("/test/" in d.name or "/tests/" in d.name for d in docs)
+    m = corpus_manifest(docs, ("torch",))
+    assert m["packages"] == {"torch": torch.__version__} and m["files"] == len(docs)

@@ -87,7 +87,7 @@ def test_disconnect_mid_stream_frees_kv_blocks(server):
 @pytest.mark.parametrize("body,status,param", [
     ("{not json", 400, None),
     ('{"model": "gpt-4", "prompt": "x"}', 404, "model"),
-    ('{"model": "book", "prompt": "' + "x " * 400 + '"}', 400, "prompt"),
+    ('{"model": "book", "prompt": "' + "x " * 2000 + '"}', 400, "prompt"),  # past the context
     ('{"model": "book", "prompt": "x", "temperature": -1}', 400, "temperature"),
     ('{"model": "book", "prompt": "x", "top_p": "high"}', 400, "top_p"),
     ('{"model": "book", "prompt": "x", "max_tokens": 0}', 400, "max_tokens"),

@@ -79,3 +79,26 @@ def test_device_option(tmp_path):
         assert not (tmp_path / "w").exists()
     with pytest.raises(SystemExit, match="--device"):
         cli.main(["pretrain", "--preset", "tiny", "--device", "gpu0", "--out", str(tmp_path)])
+
+
+def test_extra_packages_join_training_only(tmp_path, monkeypatch):
+    """A preset's extra packages add training tokens; tokenizer and validation stay the stdlib's."""
+    from dataclasses import replace
+
+    from llmlab.train.pretrain import prepare_data
+
+    pkg = tmp_path / "src" / "extrapkg"
+    pkg.mkdir(parents=True)
+    for i in range(12):
+        (pkg / f"m{i}.py").write_text(f'def f{i}(x):\n    """Return x plus {i}."""\n    return x + {i}\n')
+    monkeypatch.syspath_prepend(str(tmp_path / "src"))
+    tiny = get_preset("tiny")
+    plain = prepare_data(tiny, tmp_path / "plain", progress=False)
+    extra = prepare_data(replace(tiny, extra_train_packages=("extrapkg",)), tmp_path / "extra",
+                         progress=False)
+    assert (tmp_path / "plain" / "tokenizer.json").read_bytes() == \
+        (tmp_path / "extra" / "tokenizer.json").read_bytes()
+    assert extra[3]["val"] == plain[3]["val"] and (extra[2] == plain[2]).all()
+    assert extra[3]["train"]["packages"] == {"extrapkg": "unknown"}
+    assert extra[3]["train"]["files"] > plain[3]["train"]["files"]
+    assert len(extra[1]) > len(plain[1])
