@@ -4,7 +4,7 @@
   KV heads (4 query heads share 2 KV heads), 1.6 M parameters, 512-token context, BPE vocab of
   4096 trained on the stdlib corpus. Compute-optimal in Chinchilla's sense (Hoffmann et al.,
   arXiv:2203.15556): 20 training tokens per parameter (31.2 M), from the stdlib plus the pinned
-  torch package's Python source (17.3 M tokens, so each token is seen 1.8 times). About 75
+  torch package's Python source (17.3 M tokens, so each token is seen 1.8 times). About 85
   minutes on 2 CPU cores in bf16; the size is what that budget buys at 20 tokens per parameter.
 - ``tiny``: the same pipeline on a slice of the corpus in seconds (tests, smoke runs).
 Taught in chapter 02 (solutions/02_gpt).
