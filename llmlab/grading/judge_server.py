@@ -31,7 +31,7 @@ REAP_SECONDS = 30  # after a kill, how long the server may take to report the ex
 
 
 class JudgeServer:
-    """One sandboxed fork server; jobs run one at a time. Close it (or use ``with``)."""
+    """One sandboxed fork server; jobs run one at a time. ``close()`` ends it."""
 
     def __init__(self, workspace: Workspace, limits: Limits, readonly: list[Path],
                  preload: list[str] = ()) -> None:
@@ -115,12 +115,6 @@ class JudgeServer:
             kill(self.proc)
             self.workspace.unregister(self.proc)
             self.proc = None
-
-    def __enter__(self) -> JudgeServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _read_until_eof(fd: int, deadline: float) -> tuple[bytes, bool]:
