@@ -432,7 +432,8 @@ def grade_against(learner: NotebookNode, label: str, twin: Path, authored: Noteb
         before = [c.source for c in cells if c.position < first_test.get(exercise, 10**9)]
         job = {"exercise": exercise, "snapshot": expand_snapshot(data, exercise),
                "tests": [(t["gid"], t["source"]) for t in tests],
-               "calls": {t["gid"]: data["calls"].get(t["gid"], []) for t in tests},
+               "calls": {t["gid"]: [_for_judge(e) for e in data["calls"].get(t["gid"], [])]
+                         for t in tests},
                "block": _block_for(data, tests), "learner": before, "cell_seconds": timeout}
         run = None
         for _attempt in range(2):
@@ -471,6 +472,12 @@ def grade_against(learner: NotebookNode, label: str, twin: Path, authored: Noteb
     sandbox = {"network_isolated": network_isolated(), "limits": limits.to_dict()}
     return GradeReport(label, sum(r.score for r in results), sum(r.max_score for r in results),
                        results, sandbox, sorted(passed))
+
+
+def _for_judge(entry: dict[str, Any]) -> dict[str, Any]:
+    """What a judge needs of a recorded check: its kind and its cases. Never the expected
+    results: learner code runs in the judge and could read anything the job holds."""
+    return {k: entry[k] for k in ("kind", "payload") if k in entry}
 
 
 def _block_for(data: dict[str, Any], tests: list[dict[str, Any]]) -> dict[str, list]:

@@ -67,8 +67,8 @@ def test_switching_the_checks_off(solutions, tmp_path):
 
 def test_reaching_the_reference_past_the_guard(solutions, tmp_path):
     """contextvars, a thread pool, inspect.getsource + exec, a fresh import and a subclass of
-    the reference class, a Tensor-method twin, reading the checker's frames: each is blocked or
-    finds nothing, and costs only its exercise."""
+    the reference class, a Tensor-method twin, reading the checker's frames or the judge's
+    objects (gc): each is blocked or finds nothing, and costs only its exercise."""
     report = grade(solutions, submission(tmp_path, {
         "softmax": "import contextvars\nfrom llmlab.grading import warmup\n"
                    "def softmax(x, dim=-1):\n"
@@ -85,11 +85,16 @@ def test_reaching_the_reference_past_the_guard(solutions, tmp_path):
         "rmsnorm": "import sys, importlib\nsys.modules.pop('llmlab.nn.norm', None)\n"
                    "_fresh = importlib.import_module('llmlab.nn.norm')\n"
                    "class RMSNorm_(_fresh.RMSNorm):\n    pass\n",
-        "predict": "import sys\ndef predicted_scaled():\n    f = sys._getframe()\n"
+        "predict": "import gc, sys\ndef predicted_scaled():\n"
+                   "    for o in gc.get_objects():  # the judge's job, if it held the answers\n"
+                   "        if type(o) is dict and o.get('kind') == 'value' and 'expected' in o:\n"
+                   "            return o['expected'][0]['value']\n"
+                   "    f = sys._getframe()\n"
                    "    while f is not None:\n"
                    "        for k in ('expected', 'want', 'entry'):\n"
                    "            if k in f.f_locals:\n                return f.f_locals[k]\n"
-                   "        f = f.f_back\n    return None\n",
+                   "        f = f.f_back\n"
+                   "    return None\n",
     }))
     assert scores(report) == dict.fromkeys(MAX, 0)
     fb = feedback(report)
