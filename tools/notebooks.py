@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from llmlab.grading.course import run_nbgrader, write_config  # noqa: E402
+from llmlab.grading.reference_run import skip_problems  # noqa: E402
 
 HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
 SOLUTION_BLOCK = re.compile(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", re.DOTALL)
@@ -102,20 +103,24 @@ def build(folder: Path) -> Path:
     return out
 
 
-def sources(nb: nbformat.NotebookNode) -> list[tuple[str, str, dict]]:
-    return [(c.cell_type, c.source, c.metadata.get("nbgrader", {})) for c in nb.cells]
+def sources(nb: nbformat.NotebookNode) -> list[tuple[str, str, dict, list]]:
+    return [(c.cell_type, c.source, c.metadata.get("nbgrader", {}), c.metadata.get("tags", []))
+            for c in nb.cells]
 
 
 def check() -> list[str]:
-    """Problems: notebooks that do not match their scripts (or are missing)."""
+    """Problems: notebooks that do not match their scripts (or are missing), and cells tagged
+    ``grading-skip`` that the reference run needs."""
     problems = []
     for folder in chapters():
         ipynb = folder / f"{folder.name}.ipynb"
         if not ipynb.exists():
             problems.append(f"{ipynb.relative_to(ROOT)} is missing: run tools/notebooks.py build")
             continue
-        if sources(from_script(folder / f"{folder.name}.py")) != sources(nbformat.read(ipynb, 4)):
+        nb = nbformat.read(ipynb, 4)
+        if sources(from_script(folder / f"{folder.name}.py")) != sources(nb):
             problems.append(f"{ipynb.relative_to(ROOT)} differs from its .py: rebuild it")
+        problems += [f"{ipynb.relative_to(ROOT)}: {p}" for p in skip_problems(nb)]
     return problems
 
 

@@ -37,7 +37,7 @@ from typing import Any
 from nbformat import NotebookNode
 
 from llmlab.grading.assemble import GradingError, exercise_of, grade_id, is_solution, read_notebook
-from llmlab.grading.checks import GRADER_ENV, explain_grads, failure_text
+from llmlab.grading.checks import GRADER_ENV, explain_grads, failure_text, inputs_failure
 from llmlab.grading.compare import explain
 from llmlab.grading.guard import BLOCKED_EXIT, message
 from llmlab.grading.judge import TIMEOUT_EXIT
@@ -354,6 +354,15 @@ def _judge_call(k: int, entry: dict[str, Any], results: dict[tuple, list[dict[st
         msg = explain(got, want, atol, rtol, path=path)
         if msg:
             return failure_text(name, f"{prefix}{msg}", hint)
+        if kind == "function" and "inputs" in expected:
+            after = _one(results, (k, j, "inputs"))
+            if after is None or "error" in after:
+                return failure_text(name, f"{prefix}its arguments could not be read after the "
+                                    "call.", hint)
+            msg = inputs_failure(decode(after["got"]), decode(expected["inputs"]),
+                                 bool(expected.get("mutates")), atol, rtol)
+            if msg:
+                return failure_text(name, f"{prefix}{msg}", hint)
         if kind == "module" and entry["grads"][j] is not None:
             grads = _one(results, (k, j, "grads"))
             if grads is None or "error" in grads:

@@ -17,11 +17,13 @@ hand their arguments to that process's recorder (``_RECORDER``) instead of compa
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from llmlab.grading.compare import explain, known_mistake, short
@@ -89,6 +91,53 @@ def _describe_error(exc: BaseException) -> str:
     return f"raised {type(exc).__name__}: {exc}{where}."
 
 
+def _plain(value: Any) -> bool:
+    """A tensor, an array, or a container of plain values: what a check can compare exactly."""
+    if value is None or isinstance(value, (bool, int, float, str, bytes, torch.Tensor,
+                                           np.ndarray)):
+        return True
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return all(map(_plain, value))
+    if isinstance(value, dict):
+        return all(_plain(k) and _plain(v) for k, v in value.items())
+    return False
+
+
+def mutable_inputs(ref: Callable[..., Any], args: Sequence[Any],
+                   kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The arguments a call could change in place (tensors, arrays, and lists, tuples, dicts,
+    sets of plain values), by the reference's parameter names: after a call, the learner's must equal the
+    reference's, so a function that edits its input in place (or fails to, where the spec says
+    it should) is caught, not only one that returns a wrong result."""
+    try:
+        params = [p.name for p in inspect.signature(ref).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        params = []
+    named = {(params[i] if i < len(params) else f"argument {i + 1}"): a for i, a in enumerate(args)}
+    named.update(kwargs)
+    return {k: v for k, v in named.items()
+            if isinstance(v, (torch.Tensor, np.ndarray, list, tuple, dict, set)) and _plain(v)}
+
+
+def inputs_failure(got: Any, expected: Any, mutates: bool, atol: float,
+                   rtol: float) -> str | None:
+    """None when the arguments after the learner's call match the reference's; else why not."""
+    msg = explain(got, expected, atol, rtol, path="the arguments after the call")
+    if msg is None:
+        return None
+    if mutates:
+        return f"{msg} The spec changes this argument in place: write the result into it."
+    return (f"{msg} Your function changed its input in place; the spec leaves its inputs as "
+            "they were (work on a copy, or use out-of-place operations: `x - m`, not "
+            "`x.sub_(m)`).")
+
+
+def changes_inputs(ref: Callable[..., Any], case: Case, after: dict[str, Any]) -> bool:
+    """Whether the reference's call on ``case`` left its arguments as ``after`` (changed)."""
+    return explain(after, mutable_inputs(ref, *case.copy()), 0.0, 0.0) is not None
+
+
 def run_learner(fn: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any],
                 block: Sequence[Any]) -> tuple[Any, str | None]:
     """Call the learner's ``fn`` with the references blocked; (result, None) or (None, error)."""
@@ -115,8 +164,8 @@ def check_function(fn: Callable[..., Any], ref: Callable[..., Any], cases: Seque
                                         block=block)
     cases = [Case.of(c) for c in cases]
     for i, case in enumerate(cases):
-        args, kwargs = case.copy()
-        expected = ref(*args, **kwargs)
+        ref_args, ref_kwargs = case.copy()
+        expected = ref(*ref_args, **ref_kwargs)
         args, kwargs = case.copy()
         got, error = run_learner(fn, args, kwargs, [ref, *block])
         where = case.describe(i, len(cases))
@@ -126,6 +175,11 @@ def check_function(fn: Callable[..., Any], ref: Callable[..., Any], cases: Seque
         if msg:
             if mistakes:
                 msg += known_mistake(got, mistakes, *case.copy(), atol, rtol)
+            return _report(name, f"{where}: {msg}", i, hint)
+        after = mutable_inputs(ref, ref_args, ref_kwargs)
+        msg = inputs_failure(mutable_inputs(ref, args, kwargs), after,
+                             changes_inputs(ref, case, after), atol, rtol)
+        if msg:
             return _report(name, f"{where}: {msg}", i, hint)
     return _report(name, None, len(cases), hint)
 

@@ -108,11 +108,14 @@ class JudgeRecorder:
             return _FAILED
 
     def check_function(self, fn, ref, cases, **_: Any) -> None:
+        from llmlab.grading.checks import mutable_inputs
+
         k, entry = self._next("function")
         if entry is None:
             return
         for j, (args, kwargs) in enumerate(pickle.loads(entry["payload"])):
-            self._out(k, j, "out", fn, *args, **kwargs)
+            if self._out(k, j, "out", fn, *args, **kwargs) is not _FAILED:
+                self._out(k, j, "inputs", mutable_inputs, ref, args, kwargs)
 
     def check_module(self, cls, ref_cls, init, inputs, **_: Any) -> None:
         import torch

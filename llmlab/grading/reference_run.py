@@ -8,10 +8,12 @@ kernel with the checks in recording mode; every check call in a test cell record
   grader reads them without running anything),
 - what it blocks (the reference and the twins in ``block=[...]``), its tolerances, its hint.
 
-Before the first test cell of each exercise it snapshots the notebook's namespace (modules by
-name, functions by code, data pickled), minus every name an answer cell defines, so the judge can
-run the exercise's test cells without re-running the chapter. Each test cell starts from a seed
-derived from its id, here and in the judge, so cases built inside a test cell are the same.
+It runs the cells up to the last test cell, except demonstrations the author tagged
+``grading-skip`` (:func:`reference_cells`). Before the first test cell of each exercise it
+snapshots the notebook's namespace (modules by name, functions by code, data pickled), minus
+every name an answer cell defines, so the judge can run the exercise's test cells without
+re-running the chapter. Each test cell starts from a seed derived from its id, here and in the
+judge, so cases built inside a test cell are the same.
 """
 
 from __future__ import annotations
@@ -32,11 +34,11 @@ from typing import Any
 import nbformat
 
 from llmlab.grading import checks
-from llmlab.grading.checks import Case, param_grads
+from llmlab.grading.checks import Case, changes_inputs, mutable_inputs, param_grads
 from llmlab.grading.guard import keys_for
-from llmlab.grading.record import encode
+from llmlab.grading.record import TooLarge, encode
 
-FORMAT = 3
+FORMAT = 4
 MAX_VALUE_BYTES = 64 << 20
 _SKIP = {"In", "Out", "get_ipython", "exit", "quit", "_", "__", "___", "_ih", "_oh", "_dh",
          "_i", "_ii", "_iii", "__builtins__", "__builtin__", "__name__", "__doc__", "__package__",
@@ -144,7 +146,15 @@ class ReferenceRecorder:
         expected = []
         for case in cases:
             args, kwargs = case.copy()
-            expected.append(_safe_call(ref, args, kwargs))
+            result = _safe_call(ref, args, kwargs)
+            after = mutable_inputs(ref, args, kwargs)
+            if "value" in result and after:
+                try:
+                    result["inputs"] = encode(after)
+                    result["mutates"] = changes_inputs(ref, case, after)
+                except TooLarge:
+                    pass
+            expected.append(result)
         self._add({"kind": "function", "name": name, "hint": hint, "atol": atol, "rtol": rtol,
                    "notes": [c.describe(i, len(cases)) for i, c in enumerate(cases)],
                    "payload": b64(payload), "expected": expected}, [ref, *block])
@@ -262,6 +272,127 @@ def bound_names(source: str) -> set[str]:
     return names
 
 
+# ------------------------------------------------------------------- which cells the run needs
+
+SKIP_TAG = "grading-skip"
+
+
+class _Names(ast.NodeVisitor):
+    """Names a cell binds at top level (any statement, not inside functions, classes or
+    comprehensions) and global names it reads anywhere (a function's parameters and locals are
+    not reads of the cell's names)."""
+
+    def __init__(self) -> None:
+        self.bound: set[str] = set()
+        self.read: set[str] = set()
+        self.scopes: list[set[str]] = []
+
+    def visit_Name(self, node: ast.Name) -> None:
+        if isinstance(node.ctx, ast.Load):
+            if not any(node.id in scope for scope in self.scopes):
+                self.read.add(node.id)
+        elif not self.scopes:
+            self.bound.add(node.id)
+
+    def _scope(self, node: ast.AST, local: set[str], name: str | None = None) -> None:
+        if name and not self.scopes:
+            self.bound.add(name)
+        self.scopes.append(local)
+        self.generic_visit(node)
+        self.scopes.pop()
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+        for default in [*node.args.defaults, *node.args.kw_defaults, *node.decorator_list]:
+            if default is not None:
+                self.visit(default)
+        node_args = node.args
+        local = {a.arg for a in [*node_args.posonlyargs, *node_args.args, *node_args.kwonlyargs,
+                                 node_args.vararg, node_args.kwarg] if a is not None}
+        local |= {n.id for n in ast.walk(node) if isinstance(n, ast.Name)
+                  and not isinstance(n.ctx, ast.Load)}
+        if not self.scopes:
+            self.bound.add(node.name)
+        self.scopes.append(local)
+        for statement in node.body:
+            self.visit(statement)
+        self.scopes.pop()
+
+    visit_AsyncFunctionDef = visit_FunctionDef  # type: ignore[assignment]
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        self._scope(node, set(), node.name)
+
+    def visit_Lambda(self, node: ast.Lambda) -> None:
+        self._scope(node, {a.arg for a in ast.walk(node.args) if isinstance(a, ast.arg)})
+
+    def _comprehension(self, node: ast.AST) -> None:
+        targets = {n.id for g in node.generators for n in ast.walk(g.target)  # type: ignore[attr-defined]
+                   if isinstance(n, ast.Name)}
+        self._scope(node, targets)
+
+    visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = _comprehension
+
+    def visit_alias(self, node: ast.alias) -> None:
+        if not self.scopes:
+            self.bound.add((node.asname or node.name).split(".")[0])
+
+    def visit_ExceptHandler(self, node: ast.ExceptHandler) -> None:
+        if node.name and not self.scopes:
+            self.bound.add(node.name)
+        self.generic_visit(node)
+
+
+def cell_names(source: str) -> tuple[set[str], set[str]] | None:
+    """(names bound, names read) by a cell's code; None if it is not plain Python."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    names = _Names()
+    names.visit(tree)
+    return names.bound, names.read
+
+
+def _skipped(cell: nbformat.NotebookNode) -> bool:
+    return SKIP_TAG in cell.get("metadata", {}).get("tags", [])
+
+
+def reference_cells(nb: nbformat.NotebookNode) -> list[int]:
+    """Indices of the code cells the reference run executes.
+
+    The judges need the namespace before each exercise's tests and the tests' records, nothing
+    after the last test cell; and the author may tag a demonstration no exercise depends on
+    (an expensive table or sweep) ``grading-skip`` (:func:`skip_problems` checks the tag)."""
+    tests = {id(c) for c in test_cells(nb)}
+    last = max((i for i, c in enumerate(nb.cells) if id(c) in tests), default=-1)
+    return [i for i, c in enumerate(nb.cells[: last + 1])
+            if c.cell_type == "code" and not _skipped(c)]
+
+
+def skip_problems(nb: nbformat.NotebookNode) -> list[str]:
+    """Why a ``grading-skip`` tag is wrong: the cell is an exercise's, is not plain Python, or
+    binds a name that a cell the reference run executes reads."""
+    kept = reference_cells(nb)
+    problems = []
+    for i, cell in enumerate(nb.cells):
+        if not (cell.cell_type == "code" and _skipped(cell)):
+            continue
+        names = cell_names(cell.source)
+        if _meta(cell).get("grade") or _meta(cell).get("solution"):
+            problems.append(f"cell {i} is an exercise's: it cannot be tagged {SKIP_TAG}")
+        elif names is None:
+            problems.append(f"cell {i} is tagged {SKIP_TAG} but does not parse as Python")
+        else:
+            for j in (j for j in kept if j > i):
+                later = cell_names(nb.cells[j].source)
+                used = sorted(names[0] & later[1]) if later else ["(a cell that does not parse)"]
+                if used:
+                    problems.append(f"cell {i} is tagged {SKIP_TAG} but cell {j}, which the "
+                                    f"reference run executes, reads {', '.join(used)}")
+                    break
+    return problems
+
+
 # ------------------------------------------------------------------- the driver (grader side)
 
 def _meta(cell: nbformat.NotebookNode) -> dict[str, Any]:
@@ -303,17 +434,17 @@ def run_reference(twin: Path, env: dict[str, str], timeout: int, workdir: Path) 
         f"_llmlab_ref.start({str(out)!r}, {exclude!r})")]
     exercises: dict[str, list[dict[str, Any]]] = {}
     errors = []
-    for cell in nb.cells:
-        meta = _meta(cell)
-        if cell in test_cells(nb):
+    tests = {id(c) for c in test_cells(nb)}
+    for index in reference_cells(nb):
+        cell, meta = nb.cells[index], _meta(nb.cells[index])
+        if id(cell) in tests:
             gid = meta["grade_id"]
             exercise = gid.split("__")[0]
             exercises.setdefault(exercise, []).append(
                 {"gid": gid, "source": cell.source, "points": float(meta.get("points") or 0)})
             cells.append(nbformat.v4.new_code_cell(
                 f"_llmlab_ref.enter({gid!r}, {exercise!r}, globals())"))
-        if cell.cell_type == "code":
-            cells.append(nbformat.v4.new_code_cell(cell.source))
+        cells.append(nbformat.v4.new_code_cell(cell.source))
     cells.append(nbformat.v4.new_code_cell("_llmlab_ref.RECORDER.finish()"))
     run = nbformat.v4.new_notebook(cells=cells, metadata=nb.metadata)
     client = NotebookClient(run, timeout=timeout, kernel_name="python3", allow_errors=True,

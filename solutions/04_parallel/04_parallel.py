@@ -369,9 +369,13 @@ def zero1_step(param: torch.Tensor, grads: list, m: list, v: list, step: int,
 
 # %% check="zero1_step" points=1
 def plain_adamw(param, grads, m, v, step, lr):
-    """What one process does: full moments, mean gradient."""
+    """What one process does: full moments, mean gradient; each rank's slice of the moments
+    is updated in place, as ZeRO-1 leaves it."""
     new, mm, vv = param.clone(), torch.cat(m), torch.cat(v)
     adamw_step(new, sum(grads) / len(grads), mm, vv, step, lr)
+    for shards, full in ((m, mm), (v, vv)):
+        for shard, part in zip(shards, full.split([t.numel() for t in shards])):
+            shard.copy_(part)
     return new
 
 

@@ -563,7 +563,7 @@ _ = peft.unmerge(lora_model)
 # paper reports that small ranks already match full fine-tuning; "LoRA Learns Less and Forgets
 # Less" (Biderman et al., 2024) that LoRA also forgets less than full fine-tuning.
 
-# %%
+# %% tags=["grading-skip"]
 sweep = {8: (n_train, lora_metrics)}
 for r in (1, 32):
     m = peft.apply_lora(fresh_model(), peft.LoRAConfig(r=r, alpha=2 * r, target_modules=peft.ALL_LINEAR))
@@ -743,7 +743,7 @@ print(f"prefix of {len(prefix_ids)} virtual tokens = reading them first; "
 # **GaLore** (Zhao et al., 2024) trains every weight with Adam moments projected to rank 8, and
 # **QLoRA** (Dettmers et al., 2023) is LoRA over chapter 07's NF4-frozen base.
 
-# %%
+# %% tags=["grading-skip"]
 def galore_model():
     m = fresh_model()
     mats = [p for n, p in m.named_parameters() if p.dim() == 2 and n.startswith("blocks.")]
@@ -790,14 +790,14 @@ for name, (build, lr) in FAMILY.items():
     rows[name] = (peft.count_trainable(model)[0], state_mb(model, 8 * name.startswith("GaLore")),
                   evaluate(model), seconds / 20)
 
-# %%
+# %% tags=["grading-skip"]
 print(f"{'method':<28}{'trainable':>11}{'state MB':>10}{'task loss':>11}{'tok acc':>9}"
       f"{'forgetting':>12}")
 for name, (n, mb, m, _) in rows.items():
     print(f"{name:<28}{n:>11,}{mb:>10.1f}{m['task loss']:>11.2f}{100 * m['token accuracy']:>8.0f}%"
           f"{m['pretrain loss'] - before['pretrain loss']:>+12.3f}")
 
-# %% tags=["nbval-ignore-output"]
+# %% tags=["grading-skip", "nbval-ignore-output"]
 for name, (_, _, _, seconds) in rows.items():
     print(f"{name:<28} {1e3 * seconds:6.0f} ms per step")
 
@@ -809,7 +809,7 @@ for name, (_, _, _, seconds) in rows.items():
 # bigger model to learn a new output format (prompt tuning only matches fine-tuning from ~10 B parameters, Lester et al.).
 # Everything is measured, so the ordering on your machine comes from this run:
 
-# %%
+# %% tags=["grading-skip"]
 best = sorted(rows, key=lambda k: rows[k][2]["task loss"])
 print("lowest task loss first:", " > ".join(best))
 

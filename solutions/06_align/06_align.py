@@ -498,7 +498,7 @@ grading.check_function(ppo_clip_loss, _ref_ppo_clip, cases=[
 # **verifiable reward**: after `def name(self):` the completion's first line must be a
 # well-formed `return <expression>` (checked with Python's own parser).
 
-# %%
+# %% tags=["grading-skip"]
 PROMPTS = ["def get(self):\n        ", "def size(x):\n    ", "def name(self):\n        ",
            "def value(self):\n        "]
 prompt_ids = torch.tensor([tok.encode(p)[-6:] for p in PROMPTS])

@@ -607,7 +607,7 @@ grading.check_function(awq_scale_search, awq_reference, cases=[
 # quantized model's next-token distribution from the float model's — the metric llama.cpp
 # reports for its quantizations, and far more sensitive.
 
-# %%
+# %% tags=["grading-skip"]
 results = []  # rows of the final table
 
 
@@ -695,7 +695,7 @@ grading.check_function(smooth_scale, lambda xa, w, a=0.5: Q.smoothquant_scales(x
 # On the outlier model: naive W8A8 (per-token activations, per-channel weights), SmoothQuant
 # ($\alpha = 0.5$), LLM.int8() (threshold 6):
 
-# %%
+# %% tags=["grading-skip"]
 for method, fn in tqdm([("W8A8 naive", lambda m: Q.w8a8_model(m, "token")),
                         ("SmoothQuant W8A8", lambda m: Q.w8a8_model(Q.smoothquant_model(m, calib), "token")),
                         ("LLM.int8()", lambda m: Q.w8a8_model(m, "token", outlier_threshold=6.0))],
@@ -725,7 +725,7 @@ for name, a in [("before rotation", x_out), ("after rotation", x_rot)]:
 # `Q.QuantLinear` stores packed codes, fp16 scales and uint8 zeros and dequantizes in its
 # forward; the quantized model is still a `GPT`, so chapter 08's cached `generate` runs on it:
 
-# %%
+# %% tags=["grading-skip"]
 gptq_model = int4_models["book", "GPTQ"]
 print(gptq_model.blocks[0].mlp.down_proj)
 prompt = torch.tensor([tokenizer.encode("def parse_args(argv):\n    ")])
@@ -787,7 +787,7 @@ grading.check_function(lambda *a: ste_probe(ste_fake_quant, *a),
 # training on a small slice of text also move the float model away from its optimum.
 # (`tests/quant/test_compress.py` checks the STE's gradient and the conversion.)
 
-# %%
+# %% tags=["grading-skip"]
 train_tokens = Q.corpus_tokens(tokenizer, "train", 60_000, n_docs=80, seed=1)
 qat_model = Q.prepare_qat(copy.deepcopy(model), bits=2, group_size=64)
 cfg = TrainConfig(max_steps=30, batch_size=8, seq_len=128, lr=3e-5, warmup_steps=3, weight_decay=0.0,

@@ -186,3 +186,28 @@ def test_library_code_does_not_import_the_courseware():
                  and ("llmlab.grading" in p.read_text() or "from llmlab import grading" in p.read_text()
                       or "@reference" in p.read_text())]
     assert offenders == []
+
+
+def test_an_input_changed_in_place_is_caught():
+    def in_place(x):
+        x.sub_(x.amax(-1, keepdim=True))
+        return x.exp() / x.exp().sum(-1, keepdim=True)
+    msg = failure(in_place)
+    assert "the arguments after the call['x']" in msg and "changed its input in place" in msg
+
+
+def test_an_in_place_spec_must_be_followed():
+    def scale_(x, factor):
+        """Multiply x by factor in place."""
+        x.mul_(factor)
+
+    def also_in_place(x, factor):
+        x.copy_(x * factor)
+
+    def leaves_x(x, factor):
+        return None
+    cases = [grading.Case(torch.ones(3), 2.0)]
+    grading.check_function(also_in_place, scale_, cases)
+    msg = failure(leaves_x, scale_, cases)
+    assert "the arguments after the call['x']" in msg
+    assert "The spec changes this argument in place" in msg

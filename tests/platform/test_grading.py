@@ -58,6 +58,16 @@ def test_loop_exception_and_wrong_answer_cost_only_their_exercise(solutions, tmp
     assert time.monotonic() - start < 120
 
 
+def test_an_answer_that_changes_its_input_in_place(solutions, tmp_path):
+    """Right results, but the input edited in place: the grader compares the arguments after
+    the call with the reference's, as the instant feedback does."""
+    in_place = ("def softmax(x, dim=-1):\n    x.sub_(x.amax(dim=dim, keepdim=True))\n"
+                "    return x.exp() / x.exp().sum(dim=dim, keepdim=True)\n")
+    report = grade_notebook(submission(tmp_path, {**RIGHT, "softmax": in_place}), solutions)
+    assert scores(report) == {**MAX, "softmax": 0}
+    assert "changed its input in place" in feedback(report)["softmax"]
+
+
 def test_malformed_notebook_is_a_clear_error(solutions, tmp_path):
     bad = tmp_path / "90_fixture.ipynb"
     bad.write_text('{"cells": [ this is not json')
