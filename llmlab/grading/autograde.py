@@ -55,6 +55,7 @@ from llmlab.grading.sandbox import (
     Workspace,
     minimal_env,
     network_isolated,
+    process_limit_binds,
     protected_paths,
 )
 
@@ -99,6 +100,9 @@ class GradeReport:
         if not self.sandbox.get("network_isolated", True):
             rows.append("\nnote: this machine cannot start processes without network "
                         "(no unprivileged user namespaces); answers ran with network access.")
+        if not self.sandbox.get("process_limit_enforced", True):
+            rows.append("note: the process limit is not enforced here (root, and no cgroup); "
+                        "only the audit hook stopped new processes.")
         return "\n".join(rows)
 
 
@@ -478,7 +482,8 @@ def grade_against(learner: NotebookNode, label: str, twin: Path, authored: Noteb
     finally:
         for server in servers:
             server.close()
-    sandbox = {"network_isolated": network_isolated(), "limits": limits.to_dict()}
+    sandbox = {"network_isolated": network_isolated(),
+               "process_limit_enforced": process_limit_binds(), "limits": limits.to_dict()}
     return GradeReport(label, sum(r.score for r in results), sum(r.max_score for r in results),
                        results, sandbox, sorted(passed))
 

@@ -4,6 +4,9 @@
 
 - in its own session (``setsid``), so the grader kills it and anything it started with one
   ``killpg``; with ``PR_SET_PDEATHSIG`` so it dies with the grader;
+- where the grader runs as root and may create cgroups (v1 or v2 ``pids``), in a cgroup of its
+  own: ``pids.max`` binds every process in it (root ignores ``RLIMIT_NPROC``), and :func:`kill`
+  kills every member, even one that left the session;
 - with resource limits (``Limits``): address space, CPU seconds, processes, file size and open
   files — exceeding one fails cleanly (``MemoryError``, ``SIGXCPU``, ``EAGAIN``, ``EFBIG``);
 - with a minimal environment (no variable of the grader's is inherited: no tokens, no keys);
@@ -112,8 +115,84 @@ def minimal_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, st
     return env
 
 
-def _preexec(limits: Limits, drop: bool) -> None:
+# ---------------------------------------------------------------- a pids cgroup per sandbox
+
+@functools.lru_cache(maxsize=1)
+def cgroup_parent() -> Path | None:
+    """Where this process may create ``pids`` cgroups (its own cgroup, v1 or v2), or None."""
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        return None
+    try:
+        mounts = [line.split() for line in Path("/proc/self/mounts").read_text().splitlines()]
+        groups = [line.split(":", 2) for line in Path("/proc/self/cgroup").read_text().splitlines()]
+    except OSError:
+        return None
+    for hierarchy, controllers, path in groups:
+        for _, point, fstype, options, *_ in mounts:
+            if (fstype == "cgroup" and "pids" in options.split(",")
+                    and "pids" in controllers.split(",")) or \
+                    (fstype == "cgroup2" and hierarchy == "0"):
+                parent = Path(point) / path.strip().lstrip("/")
+                group = _new_group(parent, 1)
+                if group is not None:
+                    remove_group(group)
+                    return parent
+    return None
+
+
+def _new_group(parent: Path, processes: int) -> Path | None:
+    try:
+        group = Path(tempfile.mkdtemp(prefix="llmlab-", dir=parent))
+    except OSError:
+        return None
+    try:
+        (group / "pids.max").write_text(str(processes))
+    except OSError:
+        remove_group(group)
+        return None
+    return group
+
+
+def new_group(processes: int) -> Path | None:
+    """A fresh cgroup whose members may be at most ``processes`` (None where unavailable)."""
+    try:
+        parent = cgroup_parent()
+        return _new_group(parent, processes) if parent else None
+    except OSError:
+        return None
+
+
+def remove_group(group: Path, rounds: int = 50) -> None:
+    """Kill every process in ``group`` (new ones too, until it is empty), then remove it."""
+    import time
+
+    for _ in range(rounds):
+        try:
+            pids = [int(p) for p in (group / "cgroup.procs").read_text().split()]
+        except (OSError, ValueError):
+            pids = []
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        try:
+            group.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.02)
+
+
+def _preexec(limits: Limits, drop: bool, group: Path | None) -> None:
     os.setsid()
+    if group is not None:  # join before dropping privileges: root may write cgroup.procs
+        fd = os.open(group / "cgroup.procs", os.O_WRONLY)
+        try:
+            os.write(fd, b"0")
+        finally:
+            os.close(fd)
     for which, value in ((resource.RLIMIT_AS, limits.memory_bytes),
                          (resource.RLIMIT_CPU, limits.cpu_seconds),
                          (resource.RLIMIT_FSIZE, limits.file_bytes),
@@ -145,8 +224,23 @@ def launch(cmd: list[str], cwd: Path, env: dict[str, str], limits: Limits,
     drop = drops_privileges()
     if drop:
         os.chown(cwd, NOBODY, NOBODY)
-    return subprocess.Popen(cmd, cwd=cwd, env=env, preexec_fn=functools.partial(_preexec, limits, drop),
-                            **popen)  # type: ignore[call-overload]
+    group = new_group(limits.processes)
+    try:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env,
+                                preexec_fn=functools.partial(_preexec, limits, drop, group),
+                                **popen)  # type: ignore[call-overload]
+    except BaseException:
+        if group is not None:
+            remove_group(group)
+        raise
+    proc.cgroup = group  # type: ignore[attr-defined]
+    return proc
+
+
+def process_limit_binds() -> bool:
+    """Whether a sandbox's process limit is enforced by the kernel here: RLIMIT_NPROC binds any
+    user but root (and root's sandboxes run as ``nobody`` where they can), a cgroup binds all."""
+    return os.geteuid() != 0 or drops_privileges() or cgroup_parent() is not None
 
 
 def protected_paths() -> list[Path]:
@@ -168,10 +262,13 @@ def kill(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         pass
+    group = getattr(proc, "cgroup", None)
+    if group is not None:  # members that left the session, and the group itself
+        remove_group(group)
 
 
 _WATCHDOG = r"""
-import os, shutil, signal, sys
+import os, shutil, signal, sys, time
 root = sys.argv[1]
 sys.stdin.buffer.read()          # returns when the grader exits, however it exits
 try:
@@ -180,6 +277,25 @@ try:
             os.killpg(int(name), signal.SIGKILL)
         except (ValueError, OSError):
             pass
+        try:
+            with open(os.path.join(root, "pids", name)) as f:
+                group = f.read().strip()
+        except OSError:
+            group = ""
+        for _ in range(50 if group else 0):  # the sandbox's cgroup: kill its members, remove it
+            try:
+                with open(os.path.join(group, "cgroup.procs")) as f:
+                    for pid in f.read().split():
+                        try:
+                            os.kill(int(pid), signal.SIGKILL)
+                        except (ValueError, OSError):
+                            pass
+                os.rmdir(group)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.02)
 finally:
     shutil.rmtree(root, ignore_errors=True)
 """
@@ -201,7 +317,8 @@ class Workspace:
         return path
 
     def register(self, proc: subprocess.Popen) -> None:
-        (self.root / "pids" / str(proc.pid)).touch()
+        group = getattr(proc, "cgroup", None)
+        (self.root / "pids" / str(proc.pid)).write_text(str(group or ""))
 
     def unregister(self, proc: subprocess.Popen) -> None:
         (self.root / "pids" / str(proc.pid)).unlink(missing_ok=True)

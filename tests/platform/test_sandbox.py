@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,11 +14,12 @@ import llmlab
 from llmlab.grading.sandbox import (
     Limits,
     Workspace,
-    drops_privileges,
+    cgroup_parent,
     kill,
     launch,
     minimal_env,
     network_isolated,
+    process_limit_binds,
     protected_paths,
 )
 
@@ -62,13 +64,35 @@ def test_open_files_limit():
     assert "EMFILE" in out and int(out.split()[-1]) < 32
 
 
-@pytest.mark.skipif(os.geteuid() == 0 and not drops_privileges(),
-                    reason="root ignores RLIMIT_NPROC, and nobody cannot run this interpreter here")
+@pytest.mark.skipif(not process_limit_binds(),
+                    reason="root ignores RLIMIT_NPROC, nobody cannot run this interpreter here, "
+                           "and no pids cgroup can be created")
 def test_process_limit():
     rc, out = probe("import os, time\nn = 0\ntry:\n    for _ in range(100):\n"
                     "        if os.fork() == 0:\n            time.sleep(2)\n            os._exit(0)\n"
                     "        n += 1\nexcept OSError:\n    print('EAGAIN', n)\n", Limits(processes=16))
     assert "EAGAIN" in out
+
+
+@pytest.mark.skipif(cgroup_parent() is None, reason="no pids cgroup can be created here")
+def test_a_process_that_left_the_session_is_killed_with_its_cgroup():
+    """setsid() escapes a killpg; it does not escape the sandbox's cgroup."""
+    with Workspace() as ws:
+        scratch = ws.scratch("probe-")
+        proc = launch([sys.executable, "-c",
+                       "import os, time\nif os.fork() == 0:\n    os.setsid()\n"
+                       "    print(os.getpid(), flush=True)\n    time.sleep(600)\n"
+                       "time.sleep(600)\n"], scratch, minimal_env(scratch), Limits(),
+                      stdout=subprocess.PIPE)
+        escaped = int(proc.stdout.readline())
+        group = proc.cgroup
+        assert str(escaped) in (group / "cgroup.procs").read_text()
+        kill(proc)
+        assert not group.exists()
+        with pytest.raises(ProcessLookupError):
+            for _ in range(100):  # killed; reaped by init soon after
+                os.kill(escaped, 0)
+                time.sleep(0.05)
 
 
 def test_environment_is_minimal_and_cwd_is_empty(monkeypatch):

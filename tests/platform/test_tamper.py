@@ -16,7 +16,7 @@ import pytest
 
 from llmlab.grading.assemble import GradingError, grade_id
 from llmlab.grading.autograde import grade_notebook
-from llmlab.grading.sandbox import network_isolated
+from llmlab.grading.sandbox import cgroup_parent, network_isolated
 from tests.platform.grading_fixture import MAX, RIGHT, feedback, scores, submission, write_solutions
 
 WRONG_SOFTMAX = "def softmax(x, dim=-1):\n    return x\n"
@@ -245,7 +245,8 @@ def test_another_chapters_notebook_is_refused(solutions, tmp_path):
 
 
 def test_grader_killed_leaves_nothing_behind(solutions, tmp_path):
-    """SIGKILL the grader mid-grade: its judges die and its temporary directory is removed."""
+    """SIGKILL the grader mid-grade: its judges die, and its temporary directory and the
+    judges' cgroups are removed."""
     import time
 
     tmp = tmp_path / "tmp"
@@ -259,12 +260,30 @@ def test_grader_killed_leaves_nothing_behind(solutions, tmp_path):
     while time.monotonic() < deadline and not _judges_in(tmp):
         time.sleep(0.2)
     assert _judges_in(tmp), "no judge started"
+    groups = _cgroups_of(_judges_in(tmp))
+    assert groups or cgroup_parent() is None
     proc.kill()
     proc.wait()
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and (list(tmp.iterdir()) or _judges_in(tmp)):
+    while time.monotonic() < deadline and (list(tmp.iterdir()) or _judges_in(tmp)
+                                           or any(g.exists() for g in groups)):
         time.sleep(0.2)
     assert list(tmp.iterdir()) == [] and _judges_in(tmp) == []
+    assert not [g for g in groups if g.exists()], "the judges' cgroups were left behind"
+
+
+def _cgroups_of(pids: list[int]) -> list[Path]:
+    """The sandbox cgroups (where the grader can create them) that hold any of ``pids``."""
+    parent = cgroup_parent()
+    found = []
+    for group in parent.glob("llmlab-*") if parent else []:
+        try:
+            members = {int(p) for p in (group / "cgroup.procs").read_text().split()}
+        except OSError:
+            continue
+        if members & set(pids):
+            found.append(group)
+    return found
 
 
 def _judges_in(folder: Path) -> list[int]:
