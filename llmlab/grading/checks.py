@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from llmlab.grading.compare import explain, known_mistake, short
-from llmlab.grading.guard import ReferenceBlocked, blocked
+from llmlab.grading.guard import ReferenceBlocked, blocked, keys_for
 
 GRADER_ENV = "LLMLAB_GRADER"
 _RECORDER: Any = None  # set only by the grader's reference run and judge processes
@@ -162,6 +162,7 @@ def check_function(fn: Callable[..., Any], ref: Callable[..., Any], cases: Seque
     if _RECORDER is not None:
         return _RECORDER.check_function(fn, ref, cases, atol=atol, rtol=rtol, hint=hint, name=name,
                                         block=block)
+    keys_for([ref, *block])  # a callable the guard cannot block is the author's error, raised here
     cases = [Case.of(c) for c in cases]
     for i, case in enumerate(cases):
         ref_args, ref_kwargs = case.copy()
@@ -194,6 +195,7 @@ def check_module(cls: type[torch.nn.Module], ref_cls: type[torch.nn.Module], ini
     if _RECORDER is not None:
         return _RECORDER.check_module(cls, ref_cls, init, inputs, atol=atol, rtol=rtol, hint=hint,
                                       name=name, grads=grads, seed=seed, block=block)
+    keys_for([ref_cls, *block])
     torch.manual_seed(seed)
     ref = ref_cls(**init)
     learner, error = run_learner(cls, (), dict(init), [ref_cls, *block])

@@ -165,6 +165,10 @@ def _getpath(obj: Any, parts: list[str]) -> Any:
     return obj
 
 
+# What a profile function sees called from Python: a "c_call" event for these.
+VISIBLE_BUILTINS = (types.BuiltinFunctionType, types.MethodDescriptorType)
+
+
 def keys_for(objects: Iterable[Any]) -> Keys:
     """The keys that block every object in ``objects`` (functions, classes, builtins, methods)."""
     keys = Keys()
@@ -201,6 +205,11 @@ def _add(keys: Keys, obj: Any, name: str) -> None:
                     keys.filenames.add(code.co_filename)
         return
     codes = list(_codes(obj))
+    if not codes and not isinstance(obj, VISIBLE_BUILTINS):
+        raise TypeError(f"{name} cannot be blocked: the guard sees calls of Python functions, "
+                        f"classes and builtins, and a {type(obj).__name__} is none of them (a "
+                        "NumPy ufunc, a torch op overload). Block the Python function that "
+                        "calls it, or leave it out.")
     for code in codes:
         keys.code[code_key(code)] = name
         keys.filenames.add(code.co_filename)

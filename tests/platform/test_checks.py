@@ -211,3 +211,8 @@ def test_an_in_place_spec_must_be_followed():
     msg = failure(leaves_x, scale_, cases)
     assert "the arguments after the call['x']" in msg
     assert "The spec changes this argument in place" in msg
+
+
+def test_a_callable_the_guard_cannot_see_is_refused_when_listed():
+    with pytest.raises(TypeError, match="numpy.exp cannot be blocked.*ufunc"):
+        grading.check_function(lambda x: x, lambda x: x, CASES, block=[np.exp])
