@@ -81,6 +81,8 @@ def _describe_error(exc: BaseException) -> str:
                 "between the solution markers, then run the cell again.")
     if isinstance(exc, ReferenceBlocked):
         return str(exc)
+    if isinstance(exc.__cause__, ReferenceBlocked):  # re-raised by a wrapper (Triton's interpreter)
+        return str(exc.__cause__)
     frames = traceback.extract_tb(exc.__traceback__)
     where = ""
     for frame in reversed(frames):

@@ -111,6 +111,7 @@ def is_copy(code: types.CodeType, filenames: set[str]) -> bool:
 
 
 def display_name(obj: Any) -> str:
+    obj = kernel_function(obj) or obj
     module = getattr(obj, "__module__", None) or getattr(getattr(obj, "__objclass__", None),
                                                          "__module__", "")
     name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", repr(obj))
@@ -119,8 +120,34 @@ def display_name(obj: Any) -> str:
     return f"{module}.{name}" if module and module not in ("builtins", "__main__") else name
 
 
+def kernel_function(obj: Any) -> types.FunctionType | None:
+    """The Python function a Triton kernel (``@triton.jit``: a ``JITFunction``, or an
+    ``InterpretedFunction`` under ``TRITON_INTERPRET=1``) was made from, else None."""
+    fn = getattr(obj, "fn", None)
+    if isinstance(fn, types.FunctionType) and type(obj).__module__.startswith("triton"):
+        return fn
+    return None
+
+
+def _kernel_codes(kernel: Any, fn: types.FunctionType) -> Iterator[types.CodeType]:
+    """A Triton kernel's Python function, and the rewritten copy of it that the interpreter
+    runs (``InterpretedFunction.rewrite``, cached per function, so a re-``jit`` shares it)."""
+    yield fn.__code__
+    try:
+        rewritten = kernel.rewrite() if callable(getattr(kernel, "rewrite", None)) else None
+    except Exception:
+        rewritten = None
+    if isinstance(getattr(rewritten, "__code__", None), types.CodeType):
+        yield rewritten.__code__
+
+
 def _codes(fn: Any) -> Iterator[types.CodeType]:
-    """The code of the innermost function ``fn`` wraps (following ``__wrapped__`` chains)."""
+    """The code of the innermost function ``fn`` wraps (following ``__wrapped__`` chains), or
+    a Triton kernel's (:func:`_kernel_codes`)."""
+    kernel = kernel_function(fn)
+    if kernel is not None:
+        yield from _kernel_codes(fn, kernel)
+        return
     seen = set()
     while fn is not None and id(fn) not in seen:
         seen.add(id(fn))
@@ -467,8 +494,8 @@ def unblocked(objects: Iterable[Any]) -> list[str]:
             targets = [m for m in members if isinstance(m, types.FunctionType)] or [obj]
         for target in targets:
             try:
-                with blocked([obj]):
-                    _dummy_call(inspect.unwrap(target))
+                with blocked([obj]):  # a Triton kernel: its function, as the interpreter runs it
+                    _dummy_call(kernel_function(target) or inspect.unwrap(target))
             except ReferenceBlocked:
                 continue
             except Exception:

@@ -35,7 +35,7 @@ import nbformat
 
 from llmlab.grading import checks
 from llmlab.grading.checks import Case, changes_inputs, mutable_inputs, param_grads
-from llmlab.grading.guard import keys_for
+from llmlab.grading.guard import kernel_function, keys_for
 from llmlab.grading.record import TooLarge, encode
 
 FORMAT = 4
@@ -78,6 +78,9 @@ def resolve(module: str, qualname: str) -> Any:
 def importable_path(obj: Any) -> tuple[str, str] | None:
     """(module, qualname) that imports back to ``obj`` itself, or None."""
     candidates = []
+    kernel = kernel_function(obj)
+    if kernel is not None:  # a Triton kernel, named after its function
+        candidates.append((kernel.__module__, kernel.__qualname__))
     owner = getattr(obj, "__objclass__", None)
     if owner is not None:
         candidates.append((owner.__module__, f"{owner.__qualname__}.{obj.__name__}"))

@@ -127,3 +127,23 @@ def test_interpreter_works_when_triton_was_imported_first():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.mark.skipif(not kernels.INTERPRETED, reason="the guard sees a kernel run by the interpreter")
+def test_a_blocked_kernel_is_blocked_where_it_runs_and_in_any_alias():
+    """Chapter 03 blocks llmlab's flash kernel while a learner's runs: launching it (the
+    interpreter runs its Python function) raises, and so does a re-jit of its function."""
+    import triton
+
+    from llmlab.grading.guard import ReferenceBlocked, blocked, keys_for
+    from llmlab.kernels.flash import flash_attention_forward, flash_fwd_kernel
+
+    q, k, v = (_rand(1, 1, 16, 16) for _ in range(3))
+    with blocked([flash_fwd_kernel]), pytest.raises(Exception) as info:
+        flash_attention_forward(q, k, v, True, block_q=16, block_k=16, kernel=flash_fwd_kernel)
+    blocked_call = info.value.__cause__ or info.value  # the interpreter re-raises it, chained
+    assert isinstance(blocked_call, ReferenceBlocked)
+    assert "llmlab.kernels.flash.flash_fwd_kernel" in str(blocked_call)
+    keys = keys_for([flash_fwd_kernel])
+    assert keys.covers(flash_fwd_kernel) and keys.covers(triton.jit(flash_fwd_kernel.fn))
+    flash_attention_forward(q, k, v, True, block_q=16, block_k=16)  # only while blocked
