@@ -108,9 +108,9 @@ def _plain(value: Any) -> bool:
 def mutable_inputs(ref: Callable[..., Any], args: Sequence[Any],
                    kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """The arguments a call could change in place (tensors, arrays, and lists, tuples, dicts,
-    sets of plain values), by the reference's parameter names: after a call, the learner's must equal the
-    reference's, so a function that edits its input in place (or fails to, where the spec says
-    it should) is caught, not only one that returns a wrong result."""
+    sets of plain values), by the reference's parameter names: after a call, the learner's must
+    equal the reference's, so a function that edits its input in place (or fails to, where the
+    spec says it should) is caught, not only one that returns a wrong result."""
     try:
         params = [p.name for p in inspect.signature(ref).parameters.values()
                   if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]

@@ -375,7 +375,7 @@ def reference_cells(nb: nbformat.NotebookNode) -> list[int]:
 def skip_problems(nb: nbformat.NotebookNode) -> list[str]:
     """Why a ``grading-skip`` tag is wrong: the cell is an exercise's, is not plain Python, or
     binds a name that a cell the reference run executes reads."""
-    kept = reference_cells(nb)
+    kept = {j: cell_names(nb.cells[j].source) for j in reference_cells(nb)}  # parsed once
     problems = []
     for i, cell in enumerate(nb.cells):
         if not (cell.cell_type == "code" and _skipped(cell)):
@@ -386,8 +386,9 @@ def skip_problems(nb: nbformat.NotebookNode) -> list[str]:
         elif names is None:
             problems.append(f"cell {i} is tagged {SKIP_TAG} but does not parse as Python")
         else:
-            for j in (j for j in kept if j > i):
-                later = cell_names(nb.cells[j].source)
+            for j, later in kept.items():
+                if j < i:
+                    continue
                 used = sorted(names[0] & later[1]) if later else ["(a cell that does not parse)"]
                 if used:
                     problems.append(f"cell {i} is tagged {SKIP_TAG} but cell {j}, which the "
