@@ -276,7 +276,8 @@ def spam_blocks(rng: random.Random) -> list[Block]:
         blocks.append(("p", " ".join(words[:pos] + topic.split() + words[pos:])))
         if rng.random() < 0.4:
             blocks.append(("p", line))
-    blocks.append(("p", f"Click here for {topic}!!! Limited offer, {rng.randrange(50, 95)}% off today only!!!"))
+    blocks.append(("p", f"Click here for {topic}!!! Limited offer, {rng.randrange(50, 95)}% off "
+                        "today only!!!"))
     return blocks
 
 
@@ -329,20 +330,15 @@ def seo_blocks(rng: random.Random) -> list[Block]:
 
 
 def paraphrase(blocks: list[Block], rng: random.Random) -> list[Block]:
-    """A rewrite with the same content: a filler word after every third or fourth word, so no
-    run of five words survives (word-shingle Jaccard near 0) while the vocabulary stays."""
-    fillers = ["basically", "actually", "really", "indeed", "essentially", "naturally", "clearly"]
+    """A terser rewrite with the same content: every fourth word of the prose dropped, so no run
+    of five words survives (word-shingle Jaccard near 0) while the vocabulary stays."""
     out = []
     for kind, text in blocks:
-        if kind not in ("p", "li"):
-            out.append((kind, text))
-            continue
-        words = []
-        for i, w in enumerate(text.split()):
-            words.append(w)
-            if i % rng.choice((3, 4)) == 2:
-                words.append(rng.choice(fillers))
-        out.append((kind, " ".join(words)))
+        words = text.split()
+        if kind in ("p", "li") and len(words) > 4:
+            offset = rng.randrange(4)
+            text = " ".join(w for i, w in enumerate(words) if i % 4 != offset)
+        out.append((kind, text))
     return out
 
 
@@ -604,10 +600,11 @@ def build(cfg: BuildConfig | None = None, sources: list[Source] | None = None) -
         p["html"] = html_text
         if p["source"] not in splits:
             splits[p["source"]] = "val" if rng.random() < cfg.val_fraction else "train"
+        main = main_text([("h", p["title"])] + [b for b in p["blocks"] if b[0] != "a"])
         meta = {"url": p["url"], "lang": p["lang"], "domain": p["domain"], "quality": p["quality"],
-                "main": main_text([("h", p["title"])] + [b for b in p["blocks"] if b[0] != "a"]), "pii": p["pii"],
-                "decoys": p["decoys"], "source": p["source"], "split": splits[p["source"]],
-                "dup_of": None, "near_dup_of": None, "paraphrase_of": None, "malformed": "</span><b>" in html_text[:2000]}
+                "main": main, "pii": p["pii"], "decoys": p["decoys"], "source": p["source"],
+                "split": splits[p["source"]], "dup_of": None, "near_dup_of": None,
+                "paraphrase_of": None, "malformed": "</span><b>" in html_text[:2000]}
         if kind in ("mirror", "recrawl"):
             meta["dup_of"] = f"p{p['orig_pos']:05d}"
         elif kind == "near":

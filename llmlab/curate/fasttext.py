@@ -38,7 +38,7 @@ class FastTextConfig:
     max_chars: int = 3_000  # only the first characters of a long document are read
     lowercase: bool = True
     epochs: int = 5
-    lr: float = 0.5
+    lr: float = 1.0
     batch_size: int = 32
     seed: int = 0
 
@@ -85,9 +85,9 @@ class FastText(nn.Module):
 
     @torch.no_grad()
     def sgd_step(self, ids: torch.Tensor, offsets: torch.Tensor, y: torch.Tensor, lr: float) -> float:
-        """One SGD step on the summed cross-entropy of a batch, gradients written by hand: the
-        embedding table gets a scatter-add into the rows the batch used, not a dense gradient
-        over all ``n_buckets`` rows (fastText's update, batched). Returns the mean loss."""
+        """One SGD step on a batch, gradients written by hand: the embedding table gets a
+        scatter-add into the rows the batch used, not a dense gradient over all ``n_buckets``
+        rows. Returns the mean loss."""
         weight, lin = self.embedding.weight, self.linear
         lens = torch.diff(offsets, append=torch.tensor([len(ids)])).clamp_min(1)
         h = nn.functional.embedding_bag(ids, weight, offsets, mode="mean")  # (batch, dim)
@@ -96,8 +96,12 @@ class FastText(nn.Module):
         g = logits.softmax(-1)  # d loss_i / d logits_i = p_i - onehot(y_i)
         g[torch.arange(len(y)), y] -= 1
         g_h = (g @ lin.weight) / lens[:, None]  # each of a document's rows gets 1/len of it
-        lin.weight.sub_(lr * g.T @ h)
-        lin.bias.sub_(lr * g.sum(0))
+        # The shared linear layer takes the batch's mean step; the embedding rows, mostly
+        # distinct across documents, each take their own document's step (fastText's
+        # per-example update): summed steps on the shared layer would be batch_size times
+        # too large and diverge.
+        lin.weight.sub_(lr / len(y) * g.T @ h)
+        lin.bias.sub_(lr / len(y) * g.sum(0))
         bag = torch.repeat_interleave(torch.arange(len(y)), torch.diff(
             offsets, append=torch.tensor([len(ids)])))
         weight.index_put_((ids,), g_h[bag].mul_(-lr), accumulate=True)

@@ -2,8 +2,9 @@
 
 The Gopher, C4 and FineWeb rules count words, sentences, punctuation and lines, so their verdicts
 depend on how text is cut into those units. llmlab cuts with two regular expressions: a **word**
-is a run of letters/digits (with inner apostrophes: ``don't``) or a run of punctuation; a
-**sentence** ends at ``.``, ``!``, ``?`` or a CJK full stop followed by space (or the end).
+is a whitespace-separated token with the punctuation at its edges split off, one token per mark
+(spaCy's prefix and suffix rules, without its exceptions); a **sentence** ends at ``.``, ``!``,
+``?`` or a CJK full stop followed by space (or the end).
 Production pipelines use a language's tokenizer (datatrove: spaCy's for English, which needs no
 download, and others that do); a rule's thresholds were tuned with the tokenizer its authors
 used, so the same rule with another tokenizer keeps a slightly different set of pages. The
@@ -49,13 +50,22 @@ PUNCTUATION_CHARS = (
 TERMINAL_PUNCTUATION: tuple[str, ...] = tuple(TERMINAL_PUNCTUATION_CHARS)
 PUNCTUATION_SET = frozenset(PUNCTUATION_CHARS) | frozenset(TERMINAL_PUNCTUATION_CHARS)
 
-WORD = regex.compile(r"\w+(?:['’]\w+)*|[^\w\s]+")
+_EDGE = regex.compile(r"^([^\w\s]*)(.*?)([^\w\s]*)$", regex.DOTALL)
 SENTENCE_END = re.compile(r"[.!?。！？]+[\"')\]’”」』]*(?=\s|$)")
 
 
 def split_words(text: str) -> list[str]:
-    """Words and runs of punctuation, in order: ``"Don't stop..."`` -> ``["Don't", "stop", "..."]``."""
-    return WORD.findall(text)
+    """Whitespace-separated tokens with the punctuation at their edges split off, one token per
+    mark (as spaCy's prefix and suffix rules do): ``"(Don't stop...)"`` -> ``["(", "Don't",
+    "stop", ".", ".", ".", ")"]``; a URL or ``3.5`` stays one token."""
+    out: list[str] = []
+    for token in text.split():
+        lead, core, trail = _EDGE.match(token).groups()
+        out += list(lead)
+        if core:
+            out.append(core)
+        out += list(trail)
+    return out
 
 
 def sentence_spans(text: str) -> list[tuple[int, int]]:
