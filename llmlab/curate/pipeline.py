@@ -69,7 +69,7 @@ def _shard_worker(args: tuple[str, str, Callable[[], Sequence[Stage]]]) -> dict:
     src, out_dir, make_stages = args
     src_path, out = Path(src), Path(out_dir)
     stats: Counter = Counter()
-    tmp = out / f".{src_path.name}.tmp"
+    tmp = out / f".tmp-{src_path.name}"  # keeps the suffix: .gz is written gzipped
     write_docs(tmp, run(read_docs(src_path), make_stages(), stats))
     os.replace(tmp, out / src_path.name)  # atomic: a shard file is whole or absent
     (out / ".done" / src_path.name).write_text(json.dumps(stats))
