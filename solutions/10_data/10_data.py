@@ -652,12 +652,12 @@ def _curate_no_pii(pages, tools, signature=curate.minhash_signature):
     return _curate_ref(pages, dataclasses.replace(tools, mask_pii=lambda t: (t, {})), signature)
 
 
-CURATE_MISTAKES = {"exact dedup before the filters (it sees unfiltered text)": _curate_dedup_first,
-                   "personal data left unmasked": _curate_no_pii}
 CURATE_BLOCK = [curate.curate, curate.curate_stages, curate.run, curate.near_dedup]
 _pii_pages = [d for d in crawl[600:] if d.meta["pii"] and d.meta["quality"] == "good"][:20]
 
 # %% check="curate_pages" points=3
+CURATE_MISTAKES = {"exact dedup before the filters (it sees unfiltered text)": _curate_dedup_first,
+                   "personal data left unmasked": _curate_no_pii}
 grading.check_function(curate_pages, _curate_ref, [
     grading.Case(sample[:150], tools, note="the first 150 pages of the crawl"),
     grading.Case(_pii_pages + _pii_pages[:3], tools, note="pages with personal data, three repeated"),
