@@ -23,6 +23,7 @@
 # **Budget:** ~1 min on 2 CPU cores · peak RAM ~1 GB. No GPU and no network needed.
 
 # %% tags=["nbval-ignore-output"]
+import hashlib
 from collections import Counter
 
 import matplotlib.pyplot as plt
@@ -100,7 +101,74 @@ assert all(rate[r]["seo"] < 0.1 for r in rules) and rate["gopher_quality"]["good
 # look fine to statistics but are not are a classifier's job.
 
 # %% [markdown]
-# ## 3. Near duplicates: MinHash and LSH
+# ## 3. Exact duplicates
+#
+# The cheapest dedup hashes a normalised text and keeps the first page with each hash.
+# `curate.normalize` defines "the same": NFKC, lowercase, digits as 0, punctuation removed,
+# whitespace collapsed — so a mirror that only changed a date or the case is caught.
+
+# %% [markdown]
+# ### Exercise 10.1 — exact dedup · 2 points · difficulty 1 · ~5 min
+#
+# Write `dedup_docs_(texts)`: for each text, `True` when it is kept — the first text with its
+# normalised form (`curate.normalize`) — and `False` for every later one. One pass, a set of
+# hashes (`hashlib.sha1` of the normalised UTF-8), no comparison of pairs.
+
+# %% solution="dedup_docs"
+def dedup_docs_(texts: list[str]) -> list[bool]:
+    """texts -> keep flags (the first of each normalised text is kept)."""
+    ### BEGIN SOLUTION
+    seen, keep = set(), []
+    for t in texts:
+        h = hashlib.sha1(curate.normalize(t).encode("utf-8")).digest()
+        keep.append(h not in seen)
+        seen.add(h)
+    return keep
+    ### END SOLUTION
+
+
+# %% check="dedup_docs" points=1
+def _dedup_raw(texts):
+    seen, keep = set(), []
+    for t in texts:
+        keep.append(t not in seen)
+        seen.add(t)
+    return keep
+
+
+def _dedup_last(texts):
+    norm = [curate.normalize(t) for t in texts]
+    return [norm[i] not in norm[i + 1:] for i in range(len(norm))]
+
+
+DEDUP_MISTAKES = {"texts compared without normalising": _dedup_raw,
+                  "the last copy kept instead of the first": _dedup_last}
+grading.check_function(dedup_docs_, curate.dedup_docs, [
+    grading.Case(["Hello, World 2024!", "hello world 1999", "hello  world", "other"],
+                 note="case, digits and punctuation differ"),
+], block=[curate.DocDedup], mistakes=DEDUP_MISTAKES, hint="normalise, hash, keep the first")
+
+# %% hidden="dedup_docs" points=1
+### BEGIN HIDDEN TESTS
+grading.check_function(dedup_docs_, curate.dedup_docs, [
+    grading.Case([], note="no texts"),
+    grading.Case([d.meta["main"] for d in crawl[:300]], note="300 crawled pages"),
+], mistakes=DEDUP_MISTAKES)
+### END HIDDEN TESTS
+
+# %%
+dedup = grading.prefer_yours(dedup_docs_, curate.dedup_docs, [grading.Case(["a", "A!", "b"])],
+                             name="dedup_docs_", block=[curate.DocDedup])
+keep_exact = dedup(texts)
+dropped = [d for d, k in zip(sample, keep_exact) if not k]
+_empty = sum(not t.strip() for t, k in zip(texts, keep_exact) if not k)
+_lic = sum(d.meta["domain"] == "license" for d in dropped)
+print(f"exact dedup drops {len(dropped)} of {len(sample)} extracted pages; "
+      f"{sum(d.meta['dup_of'] is not None for d in dropped)} are labelled copies; among the others, "
+      f"{_lic} licence pages and {_empty} pages that extraction left empty")
+
+# %% [markdown]
+# ## 4. Near duplicates: MinHash and LSH
 #
 # The web repeats itself: mirrors, re-crawls, templated pages, licences. Two pages are near
 # duplicates when the Jaccard similarity of their sets of word 5-grams ("shingles") is high,
@@ -112,7 +180,7 @@ assert all(rate[r]["seo"] < 0.1 for r in rules) and rate["gopher_quality"]["good
 # probability $J^r$ — the bands are independent.
 
 # %% [markdown]
-# ### Exercise 10.1 — predict first: the LSH S-curve · 2 points · difficulty 1 · ~5 min
+# ### Exercise 10.2 — predict first: the LSH S-curve · 2 points · difficulty 1 · ~5 min
 #
 # FineWeb-style settings: $b = 16$ bands of $r = 8$ rows (128 permutations). Work out on paper the
 # probability that a pair of pages with Jaccard similarity $0.8$ becomes a candidate, and return
@@ -156,7 +224,7 @@ print(f"16 x 8 at J = 0.8: {curate.candidate_probability(0.8, 16, 8):.3f}; "
       f"the step sits near (1/16)^(1/8) = {(1 / 16) ** (1 / 8):.3f}")
 
 # %% [markdown]
-# ### Exercise 10.2 — a MinHash signature · 3 points · difficulty 2 · ~15 min
+# ### Exercise 10.3 — a MinHash signature · 3 points · difficulty 2 · ~15 min
 #
 # `llmlab`'s permutations are datasketch's, so signatures equal datasketch's bit for bit. A
 # shingle (bytes) is hashed to 32 bits with `sha1_hash32`, mixed with `fmix32` (MurmurHash3's
@@ -214,7 +282,7 @@ grading.check_function(minhash_signature_, curate.minhash_signature, [
 ### END HIDDEN TESTS
 
 # %% [markdown]
-# ### Exercise 10.3 — LSH candidate pairs · 3 points · difficulty 2 · ~15 min
+# ### Exercise 10.4 — LSH candidate pairs · 3 points · difficulty 2 · ~15 min
 #
 # Write `lsh_candidates_(signatures, bands, rows)`: `signatures` is `(n, num_perm)`; band $k$ is
 # columns `[k*rows, (k+1)*rows)`. Return the sorted list of pairs `(i, j)`, `i < j`, that agree
@@ -309,7 +377,7 @@ print(f"{len(pairs)} near-duplicate pairs among {len(texts)} pages; labelled cop
       f"(mostly licences: MIT and BSD texts differ by a name and a year)")
 
 # %% [markdown]
-# ## 4. A quality classifier: fastText
+# ## 5. A quality classifier: fastText
 #
 # Rules catch pages that *look* wrong; a classifier learns what good pages look like from
 # examples (GPT-3 scored Common Crawl against WebText; FineWeb-Edu and DCLM use classifiers as
@@ -319,7 +387,7 @@ print(f"{len(pairs)} near-duplicate pairs among {len(texts)} pages; labelled cop
 # only the rows of the embedding table that the example used.
 
 # %% [markdown]
-# ### Exercise 10.4 — the fastText SGD step · 4 points · difficulty 3 · ~30 min
+# ### Exercise 10.5 — the fastText SGD step · 4 points · difficulty 3 · ~30 min
 #
 # Write `fasttext_sgd_step(emb, W, c, ids, offsets, y, lr)` that performs one training step on a
 # batch **in place** and returns the batch's mean cross-entropy (a float).
@@ -460,7 +528,7 @@ print(f"trained on {len(train)} pages; held-out accuracy {acc:.3f} (always 'good
 assert acc > majority
 
 # %% [markdown]
-# ## 5. Mixing domains
+# ## 6. Mixing domains
 #
 # A corpus mixes domains (web, code, books, papers) whose sizes differ by orders of magnitude.
 # Sampling in proportion to size drowns the small ones; XLM-R and mT5 sample domain $d$ with
@@ -469,7 +537,7 @@ assert acc > majority
 # epochs stops helping (Muennighoff et al., 2023).
 
 # %% [markdown]
-# ### Exercise 10.5 — predict first: epochs of the smallest domain · 2 points · difficulty 1 · ~5 min
+# ### Exercise 10.6 — predict first: epochs of the smallest domain · 2 points · difficulty 1 · ~5 min
 #
 # Domains of 9·10⁹ (web), 9·10⁸ (code) and 10⁸ (books) tokens are mixed with temperature
 # $T = 2$ into a budget of 10¹⁰ training tokens. How many epochs over the books domain is that?
@@ -504,17 +572,58 @@ _plan = curate.mixture_plan({"web": 9e9, "code": 9e8, "books": 1e8},
 grading.check_value(predict_books_epochs(), _plan["books"]["epochs"], what="epochs over books", rtol=1e-2)
 ### END HIDDEN TESTS
 
+# %% [markdown]
+# ### Exercise 10.7 — temperature weights · 2 points · difficulty 1 · ~5 min
+#
+# Write `temperature_weights_(sizes, T)`: `{domain: w_d}` with $w_d \propto n_d^{1/T}$,
+# summing to 1. Raise `ValueError` for `T <= 0`.
+
+# %% solution="temperature_weights"
+def temperature_weights_(sizes: dict[str, float], T: float) -> dict[str, float]:
+    """sizes: {domain: tokens} -> {domain: weight}, weights sum to 1."""
+    ### BEGIN SOLUTION
+    if T <= 0:
+        raise ValueError(f"T must be > 0, got {T}")
+    raw = {d: n ** (1 / T) for d, n in sizes.items()}
+    return {d: v / sum(raw.values()) for d, v in raw.items()}
+    ### END SOLUTION
+
+
+# %% check="temperature_weights" points=1
+TW_MISTAKES = {"n^T instead of n^(1/T)": lambda sizes, T: {d: n ** T / sum(m ** T for m in sizes.values())
+                                                          for d, n in sizes.items()},
+               "not normalised": lambda sizes, T: {d: n ** (1 / T) for d, n in sizes.items()}}
+grading.check_function(temperature_weights_, curate.temperature_weights, [
+    grading.Case({"web": 9e9, "code": 9e8, "books": 1e8}, 2.0, note="T = 2"),
+], mistakes=TW_MISTAKES, hint="w_d = n_d^(1/T) / sum over domains")
+
+# %% hidden="temperature_weights" points=1
+### BEGIN HIDDEN TESTS
+grading.check_function(temperature_weights_, curate.temperature_weights, [
+    grading.Case({"a": 5.0, "b": 5.0}, 3.0, note="equal sizes"),
+    grading.Case({"web": 100.0, "code": 10.0, "math": 1.0}, 0.5, note="T < 1 sharpens"),
+], mistakes=TW_MISTAKES)
+try:
+    temperature_weights_({"a": 1.0}, 0.0)
+    _raised = False
+except ValueError:
+    _raised = True
+grading.expect(_raised, "T = 0 must raise ValueError")
+### END HIDDEN TESTS
+
 # %%
+weights_fn = grading.prefer_yours(temperature_weights_, curate.temperature_weights,
+                                  [grading.Case({"a": 4.0, "b": 1.0}, 2.0)], name="temperature_weights_")
 sizes = {"web": 9e9, "code": 9e8, "books": 1e8}
 for T in (1.0, 2.0, 5.0):
-    plan = curate.mixture_plan(sizes, curate.temperature_weights(sizes, T), 1e10)
+    plan = curate.mixture_plan(sizes, weights_fn(sizes, T), 1e10)
     print(f"T = {T:3.0f}: " + " · ".join(f"{d} {p['tokens'] / 1e10:5.1%} of tokens, {p['epochs']:5.2f} epochs"
                                        for d, p in plan.items()))
 
 # %% [markdown]
-# ## 6. Capstone: a streaming curation pipeline
+# ## 7. Capstone: a streaming curation pipeline
 #
-# ### Exercise 10.6 — curate a crawl · 6 points · difficulty 3 · ~60 min
+# ### Exercise 10.8 — curate a crawl · 6 points · difficulty 3 · ~60 min
 #
 # Write `curate_pages(pages, tools, signature)`: stream the raw pages through the stages below
 # and return `(kept, stats)` — `kept` the list of `(id, text)` of surviving pages in crawl order,
@@ -673,7 +782,7 @@ grading.check_function(curate_pages, _curate_ref, [
 ### END HIDDEN TESTS
 
 # %% [markdown]
-# ## 7. The headline: what curation keeps, scored on the labels
+# ## 8. The headline: what curation keeps, scored on the labels
 #
 # Your pipeline (or llmlab's), with your MinHash signatures where they pass, on the first 600
 # pages of the crawl. The crawl's labels tell us what each stage removed.
