@@ -122,9 +122,9 @@ class PPOTrainer:
     ``reward_fn(rollout) -> (batch,)``, and runs ``ppo_epochs`` x ``minibatches`` updates.
     """
 
-    def __init__(self, policy: nn.Module, config: PPOConfig, eos_id: int | None = None,
+    def __init__(self, policy: nn.Module, config: PPOConfig, eos_token_id: int | None = None,
                  value_model: ScalarHeadModel | None = None, seed: int = 0) -> None:
-        self.policy, self.cfg, self.eos_id = policy, config, eos_id
+        self.policy, self.cfg, self.eos_token_id = policy, config, eos_token_id
         self.ref = copy.deepcopy(policy).eval().requires_grad_(False)
         self.value = value_model if value_model is not None else ScalarHeadModel(policy)
         params = list(policy.parameters()) + list(self.value.parameters())
@@ -137,7 +137,8 @@ class PPOTrainer:
 
     def step(self, prompt_ids: torch.Tensor, reward_fn: Callable[[Rollout], torch.Tensor]) -> dict:
         c = self.cfg
-        ro = sample_rollout(self.policy, prompt_ids, c.max_new_tokens, c.temperature, self.eos_id, self.gen)
+        ro = sample_rollout(self.policy, prompt_ids, generator=self.gen, max_new_tokens=c.max_new_tokens,
+                            temperature=c.temperature, eos_token_id=self.eos_token_id)
         mask = ro.mask
         with torch.no_grad():
             scores = reward_fn(ro).float()

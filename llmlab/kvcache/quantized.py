@@ -1,6 +1,7 @@
 """Quantized KV caches: int8 per token, and KIVI (int4/int2 keys per channel, values per token).
 
-Asymmetric min-max quantization with ``bits`` bits: ``x ≈ q * scale + zero``,
+Asymmetric min-max quantization with ``bits`` bits and a float offset, chapter 07's
+:func:`llmlab.quant.formats.minmax_quantize`: ``x ≈ q * scale + min``,
 ``q = round((x - min) / scale)`` in ``[0, 2^bits - 1]``, ``scale = (max - min) / (2^bits - 1)``,
 with min and max taken along one axis.
 
@@ -21,29 +22,9 @@ from __future__ import annotations
 import torch
 
 from llmlab.kvcache.base import check_update
+from llmlab.quant.formats import minmax_dequantize, minmax_quantize
 
 AXES = ("token", "channel")
-
-
-def quantize(x: torch.Tensor, bits: int,
-             dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Asymmetric quantization with min/max reduced over ``dim``.
-
-    x: (...) float -> codes (...) uint8 in [0, 2^bits - 1], scale and zero (float32, x's shape with
-    ``dim`` of size 1).
-    """
-    if not 1 <= bits <= 8:
-        raise ValueError(f"bits must be in 1..8, got {bits}")
-    lo, hi = x.amin(dim, keepdim=True), x.amax(dim, keepdim=True)
-    scale = ((hi - lo) / (2 ** bits - 1)).clamp(min=1e-8).float()
-    codes = ((x - lo) / scale).round().clamp(0, 2 ** bits - 1)
-    return codes.to(torch.uint8), scale, lo.float()
-
-
-def dequantize(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
-               dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """codes * scale + zero, broadcast over the reduced axis."""
-    return (codes.float() * scale.float() + zero.float()).to(dtype)
 
 
 def kivi_quantize(k: torch.Tensor, v: torch.Tensor,
@@ -53,8 +34,8 @@ def kivi_quantize(k: torch.Tensor, v: torch.Tensor,
     k, v: (batch, tokens, n_kv_head, d_head) -> dequantized (k_hat, v_hat), same shapes. Keys
     take min/max over the tokens (dim 1), values over the channels (dim -1).
     """
-    k_hat = dequantize(*quantize(k, bits, dim=1), dtype=k.dtype)
-    v_hat = dequantize(*quantize(v, bits, dim=-1), dtype=v.dtype)
+    k_hat = minmax_dequantize(*minmax_quantize(k, bits, dim=1), dtype=k.dtype)
+    v_hat = minmax_dequantize(*minmax_quantize(v, bits, dim=-1), dtype=v.dtype)
     return k_hat, v_hat
 
 
@@ -144,13 +125,14 @@ class QuantizedKVCache:
     def _quantize(self, x: torch.Tensor, i: int) -> tuple[torch.Tensor, ...]:
         """x: (batch, n_groups * G, ...) -> packed codes, scale, zero, (batch, n_groups, G, ...)."""
         x = x.view(x.shape[0], -1, self.group_size, *x.shape[2:])
-        codes, scale, zero = quantize(x, self.bits[i], dim=2 if self.axes[i] == "channel" else -1)
+        codes, scale, zero = minmax_quantize(x, self.bits[i],
+                                             dim=2 if self.axes[i] == "channel" else -1)
         return pack_codes(codes, self.bits[i]), scale.half(), zero.half()  # stored in fp16
 
     def _dequantize(self, group: tuple[torch.Tensor, ...], i: int,
                     dtype: torch.dtype) -> torch.Tensor:
         packed, scale, zero = group
-        x = dequantize(unpack_codes(packed, self.bits[i]), scale, zero, dtype)
+        x = minmax_dequantize(unpack_codes(packed, self.bits[i]), scale, zero, dtype)
         return x.flatten(1, 2)  # (batch, n_groups * G, ...)
 
     def nbytes(self, residual: bool = True) -> int:

@@ -19,7 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from llmlab.kvcache import ContiguousKVCache, decode_loop, make_sampler
+from llmlab.model import ContiguousKVCache, SamplingParams, decode_loop
+from llmlab.model.generate import sampling_params
 from llmlab.peft.inject import freeze
 
 
@@ -112,10 +113,12 @@ class PrefixTuning(nn.Module):
                                            ignore_index=-100)
 
     @torch.no_grad()
-    def generate(self, idx: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
-        """Greedy decoding that keeps the prefix in the cache. (batch, T) -> (batch, T + n)."""
-        cache = self.make_cache(idx.shape[0], idx.shape[1] + max_new_tokens)
+    def generate(self, idx: torch.Tensor, params: SamplingParams | None = None,
+                 **sampling) -> torch.Tensor:
+        """:func:`llmlab.model.generate` (its parameters) with the prefix in the cache.
+        (batch, T) -> (batch, T + n)."""
+        params = sampling_params(params, sampling)
+        cache = self.make_cache(idx.shape[0], idx.shape[1] + params.max_new_tokens)
         first = self.model(idx, cache=cache)[:, -1]
-        new = decode_loop(first, lambda tok: self.model(tok[:, None], cache=cache)[:, -1],
-                          max_new_tokens, make_sampler(), None, 0, False)
+        new = decode_loop(first, lambda tok: self.model(tok[:, None], cache=cache)[:, -1], params)
         return torch.cat([idx, new], 1)

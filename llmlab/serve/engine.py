@@ -21,8 +21,14 @@ import torch
 from torch import nn
 
 from llmlab.kvcache import PagedKVCache, blocks_for
+from llmlab.model.sampling import (
+    SamplingParams,
+    make_generator,
+    next_token,
+    process_logits,
+    top_logprobs,
+)
 from llmlab.serve.detokenize import IncrementalDetokenizer, StopChecker
-from llmlab.serve.sampling import SamplingParams, process_logits, sample_token, top_logprobs
 from llmlab.serve.scheduler import ScheduledBatch, Scheduler, SchedulerConfig, Sequence
 
 EOS = "<|endoftext|>"
@@ -139,16 +145,14 @@ class LLMEngine:
         if len(ids) >= self.max_model_len:
             raise PromptTooLongError(f"the prompt has {len(ids)} tokens; this model's context is "
                                      f"{self.max_model_len} tokens", "prompt")
-        total = min(len(ids) + params.max_tokens, self.max_model_len)
+        total = min(len(ids) + params.max_new_tokens, self.max_model_len)
         if blocks_for(total, self.config.block_size) > self.config.num_blocks:
             raise PromptTooLongError(f"{total} tokens need more KV blocks than the pool's "
-                                     f"{self.config.num_blocks}", "max_tokens")
+                                     f"{self.config.num_blocks}", "max_new_tokens")
         request_id = request_id or f"req-{next(self._ids)}"
         if request_id in self.requests:
             raise ValueError(f"request id {request_id!r} is already in use", "request_id")
-        generator = None
-        if params.seed is not None:
-            generator = torch.Generator(device=self.device).manual_seed(params.seed)
+        generator = make_generator(params)  # on the CPU: the same draws on any device
         constraint = None
         if params.regex is not None:
             from llmlab.serve.structured import RegexConstraint, TokenAutomaton
@@ -157,7 +161,7 @@ class LLMEngine:
             except ValueError as exc:
                 raise ValueError(str(exc.args[0]), "regex") from None
             constraint = RegexConstraint(automaton)
-        req = Request(request_id, Sequence(request_id, ids, params.max_tokens), params,
+        req = Request(request_id, Sequence(request_id, ids, params.max_new_tokens), params,
                       IncrementalDetokenizer(self.tokenizer), StopChecker(params.stop), generator,
                       constraint, arrival=time.perf_counter())
         if adapter is not None:  # its KV blocks are the adapter's: never shared with others
@@ -223,7 +227,7 @@ class LLMEngine:
         if req.constraint is not None:
             processed = processed.masked_fill(~req.constraint.mask(processed.shape[-1]),
                                               float("-inf"))
-        token = sample_token(processed, p, req.generator)
+        token = int(next_token(processed, p, req.generator))
         if req.constraint is not None:
             req.constraint.advance(token)
         seq.output.append(token)
@@ -234,13 +238,14 @@ class LLMEngine:
             logprobs = [(token, *top_logprobs(logits, token, p.logprobs))]
             req.logprobs += logprobs
         reason, delta, hit = None, "", False
-        if (token == self.eos_id and not p.ignore_eos) or token in p.stop_token_ids:
+        eos = self.eos_id if p.eos_token_id is None else p.eos_token_id
+        if (token == eos and not p.ignore_eos) or token in p.stop_token_ids:
             reason = "stop"
         else:
             delta, hit = req.stop.push(req.detok.push(token))
             if hit:
                 reason = "stop"
-            elif len(seq.output) >= p.max_tokens or len(seq.tokens) >= self.max_model_len:
+            elif len(seq.output) >= p.max_new_tokens or len(seq.tokens) >= self.max_model_len:
                 reason = "length"
         if reason is not None:
             if not hit:  # the held-back text was no stop string after all

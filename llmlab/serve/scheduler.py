@@ -56,7 +56,7 @@ class Sequence:
 
     seq_id: Hashable
     prompt: list[int]
-    max_tokens: int
+    max_new_tokens: int
     output: list[int] = field(default_factory=list)
     num_computed: int = 0
     status: Status = Status.WAITING

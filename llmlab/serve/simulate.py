@@ -51,7 +51,7 @@ def simulate(requests: list[tuple[int, int, int]], num_blocks: int = 16, block_s
             seq.num_computed += n
             if seq.num_uncomputed == 0:
                 seq.output.append(3000 + len(seq.output))
-                if len(seq.output) >= seq.max_tokens:
+                if len(seq.output) >= seq.max_new_tokens:
                     sched.finish(seq)
         trace.append({
             "rows": [(s.seq_id, n) for s, n in batch.rows],

@@ -1121,8 +1121,11 @@ print(f"tokens/param : {tokens_per_param:.2f} (Chinchilla's compute-optimal rati
 # To generate, feed the text so far, take the last position's logits, divide by a
 # **temperature**, optionally keep only the top-k tokens or the smallest set whose probability
 # reaches top-p (Holtzman et al. 2019, [arXiv:1904.09751](https://arxiv.org/abs/1904.09751)),
-# sample, append, repeat. `llmlab.model.generate` re-reads the whole window each step;
-# chapter 08 makes this fast with a KV cache.
+# sample, append, repeat. `llmlab.model.generate` is llmlab's one decoding entry point: its
+# knobs are the fields of a `SamplingParams` (`max_new_tokens`, `temperature` — 0 is greedy —
+# `top_k`, `top_p`, `min_p`, `eos_token_id`, `seed`, named as in `transformers` and vLLM), and
+# with `use_cache=False` it runs exactly this loop; by default it keeps a KV cache, the subject of
+# chapter 08.
 #
 # ### Exercise 2.11 — sampling with temperature, top-k and top-p · 5 points · difficulty 3 · ~30 min
 #
@@ -1131,11 +1134,12 @@ print(f"tokens/param : {tokens_per_param:.2f} (Chinchilla's compute-optimal rati
 # `model.config.block_size` tokens, takes the last position's logits (in float32), and
 #
 # - `temperature == 0`: picks the argmax (greedy);
-# - otherwise divides the logits by the temperature, keeps only the `top_k` largest (when given)
-#   and then the **smallest set of most probable tokens whose probability reaches `top_p`** (when
-#   given; a token stays when the probability of the tokens ranked above it is still below
-#   `top_p`), sets all others to $-\infty$, and draws one token per row with
-#   `torch.multinomial(probs, 1, generator=generator)`.
+# - otherwise divides the logits by the temperature, keeps only the `top_k` largest (when
+#   `top_k > 0`) and then the **smallest set of most probable tokens whose probability reaches
+#   `top_p`** (when `top_p < 1`; a token stays when the probability of the tokens ranked above it
+#   is still below `top_p`), sets all others to $-\infty$, and draws one token per row with
+#   `torch.multinomial(probs, 1, generator=generator)`. `top_k=0` and `top_p=1.0` are "off", as
+#   in `transformers`.
 #
 # Do not call llmlab's `generate` or `filter_logits`. With the same generator seed your samples
 # must be llmlab's, token for token.
@@ -1151,7 +1155,7 @@ print(f"tokens/param : {tokens_per_param:.2f} (Chinchilla's compute-optimal rati
 # %% solution="generate"
 @torch.no_grad()
 def generate_(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-              top_k: int | None = None, top_p: float | None = None,
+              top_k: int = 0, top_p: float = 1.0,
               generator: torch.Generator | None = None) -> torch.Tensor:
     """Sample ``max_new_tokens`` tokens. idx: (batch, seq) -> (batch, seq + max_new_tokens)."""
     ### BEGIN SOLUTION
@@ -1161,10 +1165,10 @@ def generate_(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, temperat
             nxt = logits.argmax(-1, keepdim=True)
         else:
             logits = logits / temperature
-            if top_k is not None:
+            if top_k > 0:
                 kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
                 logits = logits.masked_fill(logits < kth, float("-inf"))
-            if top_p is not None:
+            if top_p < 1.0:
                 probs, order = torch.sort(torch.softmax(logits, -1), dim=-1, descending=True)
                 drop = probs.cumsum(-1) - probs >= top_p
                 logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
@@ -1175,13 +1179,12 @@ def generate_(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, temperat
 
 
 # %% check="generate" points=2
-from llmlab.model import generate  # noqa: E402
-from llmlab.model.generate import filter_logits  # noqa: E402
+from llmlab.model import filter_logits, generate  # noqa: E402
 
 
-def generate_reference(model, idx, n, temperature=1.0, top_k=None, top_p=None, generator=None):
-    return generate(model, idx, n, temperature=temperature, top_k=top_k, top_p=top_p,
-                    generator=generator)
+def generate_reference(model, idx, n, temperature=1.0, top_k=0, top_p=1.0, generator=None):
+    return generate(model, idx, max_new_tokens=n, temperature=temperature, top_k=top_k,
+                    top_p=top_p, generator=generator, use_cache=False)
 
 
 def _seeded(seed: int) -> torch.Generator:
@@ -1191,8 +1194,8 @@ def _seeded(seed: int) -> torch.Generator:
 _prompt = torch.tensor([tok.encode("def ")])
 grading.check_function(generate_, generate_reference, [
     grading.Case(book, _prompt, 8, 0.0, note="greedy (temperature 0)"),
-    grading.Case(book, _prompt, 8, 0.8, 40, None, _seeded(0), note="temperature 0.8, top-k 40"),
-    grading.Case(book, _prompt, 8, 1.0, None, 0.5, _seeded(1), note="top-p 0.5"),
+    grading.Case(book, _prompt, 8, 0.8, 40, 1.0, _seeded(0), note="temperature 0.8, top-k 40"),
+    grading.Case(book, _prompt, 8, 1.0, 0, 0.5, _seeded(1), note="top-p 0.5"),
 ], block=[generate, filter_logits], mistakes={"top-p dropping the token that crosses p": mistakes.generate_top_p_off_by_one},
    hint="top-p keeps a token while the mass ranked above it is below p")
 
@@ -1200,8 +1203,8 @@ grading.check_function(generate_, generate_reference, [
 _long = torch.randint(0, cfg.vocab_size, (2, cfg.block_size - 2), generator=_seeded(5))
 grading.check_function(generate_, generate_reference, [
     grading.Case(book, _long, 5, 1.0, 20, 0.9, _seeded(2), note="crossing block_size, top-k then top-p"),
-    grading.Case(book, _prompt.expand(3, -1), 6, 1.3, None, 0.3, _seeded(3), note="3 rows, top-p 0.3"),
-    grading.Case(book, _prompt, 4, 0.7, 1, None, _seeded(4), note="top-k 1 is greedy"),
+    grading.Case(book, _prompt.expand(3, -1), 6, 1.3, 0, 0.3, _seeded(3), note="3 rows, top-p 0.3"),
+    grading.Case(book, _prompt, 4, 0.7, 1, 1.0, _seeded(4), note="top-k 1 is greedy"),
 ], block=[generate, filter_logits], mistakes={"top-p dropping the token that crosses p": mistakes.generate_top_p_off_by_one})
 
 # %% [markdown]
@@ -1213,10 +1216,9 @@ sample_fn = grading.prefer_yours(generate_, generate_reference,
                                  name="generate_")
 
 # %%
-from llmlab.model import generate
 
 prompt = torch.tensor([tok.encode('def read_config(path):\n    """')])
-out = sample_fn(book, prompt, 60, 0.8, 40, None, torch.Generator().manual_seed(0))
+out = sample_fn(book, prompt, 60, 0.8, 40, 1.0, torch.Generator().manual_seed(0))
 print(tok.decode(out[0].tolist()))
 
 # %% [markdown]
@@ -1229,7 +1231,7 @@ import ipywidgets as widgets
 
 def sample_book(prompt: str = "class ", temperature: float = 0.8, top_k: int = 40, seed: int = 0) -> None:
     ids = torch.tensor([tok.encode(prompt)])
-    out = sample_fn(book, ids, 50, temperature, top_k or None, None, torch.Generator().manual_seed(seed))
+    out = sample_fn(book, ids, 50, temperature, top_k, 1.0, torch.Generator().manual_seed(seed))
     print(tok.decode(out[0].tolist()))
 
 

@@ -874,7 +874,7 @@ grading.check_function(absorbed_attention_, absorbed_attention, [
 # %%
 import dataclasses
 
-from llmlab.kvcache.contiguous import ContiguousKVCache
+from llmlab.kvcache import ContiguousKVCache
 from llmlab.model import GPT, GPTConfig
 
 mla_cfg = GPTConfig(vocab_size=cfg.vocab_size, block_size=64, n_layer=2, n_head=4, d_model=128,

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 import llmlab.kvcache as kv
 from llmlab import grading, peft
 from llmlab.data import load_documents
-from llmlab.model import GPT, GPTConfig, load_book_model
+from llmlab.model import GPT, GPTConfig, generate, load_book_model
 from llmlab.nn import Linear
 from llmlab.utils import seed_all
 
@@ -550,7 +550,7 @@ print(f"LoRA: {lora_time:.1f} s for 40 steps · full fine-tuning: {full_time:.1f
 peft.merge(lora_model)
 for prompt, answer in test_pairs[:4]:
     ids = torch.tensor([tok.encode(prompt)])
-    out = kv.generate(lora_model, ids, 12)
+    out = generate(lora_model, ids, max_new_tokens=12)
     print(prompt.split("\n")[0], "->", tok.decode(out[0, ids.shape[1]:].tolist()).split("\n")[0],
           f"(expected{answer.rstrip()})")
 _ = peft.unmerge(lora_model)
@@ -956,7 +956,7 @@ width = max(map(len, prompts))
 batch = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
 mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
 with peft.adapter_ids(served, rows_ids), torch.no_grad():
-    out = kv.generate(served, batch, 10, attention_mask=mask)
+    out = generate(served, batch, max_new_tokens=10, attention_mask=mask)
 print(test_sig.split("\n")[0])
 for who, row in zip(["call adapter", "name adapter", "base model"], out):
     print(f"  {who:<13}->", tok.decode(row[width:].tolist()).split("\n")[0])

@@ -506,7 +506,7 @@ true_reward = al.text_reward(al.return_statement_reward, tok)
 
 torch.manual_seed(0)
 PPO_LR, PPO_STEPS = 3e-4, 12
-ppo = al.PPOTrainer(copy.deepcopy(base), al.PPOConfig(max_new_tokens=8, lr=PPO_LR, init_kl_coef=0.02), eos_id=EOS)
+ppo = al.PPOTrainer(copy.deepcopy(base), al.PPOConfig(max_new_tokens=8, lr=PPO_LR, init_kl_coef=0.02), eos_token_id=EOS)
 ppo_log = [ppo.step(prompt_ids.repeat(4, 1), true_reward) for _ in tqdm(range(PPO_STEPS), desc="PPO")]
 print("mean reward per step:", " ".join(f"{s['score']:.2f}" for s in ppo_log))
 
@@ -763,7 +763,7 @@ grading.check_function(grpo_objective, _ref_grpo, cases=[
 def grpo_run(reward_fn, steps: int, beta: float = 0.0, lr: float = 1e-3, seed: int = 0, desc="GRPO"):
     torch.manual_seed(seed)
     tr = al.GRPOTrainer(copy.deepcopy(base), al.GRPOConfig(group_size=8, max_new_tokens=6, lr=lr, beta=beta),
-                        eos_id=EOS, seed=seed)
+                        eos_token_id=EOS, seed=seed)
     return tr, [tr.step(prompt_ids[:2], reward_fn) for _ in tqdm(range(steps), desc=desc)]
 
 
@@ -857,11 +857,12 @@ widgets.interact(show_beta, beta=widgets.FloatLogSlider(value=0.2, base=10, min=
 proxy = al.text_reward(al.keyword_reward, tok)
 torch.manual_seed(0)
 hacker = al.GRPOTrainer(copy.deepcopy(base), al.GRPOConfig(group_size=8, max_new_tokens=8, lr=1e-3, beta=0.0),
-                        eos_id=EOS)
+                        eos_token_id=EOS)
 hack_log, gen = [], torch.Generator().manual_seed(1)
 for _ in tqdm(range(12), desc="GRPO on the proxy"):
     st = hacker.step(prompt_ids[:2], proxy)
-    ro = al.sample_rollout(hacker.policy, prompt_ids.repeat(4, 1), 8, eos_id=EOS, generator=gen)
+    ro = al.sample_rollout(hacker.policy, prompt_ids.repeat(4, 1), max_new_tokens=8, temperature=1.0,
+                           eos_token_id=EOS, generator=gen)
     hack_log.append((st["reward"], float(true_reward(ro).mean())))
 print("proxy reward:", " ".join(f"{p:.2f}" for p, _ in hack_log))
 print("true reward: ", " ".join(f"{t:.2f}" for _, t in hack_log))

@@ -42,7 +42,15 @@ from llmlab.grading import mistakes
 from llmlab.attention import REAL_CONFIGS
 from llmlab.data import load_documents
 from llmlab.kvcache.blocks import replay
-from llmlab.model import load_book_model
+from llmlab.model import (
+    SamplingParams,
+    decode_loop,
+    generate,
+    load_book_model,
+    next_token,
+    process_logits,
+)
+from llmlab.quant.formats import minmax_quantize
 from llmlab.utils import seed_all
 
 seed_all(0)
@@ -309,8 +317,8 @@ grading.check_function(decode_attention, kv.decode_attention, block=DECODE_TWINS
 # %% [markdown]
 # ## 3. Cached generation, checked token for token
 #
-# `kv.generate` prefills the prompt, then feeds back one token at a time through a
-# `ContiguousKVCache`; `use_cache=False` recomputes the whole sequence every step. The test
+# `llmlab.model.generate` (imported as `generate`) prefills the prompt, then feeds back one token
+# at a time through a `ContiguousKVCache`; `use_cache=False` recomputes the whole sequence every step. The test
 # suite also checks that it reproduces Hugging Face `transformers.generate` token for token on
 # GPT-2 and Llama weights (`tests/kvcache/test_generate.py`).
 
@@ -331,7 +339,7 @@ grading.check_function(decode_attention, kv.decode_attention, block=DECODE_TWINS
 # - **EOS**: once a row has produced `eos_token_id`, it produces `pad_token_id` from then on;
 #   stop as soon as every row is done. Never run a forward whose logits you will not use.
 #
-# Do not call `kv.generate`, `kv.decode_loop` or `llmlab.model.generate`.
+# Do not call `generate`, `decode_loop` or `kv.generate_paged`.
 #
 # <details><summary>Hint 1</summary>A cumulative sum of the mask, minus one, clamped at 0, gives
 # every token's position in its own sequence.</details>
@@ -371,12 +379,9 @@ def cached_generate_(model, idx: torch.Tensor, max_new_tokens: int,
 
 
 # %% check="cached_generate" points=3
-import llmlab.model  # noqa: E402
-
-
 def generate_reference(model, idx, n, attention_mask=None, eos_token_id=None, pad_token_id=0):
-    return kv.generate(model, idx, n, attention_mask=attention_mask, eos_token_id=eos_token_id,
-                       pad_token_id=pad_token_id)
+    return generate(model, idx, max_new_tokens=n, attention_mask=attention_mask,
+                    eos_token_id=eos_token_id, pad_token_id=pad_token_id)
 
 
 def _left_padded(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -386,7 +391,7 @@ def _left_padded(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     return ids, torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
 
 
-DECODE_BLOCK = [kv.generate, kv.decode_loop, kv.generate_paged, llmlab.model.generate]
+DECODE_BLOCK = [generate, decode_loop, kv.generate_paged]
 DECODE_MISTAKES = {"positions that count the left padding": mistakes.cached_generate_positions_with_padding}
 _ids, _mask = _left_padded(["import os\n", "class A:\n    def "])
 grading.check_function(cached_generate_, generate_reference, [
@@ -397,7 +402,7 @@ grading.check_function(cached_generate_, generate_reference, [
 
 # %% hidden="cached_generate" points=3
 _ids3, _mask3 = _left_padded(["x", "def f(a, b):\n    return", "# a comment\n"])
-_eos = int(kv.generate(model, _ids3[1:2], 3)[0, -1])  # a token row 1 produces at its 3rd step
+_eos = int(generate(model, _ids3[1:2], max_new_tokens=3)[0, -1])  # a token row 1 produces at its 3rd step
 grading.check_function(cached_generate_, generate_reference, [
     grading.Case(model, _ids3, 8, _mask3, note="three rows, very different lengths"),
     grading.Case(model, _ids3, 12, _mask3, _eos, 5, note="EOS: finished rows emit the pad token"),
@@ -415,7 +420,7 @@ decode = grading.prefer_yours(cached_generate_, generate_reference,
 prompt = "def fibonacci(n):\n    "
 idx = torch.tensor([tokenizer.encode(prompt)])
 cached = decode(model, idx, 48)
-uncached = kv.generate(model, idx, 48, use_cache=False)
+uncached = generate(model, idx, max_new_tokens=48, use_cache=False)
 print("identical tokens:", torch.equal(cached, uncached))
 print(tokenizer.decode(cached[0].tolist()))
 
@@ -567,7 +572,7 @@ print(f"contiguous wastes {100 * w16.contiguous_waste:.1f}% · paged (16-token b
 # %%
 prompts = [tokenizer.encode(t) for t in ["import sys\n", "x", "class Cache:\n    def ", "# a"]]
 paged = kv.PagedKVCache(cfg.n_layer, num_blocks=64, block_size=8)
-out_paged = kv.generate_paged(model, prompts, 24, paged)
+out_paged = kv.generate_paged(model, prompts, paged, max_new_tokens=24)
 width = max(map(len, prompts))
 ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])  # left-padded
 mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
@@ -678,7 +683,7 @@ def paged_cache(num_blocks: int, block_size: int) -> kv.PagedKVCache:
 
 check_cache = paged_cache(64, 8)
 print("paged with this allocator == contiguous:",
-      kv.generate_paged(model, prompts, 24, check_cache) == out_contiguous)
+      kv.generate_paged(model, prompts, check_cache, max_new_tokens=24) == out_contiguous)
 
 # %% [markdown]
 # ### Exercise 8.7 — write through the block table, with copy-on-write · 6 points · difficulty 3 · ~30 min
@@ -888,8 +893,8 @@ for i in range(3):
 print("blocks used after 3 forks:", fork_cache.used_blocks(), "(the prompt's, shared 4 ways)")
 samples = ["parent"] + [f"sample {i}" for i in range(3)]
 fork_cache.set_batch(samples)
-sample = kv.make_sampler(do_sample=True, temperature=0.8, top_k=40,
-                         generator=torch.Generator().manual_seed(0))
+params, draws = SamplingParams(temperature=0.8, top_k=40), torch.Generator().manual_seed(0)
+sample = lambda logits: next_token(process_logits(logits, params), params, draws)  # noqa: E731
 tok = sample(last)[:, None].expand(4, 1).clone()
 outs = [[] for _ in samples]
 with torch.no_grad():
@@ -966,7 +971,7 @@ def serve(prefix_caching: bool) -> tuple[list[list[int]], kv.PagedKVCache, float
                             prefix_caching=prefix_caching)
     start, outs = time.perf_counter(), []
     for i, r in enumerate(tqdm(requests, desc="requests", leave=False)):  # one after another
-        outs += kv.generate_paged(model, [r], 8, cache, seq_ids=[i])
+        outs += kv.generate_paged(model, [r], cache, max_new_tokens=8, seq_ids=[i])
     return outs, cache, time.perf_counter() - start
 
 
@@ -1065,7 +1070,7 @@ def kivi_quantize(k: torch.Tensor, v: torch.Tensor,
 
 # %% check="kivi" points=1
 g = torch.Generator().manual_seed(0)
-KIVI_TWINS = [kv.quantize, kv.QuantizedKVCache]  # kivi_quantize is quantize along two axes
+KIVI_TWINS = [minmax_quantize, kv.QuantizedKVCache]  # kivi_quantize is minmax_quantize twice
 grading.check_function(kivi_quantize, kv.kivi_quantize, block=KIVI_TWINS, cases=[
     grading.Case(torch.randn(1, 8, 2, 4, generator=g), torch.randn(1, 8, 2, 4, generator=g), 4,
                  note="4 bits"),

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from llmlab.attention import MLAConfig, MultiHeadLatentAttention, absorbed_attention
-from llmlab.kvcache.contiguous import ContiguousKVCache
+from llmlab.kvcache import ContiguousKVCache
 from tests.attention.conftest import assert_same, grads
 
 CFG = MLAConfig(d_model=32, n_head=4, kv_lora_rank=12, qk_nope_head_dim=8, qk_rope_head_dim=4,

@@ -13,12 +13,12 @@ from llmlab.kvcache import (
     HeavyHitterCache,
     QuantizedKVCache,
     SinkWindowCache,
-    dequantize,
     kivi_quantize,
     pack_codes,
-    quantize,
     unpack_codes,
 )
+from llmlab.quant.formats import minmax_dequantize as dequantize
+from llmlab.quant.formats import minmax_quantize as quantize
 
 
 class FixedMask:

@@ -10,10 +10,10 @@ from llmlab.kvcache import (
     ContiguousKVCache,
     OutOfBlocksError,
     PagedKVCache,
-    generate,
     generate_paged,
 )
 from llmlab.kvcache.attention import decode_attention, paged_attention
+from llmlab.model import generate
 
 
 def test_allocator_free_list_and_refcounts():
@@ -132,16 +132,16 @@ def test_paged_attention_equals_decode_attention():
 
 def test_generate_paged_equals_contiguous(model, ragged_prompts, pad_left):
     ids, mask = pad_left(ragged_prompts)
-    want = generate(model, ids, 25, attention_mask=mask)[:, ids.shape[1]:].tolist()
+    want = generate(model, ids, max_new_tokens=25, attention_mask=mask)[:, ids.shape[1]:].tolist()
     cache = PagedKVCache(model.config.n_layer, num_blocks=64, block_size=4)
-    assert generate_paged(model, ragged_prompts, 25, cache) == want
+    assert generate_paged(model, ragged_prompts, cache, max_new_tokens=25) == want
     assert cache.allocator.num_free == 64  # everything freed
 
 
 def test_parallel_sampling_by_fork(model, ragged_prompts):
     """Greedy continuations of forks of one prefilled prompt equal the unforked run."""
     prompt = ragged_prompts[2]
-    want = generate(model, torch.tensor([prompt]), 10)[0, len(prompt):].tolist()
+    want = generate(model, torch.tensor([prompt]), max_new_tokens=10)[0, len(prompt):].tolist()
     cache = PagedKVCache(model.config.n_layer, num_blocks=32, block_size=4)
     cache.add_sequence(0)
     cache.set_batch([0])
@@ -163,9 +163,9 @@ def test_parallel_sampling_by_fork(model, ragged_prompts):
 def test_generate_paged_with_mla(make_model, ragged_prompts, pad_left):
     model = make_model("llama", attention="mla")
     ids, mask = pad_left(ragged_prompts)
-    want = generate(model, ids, 15, attention_mask=mask)[:, ids.shape[1]:].tolist()
+    want = generate(model, ids, max_new_tokens=15, attention_mask=mask)[:, ids.shape[1]:].tolist()
     cache = PagedKVCache(model.config.n_layer, num_blocks=32, block_size=8)
-    assert generate_paged(model, ragged_prompts, 15, cache) == want
+    assert generate_paged(model, ragged_prompts, cache, max_new_tokens=15) == want
 
 
 def test_paged_attention_reads_a_live_cache():

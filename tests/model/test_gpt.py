@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from llmlab.model import GPT, GPTConfig
+from llmlab.model import GPT, GPTConfig, filter_logits, generate
 from llmlab.model.counting import (
     flops_per_token,
     memory_estimate,
@@ -13,7 +13,6 @@ from llmlab.model.counting import (
     saved_activation_bytes,
     training_flops,
 )
-from llmlab.model.generate import filter_logits, generate
 from llmlab.model.io import load_model, save_model
 
 CONFIGS = {
@@ -162,13 +161,13 @@ def test_save_load_round_trip(tmp_path, model):
 
 def test_generate_greedy_and_filters(model):
     idx = torch.randint(0, 61, (2, 3))
-    out = generate(model, idx, 5, temperature=0)
+    out = generate(model, idx, max_new_tokens=5, temperature=0, use_cache=False)
     assert out.shape == (2, 8) and torch.equal(out[:, :3], idx)
     step = model(out[:, :-1])[:, -1].argmax(-1)
     assert torch.equal(out[:, -1], step)
     g = torch.Generator().manual_seed(0)
-    s1 = generate(model, idx, 4, top_k=5, generator=g)
-    s2 = generate(model, idx, 4, top_k=5, generator=torch.Generator().manual_seed(0))
+    s1 = generate(model, idx, max_new_tokens=4, temperature=1.0, top_k=5, generator=g)
+    s2 = generate(model, idx, max_new_tokens=4, temperature=1.0, top_k=5, seed=0)
     assert torch.equal(s1, s2)
 
 

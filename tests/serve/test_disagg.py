@@ -2,7 +2,8 @@
 
 import torch
 
-from llmlab.kvcache import PagedKVCache, generate
+from llmlab.kvcache import PagedKVCache
+from llmlab.model import generate
 from llmlab.serve import EngineConfig, LLMEngine, SamplingParams, disaggregated_generate
 
 
@@ -28,10 +29,10 @@ def test_disaggregated_outputs_equal_solo(book):
     prompts = [tok.encode(t) for t in ["def fibonacci(n):\n    if n < 2:\n        return n\n",
                                        "import os\nimport sys\n\n\ndef main():\n", "x"]]
     engine = LLMEngine(model, tok, EngineConfig(block_size=8))
-    done, stats = disaggregated_generate(engine, prompts, SamplingParams(max_tokens=12,
+    done, stats = disaggregated_generate(engine, prompts, SamplingParams(max_new_tokens=12,
                                                                          temperature=0))
     for p, r in zip(prompts, done):
-        solo = generate(model, torch.tensor([p]), 12)[0, len(p):].tolist()
+        solo = generate(model, torch.tensor([p]), max_new_tokens=12)[0, len(p):].tolist()
         assert r.seq.output == solo[:len(r.seq.output)] and r.finish_reason
     assert stats.blocks == sum(len(p) // 8 for p in prompts) > 0
     assert stats.decode_prompt_tokens < stats.prompt_tokens

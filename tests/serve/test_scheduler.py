@@ -20,7 +20,7 @@ def run_step(cache, sched, new_token=7):
         seq.num_computed += n
         if seq.num_uncomputed == 0:
             seq.output.append(new_token)
-            if len(seq.output) >= seq.max_tokens:
+            if len(seq.output) >= seq.max_new_tokens:
                 sched.finish(seq)
     return batch
 
