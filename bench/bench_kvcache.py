@@ -84,10 +84,10 @@ def paged_blocks_used(lengths: list[int], block_size: int = 16) -> int:
     cache = PagedKVCache(n_layer=1, num_blocks=total_blocks, block_size=block_size)
     for i in range(len(lengths)):
         cache.add_sequence(i)
-    cache.set_batch(list(range(len(lengths))))
-    cache.prepare(lengths)
+    ctx = cache.prepare(list(range(len(lengths))), lengths)
     kv = torch.zeros(len(lengths), max(lengths), 1, 2)
-    cache.update(0, kv, kv)
+    ctx.cache.update(0, kv, kv)  # what the one layer stores
+    cache.commit(ctx)
     return cache.used_blocks()
 
 

@@ -48,8 +48,8 @@ from llmlab.attention.rope_scaling import (
     yarn_ramp,
 )
 from llmlab.attention.sliding import (
-    SlidingWindowMask,
     sliding_window_attention,
+    sliding_window_context,
     sliding_window_reference,
 )
 from llmlab.attention.sparse import (
@@ -69,7 +69,6 @@ __all__ = [
     "NativeSparseAttention",
     "RopeScaling",
     "ScaledRotaryEmbedding",
-    "SlidingWindowMask",
     "absorbed_attention",
     "alibi_bias",
     "alibi_slopes",
@@ -101,6 +100,7 @@ __all__ = [
     "scaled_frequencies",
     "set_rope_scaling",
     "sliding_window_attention",
+    "sliding_window_context",
     "sliding_window_mask",
     "sliding_window_reference",
     "variants_of",

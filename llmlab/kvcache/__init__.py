@@ -1,15 +1,17 @@
 """KV caches: contiguous, paged, prefix-cached, evicting and quantized; cached generation.
 
-Every cache implements the protocol of :mod:`llmlab.kvcache.base` that the model's attention calls
-(``update``, ``attn_mask``, ``offset``), so any of them plugs into ``llmlab.model.GPT`` and
-:func:`llmlab.model.generate`. The contiguous cache lives beside the model
-(:mod:`llmlab.model.cache`, re-exported here) because ``generate`` decodes through it by default;
-:func:`generate_paged` runs the same decode loop over a :class:`PagedKVCache`. Taught in chapter
-08 (solutions/08_kvcache); chapter 09 (serving) schedules requests over :class:`PagedKVCache`.
+Every cache implements the protocol of :mod:`llmlab.kvcache.base`: ``ctx = cache.prepare(...)``
+builds a step's context, the model calls ``update`` (and ``observe_queries``) on ``ctx.cache`` in
+each layer, and ``cache.commit(ctx)`` ends the step; so any of them plugs into
+``llmlab.model.GPT`` and the row caches into :func:`llmlab.model.generate`. The contiguous
+cache lives beside the model (:mod:`llmlab.model.cache`, re-exported here) because ``generate``
+decodes through it by default; :func:`generate_paged` runs the same decode loop over a
+:class:`PagedKVCache`. Taught in chapter 08 (solutions/08_kvcache); chapter 09 (serving)
+schedules requests over :class:`PagedKVCache`.
 """
 
 from llmlab.kvcache.attention import decode_attention, paged_attention
-from llmlab.kvcache.base import KVCache, NoCache, padded_causal_mask
+from llmlab.kvcache.base import DecodeCache, KVCache, StepContext, padded_causal_mask
 from llmlab.kvcache.blocks import BlockAllocator, OutOfBlocksError, blocks_for
 from llmlab.kvcache.eviction import EvictingKVCache, HeavyHitterCache, SinkWindowCache
 from llmlab.kvcache.generate import generate_paged
@@ -33,17 +35,18 @@ from llmlab.model.cache import ContiguousKVCache, append_kv
 __all__ = [
     "BlockAllocator",
     "ContiguousKVCache",
+    "DecodeCache",
     "EvictingKVCache",
     "HeavyHitterCache",
     "KVCache",
     "LayoutWaste",
-    "NoCache",
     "OutOfBlocksError",
     "PagedKVCache",
     "PrefixCacheStats",
     "PrefixCachingAllocator",
     "QuantizedKVCache",
     "SinkWindowCache",
+    "StepContext",
     "append_kv",
     "blocks_for",
     "copy_on_write",

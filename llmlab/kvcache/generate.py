@@ -34,18 +34,20 @@ def generate_paged(model: nn.Module, prompts: Sequence[Sequence[int]], cache: Pa
     device = next(model.parameters()).device
     seq_ids = list(range(len(prompts))) if seq_ids is None else list(seq_ids)
     cached = [cache.add_sequence(s, list(p)) for s, p in zip(seq_ids, prompts)]
-    cache.set_batch(seq_ids)
     rest = [list(p[c:]) for p, c in zip(prompts, cached)]
-    cache.prepare(tokens=rest, device=device)
-    width = max(map(len, rest))
-    x = torch.tensor([r + [pad_token_id] * (width - len(r)) for r in rest], device=device)
-    logits = model(x, cache.positions(), cache)  # (batch, width, vocab)
-    last = torch.tensor([len(r) - 1 for r in rest], device=device)
-    first = logits[torch.arange(len(rest), device=device), last]
+
+    def forward(tokens: list[list[int]]) -> torch.Tensor:  # one step: prepare, run, commit
+        ctx = cache.prepare(seq_ids, tokens=tokens, device=device, last_logits=True)
+        width = max(map(len, tokens))
+        x = torch.tensor([r + [pad_token_id] * (width - len(r)) for r in tokens], device=device)
+        logits = model(x, ctx)  # (batch, vocab) at each row's last new token
+        cache.commit(ctx)
+        return logits
+
+    first = forward(rest)
 
     def step(tok: torch.Tensor) -> torch.Tensor:
-        cache.prepare(tokens=[[t] for t in tok.tolist()], device=device)
-        return model(tok[:, None], cache.positions(), cache)[:, -1]
+        return forward([[t] for t in tok.tolist()])
 
     history = [list(p) for p in prompts] if params.uses_history else None
     new = decode_loop(first, step, params, generator, history, pad_token_id, progress)

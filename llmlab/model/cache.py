@@ -8,15 +8,22 @@ research code. Its weakness, measured in chapter 08: every row reserves room for
 sequence, so a batch of mixed lengths wastes memory — the problem paging solves
 (:mod:`llmlab.kvcache.paged`).
 
-Rows of a batch may be left-padded prompts of different lengths: ``key_valid`` marks the real
-tokens of the prompt and :meth:`attn_mask` hides the padding. It lives beside the model because
-:func:`llmlab.model.generate` decodes through it by default; chapter 08's other caches
-(:mod:`llmlab.kvcache`) share its checks. Taught in chapter 08 (solutions/08_kvcache).
+One step is explicit (:mod:`llmlab.nn.context`): ``ctx = cache.prepare(ids)`` builds the step's
+positions and mask, ``model(ids, ctx)`` makes every layer append its new keys and values after
+the committed ones, and ``cache.commit(ctx)`` makes them part of the cache — a step that is not
+committed leaves the cache as it was. Rows of a batch may be left-padded prompts of different
+lengths: ``key_valid`` marks the real tokens of the prompt; positions then count real tokens only
+and the mask hides the padding. It lives beside the model because :func:`llmlab.model.generate`
+decodes through it by default; chapter 08's other caches (:mod:`llmlab.kvcache`) share its
+checks. Taught in chapter 08 (solutions/08_kvcache).
 """
 
 from __future__ import annotations
 
 import torch
+
+from llmlab.nn.attention import padded_causal_mask
+from llmlab.nn.context import StepContext, step_positions
 
 
 def check_update(n_layer: int, layer_idx: int, tensors: tuple[torch.Tensor, ...],
@@ -43,42 +50,6 @@ def check_update(n_layer: int, layer_idx: int, tensors: tuple[torch.Tensor, ...]
                              f"{list(map(tuple, expected))}, got {list(map(tuple, got))}")
 
 
-def padded_causal_mask(key_valid: torch.Tensor, t_new: int) -> torch.Tensor:
-    """Causal mask with the queries at the last ``t_new`` keys, minus invalid (padding) keys.
-
-    key_valid: (batch, T) bool -> (batch, 1, t_new, T) bool. A query that would see no key (a
-    padding query) is allowed to see every key instead, so softmax never sees an all-masked row;
-    its output is never used.
-    """
-    batch, T = key_valid.shape
-    if t_new > T:
-        raise ValueError(f"t_new={t_new} queries but only T={T} keys")
-    q_pos = torch.arange(T - t_new, T, device=key_valid.device)[:, None]  # (t_new, 1)
-    k_pos = torch.arange(T, device=key_valid.device)[None, :]  # (1, T)
-    mask = (k_pos <= q_pos)[None] & key_valid[:, None, :]  # (batch, t_new, T)
-    empty = ~mask.any(-1, keepdim=True)
-    return (mask | empty)[:, None]
-
-
-class NoCache:
-    """Stores nothing: the uncached forward of a left-padded batch, through the same protocol.
-
-    ``update`` returns its tensors unchanged and ``attn_mask`` hides the padding keys, so the
-    uncached baseline runs the very same model code as the cached runs it is compared with.
-    key_valid: (batch, T) bool, False at padding.
-    """
-
-    def __init__(self, key_valid: torch.Tensor) -> None:
-        self.key_valid = key_valid
-        self.offset = 0
-
-    def update(self, layer_idx: int, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tensors
-
-    def attn_mask(self, t_new: int) -> torch.Tensor:
-        return padded_causal_mask(self.key_valid, t_new)
-
-
 def append_kv(buffer: torch.Tensor, length: int, new: torch.Tensor) -> torch.Tensor:
     """Write ``new`` after the first ``length`` tokens of ``buffer`` and return the filled part.
 
@@ -98,6 +69,7 @@ class ContiguousKVCache:
 
     n_layer: number of attention layers; capacity: tokens to reserve up front (the buffer grows
     when exceeded); key_valid: optional (batch, T_prompt) bool, False at left-padding positions.
+    ``length`` tokens are committed; ``prepare`` / ``commit`` bracket one forward.
     """
 
     def __init__(self, n_layer: int, capacity: int = 64,
@@ -110,34 +82,75 @@ class ContiguousKVCache:
         self.n_layer, self.capacity = n_layer, capacity
         self.key_valid = key_valid  # (batch, T_prompt) bool, or None when no row is padded
         self._buffers: list[list[torch.Tensor] | None] = [None] * n_layer
-        self._len = [0] * n_layer  # tokens stored per layer
-        self._last_len = 0  # T returned by the latest update (what attn_mask masks)
+        self.length = 0  # committed tokens (every layer holds them)
+        self._step: StepContext | None = None  # the prepared, not yet committed step
+        self._stored: list[int] = [0] * n_layer  # new tokens each layer stored in that step
 
     @property
     def offset(self) -> int:
-        """Tokens cached before the current forward (layers update in order, so the minimum)."""
-        return min(self._len)
+        """Tokens committed before the next step (the position of its first token)."""
+        return self.length
+
+    # ----------------------------------------------------------------- one step
+    def prepare(self, input_ids: torch.Tensor) -> StepContext:
+        """The context of a forward over ``input_ids`` (batch, t) after the committed tokens.
+
+        Positions continue from ``length`` (counting real tokens only when rows are padded), and
+        the mask hides the padding (None, plain causal, without padding).
+        """
+        if input_ids.dim() != 2:
+            raise ValueError(f"prepare expects (batch, t) token ids, got {tuple(input_ids.shape)}")
+        (batch, t), device, start = input_ids.shape, input_ids.device, self.length
+        if self.key_valid is None:
+            ctx = StepContext(step_positions(batch, t, device, start), None, self)
+        else:
+            if self.key_valid.shape[0] != batch:
+                raise ValueError(f"key_valid has {self.key_valid.shape[0]} rows, the step {batch}")
+            valid = self.key_valid.to(device)
+            if start + t > valid.shape[1]:  # tokens after the prompt are all real
+                valid = torch.cat([valid, valid.new_ones(batch, start + t - valid.shape[1])], 1)
+            valid = valid[:, :start + t]  # (batch, T)
+            positions = (valid.long().cumsum(-1) - 1).clamp(min=0)[:, start:]
+            ctx = StepContext(positions, padded_causal_mask(valid, t), self)
+        self._step, self._stored = ctx, [0] * self.n_layer
+        return ctx
+
+    def observe_queries(self, layer_idx: int, q: torch.Tensor) -> None:
+        """Not needed: this cache keeps every token."""
 
     def update(self, layer_idx: int, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Append ``(batch, t_new, ...)`` tensors to a layer; return them ``(batch, T, ...)``."""
+        """Write ``(batch, t, ...)`` tensors after the committed tokens; return ``(batch, T, ...)``."""
         bufs = self._buffers[layer_idx] if 0 <= layer_idx < self.n_layer else None
         check_update(self.n_layer, layer_idx, tensors,
                      None if bufs is None else tuple(b.shape[2:] for b in bufs))
         if bufs is not None and bufs[0].shape[0] != tensors[0].shape[0]:
             raise ValueError(f"cache holds batch {bufs[0].shape[0]}, got {tensors[0].shape[0]}")
-        length, t_new = self._len[layer_idx], tensors[0].shape[1]
+        length, t_new = self.length, tensors[0].shape[1]
         if bufs is None or length + t_new > bufs[0].shape[1]:
             bufs = self._grow(bufs, length, max(self.capacity, 2 * (length + t_new)), tensors)
             self._buffers[layer_idx] = bufs
-        self._len[layer_idx] = self._last_len = length + t_new
+        self._stored[layer_idx] = t_new
         return tuple(append_kv(b, length, t) for b, t in zip(bufs, tensors))
 
+    def commit(self, ctx: StepContext) -> None:
+        """Make the step's tokens part of the cache (every layer must have stored them)."""
+        if ctx is not self._step:
+            raise ValueError("commit the context the latest prepare() returned")
+        t = ctx.positions.shape[1]
+        missing = [i for i, n in enumerate(self._stored) if n != t]
+        if missing:
+            raise ValueError(f"layers {missing} did not store the step's {t} tokens: run the "
+                             "model with this context before committing it")
+        self.length += t
+        self._step = None
+
+    # ----------------------------------------------------------------- outside a step
     def truncate(self, length: int) -> None:
         """Forget every token from position ``length`` on (speculative decoding rolls back the
         keys and values of rejected draft tokens; chapter 09)."""
-        if not 0 <= length <= self.offset:
-            raise ValueError(f"can truncate to 0..{self.offset} tokens, got {length}")
-        self._len = [length] * self.n_layer
+        if not 0 <= length <= self.length:
+            raise ValueError(f"can truncate to 0..{self.length} tokens, got {length}")
+        self.length, self._step = length, None
 
     @staticmethod
     def _grow(bufs: list[torch.Tensor] | None, length: int, capacity: int,
@@ -148,25 +161,16 @@ class ContiguousKVCache:
                 dst[:, :length] = src[:, :length]
         return new
 
-    def attn_mask(self, t_new: int) -> torch.Tensor | None:
-        """None (plain causal) without padding, else (batch, 1, t_new, T) hiding the padding.
-
-        Asked right after a layer's :meth:`update`, as the model's attention does; ``T`` is the
-        length that update returned.
-        """
-        if self.key_valid is None:
-            return None
-        T = self._last_len
-        valid = self.key_valid
-        if T > valid.shape[1]:  # tokens after the prompt are all real
-            valid = torch.cat([valid, valid.new_ones(valid.shape[0], T - valid.shape[1])], 1)
-        return padded_causal_mask(valid[:, :T], t_new)
-
     def nbytes(self) -> int:
         """Bytes held in the cache buffers (reserved, not only used)."""
         return sum(b.numel() * b.element_size() for bufs in self._buffers if bufs for b in bufs)
 
     def used_bytes(self) -> int:
         """Bytes of the cached tokens themselves."""
-        return sum(b[:, :n].numel() * b.element_size()
-                   for bufs, n in zip(self._buffers, self._len) if bufs for b in bufs)
+        return sum(b[:, :self.length].numel() * b.element_size()
+                   for bufs in self._buffers if bufs for b in bufs)
+
+    def tensors(self, layer_idx: int) -> tuple[torch.Tensor, ...]:
+        """The committed ``(batch, length, ...)`` tensors of one layer (views, no copy)."""
+        bufs = self._buffers[layer_idx] or []
+        return tuple(b[:, :self.length] for b in bufs)

@@ -22,8 +22,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from llmlab.model.cache import ContiguousKVCache, NoCache
+from llmlab.model.cache import ContiguousKVCache
 from llmlab.model.sampling import SamplingParams, make_generator, next_token, process_logits
+from llmlab.nn.attention import padded_causal_mask
+from llmlab.nn.context import StepContext
 
 Step = Callable[[torch.Tensor], torch.Tensor]  # new tokens (batch,) -> next logits (batch, vocab)
 
@@ -83,6 +85,16 @@ def _positions(valid: torch.Tensor) -> torch.Tensor:
     return (valid.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def cached_step(model: nn.Module, cache, input_ids: torch.Tensor) -> torch.Tensor:
+    """One forward through ``cache``: prepare, run, commit. -> the last column's logits
+    (batch, vocab). Any cache with ``prepare(ids)`` and ``commit(ctx)`` (chapter 08's)."""
+    ctx = cache.prepare(input_ids)
+    last = torch.full((input_ids.shape[0],), input_ids.shape[1] - 1, device=input_ids.device)
+    logits = model(input_ids, dataclasses.replace(ctx, logits_at=last))
+    cache.commit(ctx)
+    return logits
+
+
 @torch.no_grad()
 def generate(model: nn.Module, input_ids: torch.Tensor, params: SamplingParams | None = None, *,
              attention_mask: torch.Tensor | None = None, cache=None, use_cache: bool = True,
@@ -125,19 +137,12 @@ def generate(model: nn.Module, input_ids: torch.Tensor, params: SamplingParams |
 
 def _cached(model: nn.Module, idx: torch.Tensor, valid: torch.Tensor, padded: bool,
             params: SamplingParams, cache) -> tuple[Step, torch.Tensor]:
-    """Prefill ``idx`` into a cache; each step feeds one token per row, one position further."""
+    """Prefill ``idx`` into a cache; each step feeds one token per row."""
     if cache is None:
         cache = ContiguousKVCache(model.config.n_layer, idx.shape[1] + params.max_new_tokens,
                                   valid if padded else None)
-    positions = _positions(valid)[:, -1:]  # (batch, 1): the last position so far
-    first = model(idx, _positions(valid), cache)[:, -1]
-
-    def step(tok: torch.Tensor) -> torch.Tensor:
-        nonlocal positions
-        positions = positions + 1
-        return model(tok[:, None], positions, cache)[:, -1]
-
-    return step, first
+    first = cached_step(model, cache, idx)
+    return (lambda tok: cached_step(model, cache, tok[:, None])), first
 
 
 def _recomputed(model: nn.Module, idx: torch.Tensor, valid: torch.Tensor,
@@ -148,7 +153,8 @@ def _recomputed(model: nn.Module, idx: torch.Tensor, valid: torch.Tensor,
 
     def logits() -> torch.Tensor:
         ids, ok = seq[:, -block:], seen[:, -block:]
-        return model(ids, _positions(ok), NoCache(ok) if padded else None)[:, -1]
+        mask = padded_causal_mask(ok, ok.shape[1]) if padded else None
+        return model(ids, StepContext(_positions(ok), mask))[:, -1]
 
     def step(tok: torch.Tensor) -> torch.Tensor:
         nonlocal seq, seen

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from llmlab.nn.attention import CausalSelfAttention
+from llmlab.nn.context import StepContext
 from llmlab.nn.mlp import GeluMLP, SwiGLU
 from llmlab.nn.norm import LayerNorm, RMSNorm
 from llmlab.nn.rope import RotaryEmbedding
@@ -64,8 +65,8 @@ def make_attention(config, rope: RotaryEmbedding | None) -> nn.Module:
 class TransformerBlock(nn.Module):
     """One pre-norm block built from a ``GPTConfig``.
 
-    forward(x: (batch, seq, d_model), positions: (batch, seq) | None, cache, layer_idx)
-    -> (batch, seq, d_model)
+    forward(x: (batch, seq, d_model), ctx: StepContext | None, layer_idx) -> (batch, seq, d_model);
+    the step context (positions, mask, KV cache) goes to the attention.
     """
 
     def __init__(self, config, rope: RotaryEmbedding | None = None) -> None:
@@ -76,12 +77,7 @@ class TransformerBlock(nn.Module):
         self.mlp = (MLP_FACTORIES[config.mlp](config) if config.mlp in MLP_FACTORIES else
                     make_mlp(config.mlp, config.d_model, config.d_ff, config.bias))
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        positions: torch.Tensor | None = None,
-        cache=None,
-        layer_idx: int = 0,
-    ) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), positions, cache, layer_idx)
+    def forward(self, x: torch.Tensor, ctx: StepContext | None = None,
+                layer_idx: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), ctx, layer_idx)
         return x + self.mlp(self.norm2(x))

@@ -161,12 +161,12 @@ class LLMEngine:
             except ValueError as exc:
                 raise ValueError(str(exc.args[0]), "regex") from None
             constraint = RegexConstraint(automaton)
-        req = Request(request_id, Sequence(request_id, ids, params.max_new_tokens), params,
-                      IncrementalDetokenizer(self.tokenizer), StopChecker(params.stop), generator,
-                      constraint, arrival=time.perf_counter())
-        if adapter is not None:  # its KV blocks are the adapter's: never shared with others
+        salt = None if adapter is None else f"lora:{adapter}".encode()  # its blocks are its own
+        req = Request(request_id, Sequence(request_id, ids, params.max_new_tokens, salt=salt),
+                      params, IncrementalDetokenizer(self.tokenizer), StopChecker(params.stop),
+                      generator, constraint, arrival=time.perf_counter())
+        if adapter is not None:
             req.adapter = self.adapters[adapter]
-            self.cache.salts[request_id] = f"lora:{adapter}".encode()
         self.requests[request_id] = req
         self.scheduler.add(req.seq)
         return request_id
@@ -176,7 +176,6 @@ class LLMEngine:
         req = self.requests.pop(request_id, None)
         if req is not None:
             self.scheduler.finish(req.seq)
-            self.cache.salts.pop(request_id, None)
 
     def has_unfinished(self) -> bool:
         return self.scheduler.has_unfinished()
@@ -208,18 +207,21 @@ class LLMEngine:
     def _forward(self, rows: list[tuple[Sequence, int]]) -> torch.Tensor:
         """One model forward over ``rows`` (right-padded); logits (rows, vocab) at each last token."""
         chunks = [s.tokens[s.num_computed:s.num_computed + n] for s, n in rows]
-        self.cache.set_batch([s.seq_id for s, _ in rows])
-        self.cache.prepare(tokens=chunks, device=self.device)
+        ctx = self.cache.prepare([s.seq_id for s, _ in rows], tokens=chunks, device=self.device,
+                                 last_logits=True)
         width = max(map(len, chunks))
         x = torch.tensor([c + [0] * (width - len(c)) for c in chunks], device=self.device)
-        last = torch.tensor([len(c) - 1 for c in chunks], device=self.device)
         if not self.adapters:
-            return self.model(x, self.cache.positions(), self.cache, logits_at=last)
-        from llmlab.peft import adapter_ids
+            logits = self.model(x, ctx)
+        else:
+            from llmlab.peft import adapter_ids
 
-        ids = torch.tensor([self.requests[s.seq_id].adapter for s, _ in rows], device=self.device)
-        with adapter_ids(self.model, ids):  # row b adds adapter ids[b]'s low-rank term
-            return self.model(x, self.cache.positions(), self.cache, logits_at=last)
+            ids = torch.tensor([self.requests[s.seq_id].adapter for s, _ in rows],
+                               device=self.device)
+            with adapter_ids(self.model, ids):  # row b adds adapter ids[b]'s low-rank term
+                logits = self.model(x, ctx)
+        self.cache.commit(ctx)
+        return logits
 
     def _append(self, req: Request, logits: torch.Tensor) -> RequestOutput:
         p, seq = req.params, req.seq
@@ -254,7 +256,6 @@ class LLMEngine:
             req.finish_reason, req.finish_time = reason, now
             self.scheduler.finish(seq)
             self.requests.pop(req.request_id)
-            self.cache.salts.pop(req.request_id, None)
         req.text += delta
         return RequestOutput(req.request_id, [token], delta, reason is not None, reason, logprobs,
                              None if reason is None else req.latency())

@@ -39,7 +39,8 @@ class KVSpace(Protocol):
 
     num_free_blocks: int
 
-    def add_sequence(self, seq_id: Hashable, prompt: list[int] | None = None) -> int: ...
+    def add_sequence(self, seq_id: Hashable, prompt: list[int] | None = None,
+                     salt: bytes | None = None) -> int: ...
     def blocks_needed(self, seq_id: Hashable, n: int) -> int: ...
     def free(self, seq_id: Hashable) -> None: ...
 
@@ -62,6 +63,7 @@ class Sequence:
     status: Status = Status.WAITING
     num_preemptions: int = 0
     num_cached: int = 0  # prompt tokens found in the prefix cache at the last admission
+    salt: bytes | None = None  # keys its KV blocks apart in the prefix cache (e.g. its adapter)
 
     @property
     def tokens(self) -> list[int]:
@@ -162,7 +164,7 @@ class Scheduler:
         while (not preempted and self.waiting and budget > 0
                and len(self.running) < self.config.max_num_seqs):
             seq = self.waiting[0]
-            cached = self.kv.add_sequence(seq.seq_id, seq.tokens)
+            cached = self.kv.add_sequence(seq.seq_id, seq.tokens, seq.salt)
             seq.num_computed = seq.num_cached = cached
             n = self._chunk(seq, budget)
             need = self.kv.blocks_needed(seq.seq_id, n) if n else 0

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from llmlab.model.cache import ContiguousKVCache
-from llmlab.model.generate import sampling_params, stop_token_ids
+from llmlab.model.generate import cached_step, sampling_params, stop_token_ids
 from llmlab.model.sampling import (
     SamplingParams,
     make_generator,
@@ -131,7 +131,7 @@ class ModelDrafter:
         device = next(self.model.parameters()).device
         feed, ctx, draft, qs = tokens[keep:], list(tokens), [], []
         for _ in range(k):
-            logits = self.model(torch.tensor([feed], device=device), None, self.cache)[0, -1]
+            logits = cached_step(self.model, self.cache, torch.tensor([feed], device=device))[0]
             processed = process_logits(logits, self.params, ctx, [])
             x = int(next_token(processed, self.params, self.generator))
             probs = processed.softmax(-1)
@@ -177,7 +177,8 @@ def speculative_generate(model: nn.Module, prompt: list[int], drafter,
     device = next(model.parameters()).device
     cache, stats = ContiguousKVCache(model.config.n_layer), SpecStats()
     tokens = list(prompt)
-    model(torch.tensor([tokens[:-1]], device=device), None, cache) if len(tokens) > 1 else None
+    if len(tokens) > 1:
+        cached_step(model, cache, torch.tensor([tokens[:-1]], device=device))
     limit = model.config.block_size
     while len(tokens) - len(prompt) < max_new_tokens:
         room = min(max_new_tokens - (len(tokens) - len(prompt)), limit - len(tokens)) - 1
@@ -185,7 +186,9 @@ def speculative_generate(model: nn.Module, prompt: list[int], drafter,
         if q is not None and len(draft) < q.shape[0]:
             q = q[:len(draft)]
         x = torch.tensor([[tokens[-1], *draft]], device=device)
-        logits = model(x, None, cache)[0]  # (k + 1, vocab): the target scores every draft at once
+        ctx = cache.prepare(x)
+        logits = model(x, ctx)[0]  # (k + 1, vocab): the target scores every draft at once
+        cache.commit(ctx)
         stats.target_forwards += 1
         stats.drafted += len(draft)
         outs = tokens[len(prompt):]

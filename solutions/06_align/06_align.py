@@ -34,6 +34,7 @@ import llmlab.align as al
 from llmlab import grading
 from llmlab.data import stdlib_files
 from llmlab.model import load_book_model
+from llmlab.nn import StepContext
 from llmlab.tokenizer import apply_chat_template
 from llmlab.utils import seed_all
 
@@ -124,9 +125,9 @@ grading.check_function(sft_labels, _ref_sft_labels, cases=[
 # concatenates several into one row — but then a plain causal mask lets example 2 attend to
 # example 1, and positions keep counting across the boundary. Correct packing (Krell et al.
 # 2021) uses a **block-diagonal causal mask** and **restarts positions** at every document, so
-# each example is computed exactly as if it were alone. `llmlab`'s GPT takes positions and a
-# per-step context whose `attn_mask` the attention layers use; `al.PackedContext` supplies the
-# document mask.
+# each example is computed exactly as if it were alone. `llmlab`'s GPT takes a per-step context,
+# `llmlab.nn.StepContext(positions, mask)`, whose mask the attention layers use;
+# `al.packed_context(packed)` builds it from a packed batch.
 #
 # ### Exercise 6.2 — the packed-documents mask · 2 points · difficulty 2 · ~10 min
 #
@@ -187,9 +188,8 @@ print("row of", packed.ids.shape[1], "tokens; documents", packed.doc_ids[0].uniq
       "; positions restart:", packed.positions[0, :12].tolist(), "…")
 model.eval()
 with torch.no_grad():
-    ctx = al.PackedContext(packed.doc_ids)
-    ctx.mask = use_yours(document_mask, al.document_causal_mask, packed.doc_ids)
-    with_mask = model(packed.ids, packed.positions, cache=ctx)
+    ctx = StepContext(packed.positions, use_yours(document_mask, al.document_causal_mask, packed.doc_ids))
+    with_mask = model(packed.ids, ctx)
     naive = model(packed.ids)
     at, worst_ok, worst_leak = 0, 0.0, 0.0
     for ids, _ in examples:

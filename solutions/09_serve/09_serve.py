@@ -629,10 +629,10 @@ print(f"prefill work saved: {1 - computed[True] / computed[False]:.0%}")
 long_prompt = tokenizer.encode(system + "Write a function that reads a CSV file:\n")
 prefill_side = PagedKVCache(cfg.n_layer, 32, 16)
 prefill_side.add_sequence("p", long_prompt)
-prefill_side.set_batch(["p"])
-prefill_side.prepare(tokens=[long_prompt])
+ctx = prefill_side.prepare(["p"], tokens=[long_prompt])  # the step: rows, positions, slots
 with torch.no_grad():
-    model(torch.tensor([long_prompt]), prefill_side.positions(), prefill_side)
+    model(torch.tensor([long_prompt]), ctx)
+prefill_side.commit(ctx)
 handed_tokens, handed_kv = prefill_side.export_blocks("p")
 decode_side = serve.LLMEngine(model, tokenizer, serve.EngineConfig(block_size=16))
 decode_side.cache.import_blocks(handed_tokens, handed_kv)

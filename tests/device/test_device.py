@@ -165,9 +165,9 @@ def test_layers_mla_nsa_and_sliding_mask():
     model = _model("llama")
     x = torch.randn(2, 12, 32)
     idx = torch.randint(0, 61, (2, 12))
-    run = {"mla": lambda m, x, i, c: m(x, cache=c),
+    run = {"mla": lambda m, x, i, c: m(x, c.prepare(i)),
            "nsa": lambda m, x, i, c: m(x),
-           "window": lambda m, x, i, c: m(i, cache=A.SlidingWindowMask(4, n_sink=1))}
+           "window": lambda m, x, i, c: m(i, A.sliding_window_context(*i.shape, 4, 1, i.device))}
     mods = {"mla": mla, "nsa": nsa, "window": model}
     for name, fn in run.items():
         want = fn(mods[name], x, idx, ContiguousKVCache(1))

@@ -107,7 +107,7 @@ def test_mla_caches_only_the_latent(make_model, vocab):
     cache = ContiguousKVCache(model.config.n_layer)
     cached = generate(model, idx, max_new_tokens=20, cache=cache)
     assert torch.equal(cached, generate(model, idx, max_new_tokens=20, use_cache=False))
-    c_kv, k_rope = cache._buffers[0]  # what one layer stores: latent and shared RoPE key
+    c_kv, k_rope = cache.tensors(0)  # what one layer stores: latent and shared RoPE key
     spec = model.blocks[0].attn.config
     assert c_kv.shape[2:] == (spec.kv_lora_rank,) and k_rope.shape[2:] == (spec.qk_rope_head_dim,)
 

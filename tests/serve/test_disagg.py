@@ -10,11 +10,11 @@ from llmlab.serve import EngineConfig, LLMEngine, SamplingParams, disaggregated_
 def test_export_import_round_trip():
     cache = PagedKVCache(2, 8, 4)
     cache.add_sequence("a", list(range(10)))
-    cache.set_batch(["a"])
-    cache.prepare(tokens=[list(range(10))])
+    ctx = cache.prepare(["a"], tokens=[list(range(10))])
     kv = [torch.randn(1, 10, 1, 2) for _ in range(2)]
     for layer in range(2):
-        cache.update(layer, kv[layer], -kv[layer])
+        ctx.cache.update(layer, kv[layer], -kv[layer])
+    cache.commit(ctx)
     tokens, exported = cache.export_blocks("a")
     assert tokens == list(range(8)) and exported[1][0].shape == (8, 1, 2)
     torch.testing.assert_close(exported[1][1], -kv[1][0, :8])
