@@ -29,6 +29,7 @@ from llmlab.attention.naive import naive_attention
 from llmlab.nn.attention import accumulation_dtype, attention_mask
 from llmlab.nn.context import StepContext, step_positions
 from llmlab.nn.functional import softmax
+from llmlab.nn.kinds import BASE_KINDS
 from llmlab.nn.linear import Linear
 from llmlab.nn.norm import RMSNorm
 from llmlab.nn.rope import RotaryEmbedding
@@ -193,3 +194,7 @@ class MultiHeadLatentAttention(nn.Module):
         absorb = self.absorb if self.absorb is not None else cache is not None
         out = (self.absorbed if absorb else self.naive)(q_nope, q_rope, c_kv, k_rope, mask)
         return self.o_proj(out.reshape(b, s, -1))
+
+
+# ``GPTConfig(attention="mla")`` builds this layer with these kinds: ``GPT(config, kinds=LAYER_KINDS)``.
+LAYER_KINDS = BASE_KINDS.with_attention("mla", MultiHeadLatentAttention)

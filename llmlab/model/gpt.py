@@ -15,7 +15,9 @@ from torch import nn
 
 from llmlab.model.config import GPTConfig
 from llmlab.nn import (
+    BASE_KINDS,
     Embedding,
+    LayerKinds,
     Linear,
     RotaryEmbedding,
     StepContext,
@@ -34,10 +36,11 @@ class GPT(nn.Module):
     forward(idx: (batch, seq) long, ctx: StepContext | None) -> logits (batch, seq, vocab_size),
     or (batch, vocab_size) at ``ctx.logits_at``. Without a context the step is one fresh causal
     sequence (positions ``0 .. seq-1``, no cache); a KV cache's ``prepare()`` builds the context
-    of its next step (:mod:`llmlab.nn.context`).
+    of its next step (:mod:`llmlab.nn.context`). ``kinds`` builds the attention and MLP layers
+    the config names (:mod:`llmlab.nn.kinds`; e.g. ``llmlab.attention.LAYER_KINDS`` for MLA).
     """
 
-    def __init__(self, config: GPTConfig) -> None:
+    def __init__(self, config: GPTConfig, kinds: LayerKinds = BASE_KINDS) -> None:
         super().__init__()
         if not isinstance(config, GPTConfig):
             raise ValueError(f"GPT expects a GPTConfig, got {type(config).__name__}")
@@ -48,7 +51,7 @@ class GPT(nn.Module):
             RotaryEmbedding(c.d_head, c.rope_base, c.rope_layout, max_seq_len=c.block_size)
             if c.position == "rope" else None
         )
-        self.blocks = nn.ModuleList(TransformerBlock(c, self.rope) for _ in range(c.n_layer))
+        self.blocks = nn.ModuleList(TransformerBlock(c, self.rope, kinds) for _ in range(c.n_layer))
         self.norm_f = make_norm(c.norm, c.d_model, c.norm_eps, c.bias)
         self.lm_head = Linear(c.d_model, c.vocab_size, bias=False)
         self.apply(self._init_weights)

@@ -19,7 +19,7 @@ from llmlab.nn.attention import (
     fast_causal_attention,
     padded_causal_mask,
 )
-from llmlab.nn.block import TransformerBlock, make_attention, make_mlp, make_norm
+from llmlab.nn.block import TransformerBlock, make_norm
 from llmlab.nn.context import KVCache, StepContext, step_positions
 from llmlab.nn.functional import (
     cross_entropy,
@@ -29,6 +29,7 @@ from llmlab.nn.functional import (
     silu,
     softmax,
 )
+from llmlab.nn.kinds import BASE_KINDS, LayerKinds
 from llmlab.nn.linear import Embedding, Linear
 from llmlab.nn.mlp import GeluMLP, SwiGLU, swiglu
 from llmlab.nn.norm import LayerNorm, RMSNorm, layer_norm, rms_norm
@@ -41,10 +42,12 @@ from llmlab.nn.rope import (
 )
 
 __all__ = [
+    "BASE_KINDS",
     "CausalSelfAttention",
     "Embedding",
     "GeluMLP",
     "KVCache",
+    "LayerKinds",
     "LayerNorm",
     "Linear",
     "RMSNorm",
@@ -67,8 +70,6 @@ __all__ = [
     "interleaved_to_half_permutation",
     "layer_norm",
     "log_softmax",
-    "make_attention",
-    "make_mlp",
     "make_norm",
     "padded_causal_mask",
     "rms_norm",

@@ -878,13 +878,14 @@ grading.check_function(absorbed_attention_, absorbed_attention, [
 # %%
 import dataclasses
 
+from llmlab.attention import LAYER_KINDS
 from llmlab.kvcache import ContiguousKVCache
 from llmlab.model import GPT, GPTConfig
 
 mla_cfg = GPTConfig(vocab_size=cfg.vocab_size, block_size=64, n_layer=2, n_head=4, d_model=128,
                     attention="mla", attention_options={"kv_lora_rank": 64})
 torch.manual_seed(0)
-mla_model = GPT(mla_cfg).eval()
+mla_model = GPT(mla_cfg, kinds=LAYER_KINDS).eval()  # "mla" is this chapter's layer kind
 idx = torch.randint(0, cfg.vocab_size, (1, 24))
 with torch.no_grad():
     full = mla_model(idx)  # naive form (no cache)

@@ -876,7 +876,8 @@ for name, load in (("random", before), ("balanced", after)):
 # **Expert parallelism** puts E/N experts on each rank. Each rank routes its own tokens, one
 # `all_to_all` sends every routed token to the rank holding its expert, the experts run, and a
 # second `all_to_all` brings the results home. `GPTConfig(mlp="moe", mlp_options=...)` builds
-# MoE blocks (registered by `llmlab.parallel`). On 2 processes, EP equals the single-process MoE:
+# MoE blocks with this chapter's layer kinds: `GPT(config, kinds=P.LAYER_KINDS)` (chapter 02's
+# `nn` knows only its own layers). On 2 processes, EP equals the single-process MoE:
 
 # %%
 res = P.launch(workers.moe_check, 2)[0]

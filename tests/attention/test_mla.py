@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from llmlab.attention import MLAConfig, MultiHeadLatentAttention, absorbed_attention
+from llmlab.attention import LAYER_KINDS, MLAConfig, MultiHeadLatentAttention, absorbed_attention
 from llmlab.kvcache import ContiguousKVCache
 from llmlab.nn import StepContext
 from tests.attention.conftest import assert_same, grads
@@ -97,7 +97,9 @@ def test_gpt_with_mla_decodes_like_full_forward():
     cfg = model_mod.GPTConfig(vocab_size=64, block_size=32, n_layer=2, n_head=4, d_model=32,
                               attention="mla", attention_options={"kv_lora_rank": 16})
     torch.manual_seed(0)
-    model = model_mod.GPT(cfg).eval()
+    with pytest.raises(ValueError, match="llmlab.attention.LAYER_KINDS"):
+        model_mod.GPT(cfg)  # MLA is chapter 03's: the model needs its layer kinds
+    model = model_mod.GPT(cfg, kinds=LAYER_KINDS).eval()
     idx = torch.randint(0, 64, (2, 10))
     with torch.no_grad():
         full = model(idx)
@@ -137,6 +139,6 @@ def test_parity_with_transformers_deepseek_v3(layout, q_lora_rank):
     mask = torch.full((7, 7), float("-inf")).triu(1)[None, None].double()
     with torch.no_grad():
         expected = hf(x, (cos, sin), mask)[0]
-        assert_same(ours(x, positions), expected, atol=1e-6, rtol=1e-5)
+        assert_same(ours(x, StepContext(positions)), expected, atol=1e-6, rtol=1e-5)
         ours.absorb = True
-        assert_same(ours(x, positions), expected, atol=1e-6, rtol=1e-5)
+        assert_same(ours(x, StepContext(positions)), expected, atol=1e-6, rtol=1e-5)
