@@ -25,6 +25,7 @@ from torch import nn
 from llmlab.align.kl_estimators import kl_estimate
 from llmlab.align.logprobs import masked_mean
 from llmlab.align.rollout import Rollout, completion_log_probs, sample_rollout
+from llmlab.utils import reject_unknown_keys
 
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 
@@ -86,6 +87,7 @@ def grpo_loss(log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantages: 
     return loss, stats
 
 
+@reject_unknown_keys
 @dataclass
 class GRPOConfig:
     """Hyper-parameters of ``GRPOTrainer``."""

@@ -25,6 +25,7 @@ from torch import nn
 from llmlab.align.logprobs import masked_mean, masked_whiten
 from llmlab.align.reward_model import ScalarHeadModel
 from llmlab.align.rollout import Rollout, completion_log_probs, sample_rollout
+from llmlab.utils import reject_unknown_keys
 
 
 def kl_penalized_rewards(scores: torch.Tensor, log_probs: torch.Tensor, ref_log_probs: torch.Tensor,
@@ -94,6 +95,7 @@ class AdaptiveKLController:
         return self.value
 
 
+@reject_unknown_keys
 @dataclass
 class PPOConfig:
     """Hyper-parameters of ``PPOTrainer`` (defaults after ``trl``'s PPO trainer where it has one)."""

@@ -33,10 +33,12 @@ from llmlab.nn.kinds import BASE_KINDS
 from llmlab.nn.linear import Linear
 from llmlab.nn.norm import RMSNorm
 from llmlab.nn.rope import RotaryEmbedding
+from llmlab.utils import reject_unknown_keys
 
 MLA_OPTIONS = ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "q_lora_rank")
 
 
+@reject_unknown_keys
 @dataclass(frozen=True)
 class MLAConfig:
     """Sizes of MLA (names as in DeepSeek's ``config.json``)."""

@@ -33,7 +33,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from llmlab.utils import reject_unknown_keys
 
+
+@reject_unknown_keys
 @dataclass
 class SamplingParams:
     """How to pick the next tokens. The default is greedy decoding, as ``transformers``'

@@ -34,8 +34,10 @@ from torch import nn
 from llmlab.nn import Linear, SwiGLU
 from llmlab.nn.kinds import BASE_KINDS
 from llmlab.parallel.functional import all_to_all
+from llmlab.utils import reject_unknown_keys
 
 
+@reject_unknown_keys
 @dataclass
 class MoEConfig:
     """Routed experts, top-k, shared experts, capacity (None = dropless), expert width."""

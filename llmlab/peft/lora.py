@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llmlab.utils import reject_unknown_keys
+
 
 def lora_scaling(r: int, alpha: float, use_rslora: bool = False) -> float:
     """s = alpha / r (LoRA) or alpha / sqrt(r) (rsLoRA)."""
@@ -46,6 +48,7 @@ def lora_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     return F.linear(x, weight, bias) + scaling * F.linear(F.linear(x, lora_A), lora_B)
 
 
+@reject_unknown_keys
 @dataclass
 class LoRAConfig:
     """Which modules get an adapter and how big it is (the fields of ``peft.LoraConfig``)."""

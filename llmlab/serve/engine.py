@@ -30,6 +30,7 @@ from llmlab.model.sampling import (
 )
 from llmlab.serve.detokenize import IncrementalDetokenizer, StopChecker
 from llmlab.serve.scheduler import ScheduledBatch, Scheduler, SchedulerConfig, Sequence
+from llmlab.utils import reject_unknown_keys
 
 EOS = "<|endoftext|>"
 
@@ -38,6 +39,7 @@ class PromptTooLongError(ValueError):
     """The prompt (plus the tokens asked for) does not fit the model's context or the KV pool."""
 
 
+@reject_unknown_keys
 @dataclass
 class EngineConfig:
     """KV pool size and the scheduler's limits."""

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
 
+from llmlab.utils import reject_unknown_keys
+
 
 class KVSpace(Protocol):
     """What the scheduler needs from a paged cache."""
@@ -74,6 +76,7 @@ class Sequence:
         return len(self.prompt) + len(self.output) - self.num_computed
 
 
+@reject_unknown_keys
 @dataclass
 class SchedulerConfig:
     """``max_num_batched_tokens``: the token budget of one forward; ``max_num_seqs``: rows."""
