@@ -27,6 +27,7 @@ import json
 import os
 import pickle
 import re
+import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -53,6 +54,7 @@ from llmlab.grading.reference_run import (
 from llmlab.grading.sandbox import (
     Limits,
     Workspace,
+    files_isolated,
     minimal_env,
     network_isolated,
     process_limit_binds,
@@ -100,6 +102,9 @@ class GradeReport:
         if not self.sandbox.get("network_isolated", True):
             rows.append("\nnote: this machine cannot start processes without network "
                         "(no unprivileged user namespaces); answers ran with network access.")
+        if not self.sandbox.get("files_isolated", True):
+            rows.append("note: answers could read this machine's files (no private root for the "
+                        "judges here), including the authored notebooks in solutions/.")
         if not self.sandbox.get("process_limit_enforced", True):
             rows.append("note: the process limit is not enforced here (root, and no cgroup); "
                         "only the audit hook stopped new processes.")
@@ -131,9 +136,9 @@ def _default_solutions() -> Path | None:
 # ------------------------------------------------------------------ the reference run, cached
 
 def _cache_dir() -> Path | None:
-    """The on-disk cache of reference runs, only where judges see it read-only (else None)."""
+    """The on-disk cache of reference runs, only where no judge can see it (else None)."""
     value = os.environ.get(CACHE_ENV)
-    if value == "0" or not network_isolated():
+    if value == "0" or not files_isolated():
         return None
     return Path(value) if value else Path.home() / ".cache" / "llmlab" / "grading"
 
@@ -141,9 +146,13 @@ def _cache_dir() -> Path | None:
 def reference(twin: Path, workspace: Workspace, timeout: int) -> dict[str, Any]:
     """The reference run's data for ``twin`` (memory, then disk cache, then a fresh run).
 
-    The cache is JSON (the grader never unpickles it); a file whose key does not match is
-    ignored. It is kept on disk only where judges see it read-only (mount namespaces), so an
-    answer cannot plant expected results there.
+    The data holds every expected result, so nothing a judge can read holds it: the cache is
+    kept on disk only where judges run in a private root that does not contain it
+    (:func:`llmlab.grading.sandbox.files_isolated`), readable by the grader's user alone;
+    elsewhere it stays in this process's memory. The reference run's own files (its record and
+    its kernel's home, with the authored code in IPython's history) are removed as soon as it
+    ends. The cache is JSON (the grader never unpickles it); a file whose key does not match is
+    ignored.
     """
     key = cache_key(twin)
     if key in _MEMORY:
@@ -158,19 +167,31 @@ def reference(twin: Path, workspace: Workspace, timeout: int) -> dict[str, Any]:
                 return data
         except (OSError, ValueError):
             pass
-    env = minimal_env(workspace.scratch("home-"))
-    data = run_reference(twin, env, timeout=max(timeout, 300), workdir=workspace.scratch("ref-"))
+    home, workdir = workspace.scratch("home-"), workspace.scratch("ref-")
+    try:
+        data = run_reference(twin, minimal_env(home), timeout=max(timeout, 300), workdir=workdir)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
     data["key"] = key
     _MEMORY[key] = data
     if path:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(data))
-            tmp.replace(path)
-        except OSError:
-            pass
+        _write_private(path, json.dumps(data))
     return data
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``path`` readable by this user alone (its folder too), atomically; best effort."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        tmp.replace(path)
+    except OSError:
+        pass
 
 
 # ------------------------------------------------------------------ the learner's cells
@@ -428,7 +449,8 @@ def grade_against(learner: NotebookNode, label: str, twin: Path, authored: Noteb
 
     passed: list[str] = []
     # One fork server per worker thread: each exercise still runs in a process of its own.
-    readonly = [*protected_paths(), Path.home()] + ([_cache_dir()] if _cache_dir() else [])
+    # read-only where a private root is unavailable but namespaces are (see sandbox.launch)
+    readonly = [*protected_paths(), Path.home()]
     preload = snapshot_modules(data)
     servers: list[JudgeServer] = []
     local = threading.local()
@@ -482,7 +504,7 @@ def grade_against(learner: NotebookNode, label: str, twin: Path, authored: Noteb
     finally:
         for server in servers:
             server.close()
-    sandbox = {"network_isolated": network_isolated(),
+    sandbox = {"network_isolated": network_isolated(), "files_isolated": files_isolated(),
                "process_limit_enforced": process_limit_binds(), "limits": limits.to_dict()}
     return GradeReport(label, sum(r.score for r in results), sum(r.max_score for r in results),
                        results, sandbox, sorted(passed))

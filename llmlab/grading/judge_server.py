@@ -6,8 +6,8 @@ grading worker; the server imports once and forks a child per job, so each exerc
 in a process of its own that no other exercise's code has touched, but starts in milliseconds.
 
 ``run(job, timeout)`` returns what the judge wrote and how it ended: ``(records bytes, exit
-status or None, timed out)``. A job that runs past ``timeout`` is killed by pid (the grader can:
-the child is in the grader's PID namespace); a server that dies is restarted for the next job.
+status or None, timed out)``. A job that runs past ``timeout`` is killed with its server, and a
+server that dies is restarted for the next job.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import json
 import os
 import pickle
 import select
-import signal
 import socket
 import struct
 import subprocess
@@ -95,11 +94,11 @@ class JudgeServer:
             if w >= 0:
                 os.close(w)
             os.close(r)
-        if isinstance(pid, int) and timed_out:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+        if timed_out:
+            # Kill the job with its server (in a PID namespace of its own, the pid the server
+            # reports is not one the grader can signal); the next job starts a fresh server.
+            self.close()
+            return raw, None, True
         ended = self._line(time.monotonic() + REAP_SECONDS) if isinstance(pid, int) else None
         status = ended.get("exit") if ended else None
         if not isinstance(status, int):

@@ -11,10 +11,17 @@
   files — exceeding one fails cleanly (``MemoryError``, ``SIGXCPU``, ``EAGAIN``, ``EFBIG``);
 - with a minimal environment (no variable of the grader's is inherited: no tokens, no keys);
 - in an empty scratch directory (no solutions in reach of a relative path);
-- without network, in a new network namespace, and with the repository, the interpreter and the
-  grader's files read-only (a mount namespace), when the kernel allows unprivileged user
-  namespaces (``unshare --user --net --mount``); when it does not, the process has the host's
-  network and file system, :func:`network_isolated` says so and the grade report records it.
+- where the kernel allows unprivileged user namespaces, in namespaces of its own (see
+  :func:`isolation`): without network, with its own process IDs and ``/proc`` (no other process
+  is visible, so no other process's memory, environment, descriptors or root), and in a private
+  root file system that holds only the system directories, the interpreter, the ``llmlab``
+  package (all read-only) and its scratch directory — not the home directory, the repository's
+  ``solutions/`` or ``tests/``, the grader's temporary files or caches, nor anything else; the
+  mounts are locked (the process has no privilege left to undo them). Where a private root
+  cannot be built, the repository, the interpreter and the grader's files are read-only and the
+  rest of the file system is visible; without user namespaces, the process has the host's
+  network and file system (:func:`network_isolated` and :func:`files_isolated` say which, and
+  the grade report records it).
 
 ``Workspace`` is the grader's temporary directory; a small watchdog process removes it (and
 kills the sandboxes still registered in it) when the grader exits, even by ``SIGKILL``.
@@ -30,6 +37,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -53,11 +61,116 @@ class Limits:
 _RO_SCRIPT = ('while [ "$1" != "--" ]; do mount --bind "$1" "$1" && '
               'mount -o remount,bind,ro "$1" || exit 97; shift; done; shift; exec "$@"')
 
+# Builds the private root on the empty directory $1 (a tmpfs, in the new mount namespace), with a
+# fresh /proc (of the new PID namespace), /tmp and /dev/shm, the device nodes and directories its
+# entries name, and the scratch directory $2; pivots into it, detaches the old root, and execs
+# the rest of its arguments. Entries: "r PATH FLAGS" (read-only, keeping the mount's locked
+# FLAGS), "w PATH" (writable), "l PATH TARGET" (a symlink), "d PATH" (a device node).
+_PRIVATE_ROOT_SCRIPT = r"""set -e
+new=$1; scratch=$2; shift 2
+saved=$PATH; PATH=/usr/sbin:/sbin:$PATH
+mount -t tmpfs -o mode=755 llmlab-judge "$new"
+mkdir -p "$new/proc" "$new/tmp" "$new/dev/shm" "$new/.old"
+mount -t proc -o nosuid,nodev,noexec proc "$new/proc"
+mount -t tmpfs -o mode=1777,size=64m tmpfs "$new/tmp"
+mount -t tmpfs -o mode=1777,size=64m tmpfs "$new/dev/shm"
+ln -s /proc/self/fd "$new/dev/fd"
+while [ "$1" != "--" ]; do
+  kind=$1; path=$2; shift 2
+  case $kind in
+    l) mkdir -p "$new$(dirname "$path")"; ln -s "$1" "$new$path"; shift ;;
+    r) mkdir -p "$new$path"; mount --rbind "$path" "$new$path"
+       mount -o "remount,bind,ro$1" "$new$path"; shift ;;
+    w) mkdir -p "$new$path"; mount --rbind "$path" "$new$path" ;;
+    d) mkdir -p "$new$(dirname "$path")"; touch "$new$path"; mount --bind "$path" "$new$path" ;;
+  esac
+done
+shift
+cd "$new"
+pivot_root . .old
+umount -l /.old
+rmdir /.old
+mount -o remount,bind,ro /
+cd "$scratch"
+PATH=$saved
+exec "$@"
+"""
+
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc",
+               "/sys/devices/system/cpu", "/sys/devices/system/node")
+DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
+_LOCKED_FLAGS = ("nosuid", "nodev", "noexec", "noatime", "nodiratime", "relatime")
+
 
 def _namespace_cmd(readonly: list[str]) -> list[str]:
     unshare = shutil.which("unshare") or "unshare"
     return [unshare, "--user", "--map-root-user", "--net", "--mount", "--", "sh", "-c", _RO_SCRIPT,
             "sh", *readonly, "--"]
+
+
+def _mount_flags(path: Path) -> str:
+    """",nosuid,nodev,..." — the per-mount flags of the mount holding ``path`` (a remount in a
+    user namespace must keep them)."""
+    best, flags = "", ""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    for line in lines:
+        fields = line.split()
+        point = fields[4].replace("\\040", " ")
+        inside = str(path) == point or str(path).startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best = point
+            flags = "".join("," + f for f in fields[5].split(",") if f in _LOCKED_FLAGS)
+    return flags
+
+
+def judge_view() -> list[Path]:
+    """What a judge sees besides the system directories: the interpreter and ``llmlab``."""
+    import llmlab
+
+    paths = [Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix),
+             Path(sys.base_exec_prefix), Path(sys.executable).parent, Path(llmlab.__file__).parent]
+    return sorted({q for p in paths for q in (p.absolute(), p.resolve())})
+
+
+def _private_root_entries(scratch: Path) -> list[str]:
+    entries: list[str] = []
+    bound: list[Path] = []
+
+    def covered(p: Path) -> bool:
+        return any(p == b or b in p.parents for b in bound)
+
+    for name in SYSTEM_DIRS:
+        path = Path(name)
+        if path.is_symlink():
+            entries += ["l", name, os.readlink(path)]
+        elif path.is_dir():
+            entries += ["r", name, _mount_flags(path)]
+            bound.append(path)
+    for path in judge_view():
+        if path.is_dir() and not covered(path):
+            entries += ["r", str(path), _mount_flags(path.resolve())]
+            bound.append(path)
+    for name in DEVICES:
+        if Path(name).exists():
+            entries += ["d", name]
+    return [*entries, "w", str(scratch)]
+
+
+def _private_root_cmd(scratch: Path, processes: int) -> list[str]:
+    """The command prefix that runs a command in a private root (see the module doc)."""
+    unshare = shutil.which("unshare") or "unshare"
+    new_root = scratch.with_name(scratch.name + ".root")
+    new_root.mkdir(exist_ok=True)
+    inner = [unshare, "--user", "--mount", "--"]  # drops every privilege; locks the mounts
+    prlimit = shutil.which("prlimit")
+    if prlimit:
+        inner += [prlimit, f"--nproc={processes}", "--"]
+    return [unshare, "--user", "--map-root-user", "--net", "--mount", "--pid", "--fork",
+            "--kill-child", "--", "sh", "-c", _PRIVATE_ROOT_SCRIPT, "sh", str(new_root),
+            str(scratch), *_private_root_entries(scratch), "--", *inner]
 
 
 @functools.lru_cache(maxsize=1)
@@ -71,6 +184,34 @@ def network_isolated() -> bool:
         proc = subprocess.run([*_namespace_cmd([probe]), "sh", "-c", f"! touch {probe}/x"],
                               capture_output=True, timeout=20)
         return proc.returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+
+
+@functools.lru_cache(maxsize=1)
+def files_isolated() -> bool:
+    """Whether sandboxes get a private root (see the module doc): the files a judge can read are
+    then the system directories, the interpreter, ``llmlab`` and its scratch directory only."""
+    if not network_isolated():
+        return False
+    probe = Path(tempfile.mkdtemp(prefix="llmlab-probe-"))
+    try:
+        scratch = probe / "scratch"
+        scratch.mkdir()
+        (probe / "secret").write_text("")
+        check = (f"test ! -e {probe / 'secret'} && test $$ = 1 && test ! -e /proc/2 && "
+                 f"touch here && ! touch /usr/llmlab-probe 2>/dev/null && echo isolated")
+        drop = drops_privileges()
+        if drop:
+            for path in (probe, scratch):
+                os.chown(path, NOBODY, NOBODY)
+        proc = subprocess.run([*_private_root_cmd(scratch, 64), "sh", "-c", check], cwd=scratch,
+                              capture_output=True, timeout=30,
+                              preexec_fn=_become_nobody if drop else None)
+        return proc.returncode == 0 and proc.stdout.strip() == b"isolated" and \
+            (scratch / "here").exists()
     except (OSError, subprocess.TimeoutExpired):
         return False
     finally:
@@ -212,9 +353,13 @@ def launch(cmd: list[str], cwd: Path, env: dict[str, str], limits: Limits,
            readonly: list[Path] = (), **popen: object) -> subprocess.Popen:  # type: ignore[assignment]
     """Start ``cmd`` sandboxed (see the module doc). The caller must :func:`kill` it.
 
-    ``readonly``: paths made read-only for the process (where namespaces are available).
+    ``readonly``: paths made read-only for the process where a private root is unavailable but
+    namespaces are (in a private root, everything but ``cwd`` is read-only, and only
+    :func:`judge_view` and the system directories exist).
     """
-    if network_isolated():
+    if files_isolated():
+        cmd = [*_private_root_cmd(cwd, limits.processes), *cmd]
+    elif network_isolated():
         # RLIMIT_NPROC counts the processes of a user; inside a fresh user namespace those are
         # the sandbox's own, so it is set there (by prlimit, after the namespace exists).
         prlimit = shutil.which("prlimit")
@@ -301,10 +446,46 @@ finally:
 """
 
 
+_UNDUMPABLE = {"depth": 0, "before": None}
+_UNDUMPABLE_LOCK = threading.Lock()
+
+
+def _dumpable(value: int | None = None) -> int | None:
+    """``prctl(PR_GET_DUMPABLE)``, or ``PR_SET_DUMPABLE`` to ``value``; None where unavailable."""
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+        return prctl(3, 0, 0, 0, 0) if value is None else prctl(4, value, 0, 0, 0)
+    except Exception:
+        return None
+
+
+def _undumpable(enter: bool) -> None:
+    """While a workspace is open, the grader is not dumpable: its memory, environment, open
+    files and root under ``/proc/<pid>`` are out of reach of processes of its own user (a judge
+    without a PID namespace of its own), which would need ``CAP_SYS_PTRACE``."""
+    if not sys.platform.startswith("linux"):
+        return
+    with _UNDUMPABLE_LOCK:
+        if enter:
+            if _UNDUMPABLE["depth"] == 0:
+                _UNDUMPABLE["before"] = _dumpable()
+                _dumpable(0)
+            _UNDUMPABLE["depth"] += 1
+        else:
+            _UNDUMPABLE["depth"] -= 1
+            if _UNDUMPABLE["depth"] == 0 and _UNDUMPABLE["before"]:
+                _dumpable(int(_UNDUMPABLE["before"]))
+
+
 class Workspace:
-    """A temporary directory removed when the grader exits — normally, or killed."""
+    """A temporary directory removed when the grader exits — normally, or killed. While it is
+    open, the grader's own process is not dumpable (:func:`_undumpable`)."""
 
     def __init__(self, prefix: str = "llmlab-grade-") -> None:
+        _undumpable(True)
+        self._open = True
         self.root = Path(tempfile.mkdtemp(prefix=prefix))
         (self.root / "pids").mkdir()
         self._watchdog = subprocess.Popen(
@@ -324,6 +505,9 @@ class Workspace:
         (self.root / "pids" / str(proc.pid)).unlink(missing_ok=True)
 
     def close(self) -> None:
+        if self._open:
+            self._open = False
+            _undumpable(False)
         if self._watchdog.stdin:
             self._watchdog.stdin.close()  # the watchdog cleans up and exits
         try:
