@@ -28,7 +28,6 @@ import os
 import pickle
 import re
 import shutil
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -42,7 +41,7 @@ from llmlab.grading.checks import GRADER_ENV, explain_grads, failure_text, input
 from llmlab.grading.compare import explain
 from llmlab.grading.guard import BLOCKED_EXIT, message
 from llmlab.grading.judge import TIMEOUT_EXIT
-from llmlab.grading.judge_server import JudgeServer
+from llmlab.grading.judge_server import JudgePool, JudgeServer
 from llmlab.grading.record import decode
 from llmlab.grading.reference_run import (
     cache_key,
@@ -82,10 +81,11 @@ class GradeReport:
     exercises: list[ExerciseResult] = field(default_factory=list)
     sandbox: dict[str, Any] = field(default_factory=dict)
     passed_cells: list[str] = field(default_factory=list)  # test cells that scored their points
+    failed_cells: dict[str, str] = field(default_factory=dict)  # the others, and why
 
     def to_json(self) -> str:
         data = asdict(self)
-        del data["passed_cells"]
+        del data["passed_cells"], data["failed_cells"]
         return json.dumps(data, indent=2, ensure_ascii=False)
 
     def table(self, width: int = 100) -> str:
@@ -428,7 +428,11 @@ def grade_notebook(path: str | Path, solutions: str | Path | None = None, timeou
 
 def grade_against(learner: NotebookNode, label: str, twin: Path, authored: NotebookNode,
                   workspace: Workspace, timeout: int = 60, limits: Limits | None = None,
-                  budget: float | None = None, workers: int | None = None) -> GradeReport:
+                  budget: float | None = None, workers: int | None = None,
+                  pool: JudgePool | None = None) -> GradeReport:
+    """Grade ``learner`` against ``authored`` (the notebook ``twin``). ``pool``: judge servers
+    shared with other grades of the same chapter (:func:`judge_pool`); by default, this grade's
+    own, closed when it ends."""
     cells = learner_cells(learner, authored)
     data = reference(twin, workspace, timeout)
     exercises = data["exercises"]
@@ -445,21 +449,15 @@ def grade_against(learner: NotebookNode, label: str, twin: Path, authored: Noteb
     if budget is None:
         budget = STARTUP_SECONDS + 2 * sum(map(allowance, exercises)) / n_workers
     deadline = time.monotonic() + budget
-    limits = limits or Limits(cpu_seconds=int(timeout * 4) + 10)
+    limits = limits or (pool.limits if pool else default_limits(timeout))
 
     passed: list[str] = []
-    # One fork server per worker thread: each exercise still runs in a process of its own.
-    # read-only where a private root is unavailable but namespaces are (see sandbox.launch)
-    readonly = [*protected_paths(), Path.home()]
-    preload = snapshot_modules(data)
-    servers: list[JudgeServer] = []
-    local = threading.local()
-
-    def server_of_this_worker() -> JudgeServer:
-        if getattr(local, "server", None) is None:
-            local.server = JudgeServer(workspace, limits, readonly, preload)
-            servers.append(local.server)
-        return local.server
+    failed: dict[str, str] = {}  # test cell -> why it scored nothing
+    own_pool = pool is None
+    if pool is None:
+        # read-only where a private root is unavailable but namespaces are (see sandbox.launch)
+        pool = JudgePool(workspace, limits, [*protected_paths(), Path.home()],
+                         snapshot_modules(data))
 
     def grade_one(exercise: str) -> ExerciseResult:
         tests = exercises[exercise]
@@ -471,22 +469,28 @@ def grade_against(learner: NotebookNode, label: str, twin: Path, authored: Noteb
                          for t in tests},
                "block": _block_for(data, tests), "learner": before, "cell_seconds": timeout}
         run = None
-        for _attempt in range(2):
-            left = deadline - time.monotonic()
-            if left <= 1:
-                break
-            per_judge = min(left, allowance(exercise))
-            run = run_judge(job, server_of_this_worker(), per_judge)
-            if run.reached_tests:
-                break
-            job["learner"] = [definitions_only(s) for s in before]  # second attempt
+        server = pool.acquire()  # one fork server per worker: each exercise in a fresh child
+        try:
+            for _attempt in range(2):
+                left = deadline - time.monotonic()
+                if left <= 1:
+                    break
+                per_judge = min(left, allowance(exercise))
+                run = run_judge(job, server, per_judge)
+                if run.reached_tests:
+                    break
+                job["learner"] = [definitions_only(s) for s in before]  # second attempt
+        finally:
+            pool.release(server)
         if run is None:
-            return ExerciseResult(exercise, 0.0, max_score, "not graded: the grading time budget "
-                                  "was spent on the exercises before this one.")
+            why = "not graded: the grading time budget was spent on the exercises before this one."
+            failed.update((t["gid"], why) for t in tests)
+            return ExerciseResult(exercise, 0.0, max_score, why)
         score, feedback = 0.0, ""
         if not run.reached_tests:
             feedback = "your notebook's code stopped the grader before the tests ran: " + \
                 _why(run, timeout)
+            failed.update((t["gid"], _clean(feedback)) for t in tests)
         else:
             for t in tests:
                 verdict = judge_cell(t["gid"], data["calls"].get(t["gid"], []), run.records, run,
@@ -494,20 +498,33 @@ def grade_against(learner: NotebookNode, label: str, twin: Path, authored: Noteb
                 if verdict is None:
                     score += t["points"]
                     passed.append(t["gid"])
-                elif not feedback:
-                    feedback = verdict
+                else:
+                    failed[t["gid"]] = verdict
+                    feedback = feedback or verdict
         return ExerciseResult(exercise, score, max_score, _clean(feedback))
 
     try:
-        with ThreadPoolExecutor(max_workers=n_workers) as pool:
-            results = list(pool.map(grade_one, list(exercises)))
+        with ThreadPoolExecutor(max_workers=n_workers) as threads:
+            results = list(threads.map(grade_one, list(exercises)))
     finally:
-        for server in servers:
-            server.close()
+        if own_pool:
+            pool.close()
     sandbox = {"network_isolated": network_isolated(), "files_isolated": files_isolated(),
                "process_limit_enforced": process_limit_binds(), "limits": limits.to_dict()}
     return GradeReport(label, sum(r.score for r in results), sum(r.max_score for r in results),
-                       results, sandbox, sorted(passed))
+                       results, sandbox, sorted(passed), failed)
+
+
+def judge_pool(workspace: Workspace, data: dict[str, Any], timeout: int = 60,
+               limits: Limits | None = None) -> JudgePool:
+    """Judge servers for grading many notebooks of the chapter whose reference run is ``data``
+    (a class): pass it to :func:`grade_against` as ``pool``, close it when done."""
+    limits = limits or default_limits(timeout)
+    return JudgePool(workspace, limits, [*protected_paths(), Path.home()], snapshot_modules(data))
+
+
+def default_limits(timeout: int) -> Limits:
+    return Limits(cpu_seconds=int(timeout * 4) + 10)
 
 
 def _for_judge(entry: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,39 @@ class JudgeServer:
             kill(self.proc)
             self.workspace.unregister(self.proc)
             self.proc = None
+
+
+class JudgePool:
+    """Judge servers shared by the grades of one chapter (a class, or one notebook's exercises):
+    each grading worker borrows a server for a job and gives it back, so a server's start (the
+    interpreter, torch, the chapter's modules) is paid once per worker, not once per student.
+    Every job still runs in a fresh child of its server."""
+
+    def __init__(self, workspace: Workspace, limits: Limits, readonly: list[Path],
+                 preload: list[str] = ()) -> None:
+        self.workspace, self.limits, self.readonly = workspace, limits, readonly
+        self.preload = list(preload)
+        self._free: list[JudgeServer] = []
+        self._all: list[JudgeServer] = []
+        self._lock = threading.Lock()
+
+    def acquire(self) -> JudgeServer:
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+            server = JudgeServer(self.workspace, self.limits, self.readonly, self.preload)
+            self._all.append(server)
+            return server
+
+    def release(self, server: JudgeServer) -> None:
+        with self._lock:
+            self._free.append(server)
+
+    def close(self) -> None:
+        with self._lock:
+            for server in self._all:
+                server.close()
+            self._all, self._free = [], []
 
 
 def _read_until_eof(fd: int, deadline: float) -> tuple[bytes, bool]:
