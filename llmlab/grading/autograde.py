@@ -55,10 +55,9 @@ from llmlab.grading.sandbox import (
     Workspace,
     files_isolated,
     minimal_env,
-    network_isolated,
-    process_limit_binds,
     protected_paths,
 )
+from llmlab.grading.sandbox import report as sandbox_report
 
 CACHE_ENV = "LLMLAB_GRADING_CACHE"
 STARTUP_SECONDS = 90  # a judge's own start (interpreter, torch, the snapshot), on a busy machine
@@ -99,15 +98,8 @@ class GradeReport:
             if len(first) > width:
                 first = first[: width - 3] + "..."
             rows.append(f"{e.id:<{name_w}}  {e.score:>6g}  {e.max_score:>4g}  {verdict:<6}  {first}")
-        if not self.sandbox.get("network_isolated", True):
-            rows.append("\nnote: this machine cannot start processes without network "
-                        "(no unprivileged user namespaces); answers ran with network access.")
-        if not self.sandbox.get("files_isolated", True):
-            rows.append("note: answers could read this machine's files (no private root for the "
-                        "judges here), including the authored notebooks in solutions/.")
-        if not self.sandbox.get("process_limit_enforced", True):
-            rows.append("note: the process limit is not enforced here (root, and no cgroup); "
-                        "only the audit hook stopped new processes.")
+        for k, note in enumerate(self.sandbox.get("notes", [])):  # sandbox.weaker_guarantees
+            rows.append(("\n" if k == 0 else "") + "note: " + note)
         return "\n".join(rows)
 
 
@@ -509,8 +501,7 @@ def grade_against(learner: NotebookNode, label: str, twin: Path, authored: Noteb
     finally:
         if own_pool:
             pool.close()
-    sandbox = {"network_isolated": network_isolated(), "files_isolated": files_isolated(),
-               "process_limit_enforced": process_limit_binds(), "limits": limits.to_dict()}
+    sandbox = sandbox_report(limits)
     return GradeReport(label, sum(r.score for r in results), sum(r.max_score for r in results),
                        results, sandbox, sorted(passed), failed)
 

@@ -23,6 +23,13 @@
   network and file system (:func:`network_isolated` and :func:`files_isolated` say which, and
   the grade report records it).
 
+Each of these is a feature of the platform, checked before it is used (:func:`features`);
+where one is missing, grading still runs, with the weaker guarantee :func:`weaker_guarantees`
+states (and the grade report records): off Linux, judges get no namespaces (the machine's
+network and files), no cgroup, no ``PR_SET_PDEATHSIG`` (the workspace's watchdog still kills
+them when the grader dies) and the grader stays dumpable; without ``resource``, no resource
+limit (the time limits, kept by the grader, still stop a judge).
+
 ``Workspace`` is the grader's temporary directory; a small watchdog process removes it (and
 kills the sandboxes still registered in it) when the grader exits, even by ``SIGKILL``.
 """
@@ -31,7 +38,6 @@ from __future__ import annotations
 
 import functools
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -40,6 +46,11 @@ import tempfile
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+try:
+    import resource
+except ImportError:  # not a POSIX system: no resource limits (see weaker_guarantees)
+    resource = None  # type: ignore[assignment]
 
 GiB = 1 << 30
 
@@ -102,8 +113,30 @@ DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 _LOCKED_FLAGS = ("nosuid", "nodev", "noexec", "noatime", "nodiratime", "relatime")
 
 
+def _unshare() -> str | None:
+    """util-linux's ``unshare`` (Linux only), or None."""
+    return shutil.which("unshare") if sys.platform.startswith("linux") else None
+
+
+def _prlimit() -> str | None:
+    """util-linux's ``prlimit`` (sets RLIMIT_NPROC inside a user namespace), or None."""
+    return shutil.which("prlimit") if sys.platform.startswith("linux") else None
+
+
+def _prctl():  # noqa: ANN202 - a ctypes function
+    """libc's ``prctl`` (Linux only), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
 def _namespace_cmd(readonly: list[str]) -> list[str]:
-    unshare = shutil.which("unshare") or "unshare"
+    unshare = _unshare() or "unshare"
     return [unshare, "--user", "--map-root-user", "--net", "--mount", "--", "sh", "-c", _RO_SCRIPT,
             "sh", *readonly, "--"]
 
@@ -161,11 +194,11 @@ def _private_root_entries(scratch: Path) -> list[str]:
 
 def _private_root_cmd(scratch: Path, processes: int) -> list[str]:
     """The command prefix that runs a command in a private root (see the module doc)."""
-    unshare = shutil.which("unshare") or "unshare"
+    unshare = _unshare() or "unshare"
     new_root = scratch.with_name(scratch.name + ".root")
     new_root.mkdir(exist_ok=True)
     inner = [unshare, "--user", "--mount", "--"]  # drops every privilege; locks the mounts
-    prlimit = shutil.which("prlimit")
+    prlimit = _prlimit()
     if prlimit:
         inner += [prlimit, f"--nproc={processes}", "--"]
     return [unshare, "--user", "--map-root-user", "--net", "--mount", "--pid", "--fork",
@@ -173,12 +206,14 @@ def _private_root_cmd(scratch: Path, processes: int) -> list[str]:
             str(scratch), *_private_root_entries(scratch), "--", *inner]
 
 
-@functools.lru_cache(maxsize=1)
 def network_isolated() -> bool:
     """Whether processes can be started without network and with read-only paths (unprivileged
     user, network and mount namespaces)."""
-    if not shutil.which("unshare") or not sys.platform.startswith("linux"):
-        return False
+    return _unshare() is not None and _namespaces_work()
+
+
+@functools.lru_cache(maxsize=1)
+def _namespaces_work() -> bool:
     probe = tempfile.mkdtemp(prefix="llmlab-probe-")
     try:
         proc = subprocess.run([*_namespace_cmd([probe]), "sh", "-c", f"! touch {probe}/x"],
@@ -190,12 +225,14 @@ def network_isolated() -> bool:
         shutil.rmtree(probe, ignore_errors=True)
 
 
-@functools.lru_cache(maxsize=1)
 def files_isolated() -> bool:
     """Whether sandboxes get a private root (see the module doc): the files a judge can read are
     then the system directories, the interpreter, ``llmlab`` and its scratch directory only."""
-    if not network_isolated():
-        return False
+    return network_isolated() and _private_root_works()
+
+
+@functools.lru_cache(maxsize=1)
+def _private_root_works() -> bool:
     probe = Path(tempfile.mkdtemp(prefix="llmlab-probe-"))
     try:
         scratch = probe / "scratch"
@@ -326,7 +363,32 @@ def remove_group(group: Path, rounds: int = 50) -> None:
             time.sleep(0.02)
 
 
-def _preexec(limits: Limits, drop: bool, group: Path | None) -> None:
+_RLIMITS = (("RLIMIT_AS", "memory_bytes"), ("RLIMIT_CPU", "cpu_seconds"),
+            ("RLIMIT_FSIZE", "file_bytes"), ("RLIMIT_NOFILE", "open_files"))
+
+
+def rlimits() -> list[str]:
+    """The ``Limits`` fields this platform's ``setrlimit`` enforces on a sandbox."""
+    if resource is None:
+        return []
+    return [field for name, field in _RLIMITS if hasattr(resource, name)]
+
+
+def _set_rlimits(limits: Limits) -> None:
+    if resource is None:
+        return
+    for name, field in _RLIMITS:
+        which = getattr(resource, name, None)
+        if which is None:
+            continue
+        value = getattr(limits, field)
+        _, hard = resource.getrlimit(which)
+        if hard != resource.RLIM_INFINITY:
+            value = min(value, hard)  # an unprivileged process cannot raise its hard limit
+        resource.setrlimit(which, (value, value))
+
+
+def _preexec(limits: Limits, drop: bool, group: Path | None, prctl) -> None:  # noqa: ANN001
     os.setsid()
     if group is not None:  # join before dropping privileges: root may write cgroup.procs
         fd = os.open(group / "cgroup.procs", os.O_WRONLY)
@@ -334,17 +396,9 @@ def _preexec(limits: Limits, drop: bool, group: Path | None) -> None:
             os.write(fd, b"0")
         finally:
             os.close(fd)
-    for which, value in ((resource.RLIMIT_AS, limits.memory_bytes),
-                         (resource.RLIMIT_CPU, limits.cpu_seconds),
-                         (resource.RLIMIT_FSIZE, limits.file_bytes),
-                         (resource.RLIMIT_NOFILE, limits.open_files)):
-        resource.setrlimit(which, (value, value))
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
+    _set_rlimits(limits)
+    if prctl is not None:
+        prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
     if drop:
         _become_nobody()
 
@@ -362,17 +416,21 @@ def launch(cmd: list[str], cwd: Path, env: dict[str, str], limits: Limits,
     elif network_isolated():
         # RLIMIT_NPROC counts the processes of a user; inside a fresh user namespace those are
         # the sandbox's own, so it is set there (by prlimit, after the namespace exists).
-        prlimit = shutil.which("prlimit")
+        prlimit = _prlimit()
         inner = [prlimit, f"--nproc={limits.processes}", "--", *cmd] if prlimit else cmd
         paths = [str(p) for p in readonly if Path(p).exists()]
         cmd = [*_namespace_cmd(paths), *inner]
+    if os.name != "posix":
+        raise OSError("grading runs learners' code on a POSIX system (Linux, macOS) only: "
+                      f"this one is {sys.platform}")
     drop = drops_privileges()
     if drop:
         os.chown(cwd, NOBODY, NOBODY)
     group = new_group(limits.processes)
     try:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env,
-                                preexec_fn=functools.partial(_preexec, limits, drop, group),
+                                preexec_fn=functools.partial(_preexec, limits, drop, group,
+                                                             _prctl()),
                                 **popen)  # type: ignore[call-overload]
     except BaseException:
         if group is not None:
@@ -383,9 +441,58 @@ def launch(cmd: list[str], cwd: Path, env: dict[str, str], limits: Limits,
 
 
 def process_limit_binds() -> bool:
-    """Whether a sandbox's process limit is enforced by the kernel here: RLIMIT_NPROC binds any
-    user but root (and root's sandboxes run as ``nobody`` where they can), a cgroup binds all."""
-    return os.geteuid() != 0 or drops_privileges() or cgroup_parent() is not None
+    """Whether a sandbox's process limit is enforced by the kernel here: a cgroup binds all;
+    RLIMIT_NPROC, set inside the sandbox's user namespace (by ``prlimit``), binds any user but
+    root (and root's sandboxes run as ``nobody`` where they can)."""
+    if cgroup_parent() is not None:
+        return True
+    return network_isolated() and _prlimit() is not None and \
+        (os.geteuid() != 0 or drops_privileges())
+
+
+def features() -> dict[str, object]:
+    """Which of the sandbox's platform features this machine has (see the module doc)."""
+    return {"namespaces": network_isolated(), "private_root": files_isolated(),
+            "cgroups": cgroup_parent() is not None, "process_limit": process_limit_binds(),
+            "resource_limits": rlimits(), "pdeathsig": _prctl() is not None,
+            "undumpable": _prctl() is not None}
+
+
+def weaker_guarantees() -> list[str]:
+    """What a judge can do here that it could not on a Linux machine with every feature: one
+    sentence per missing feature (empty when nothing is missing)."""
+    have = features()
+    notes = []
+    if not have["namespaces"]:
+        notes.append("answers ran with this machine's network and could read every file its "
+                     "user can (no unprivileged user namespaces here), including the authored "
+                     "notebooks in solutions/; the reference cache stayed in the grader's memory.")
+    elif not have["private_root"]:
+        notes.append("answers could read this machine's files (no private root for the judges "
+                     "here), including the authored notebooks in solutions/; the reference cache "
+                     "stayed in the grader's memory.")
+    if not have["process_limit"]:
+        notes.append("the process limit is not enforced here (no cgroup, and no RLIMIT_NPROC "
+                     "that binds); only the audit hook stopped new processes.")
+    missing = [f for f in ("memory_bytes", "cpu_seconds", "file_bytes", "open_files")
+               if f not in have["resource_limits"]]
+    if missing:
+        notes.append(f"no kernel limit on {', '.join(missing)} here (no setrlimit); only the "
+                     "grader's time limits stopped a judge.")
+    if not have["pdeathsig"]:
+        notes.append("judges do not die with the grader here (no PR_SET_PDEATHSIG); the "
+                     "workspace's watchdog kills them when it exits.")
+    if not have["undumpable"] and not have["private_root"] and Path("/proc/self").exists():
+        notes.append("the grader could not make itself undumpable (no prctl): a judge of the "
+                     "same user could read its memory through /proc.")
+    return notes
+
+
+def report(limits: Limits) -> dict[str, object]:
+    """What a grade report records about the sandbox its judges ran in."""
+    return {"network_isolated": network_isolated(), "files_isolated": files_isolated(),
+            "process_limit_enforced": process_limit_binds(), "limits": limits.to_dict(),
+            "features": features(), "notes": weaker_guarantees()}
 
 
 def protected_paths() -> list[Path]:
@@ -452,20 +559,17 @@ _UNDUMPABLE_LOCK = threading.Lock()
 
 def _dumpable(value: int | None = None) -> int | None:
     """``prctl(PR_GET_DUMPABLE)``, or ``PR_SET_DUMPABLE`` to ``value``; None where unavailable."""
-    try:
-        import ctypes
-
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-        return prctl(3, 0, 0, 0, 0) if value is None else prctl(4, value, 0, 0, 0)
-    except Exception:
+    prctl = _prctl()
+    if prctl is None:
         return None
+    return prctl(3, 0, 0, 0, 0) if value is None else prctl(4, value, 0, 0, 0)
 
 
 def _undumpable(enter: bool) -> None:
     """While a workspace is open, the grader is not dumpable: its memory, environment, open
     files and root under ``/proc/<pid>`` are out of reach of processes of its own user (a judge
     without a PID namespace of its own), which would need ``CAP_SYS_PTRACE``."""
-    if not sys.platform.startswith("linux"):
+    if _prctl() is None:
         return
     with _UNDUMPABLE_LOCK:
         if enter:
