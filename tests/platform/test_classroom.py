@@ -323,3 +323,17 @@ def test_a_forgotten_generate_assignment_is_a_clear_error_up_front(tmp_path):
     assert proc.returncode == 1
     assert f"nbgrader generate_assignment {NAME}" in proc.stderr
     assert "Traceback" not in proc.stderr and not (course / "autograded").exists()
+
+
+def test_all_means_every_assignment_in_source(tmp_path):
+    """--all finds each assignment of source/ (here: not generated, a clear error naming it);
+    an empty source/ is a clear error too."""
+    course = tmp_path / "course"
+    (course / "source" / "empty").mkdir(parents=True)   # no notebook: not an assignment
+    proc = llmlab_grade("--course", str(course), "--all")
+    assert proc.returncode == 1 and "no assignment in" in proc.stderr, proc.stderr
+    (course / "source" / NAME).mkdir()
+    nbformat.write(authored(), course / "source" / NAME / f"{NAME}.ipynb")
+    proc = llmlab_grade("--course", str(course), "--all")
+    assert proc.returncode == 1 and f"nbgrader generate_assignment {NAME}" in proc.stderr
+    assert "Traceback" not in proc.stderr
