@@ -13,14 +13,17 @@ What a learner waits for after ``llmlab grade`` and what an instructor waits for
 The notebook graded is the authored one (every answer right), so every judge runs every test to
 its end: the slowest case. The peer is the target the project sets (2 CPU cores): 30 s warm,
 60 s cold per notebook, 10 min for a class of 30. Medians of repeats; the machine this runs on
-may be shared, which the spread column shows.
+may be shared, which the spread column shows, and the CPU time column says what the grade
+itself used (a lower bound: on 2 idle cores, wall time is at least half of it).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,15 +44,22 @@ def _env(cache: Path) -> dict[str, str]:
     return env
 
 
-def grade_once(notebook: Path, cache: Path) -> tuple[float, dict[str, Any]]:
-    """Wall time of one ``llmlab grade NOTEBOOK --json`` (a fresh process) and its report."""
-    start = time.perf_counter()
+def cpu_seconds() -> float:
+    """User + system CPU time of this process's reaped children (and of those they reaped)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def grade_once(notebook: Path, cache: Path) -> tuple[float, float, dict[str, Any]]:
+    """Wall time and CPU time of one ``llmlab grade NOTEBOOK --json`` (a fresh process), and
+    its report."""
+    start, cpu = time.perf_counter(), cpu_seconds()
     proc = subprocess.run([sys.executable, "-m", "llmlab.cli", "grade", str(notebook), "--json"],
                           capture_output=True, text=True, env=_env(cache), timeout=1800)
-    took = time.perf_counter() - start
+    took, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     if proc.returncode != 0:
         raise RuntimeError(f"grading {notebook.name} failed: {proc.stderr[-2000:]}")
-    return took, json.loads(proc.stdout)
+    return took, cpu, json.loads(proc.stdout)
 
 
 def chapter_rows(chapter: Path, work: Path, repeat: int) -> list[dict[str, Any]]:
@@ -57,12 +67,16 @@ def chapter_rows(chapter: Path, work: Path, repeat: int) -> list[dict[str, Any]]
     learner.parent.mkdir(parents=True)
     shutil.copy(chapter / f"{chapter.name}.ipynb", learner)
     cold, warm, report = [], [], {}
+    cpu: dict[str, list[float]] = {"cold": [], "warm": []}
     for i in range(repeat):
         cache = work / f"cache-{chapter.name}-{i}"        # empty: the reference run included
-        took, report = grade_once(learner, cache)
+        took, used, report = grade_once(learner, cache)
         cold.append(took)
+        cpu["cold"].append(used)
     for _ in range(repeat):
-        warm.append(grade_once(learner, cache)[0])        # the last cold grade's cache
+        took, used, _ = grade_once(learner, cache)        # the last cold grade's cache
+        warm.append(took)
+        cpu["warm"].append(used)
     score = f"{report['score']:g} / {report['max_score']:g}"
     cached = bool(report.get("sandbox", {}).get("files_isolated"))
     rows = []
@@ -70,6 +84,7 @@ def chapter_rows(chapter: Path, work: Path, repeat: int) -> list[dict[str, Any]]
         s = spread(times)
         rows.append({"what": f"{chapter.name} ({kind})", "score": score,
                      "median_s": round(s["median"], 1), "spread": round(s["spread"], 2),
+                     "cpu_s": round(statistics.median(cpu[kind]), 1),
                      "n": s["n"], "target_s": TARGETS[kind],
                      "met": "yes" if s["median"] <= TARGETS[kind] else "no",
                      "cache_on_disk": cached})
@@ -78,6 +93,7 @@ def chapter_rows(chapter: Path, work: Path, repeat: int) -> list[dict[str, Any]]
 
 def class_row(chapter: Path, work: Path, students: int) -> dict[str, Any]:
     from llmlab.grading.course import run_nbgrader
+    from llmlab.grading.sandbox import files_isolated
 
     course = work / "class"
     (course / "source" / chapter.name).mkdir(parents=True)
@@ -93,11 +109,11 @@ def class_row(chapter: Path, work: Path, students: int) -> dict[str, Any]:
         folder = course / "submitted" / name / chapter.name
         folder.mkdir(parents=True)
         shutil.copy(chapter / f"{chapter.name}.ipynb", folder)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     proc = subprocess.run([sys.executable, "-m", "llmlab.cli", "grade", "--course", str(course),
                            "--assignment", chapter.name, "--json"], capture_output=True,
                           text=True, env=_env(work / "cache-class"), timeout=7200)
-    took = time.perf_counter() - start
+    took, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     if proc.returncode != 0:
         raise RuntimeError(f"grading the class failed: {proc.stderr[-2000:]}")
     rows = json.loads(proc.stdout)["assignments"][0]["students"]
@@ -105,8 +121,9 @@ def class_row(chapter: Path, work: Path, students: int) -> dict[str, Any]:
     target = TARGETS["class"] * students / 30
     return {"what": f"class of {students}: {chapter.name} (cold)",
             "score": f"{full}/{students} full marks", "median_s": round(took, 1),
-            "spread": 0.0, "n": 1, "target_s": target, "met": "yes" if took <= target else "no",
-            "cache_on_disk": False}
+            "spread": 0.0, "cpu_s": round(cpu, 1), "n": 1, "target_s": target,
+            "met": "yes" if took <= target else "no",
+            "cache_on_disk": files_isolated()}  # written by the first grade, read by the rest
 
 
 def main() -> None:
@@ -141,7 +158,9 @@ def main() -> None:
              "answer right, every test run to its end); cold includes the chapter's reference "
              "run, warm reads its cache from disk. The class is `llmlab grade --course` on N "
              "copies, cold; its target scales as 10 min per 30 students. Medians of repeats; "
-             "spread = (max - min) / median.")
+             "spread = (max - min) / median. cpu_s: the CPU time (user + system) of the grade "
+             "and of the processes it reaped (a lower bound); on a shared machine, median_s far "
+             "above cpu_s / 2 means the grade waited for the CPU.")
     write_results("grading", rows, args.out, title="Grading: one notebook (cold, warm), a class",
                   notes=notes, size=args.size)
 
