@@ -40,9 +40,16 @@ MODULES = _modules()
 
 
 def _imports(path: Path) -> list[tuple[str, int]]:
-    """(imported llmlab module, line) for every import in ``path``, at any depth."""
+    """(imported llmlab module, line) for every import in ``path``, at any depth, but those
+    under ``if TYPE_CHECKING:`` (annotations only: they never run)."""
+    tree = ast.parse(path.read_text())
+    typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                   and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+                   for stmt in node.body for n in ast.walk(stmt)}
     found = []
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             found += [(a.name, node.lineno) for a in node.names if a.name.startswith("llmlab")]
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("llmlab"):
