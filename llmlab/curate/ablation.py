@@ -24,10 +24,12 @@ import torch
 from llmlab.data import random_windows
 from llmlab.model import GPT, GPTConfig
 from llmlab.train import AdamW, evaluate_loss
+from llmlab.utils import reject_unknown_keys
 
 SEPARATOR = b"\n\x00\n"  # between documents in a byte stream
 
 
+@reject_unknown_keys
 @dataclass
 class AblationConfig:
     """The tiny model and its training (equal for every dataset compared)."""

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 
 from llmlab.curate.text import split_sentences
+from llmlab.utils import reject_unknown_keys
 
 CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
 END_PUNCTUATION = (".", "?", "!", '"', "'")
@@ -23,6 +24,7 @@ POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "us
           "use cookies")
 
 
+@reject_unknown_keys
 @dataclass
 class C4Config:
     """C4's rules (each can be turned off)."""

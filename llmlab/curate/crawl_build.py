@@ -52,11 +52,13 @@ from llmlab.curate.crawl_sources import (
     readme_sources,
 )
 from llmlab.curate.document import Doc, write_docs
+from llmlab.utils import reject_unknown_keys
 
 LANGUAGES = ("fr", "es", "pt", "zh", "ja", "ko", "ru", "tr")
 Block = tuple[str, str]  # (kind, text): kind is "h", "p", "li" or "pre"
 
 
+@reject_unknown_keys
 @dataclass
 class BuildConfig:
     """How many pages of each kind; the seed makes the build repeatable on one machine."""

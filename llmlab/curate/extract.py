@@ -26,6 +26,8 @@ import html as html_lib
 import re
 from dataclasses import dataclass, field
 
+from llmlab.utils import reject_unknown_keys
+
 TOKEN = re.compile(
     r"<!--.*?(?:-->|\Z)"                               # a comment (unterminated: to the end)
     r"|<![^>]*>|<\?[^>]*>"                             # doctype, processing instruction
@@ -49,6 +51,7 @@ BOILERPLATE_NAMES = re.compile(
     r"newsletter|subscribe|popup|modal|pagination|toolbar|widget)(?:$|[\s_-])", re.IGNORECASE)
 
 
+@reject_unknown_keys
 @dataclass
 class ExtractConfig:
     """Knobs of :func:`html_to_text`."""

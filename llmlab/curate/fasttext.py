@@ -26,7 +26,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from llmlab.utils import reject_unknown_keys
 
+
+@reject_unknown_keys
 @dataclass
 class FastTextConfig:
     """Features and training of a fastText classifier (defaults: a quality classifier)."""

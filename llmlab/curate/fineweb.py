@@ -15,8 +15,10 @@ from dataclasses import dataclass
 
 from llmlab.curate.gopher import duplicates
 from llmlab.curate.text import TERMINAL_PUNCTUATION, split_words
+from llmlab.utils import reject_unknown_keys
 
 
+@reject_unknown_keys
 @dataclass
 class FineWebConfig:
     """FineWeb's thresholds."""

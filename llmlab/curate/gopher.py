@@ -17,10 +17,12 @@ from collections import Counter
 from dataclasses import dataclass
 
 from llmlab.curate.text import PUNCTUATION_SET, split_words
+from llmlab.utils import reject_unknown_keys
 
 STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 
 
+@reject_unknown_keys
 @dataclass
 class GopherQualityConfig:
     """Gopher's quality thresholds (Table A1); ``None`` turns a rule off."""
@@ -76,6 +78,7 @@ def gopher_quality(text: str, cfg: GopherQualityConfig | None = None) -> str | N
     return None
 
 
+@reject_unknown_keys
 @dataclass
 class GopherRepetitionConfig:
     """Gopher's repetition thresholds (Table A1): fractions of lines, paragraphs and characters."""

@@ -32,10 +32,12 @@ import numpy as np
 import torch
 
 from llmlab.curate.text import split_words
+from llmlab.utils import reject_unknown_keys
 
 MAX_HASH = np.uint32(0xFFFFFFFF)
 
 
+@reject_unknown_keys
 @dataclass
 class MinHashConfig:
     """Shingles, signature length and bands; ``bands * rows`` must not exceed ``num_perm``."""
