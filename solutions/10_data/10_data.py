@@ -799,7 +799,9 @@ for key, n in stats.items():
     if key not in ("read", "kept"):
         drops[key.split(":")[0]] += n
 fig, ax = plt.subplots(figsize=(7, 3.2))
-ax.barh(list(drops)[::-1], list(drops.values())[::-1], color="tab:red")
+order = ["extract", "language", "lines", "gopher_repetition", "gopher_quality", "c4", "fineweb",
+         "quality", "exact_dedup", "near_dedup"]  # pipeline order, top to bottom
+ax.barh(order[::-1], [drops[k] for k in order[::-1]], color="tab:red")
 ax.set_xlabel("pages dropped"), ax.set_title(f"{stats['read']} pages in, {stats['kept']} out")
 plt.tight_layout()
 plt.show()
