@@ -24,31 +24,14 @@ from __future__ import annotations
 
 import functools
 import os
-import resource
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
-GiB = 1 << 30
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Per-process resource limits for code a learner wrote."""
-
-    memory_bytes: int = 4 * GiB      # RLIMIT_AS: address space
-    cpu_seconds: int = 120           # RLIMIT_CPU
-    processes: int = 64              # RLIMIT_NPROC (threads count too)
-    file_bytes: int = 16 << 20       # RLIMIT_FSIZE
-    open_files: int = 256            # RLIMIT_NOFILE
-
-    def to_dict(self) -> dict[str, int]:
-        return asdict(self)
-
+from llmlab.process_limits import GiB, Limits, apply_limits, kill_session  # noqa: F401 (re-exported)
 
 _RO_SCRIPT = ('while [ "$1" != "--" ]; do mount --bind "$1" "$1" && '
               'mount -o remount,bind,ro "$1" || exit 97; shift; done; shift; exec "$@"')
@@ -193,17 +176,7 @@ def _preexec(limits: Limits, drop: bool, group: Path | None) -> None:
             os.write(fd, b"0")
         finally:
             os.close(fd)
-    for which, value in ((resource.RLIMIT_AS, limits.memory_bytes),
-                         (resource.RLIMIT_CPU, limits.cpu_seconds),
-                         (resource.RLIMIT_FSIZE, limits.file_bytes),
-                         (resource.RLIMIT_NOFILE, limits.open_files)):
-        resource.setrlimit(which, (value, value))
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
+    apply_limits(limits)
     if drop:
         _become_nobody()
 
@@ -253,15 +226,8 @@ def protected_paths() -> list[Path]:
 
 
 def kill(proc: subprocess.Popen) -> None:
-    """Kill ``proc``'s whole session (everything it started), then reap it."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
+    """Kill ``proc``'s whole session (everything it started), reap it, and remove its cgroup."""
+    kill_session(proc)
     group = getattr(proc, "cgroup", None)
     if group is not None:  # members that left the session, and the group itself
         remove_group(group)

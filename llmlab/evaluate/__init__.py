@@ -1,0 +1,4 @@
+"""Evaluation: what a number about a model means.
+
+Taught in chapter 11 (solutions/11_eval).
+"""
