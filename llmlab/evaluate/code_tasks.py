@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (a table of problems, one per line)
 """Small HumanEval-style programming problems for execution-based evaluation.
 
 Each problem is a function signature and docstring that end where the body's ``return`` starts,
