@@ -76,7 +76,8 @@ def _bca_levels(x: np.ndarray, statistic: Statistic, theta: np.ndarray,
                 alpha: float) -> tuple[float, float]:
     """Percentile levels of the BCa interval: bias correction z0 and acceleration a."""
     nd = NormalDist()
-    z0 = nd.inv_cdf(float(np.mean(theta < statistic(x))))
+    below = float(np.mean(theta < statistic(x)) + np.mean(theta <= statistic(x))) / 2  # ties: half
+    z0 = nd.inv_cdf(below)
     jack = np.array([statistic(np.delete(x, i)) for i in range(len(x))])
     d = jack.mean() - jack
     a = float((d ** 3).sum() / (6 * (d ** 2).sum() ** 1.5)) if (d ** 2).sum() > 0 else 0.0
