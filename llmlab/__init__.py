@@ -7,6 +7,7 @@ Sub-packages (each is taught by one chapter of the book):
 - ``llmlab.nn``, ``llmlab.model``, ``llmlab.train``, ``llmlab.data`` — a GPT and its training (02)
 - ``llmlab.attention`` — attention variants and long context (chapter 03)
 - ``llmlab.kvcache``   — contiguous, paged and prefix KV caches (chapter 08)
+- ``llmlab.evaluate``  — likelihood, multiple choice, pass@k, contamination, statistics (chapter 11)
 
 Sub-packages are imported lazily (``import llmlab.model``), so ``import llmlab`` stays cheap.
 """
