@@ -50,6 +50,18 @@ def overlap(text: str, index: set[tuple[str, ...]], n: int = 13) -> float:
     return len(grams & index) / len(grams) if grams else 0.0
 
 
+def corpus_overlap(texts: Sequence[str], corpus: Iterable[str], n: int = 13) -> list[float]:
+    """For each of ``texts``, the fraction of its word n-grams that occur in ``corpus``; the
+    corpus is streamed, so only the texts' n-grams are held in memory."""
+    grams = [ngrams(words(t), n) for t in texts]
+    wanted = set().union(*grams) if grams else set()
+    found: set[tuple[str, ...]] = set()
+    for doc in corpus:
+        w = words(doc)
+        found.update(g for g in (tuple(w[i:i + n]) for i in range(len(w) - n + 1)) if g in wanted)
+    return [len(g & found) / len(g) if g else 0.0 for g in grams]
+
+
 def min_k_prob(token_lp: torch.Tensor, k: float = 0.2) -> float:
     """Mean of the lowest ``ceil(k * T)`` of T token log-probabilities. token_lp: (T,)."""
     if token_lp.dim() != 1 or token_lp.numel() == 0 or not 0 < k <= 1:
@@ -78,5 +90,5 @@ def auroc(positives: Sequence[float], negatives: Sequence[float]) -> float:
     return wins / (len(positives) * len(negatives))
 
 
-__all__ = ["auroc", "min_k_prob", "ngram_index", "ngrams", "overlap", "text_token_logprobs",
+__all__ = ["auroc", "corpus_overlap", "min_k_prob", "ngram_index", "ngrams", "overlap", "text_token_logprobs",
            "words"]

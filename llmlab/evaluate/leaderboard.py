@@ -180,7 +180,7 @@ def book_variants(model: torch.nn.Module, tokenizer, suite: dict, train_steps: t
 
     train = suite["return_mc"]["train"]
     base_key = {"model": suite["corpus"]["train"]["sha256"], "params": float(sum(
-        p.double().sum() for p in model.parameters()))}
+        p.detach().double().sum() for p in model.parameters()))}
     lora_steps, dpo_steps = train_steps
     lora = cached("lora", {**base_key, "recipe": f"lora r8 {lora_steps} steps", "n": len(train)},
                   lambda: lora_finetune(model, tokenizer, train, steps=lora_steps))

@@ -7,6 +7,8 @@
   fine-tuning data, and the "seen" side of the contamination study).
 - **functions** (membership): whole functions with docstrings from training files (``members``)
   and from validation files (``nonmembers``), for Min-K% probability.
+- **heldout_overlap** (contamination): for each held-out item, the fraction of its word 13-grams
+  found anywhere in the training data (the same code can live in two files).
 - **domains** (likelihood): held-out Python code, the English prose of held-out docstrings, and
   Chinese prose (chapter 01's sample: a language the model never saw).
 
@@ -125,12 +127,18 @@ def build_suite(seed: int = 0) -> dict:
     members = function_texts([d.text for d in train])
     nonmembers = function_texts([d.text for d in val])
     n = min(len(members), len(nonmembers), 150)
+    from llmlab.evaluate.contamination import corpus_overlap
+
+    heldout = heldout[:300]
+    overlap = corpus_overlap([i.query + " " + i.choices[i.gold] for i in heldout],
+                             (d.text for d in train + package_documents("torch", split="train")))
     val_code = [d.text for d in val[:40] if 2_000 <= len(d.text) <= 40_000][:12]
     return {
         "built_by": "python -m llmlab.evaluate.tasks --build",
         "corpus": {"train": corpus_manifest(train), "val": corpus_manifest(val, ("torch",))},
-        "return_mc": {"heldout": [_item_dict(i) for i in heldout[:300]],
+        "return_mc": {"heldout": [_item_dict(i) for i in heldout],
                       "train": [_item_dict(i) for i in seen]},
+        "heldout_overlap": overlap,  # 13-gram overlap of each held-out item with the training data
         "functions": {"members": rng.sample(members, n), "nonmembers": rng.sample(nonmembers, n)},
         "domains": {"python code": val_code,
                     "English docstrings": [docstring_text([d.text for d in val], 60_000)],
