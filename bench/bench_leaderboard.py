@@ -23,7 +23,7 @@ NOTES = ("Intervals: 95 % percentile bootstrap over items (documents for bits pe
 def main() -> None:
     args = parse_args(parser(__doc__.split("\n")[0], threads=True))
     tiny = args.size == "tiny"
-    config = SuiteConfig(n_items=16, n_docs=1, n_resamples=200) if tiny else SuiteConfig()
+    config = SuiteConfig(n_items=16, n_docs=2, n_resamples=200) if tiny else SuiteConfig()
     rows = run(config, (4, 2) if tiny else (80, 30), progress=lambda it: tqdm(it, leave=False))
     write_results("leaderboard", table_rows(rows), out=args.out, size=args.size,
                   title="The book's models on one suite (chapter 11)", notes=NOTES)

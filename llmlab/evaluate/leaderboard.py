@@ -4,10 +4,11 @@ The variants are what the book's chapters do to its model — a LoRA fine-tune (
 ``llmlab.peft``), DPO alignment (06, ``llmlab.align``), 4-bit weights by RTN and GPTQ (07,
 ``llmlab.quant``) and a 2-bit KIVI KV cache (08, ``llmlab.kvcache``) — each built in seconds to
 minutes, seeded, and the trained ones cached under ``$LLMLAB_CACHE/evaluate``. The suite: the
-held-out return-statement task (acc, acc_norm) and bits per byte on held-out code, each with a
-95 % bootstrap interval over items (documents for bits per byte), and the paired difference of
-acc_norm against the base model on the same items.
-Taught in chapter 11 (solutions/11_eval); ``python -m bench.leaderboard`` writes the book's table.
+held-out return-statement task (acc, acc_norm) and the mean bits per byte of held-out code
+files, each with a 95 % bootstrap interval over items (files for bits per byte), and the paired
+difference of acc_norm against the base model on the same items.
+Taught in chapter 11 (solutions/11_eval); ``python -m bench.bench_leaderboard`` writes the book's
+table.
 """
 
 from __future__ import annotations
@@ -32,9 +33,14 @@ class SuiteConfig:
     """What the leaderboard measures, and on how much data."""
 
     n_items: int = 200          # held-out return-statement items
-    n_docs: int = 6             # held-out code files for bits per byte
+    n_docs: int = 6             # held-out code files for bits per byte (their mean; >= 2)
     n_resamples: int = 2000     # bootstrap resamples
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.n_items < 2 or self.n_docs < 2:
+            raise ValueError(f"an interval needs >= 2 items and >= 2 documents, got "
+                             f"n_items={self.n_items}, n_docs={self.n_docs}")
 
 
 @dataclass(frozen=True)
@@ -206,7 +212,7 @@ def table_rows(rows: Sequence[Row]) -> list[dict[str, str]]:
                     "acc_norm": str(r.acc_norm),
                     "Δ acc_norm vs base (paired)": "—" if d is None else
                     f"{d.estimate:+.3f} [{d.low:+.3f}, {d.high:+.3f}]",
-                    "bits per byte": str(r.bits_per_byte)})
+                    "bits per byte (mean over files)": str(r.bits_per_byte)})
     return out
 
 

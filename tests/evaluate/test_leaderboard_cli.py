@@ -44,9 +44,11 @@ def test_variants_train_and_the_table(model, tokenizer):
     assert not torch.equal(tuned.state_dict()["blocks.0.attn.q_proj.weight"],
                            model.state_dict()["blocks.0.attn.q_proj.weight"])
     aligned = dpo_align(model, tokenizer, ITEMS + ITEMS, steps=2, lr=1e-2)
-    suite = {"return_mc": {"heldout": ITEMS}, "domains": {"python code": ["def f(x):\n    return x\n" * 8]}}
+    suite = {"return_mc": {"heldout": ITEMS}, "domains": {"python code": ["def f(x):\n    return x\n" * 8, "import os\n" * 9]}}
     rows = leaderboard([("base", "02", model, 4), ("lora", "05", tuned, 4), ("dpo", "06", aligned, 1)],
-                       tokenizer, suite, SuiteConfig(n_items=len(ITEMS), n_docs=1, n_resamples=200))
+                       tokenizer, suite, SuiteConfig(n_items=len(ITEMS), n_docs=2, n_resamples=200))
+    with pytest.raises(ValueError, match="documents"):
+        SuiteConfig(n_docs=1)
     assert rows[0].delta_acc_norm is None and rows[1].delta_acc_norm is not None
     for r in rows:
         assert r.acc.low <= r.acc.estimate <= r.acc.high and r.bits_per_byte.estimate > 0
