@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from llmlab.evaluate import (
-    MCItem, auroc, copy_logprobs, judge_prompt, min_k_prob, needle_item, ngram_index, overlap,
+    MCItem,
+    auroc,
+    copy_logprobs,
+    judge_prompt,
+    min_k_prob,
+    needle_item,
+    ngram_index,
+    overlap,
     position_bias,
 )
 

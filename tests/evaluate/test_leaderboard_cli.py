@@ -13,7 +13,12 @@ import torch
 from llmlab.evaluate import MCItem, Request, loglikelihood
 from llmlab.evaluate.contamination import corpus_overlap
 from llmlab.evaluate.leaderboard import (
-    KVCompressedModel, SuiteConfig, dpo_align, leaderboard, lora_finetune, markdown_table,
+    KVCompressedModel,
+    SuiteConfig,
+    dpo_align,
+    leaderboard,
+    lora_finetune,
+    markdown_table,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +49,8 @@ def test_variants_train_and_the_table(model, tokenizer):
     assert not torch.equal(tuned.state_dict()["blocks.0.attn.q_proj.weight"],
                            model.state_dict()["blocks.0.attn.q_proj.weight"])
     aligned = dpo_align(model, tokenizer, ITEMS + ITEMS, steps=2, lr=1e-2)
-    suite = {"return_mc": {"heldout": ITEMS}, "domains": {"python code": ["def f(x):\n    return x\n" * 8, "import os\n" * 9]}}
+    code = ["def f(x):\n    return x\n" * 8, "import os\n" * 9]
+    suite = {"return_mc": {"heldout": ITEMS}, "domains": {"python code": code}}
     rows = leaderboard([("base", "02", model, 4), ("lora", "05", tuned, 4), ("dpo", "06", aligned, 1)],
                        tokenizer, suite, SuiteConfig(n_items=len(ITEMS), n_docs=2, n_resamples=200))
     with pytest.raises(ValueError, match="documents"):

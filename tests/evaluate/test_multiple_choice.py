@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 
 from llmlab.evaluate import (
-    MCItem, evaluate_mc, fewshot_prefix, load_suite, mc_decision, mc_requests, return_item_parts,
-    return_items, sample_shots,
+    MCItem,
+    evaluate_mc,
+    fewshot_prefix,
+    load_suite,
+    mc_decision,
+    mc_requests,
+    return_item_parts,
+    return_items,
+    sample_shots,
 )
 
 

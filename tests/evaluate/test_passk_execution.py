@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from llmlab.evaluate import (
-    PROBLEMS, check_completion, estimate_pass_at_k, generate_until, pass_at_k, run_program,
+    PROBLEMS,
+    check_completion,
+    estimate_pass_at_k,
+    generate_until,
+    pass_at_k,
+    run_program,
     truncate_at_stop,
 )
 
