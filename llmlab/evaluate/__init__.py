@@ -22,7 +22,7 @@ from llmlab.evaluate.contamination import (
     text_token_logprobs,
     words,
 )
-from llmlab.evaluate.execution import DEFAULT_LIMITS, ExecutionResult, check_completion, run_program
+from llmlab.evaluate.execution import DEFAULT_LIMITS, ExecutionResult, check_completion, run_program, run_programs
 from llmlab.evaluate.generation import CODE_STOPS, generate_until, truncate_at_stop
 from llmlab.evaluate.judges import PositionBias, judge_margins, judge_prompt, position_bias
 from llmlab.evaluate.leaderboard import (
@@ -82,6 +82,6 @@ __all__ = [
     "judge_prompt", "leaderboard", "load_suite", "loglikelihood", "markdown_table", "mc_decision",
     "mc_requests", "mcnemar_exact", "min_k_prob", "needle_item", "ngram_index", "ngrams",
     "overlap", "paired_bootstrap", "pass_at_k", "position_bias", "prefix_token_id",
-    "return_item_parts", "return_items", "rolling_windows", "run_program", "sample_shots",
+    "return_item_parts", "return_items", "rolling_windows", "run_program", "run_programs", "sample_shots",
     "score_tokens", "text_token_logprobs", "token_logprobs", "truncate_at_stop", "words",
 ]

@@ -12,6 +12,7 @@ from llmlab.evaluate import (
     generate_until,
     pass_at_k,
     run_program,
+    run_programs,
     truncate_at_stop,
 )
 
@@ -61,6 +62,8 @@ def test_limits_and_guard():
     res = run_program("import os; os.system('echo hi')")
     assert res.status == "failed" and "refused" in res.detail
     assert run_program("raise SystemExit(3)").status == "failed"
+    assert run_program("import sys; sys.exit(0)\nassert False").status == "failed"  # exiting is not passing
+    assert run_program("import os; os._exit(0)\nassert False").status == "failed"
     with pytest.raises(ValueError):
         run_program("pass", timeout=0)
 
@@ -74,3 +77,28 @@ def test_truncate_at_stop_and_generation(model, tokenizer):
     a = generate_until(model, tokenizer, "import", max_new_tokens=6, temperature=1.0, n=4, seed=3)
     b = generate_until(model, tokenizer, "import", max_new_tokens=6, temperature=1.0, n=4, seed=3)
     assert a == b  # seeded
+
+
+def test_run_programs_agrees_with_one_process_each():
+    programs = [p.prompt + p.solution + "\n\n" + p.tests for p in PROBLEMS[:4]]
+    programs += [p.prompt + " None\n\n" + p.tests for p in PROBLEMS[:4]]
+    programs += ["while True: pass", "import os; os.system('echo hi')", "raise SystemExit(0)"]
+    batch = [r.status for r in run_programs(programs, timeout=1)]
+    one_each = [run_program(p, timeout=1).status for p in programs]
+    assert batch == one_each
+    assert batch[:4] == ["passed"] * 4 and batch[4:8] == ["failed"] * 4 and batch[8] == "timed out"
+
+
+def test_run_programs_survives_a_dying_candidate_and_forged_output():
+    swallow = "while True:\n    try:\n        while True:\n            pass\n    except Exception:\n        pass"
+    programs = ["x = 1", "import ctypes; ctypes.string_at(0)", "print('passed'); raise ValueError",
+                swallow, "assert 1 + 1 == 2"]
+    statuses = [r.status for r in run_programs(programs, timeout=0.5)]
+    assert statuses == ["passed", "failed", "failed", "timed out", "passed"]
+    # one that swallows even BaseException is stopped by the wall clock; the rest still run
+    stubborn = swallow.replace("Exception", "BaseException")
+    statuses = [r.status for r in run_programs(["x = 1", stubborn, "assert False"], timeout=0.2)]
+    assert statuses == ["passed", "timed out", "failed"]
+    assert run_programs([]) == []
+    with pytest.raises(ValueError):
+        run_programs(["pass"], timeout=0)
