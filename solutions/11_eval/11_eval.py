@@ -272,6 +272,7 @@ def mc_decision_(logprobs: list[float], choices: list[str], gold: int) -> tuple[
 grading.check_function(mc_decision_, ev.mc_decision, [
     grading.Case([-12.0, -5.0], ["a_long_answer", "ab"], 0, note="long gold: acc wrong, acc_norm right"),
     grading.Case([-1.0, -5.0, -3.0], ["x", "yy", "z"], 0, note="a short, likely gold"),
+    grading.Case([-2.0, -5.0], ["a", "bcd"], 1, note="per character, the longer choice wins"),
 ], block=[ev.mc_decision], mistakes=wrong.MC, hint="acc_norm divides by len(choice), in characters")
 
 # %% hidden="mc_decision" points=1
@@ -279,7 +280,7 @@ grading.check_function(mc_decision_, ev.mc_decision, [
     grading.Case([-8.0, -8.0], ["ab", "cd"], 1, note="a tie goes to the first choice"),
     grading.Case([-9.0, -2.0, -30.0, -4.0], ["a.b", "0", "self.items[key]", "None"], 2,
                  note="four choices, gold the longest"),
-    grading.Case([-6.0, -6.5], ["abcdef", "abc"], 0, note="the delimiter is not part of the length"),
+    grading.Case([-4.0, -7.5, -9.0], ["ab", "abcd", "a"], 1, note="the delimiter is not part of the length"),
 ], block=[ev.mc_decision], mistakes=wrong.MC)
 
 # %%
