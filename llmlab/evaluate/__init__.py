@@ -22,7 +22,13 @@ from llmlab.evaluate.contamination import (
     text_token_logprobs,
     words,
 )
-from llmlab.evaluate.execution import DEFAULT_LIMITS, ExecutionResult, check_completion, run_program, run_programs
+from llmlab.evaluate.execution import (
+    DEFAULT_LIMITS,
+    ExecutionResult,
+    check_completion,
+    run_program,
+    run_programs,
+)
 from llmlab.evaluate.generation import CODE_STOPS, generate_until, truncate_at_stop
 from llmlab.evaluate.judges import PositionBias, judge_margins, judge_prompt, position_bias
 from llmlab.evaluate.leaderboard import (

@@ -90,7 +90,8 @@ def test_run_programs_agrees_with_one_process_each():
 
 
 def test_run_programs_survives_a_dying_candidate_and_forged_output():
-    swallow = "while True:\n    try:\n        while True:\n            pass\n    except Exception:\n        pass"
+    swallow = ("while True:\n    try:\n        while True:\n            pass\n"
+               "    except Exception:\n        pass")
     programs = ["x = 1", "import ctypes; ctypes.string_at(0)", "print('passed'); raise ValueError",
                 swallow, "assert 1 + 1 == 2"]
     statuses = [r.status for r in run_programs(programs, timeout=0.5)]
