@@ -11,6 +11,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt
+# Which PyTorch build setup installs: cpu (default), cuda (PyPI's CUDA build) or an index URL.
+TORCH ?= cpu
+TORCH_FLAG := $(if $(filter cpu,$(TORCH)),,$(if $(filter cuda,$(TORCH)),--cuda,--index-url $(TORCH)))
 # nbgrader shells out to alembic: the venv's bin/ must be on PATH.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONHASHSEED := 0
@@ -27,7 +30,8 @@ JOBS ?= 2
 
 $(VENV)/.lab: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) torch==2.13.0
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade "pip>=25"
+	$(PY) tools/install_torch.py $(TORCH_FLAG)
 	$(PIP) -e ".[lab]"
 	touch $@
 
