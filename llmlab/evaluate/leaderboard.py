@@ -178,13 +178,16 @@ def cached(name: str, recipe: dict, build: Callable[[], torch.nn.Module]) -> tor
 
 
 def book_variants(model: torch.nn.Module, tokenizer, suite: dict, train_steps: tuple[int, int] = (80, 30),
-                  ) -> list[tuple[str, str, torch.nn.Module, int]]:
+                  n_train: int | None = None) -> list[tuple[str, str, torch.nn.Module, int]]:
     """(name, chapter, model, batch size) of the base model and its five variants;
-    ``train_steps``: the LoRA and DPO steps."""
+    ``train_steps``: the LoRA and DPO steps; ``n_train``: the first that many training-split items
+    (all by default; fewer keeps DPO's precomputed reference log-probabilities small)."""
     from llmlab import kvcache, quant
     from llmlab.quant.calibrate import calibration_batch
 
-    train = suite["return_mc"]["train"]
+    if n_train is not None and n_train <= 16:
+        raise ValueError(f"n_train must be > 16 (DPO holds out 16 pairs), got {n_train}")
+    train = suite["return_mc"]["train"][:n_train]
     base_key = {"model": suite["corpus"]["train"]["sha256"], "params": float(sum(
         p.detach().double().sum() for p in model.parameters()))}
     lora_steps, dpo_steps = train_steps
