@@ -225,3 +225,49 @@ LOGLIKELIHOOD = {
         loglikelihood_off_by_one,
     "the context's trailing space left in the context": loglikelihood_space_in_context,
 }
+
+# ------------------------------------------------------------------ 11.1 predict: bits per byte
+
+
+def bits_per_token(nats_per_token, bytes_per_token):
+    """Converted to bits, but still per token."""
+    return nats_per_token / math.log(2)
+
+
+def nats_per_byte(nats_per_token, bytes_per_token):
+    """Per byte, but still in nats."""
+    return nats_per_token / bytes_per_token
+
+
+def bits_times_bytes(nats_per_token, bytes_per_token):
+    """Multiplied by the bytes per token instead of divided."""
+    return nats_per_token / math.log(2) * bytes_per_token
+
+
+BITS_PER_BYTE = {"bits per token (not divided by the bytes per token)": bits_per_token,
+                 "nats per byte (no division by ln 2)": nats_per_byte,
+                 "multiplied by the bytes per token": bits_times_bytes}
+
+# ------------------------------------------------------------------ 11.8 predict: items needed
+
+_Z_975, _Z_95, _Z_80 = 1.959964, 1.644854, 0.841621
+
+
+def items_one_sided_z():
+    """z for a one-sided test (1.645) where the test is two-sided."""
+    return math.ceil(((_Z_95 + _Z_80) * 0.5 / 0.03) ** 2)
+
+
+def items_without_power():
+    """The power term left out: 50 % power."""
+    return math.ceil((_Z_975 * 0.5 / 0.03) ** 2)
+
+
+def items_sigma_not_squared():
+    """sigma_d / delta squared only in delta."""
+    return math.ceil((_Z_975 + _Z_80) ** 2 * 0.5 / 0.03 ** 2)
+
+
+ITEMS_NEEDED = {"a one-sided z (1.645) for a two-sided test": items_one_sided_z,
+                "leaving out the power term (50 % power)": items_without_power,
+                "sigma_d not squared": items_sigma_not_squared}

@@ -17,17 +17,20 @@
 #    the score;
 # 3. generate with stop sequences, execute the programs under limits, and estimate pass@k without
 #    bias; see how temperature trades pass@1 for pass@k;
-# 4. detect contamination — n-gram overlap with the training data, and Min-K% probability, which
-#    separates the book model's training functions from held-out ones;
+# 4. detect contamination — n-gram overlap with the training data, and Min-K% probability, a
+#    membership test that needs only the model — and see how a mismatched held-out set fools it;
 # 5. put confidence intervals on every score, compare two models on the same items, and count the
 #    items a difference needs; expose a judge's position bias; test the whole context window;
 # 6. write the evaluator itself — batched log-likelihood with the token/character alignment done
 #    right — and run the book's leaderboard on it.
 
 # %% [markdown]
-# **Budget:** ~2 min on 2 CPU cores · peak RAM ~1.5 GB. No GPU and no network needed.
+# **Budget:** ~3 min on 2 CPU cores · peak RAM ~2 GB. No GPU and no network needed. (Measured
+# with the AVX2 settings on a shared 2-core Xeon: 2.1 min of CPU, 1.9 GB peak, training the LoRA
+# and DPO variants from an empty cache.)
 
 # %% tags=["nbval-ignore-output"]
+import json
 import math
 import os
 import statistics as stats_module
@@ -42,14 +45,17 @@ from tqdm.auto import tqdm
 import llmlab.evaluate as ev
 from llmlab import grading
 from llmlab.grading import mistakes_eval as wrong
-from llmlab.model import load_book_model
+from llmlab.model import BOOK_MODEL_DIR, load_book_model
 from llmlab.utils import seed_all
 
 MODEL = os.environ.get("LLMLAB_MODEL", "book")    # the demos' model; graded cells keep the book's
 DEVICE = os.environ.get("LLMLAB_DEVICE", "cpu")
+FULL = False  # True: 100 samples per problem for pass@k, full LoRA/DPO training (minutes more)
 seed_all(0)
-torch.set_num_threads(2)
-book, tok = load_book_model()
+torch.set_num_threads(1)  # the book's model is fastest on one thread: its ops are too small to split
+book, book_tok = load_book_model()  # graded cells use these
+tok = book_tok
+book_card = json.loads((BOOK_MODEL_DIR / "summary.json").read_text())  # the model card's numbers
 if MODEL == "book":
     model = book.to(DEVICE)
 else:  # a Hugging Face checkpoint on disk (llmlab.model.from_hf) with its own tokenizer
@@ -87,31 +93,37 @@ print(f"the book's model: {book.num_params() / 1e6:.2f} M parameters, context {c
 # ### Exercise 11.1 — predict first: bits per byte · 2 points · difficulty 1 · ~5 min
 #
 # The book's model card reports a validation loss of **3.536 nats per token** on the held-out
-# standard library, and its tokenizer averages **3.75 bytes per token** on that text. Work out its
-# bits per byte before the next cell measures it. Return the number.
+# standard library, and its tokenizer averages about **3.75 bytes per token** on that text. What
+# is its bits per byte? Write the conversion as a function of the two numbers and work out the
+# model's value before the next cell measures it.
 #
 # <details><summary>Hint 1</summary>Nats per token → bits per token → bits per byte.</details>
 
 # %% solution="predict_bpb"
-def predict_bits_per_byte() -> float:
-    """The book model's bits per byte from 3.536 nats/token and 3.75 bytes/token."""
+def predict_bits_per_byte(nats_per_token: float, bytes_per_token: float) -> float:
+    """Bits per byte of a model with this loss (nats per token) on text with this many bytes per token."""
     ### BEGIN SOLUTION
-    return 3.536 / math.log(2) / 3.75
+    return nats_per_token / math.log(2) / bytes_per_token
     ### END SOLUTION
 
 
 # %% check="predict_bpb" points=1
-grading.check_function(predict_bits_per_byte, lambda: 3.536 / math.log(2) / 3.75,
-                       [grading.Case(note="3.536 nats per token, 3.75 bytes per token")], rtol=0.02,
-                       mistakes={"bits per token (not divided by the bytes per token)":
-                                 lambda: 3.536 / math.log(2),
-                                 "nats per byte (no division by ln 2)": lambda: 3.536 / 3.75,
-                                 "multiplied by the bytes per token": lambda: 3.536 / math.log(2) * 3.75},
-                       hint="divide nats by ln 2 to get bits, then by bytes per token")
+def bpb_reference(nats_per_token: float, bytes_per_token: float) -> float:
+    """llmlab's bits per byte of 1,000 bytes of text that cost this many nats per token."""
+    n_tokens = 1000 / bytes_per_token
+    return ev.LikelihoodStats(-nats_per_token * n_tokens, round(n_tokens), 1000, 1).bits_per_byte
+
+
+grading.check_function(predict_bits_per_byte, bpb_reference,
+                       [grading.Case(3.536, 3.75, note="3.536 nats per token, 3.75 bytes per token")],
+                       mistakes=wrong.BITS_PER_BYTE, rtol=1e-3,
+                       hint="a nat is 1/ln 2 bits; a token is bytes_per_token bytes")
 
 # %% hidden="predict_bpb" points=1
-grading.check_function(predict_bits_per_byte, lambda: 1.3604, [grading.Case(note="bits per byte")],
-                       rtol=0.02)
+grading.check_function(predict_bits_per_byte, bpb_reference, [
+    grading.Case(2.0, 4.0, note="2 nats per token, 4 bytes per token"),
+    grading.Case(math.log(2), 1.0, note="one bit per one-byte token"),
+], mistakes=wrong.BITS_PER_BYTE, rtol=1e-3)
 
 # %% [markdown]
 # Now measured, per domain: held-out Python files, the English prose of held-out docstrings,
@@ -130,8 +142,15 @@ for name, s in per_domain.items():
     print(f"{name:<20} {s.bits_per_byte:5.2f} bits/byte · token perplexity {s.token_perplexity:7.1f} · "
           f"{s.n_bytes / s.n_tokens:4.2f} bytes/token")
 code_bpb = per_domain["python code"].bits_per_byte
-print(f"your prediction: {predict_bits_per_byte():.2f} bits per byte; measured on held-out code: "
-      f"{code_bpb:.2f}")
+card_loss = book_card["val_loss"]
+assert round(card_loss, 3) == 3.536, card_loss  # the numbers the exercise quotes
+assert 3.5 < per_domain["python code"].n_bytes / per_domain["python code"].n_tokens < 4.0
+predict_bpb = grading.prefer_yours(predict_bits_per_byte, bpb_reference, [grading.Case(3.0, 4.0)],
+                                   name="predict_bits_per_byte")
+code = per_domain["python code"]
+print(f"predicted from the card's loss and this text's {code.n_bytes / code.n_tokens:.2f} bytes per token: "
+      f"{predict_bpb(card_loss, code.n_bytes / code.n_tokens):.2f} bits per byte; measured on held-out "
+      f"code: {code_bpb:.2f}")
 
 # %% [markdown]
 # ### Documents longer than the context
@@ -272,6 +291,7 @@ def mc_decision_(logprobs: list[float], choices: list[str], gold: int) -> tuple[
 grading.check_function(mc_decision_, ev.mc_decision, [
     grading.Case([-12.0, -5.0], ["a_long_answer", "ab"], 0, note="long gold: acc wrong, acc_norm right"),
     grading.Case([-1.0, -5.0, -3.0], ["x", "yy", "z"], 0, note="a short, likely gold"),
+    grading.Case([-3.9, -4.0, -7.6], ["x", "abcd", "abcdefgh"], 1, note="the delimiter is not part of the length"),
     grading.Case([-2.0, -5.0], ["a", "bcd"], 1, note="per character, the longer choice wins"),
 ], block=[ev.mc_decision], mistakes=wrong.MC, hint="acc_norm divides by len(choice), in characters")
 
@@ -280,7 +300,7 @@ grading.check_function(mc_decision_, ev.mc_decision, [
     grading.Case([-8.0, -8.0], ["ab", "cd"], 1, note="a tie goes to the first choice"),
     grading.Case([-9.0, -2.0, -30.0, -4.0], ["a.b", "0", "self.items[key]", "None"], 2,
                  note="four choices, gold the longest"),
-    grading.Case([-4.0, -7.5, -9.0], ["ab", "abcd", "a"], 1, note="the delimiter is not part of the length"),
+    grading.Case([-4.0, -7.5, -9.0], ["ab", "abcd", "a"], 1, note="per character, the middle choice"),
 ], block=[ev.mc_decision], mistakes=wrong.MC)
 
 # %%
@@ -305,7 +325,7 @@ print(f"gold answers average {gold_len:.1f} characters, wrong ones {other_len:.1
 # as much as $k$ does (Zhao et al., 2021). Three draws of $k$ shots from the training split:
 
 # %%
-FEW_ITEMS, SEEDS = 40, (0, 1, 2)
+FEW_ITEMS, SEEDS = 32, (0, 1, 2)
 shots_scores = {0: [ev.evaluate_mc(model, tok, heldout[:FEW_ITEMS]).mean_acc_norm]}
 for k in tqdm((1, 2), desc="k shots", leave=False):
     runs = ev.fewshot_spread(model, tok, heldout[:FEW_ITEMS], train_items, k, SEEDS)
@@ -421,33 +441,44 @@ for program in ["while True: pass", "import shutil; shutil.rmtree('/')", "x = by
 # %% [markdown]
 # The book's model was trained on library code, not on short exercises; its pass rate on them is
 # low, so we sample many completions (one batch per problem), and run each distinct completion
-# once. At temperature $T$, pass@1 and pass@10 move in opposite directions: greedy-like sampling
-# repeats its one best guess, hotter sampling spreads over more programs.
+# once (all in one limited process, `ev.run_programs`). Temperature matters more for pass@10 than
+# for pass@1: near-greedy sampling repeats its one best guess, hotter sampling spreads over more
+# programs (more chances among ten), until it is too hot for either.
 
-# %% tags=["grading-skip"]
+# %% tags=["grading-skip", "nbval-ignore-output"]
 passk = grading.prefer_yours(pass_at_k_, ev.pass_at_k, [grading.Case(20, 3, 5)], name="pass_at_k_")
-N_SAMPLES, TEMPERATURES = 20, (0.2, 0.6, 1.0)
-verdicts: dict[str, bool] = {}
+cut = grading.prefer_yours(truncate_at_stop_, ev.truncate_at_stop, [grading.Case("a\nb\n#", ["#", "\n"])],
+                           name="truncate_at_stop_")
+N_SAMPLES, TEMPERATURES = (100 if FULL else 16), (0.2, 0.6, 1.0)
+verdicts: dict[tuple[str, str], bool] = {}  # (problem, completion) -> passed
 
 
-def n_correct(problem, completions) -> int:
-    for text in set(completions):
-        if (problem.name, text) not in verdicts:
-            verdicts[problem.name, text] = ev.check_completion(problem.prompt, text, problem.tests,
-                                                               timeout=3).passed
-    return sum(verdicts[problem.name, t] for t in completions)
+def execute_new(samples: dict) -> None:
+    """Run every (problem, completion) not yet judged: all in one limited process, each with its
+    own timeout (``ev.run_programs``); a pass is confirmed in a fresh process of its own."""
+    todo = sorted({(p.name, t) for p, texts in samples.items() for t in texts} - verdicts.keys())
+    problem = {p.name: p for p in samples}
+    programs = [problem[n].prompt + t + "\n\n" + problem[n].tests for n, t in todo]
+    for key, program, result in zip(todo, programs, ev.run_programs(programs, timeout=1)):
+        verdicts[key] = result.passed and ev.run_program(program, timeout=3).passed
 
 
 pass_table = {}
 for temp in tqdm(TEMPERATURES, desc="temperature", leave=False):
-    counts = [n_correct(p, ev.generate_until(model, tok, p.prompt, stop=("\n",), max_new_tokens=10,
-                                             temperature=temp, n=N_SAMPLES, seed=1))
-              for p in ev.PROBLEMS]
+    samples = {p: [cut(text, ["\n"]) for text in ev.generate_until(model, tok, p.prompt, stop=(), max_new_tokens=10,
+                                                                  temperature=temp, n=N_SAMPLES, seed=1)]
+               for p in ev.PROBLEMS}
+    execute_new(samples)
+    counts = [sum(verdicts[p.name, t] for t in texts) for p, texts in samples.items()]
     pass_table[temp] = {k: float(np.mean([passk(N_SAMPLES, c, k) for c in counts])) for k in (1, 10)}
 solved = sorted({name for (name, _), ok in verdicts.items() if ok})
 for temp, row in pass_table.items():
     print(f"T={temp}: pass@1 {row[1]:.3f} · pass@10 {row[10]:.3f}")
 print(f"{len(verdicts)} distinct programs executed; problems ever solved: {', '.join(solved) or 'none'}")
+best1 = max(pass_table, key=lambda t: pass_table[t][1])
+best10 = max(pass_table, key=lambda t: pass_table[t][10])
+print(f"pass@1 is highest at T={best1}, pass@10 at T={best10}"
+      + (": a hotter sampler trades pass@1 for pass@10" if best10 > best1 else ""))
 
 # %% [markdown]
 # ## 4. Contamination: did the model see the test?
@@ -467,14 +498,20 @@ if flagged.any() and (~flagged).any():
     acc_clean = np.mean(zero_shot.acc_norm[:N_ITEMS], where=~flagged)
     print(f"acc_norm on the overlapping items {acc_flagged:.2f}, on the clean ones {acc_clean:.2f}")
 seen = ev.evaluate_mc(model, tok, train_items[:N_ITEMS])
+gap = seen.mean_acc_norm - zero_shot.mean_acc_norm
 print(f"and on {N_ITEMS} items from *training* files: acc_norm {seen.mean_acc_norm:.2f} "
-      f"(held-out: {zero_shot.mean_acc_norm:.2f})")
+      f"(held-out: {zero_shot.mean_acc_norm:.2f}): "
+      + ("the training files score higher, a sign of memory" if gap > 0.05 else
+         f"no advantage for the seen files ({gap:+.2f}): a {book.num_params() / 1e6:.1f} M-parameter "
+         "model has memorised little of them"))
 
 # %% [markdown]
 # **Without the training data**, from the model alone: **Min-K% probability** (Shi et al., 2023)
 # averages the log-probabilities of the $k$ % of a text's tokens the model found least likely. A
 # text seen in training has fewer surprising tokens. Its quality is the **AUROC**: the chance that
-# a random training function scores above a random held-out one (0.5: no signal).
+# a random training function scores above a random held-out one (0.5: no signal, 0: a perfect
+# signal the wrong way round). A membership test is only as good as its two sets are alike in
+# everything but membership (Duan et al., 2024, found most published ones were not).
 #
 # ### Exercise 11.6 — Min-K% probability · 2 points · difficulty 1 · ~10 min
 #
@@ -508,22 +545,40 @@ grading.check_function(min_k_prob_, ev.min_k_prob, [
 min_k = grading.prefer_yours(min_k_prob_, ev.min_k_prob, [grading.Case(torch.tensor([-1.0, -4.0, -2.0]), 0.5)],
                              name="min_k_prob_")
 N_FN = 60
-scores = {side: [min_k(ev.text_token_logprobs(model, tok, f), 0.2)
-                 for f in tqdm(suite["functions"][side][:N_FN], desc=side, leave=False)]
-          for side in ("members", "nonmembers")}
-mean_lp = {side: [float(ev.text_token_logprobs(model, tok, f).mean())
-                  for f in suite["functions"][side][:N_FN]] for side in ("members", "nonmembers")}
-auc_min_k = ev.auroc(scores["members"], scores["nonmembers"])
-auc_mean = ev.auroc(mean_lp["members"], mean_lp["nonmembers"])
+
+
+def looks_like_torch(text: str) -> bool:
+    return "torch" in text or "tensor" in text.lower()
+
+
+members = suite["functions"]["members"][:N_FN]  # all from the standard library's training files
+nonmembers_all = suite["functions"]["nonmembers"][:N_FN]  # held-out files of the stdlib *and* of torch
+nonmembers_std = [f for f in suite["functions"]["nonmembers"] if not looks_like_torch(f)][:N_FN]
+token_lp = {f: ev.text_token_logprobs(model, tok, f)
+            for f in tqdm(dict.fromkeys(members + nonmembers_all + nonmembers_std), desc="functions", leave=False)}
+scores = {name: [min_k(token_lp[f], 0.2) for f in texts]
+          for name, texts in (("members", members), ("all", nonmembers_all), ("std", nonmembers_std))}
+auc_mixed = ev.auroc(scores["members"], scores["all"])
+auc_min_k = ev.auroc(scores["members"], scores["std"])
+auc_mean = ev.auroc([float(token_lp[f].mean()) for f in members],
+                    [float(token_lp[f].mean()) for f in nonmembers_std])
 fig, ax = plt.subplots(figsize=(6, 3))
-ax.hist(scores["members"], bins=20, alpha=0.6, label="training functions")
-ax.hist(scores["nonmembers"], bins=20, alpha=0.6, label="held-out functions")
+ax.hist(scores["members"], bins=20, alpha=0.6, label="training functions (stdlib)")
+ax.hist(scores["std"], bins=20, alpha=0.6, label="held-out functions (stdlib)")
 ax.set_xlabel("Min-20% log-probability"), ax.legend()
 ax.set_title(f"membership: AUROC {auc_min_k:.2f}")
 plt.tight_layout()
 plt.show()
+n_torch = sum(looks_like_torch(f) for f in nonmembers_all)
+print(f"held-out functions as drawn ({n_torch} of {N_FN} are about torch or tensors): AUROC {auc_mixed:.2f}; "
+      f"stdlib against stdlib: AUROC {auc_min_k:.2f}")
 print(f"AUROC of Min-20% prob {auc_min_k:.2f}; of the plain mean log-probability {auc_mean:.2f} "
-      f"({N_FN} + {N_FN} functions)")
+      f"({N_FN} + {len(nonmembers_std)} functions)")
+print(f"mixing torch's code into the held-out side moved the AUROC by {auc_mixed - auc_min_k:+.2f}; "
+      + (f"even like for like the training functions look *less* familiar (AUROC {auc_min_k:.2f} < 0.5): "
+         "whatever else differs between the two sets outweighs membership for a model this small"
+         if auc_min_k < 0.5 else
+         f"like for like, training functions score higher (AUROC {auc_min_k:.2f})"))
 
 # %% [markdown]
 # ## 5. Is a difference real? Intervals, paired tests, sample sizes
@@ -609,13 +664,8 @@ def predict_items() -> int:
 
 # %% check="predict_items" points=1
 grading.check_function(predict_items, lambda: ev.items_needed(0.03, 0.5), [grading.Case(note="the item count")],
-                       rtol=0.01,
-                       mistakes={"a one-sided z (1.645) for a two-sided test":
-                                 lambda: math.ceil(((1.6449 + 0.8416) * 0.5 / 0.03) ** 2),
-                                 "leaving out the power term (50 % power)":
-                                 lambda: math.ceil((1.96 * 0.5 / 0.03) ** 2),
-                                 "sigma_d not squared": lambda: math.ceil((1.96 + 0.8416) ** 2 * 0.5 / 0.03 ** 2)},
-                       hint="(1.96 + 0.84)^2 · (0.5 / 0.03)^2")
+                       rtol=0.01, mistakes=wrong.ITEMS_NEEDED,
+                       hint="z for a two-sided 5 % test is 1.96, for 80 % power 0.84")
 
 # %% hidden="predict_items" points=1
 grading.check_function(predict_items, lambda: 2181, [grading.Case(note="items")], rtol=0.01)
@@ -706,7 +756,7 @@ grading.check_function(position_bias_, bias_reference, [
 # %% hidden="judge" points=2
 grading.check_function(position_bias_, bias_reference, [
     grading.Case([-1.0, -2.0], [-1.0, -0.5], note="always B"),
-    grading.Case([0.3, -0.1, 2.0, -4.0], [-0.2, 0.3, 1.0, -1.0], note="a mix"),
+    grading.Case([0.3, -0.1, 2.0, -4.0], [-0.2, -0.3, 1.0, -1.0], note="a mix: A more often first"),
     grading.Case([0.0], [0.0], note="a margin of 0 is B"),
 ], block=[ev.position_bias, ev.judge_margins], mistakes=wrong.JUDGE)
 
@@ -853,20 +903,20 @@ LL_MISTAKES = {label: _as_tuples(f) for label, f in wrong.LOGLIKELIHOOD.items()}
 LL_BLOCK = [ev.loglikelihood, ev.score_tokens, ev.encode_pair]
 R = ev.Request
 grading.check_function(loglikelihood_, loglikelihood_reference, [
-    grading.Case(book, tok, [R("def add(a, b):\n    return", " a + b"), R("import", " os")], note="two requests"),
-    grading.Case(book, tok, [R("x = 1\nif x == ", "1:"), R("for i in ", "range(3):")],
+    grading.Case(book, book_tok, [R("def add(a, b):\n    return", " a + b"), R("import", " os")], note="two requests"),
+    grading.Case(book, book_tok, [R("x = 1\nif x == ", "1:"), R("for i in ", "range(3):")],
                  note="the context ends with a space"),
-    grading.Case(book, tok, [R("", "import os")], note="an empty context"),
+    grading.Case(book, book_tok, [R("", "import os")], note="an empty context"),
 ], block=LL_BLOCK, mistakes=LL_MISTAKES, atol=1e-4, rtol=1e-4,
    hint="split the joint encoding; move trailing spaces; position t-1 predicts token t")
 
 # %% hidden="loglikelihood" points=4
 _long = "value = compute(value)\n" * 120  # far more than 512 tokens
 grading.check_function(loglikelihood_, loglikelihood_reference, [
-    grading.Case(book, tok, [R(heldout[i].query, " " + c) for i in range(2) for c in heldout[i].choices],
+    grading.Case(book, book_tok, [R(heldout[i].query, " " + c) for i in range(2) for c in heldout[i].choices],
                  3, note="eight choices in batches of 3"),
-    grading.Case(book, tok, [R(_long, " value")], note="a context longer than the window"),
-    grading.Case(book, tok, [R(_long[:300], " x"), R("", "def"), R("a =", " 1")], 2, 64,
+    grading.Case(book, book_tok, [R(_long, " value")], note="a context longer than the window"),
+    grading.Case(book, book_tok, [R(_long[:300], " x"), R("", "def"), R("a =", " 1")], 2, 64,
                  note="max_length 64"),
 ], block=LL_BLOCK, mistakes=LL_MISTAKES, atol=1e-4, rtol=1e-4)
 
@@ -874,13 +924,14 @@ grading.check_function(loglikelihood_, loglikelihood_reference, [
 # From here on, your evaluator scores the book's leaderboard (if it passes). The variants are what
 # the book did to its model: a LoRA fine-tune on the training split's answers (chapter 05), DPO
 # toward the right answer (06), 4-bit weights by round-to-nearest and by GPTQ (07), and a 2-bit
-# KIVI KV cache (08). The two trained variants come from the cache that `llmlab eval --leaderboard`
-# (or `python -m bench.bench_leaderboard`) fills; here they are trained with fewer steps when the
-# cache is empty.
+# KIVI KV cache (08). The two trained variants are trained here with fewer steps than the full
+# leaderboard's (`llmlab eval --leaderboard` or `python -m bench.bench_leaderboard`: 80 LoRA and 30
+# DPO steps on all 400 training-split items, or `FULL = True`), and cached under
+# `$LLMLAB_CACHE/evaluate` for the next run.
 
-# %% tags=["grading-skip"]
+# %% tags=["grading-skip", "nbval-ignore-output"]
 evaluator = grading.prefer_yours(loglikelihood_, loglikelihood_reference,
-                                 [grading.Case(book, tok, [R("def f():\n    return", " 1"), R("import ", "os")], 2)],
+                                 [grading.Case(book, book_tok, [R("def f():\n    return", " 1"), R("import ", "os")], 2)],
                                  name="loglikelihood_", atol=1e-4)
 
 
@@ -892,27 +943,31 @@ def scorer(model_, tokenizer, requests, batch_size=16, progress=None):
 
 from llmlab.evaluate.leaderboard import SuiteConfig, book_variants, leaderboard, table_rows  # noqa: E402
 
-variants = book_variants(book, tok, suite, train_steps=(80, 30))
+variants = book_variants(book, book_tok, suite, train_steps=(80, 30) if FULL else (30, 12),
+                         n_train=None if FULL else 96)
 config = SuiteConfig(n_items=48, n_docs=2, n_resamples=1000)
-rows = leaderboard(variants, tok, suite, config, scorer=scorer,
+rows = leaderboard(variants, book_tok, suite, config, scorer=scorer,
                    progress=lambda it: tqdm(it, desc="leaderboard", leave=False))
 display(Markdown(ev.markdown_table(rows)))
 
 # %% [markdown]
-# On 48 items the intervals are wide — about ±0.13 — so most rows are not distinguishable from
-# the base model; the paired column is the one to read, and the full table (200 items, six bits-
-# per-byte documents, in `bench/results/leaderboard.md` and the book's benchmarks page) narrows
-# them. Reading it: the variants that *trained on the task's format* (LoRA, DPO) move `acc_norm`;
-# 4-bit weights and a 2-bit cache cost bits per byte first, and accuracy only when the damage is
-# large.
+# Read the paired column: on a few dozen items the intervals of single scores are wide, and the
+# paired difference from the base model is the narrower test. The full table (more items and
+# documents, `python -m bench.bench_leaderboard`, in the book's benchmarks page) narrows them.
 
-# %% tags=["grading-skip"]
+# %% tags=["grading-skip", "nbval-ignore-output"]
 base_row = rows[0]
 for r in rows[1:]:
     d = r.delta_acc_norm
     verdict = "better" if d.low > 0 else "worse" if d.high < 0 else "not distinguishable"
     print(f"{r.name:<34} Δ acc_norm {d.estimate:+.3f} [{d.low:+.3f}, {d.high:+.3f}] -> {verdict}; "
           f"bits per byte {r.bits_per_byte.estimate:.3f} (base {base_row.bits_per_byte.estimate:.3f})")
+half = np.mean([(r.acc_norm.high - r.acc_norm.low) / 2 for r in rows])
+moved = [r.name for r in rows[1:] if r.delta_acc_norm.low > 0 or r.delta_acc_norm.high < 0]
+costlier = [r.name for r in rows[1:] if r.bits_per_byte.estimate > base_row.bits_per_byte.estimate]
+print(f"on {config.n_items} items an acc_norm interval is ±{half:.2f} wide; variants whose acc_norm moved "
+      f"beyond doubt: {', '.join(moved) or 'none'}; variants with more bits per byte than the base: "
+      f"{len(costlier)} of {len(rows) - 1}")
 
 # %% [markdown]
 # The full leaderboard, produced by `python -m bench.bench_leaderboard` (also `llmlab eval --leaderboard`):
@@ -963,7 +1018,7 @@ display(Markdown(board.read_text() if board.exists() else "(run `python -m bench
 #
 # - Gao et al., *The Language Model Evaluation Harness* ([arXiv:2405.14782](https://arxiv.org/abs/2405.14782)); Biderman et al., *Lessons from the Trenches on Reproducible Evaluation of Language Models* (same paper).
 # - Chen et al., *Evaluating Large Language Models Trained on Code* (HumanEval, pass@k) ([arXiv:2107.03374](https://arxiv.org/abs/2107.03374)).
-# - Shi et al., *Detecting Pretraining Data from Large Language Models* (Min-K%) ([arXiv:2310.16789](https://arxiv.org/abs/2310.16789)).
+# - Shi et al., *Detecting Pretraining Data from Large Language Models* (Min-K%) ([arXiv:2310.16789](https://arxiv.org/abs/2310.16789)); Duan et al., *Do Membership Inference Attacks Work on Large Language Models?* ([arXiv:2402.07841](https://arxiv.org/abs/2402.07841)).
 # - Brown et al., *Language Models are Few-Shot Learners*, appendix C on contamination ([arXiv:2005.14165](https://arxiv.org/abs/2005.14165)).
 # - Miller, *Adding Error Bars to Evals* ([arXiv:2411.00640](https://arxiv.org/abs/2411.00640)).
 # - Zheng et al., *Judging LLM-as-a-Judge with MT-Bench and Chatbot Arena* ([arXiv:2306.05685](https://arxiv.org/abs/2306.05685)).
