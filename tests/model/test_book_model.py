@@ -45,8 +45,6 @@ def test_val_loss_reproduces_from_the_shipped_weights(book, tmp_path):
     from llmlab.train import evaluate_loss
 
     s = json.loads(SUMMARY.read_text())
-    if s["data"]["val"]["python"] != __import__("platform").python_version():
-        pytest.skip("the corpus is this machine's stdlib; the card's was another Python version")
     model, tok = book
     docs = load_documents(split="val")
     eot = tok.special_ids["<|endoftext|>"]
