@@ -62,6 +62,6 @@ def test_samples_look_like_python(book):
     from llmlab.model import generate
 
     prompt = "def read(self, path"
-    out = generate(model, torch.tensor([tok.encode(prompt)]), 30, temperature=0)
+    out = generate(model, torch.tensor([tok.encode(prompt)]), max_new_tokens=30)
     text = tok.decode(out[0].tolist())[len(prompt):]
     assert "):\n" in text and '"""' in text  # closes the signature, opens a docstring
