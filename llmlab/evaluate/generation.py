@@ -28,8 +28,8 @@ def decode(model: torch.nn.Module, idx: torch.Tensor, max_new_tokens: int, tempe
     """The book's decoding API, in one place: ``llmlab.model.generate``. idx: (batch, seq)."""
     from llmlab.model import generate
 
-    return generate(model, idx, max_new_tokens, temperature=temperature, top_p=top_p,
-                    generator=generator)
+    return generate(model, idx, max_new_tokens=max_new_tokens, temperature=temperature,
+                    top_p=1.0 if top_p is None else top_p, generator=generator)
 
 
 @torch.no_grad()

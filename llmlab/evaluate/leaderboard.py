@@ -105,7 +105,11 @@ class KVCompressedModel(torch.nn.Module):
         self.model, self.make_cache, self.config = model, make_cache, model.config
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.model(idx, None, self.make_cache())
+        cache = self.make_cache()
+        ctx = cache.prepare(idx)  # the step's context: positions, mask, the cache itself
+        logits = self.model(idx, ctx)
+        cache.commit(ctx)
+        return logits
 
 
 def answer_examples(tokenizer, items: Sequence[MCItem]) -> list[tuple[list[int], list[int]]]:
