@@ -16,6 +16,7 @@ Sub-packages, each taught by one chapter of the book, in the order they build on
 - ``llmlab.align``     — SFT, reward models, PPO, DPO, GRPO and their relatives (chapter 06)
 - ``llmlab.serve``     — the engine, speculative decoding, an OpenAI-compatible server (09)
 - ``llmlab.evaluate``  — likelihood, multiple choice, pass@k, contamination, statistics (chapter 11)
+- ``llmlab.curate``    — a labelled crawl, extraction, rule and model filters, dedup, mixing (chapter 10)
 - ``llmlab.kernels``   — Triton kernels (chapter 03)
 
 and the courseware, which no layer imports: ``llmlab.grading`` (instant-feedback checks and
