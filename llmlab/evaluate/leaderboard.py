@@ -26,8 +26,10 @@ from llmlab.evaluate.likelihood import encode_pair, loglikelihood, prefix_token_
 from llmlab.evaluate.multiple_choice import MCItem, MCResult, evaluate_mc
 from llmlab.evaluate.perplexity import document_likelihood
 from llmlab.evaluate.statistics import Interval, bootstrap_ci, paired_bootstrap
+from llmlab.utils import reject_unknown_keys
 
 
+@reject_unknown_keys
 @dataclass(frozen=True)
 class SuiteConfig:
     """What the leaderboard measures, and on how much data."""
