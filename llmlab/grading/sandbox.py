@@ -24,30 +24,14 @@ from __future__ import annotations
 
 import functools
 import os
-import resource
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
-GiB = 1 << 30
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Per-process resource limits for code a learner wrote."""
-
-    memory_bytes: int = 4 * GiB      # RLIMIT_AS: address space
-    cpu_seconds: int = 120           # RLIMIT_CPU
-    processes: int = 64              # RLIMIT_NPROC (threads count too)
-    file_bytes: int = 16 << 20       # RLIMIT_FSIZE
-    open_files: int = 256            # RLIMIT_NOFILE
-
-    def to_dict(self) -> dict[str, int]:
-        return asdict(self)
+from llmlab.limits import GiB, Limits, set_limits  # noqa: F401 (re-exported)
 
 
 _RO_SCRIPT = ('while [ "$1" != "--" ]; do mount --bind "$1" "$1" && '
@@ -193,11 +177,7 @@ def _preexec(limits: Limits, drop: bool, group: Path | None) -> None:
             os.write(fd, b"0")
         finally:
             os.close(fd)
-    for which, value in ((resource.RLIMIT_AS, limits.memory_bytes),
-                         (resource.RLIMIT_CPU, limits.cpu_seconds),
-                         (resource.RLIMIT_FSIZE, limits.file_bytes),
-                         (resource.RLIMIT_NOFILE, limits.open_files)):
-        resource.setrlimit(which, (value, value))
+    set_limits(limits)
     try:
         import ctypes
 
