@@ -65,15 +65,21 @@ class BiEncoderConfig:
 
 
 class BiEncoder(nn.Module):
-    """A copy of a GPT body, mean-pooled over real tokens, a linear head, L2-normalised.
+    """A copy of the first ``n_layers`` blocks of a GPT body (its token embeddings and final
+    norm included), mean-pooled over real tokens, a linear head, L2-normalised.
 
     forward(ids: (B, T) long, valid: (B, T) bool) -> (B, dim) unit vectors. Rows are
     right-padded: with causal attention the padding never changes a real token's state.
+    ``n_layers=0`` is a bag of the model's token embeddings (fast; word order ignored).
     """
 
-    def __init__(self, lm: nn.Module, dim: int = 128) -> None:
+    def __init__(self, lm: nn.Module, dim: int = 128, n_layers: int | None = None) -> None:
         super().__init__()
         self.body = copy.deepcopy(lm)
+        n = len(lm.blocks) if n_layers is None else n_layers
+        if not 0 <= n <= len(lm.blocks):
+            raise ValueError(f"n_layers must be in 0..{len(lm.blocks)}, got {n_layers}")
+        self.body.blocks = self.body.blocks[:n]
         self.head = nn.Linear(lm.config.d_model, dim)
 
     def forward(self, ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -144,7 +150,7 @@ def train_biencoder(encoder: BiEncoder, tokenizer, pairs: Sequence[tuple[str, st
         torch.nn.utils.clip_grad_norm_(encoder.parameters(), 1.0)
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     encoder.eval()
     return losses
 
