@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from llmlab.agent.generate import complete
 from llmlab.agent.json_schema import schema_to_regex
 from llmlab.agent.tools import Tool, ToolError, call_schema, parse_call, run_call
+from llmlab.rag.generate import complete
 from llmlab.serve import TokenAutomaton
 
 FREE_LINE = "[^\\n]{0,80}\\n"

@@ -33,7 +33,6 @@ from pathlib import Path
 
 from llmlab.limits import GiB, Limits, set_limits  # noqa: F401 (re-exported)
 
-
 _RO_SCRIPT = ('while [ "$1" != "--" ]; do mount --bind "$1" "$1" && '
               'mount -o remount,bind,ro "$1" || exit 97; shift; done; shift; exec "$@"')
 

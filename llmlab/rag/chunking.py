@@ -76,8 +76,9 @@ def structure_spans(text: str, max_chars: int = 1200) -> list[tuple[int, int]]:
     """Spans of Python source cut at top-level statements, merged up to ``max_chars``.
 
     Each span starts at a top-level statement (at its first decorator) and ends where the next
-    begins, so the spans tile the text (a comment above a definition ends the span before it). Text that does not parse is cut
-    into fixed windows instead. A statement longer than ``max_chars`` is cut into fixed windows.
+    begins, so the spans tile the text (a comment above a definition ends the span before it).
+    Text that does not parse, and a statement longer than ``max_chars``, are cut into fixed
+    windows.
     """
     if max_chars < 1:
         raise ValueError(f"max_chars must be >= 1, got {max_chars}")

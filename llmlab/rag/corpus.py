@@ -25,7 +25,9 @@ from llmlab.data import Document, split_of
 @dataclass(frozen=True)
 class CodePair:
     """One function: ``query`` (its docstring's first paragraph), ``code`` (its source with the
-    docstring removed), where it lives (``doc``, ``name``, 1-based ``line``) and its split."""
+    docstring removed), where it lives (``doc``, ``name``, 1-based ``line``), its split, and its
+    character span in the document: ``start:end`` the whole function (decorators included),
+    ``body`` where the statements after the docstring begin."""
 
     query: str
     code: str
@@ -33,6 +35,9 @@ class CodePair:
     name: str
     line: int
     split: str
+    start: int
+    end: int
+    body: int
 
     @property
     def id(self) -> str:
@@ -73,7 +78,10 @@ def code_pairs(docs: Iterable[Document], min_query_words: int = 4, max_code_line
             tree = ast.parse(d.text)
         except (SyntaxError, ValueError):
             continue
-        lines = d.text.splitlines()
+        lines = d.text.split("\n")  # as ast counts lines (str.splitlines also splits at \f)
+        offsets = [0]
+        for line in lines:
+            offsets.append(offsets[-1] + len(line) + 1)
         split = split_of(d.name, val_fraction)
         for node in ast.walk(tree):
             if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -87,7 +95,10 @@ def code_pairs(docs: Iterable[Document], min_query_words: int = 4, max_code_line
             code = _without_docstring(lines, node)
             if code.count("\n") + 1 > max_code_lines:
                 continue
-            out.append(CodePair(query, code, d.name, node.name, node.lineno, split))
+            first = node.decorator_list[0].lineno if node.decorator_list else node.lineno
+            span = (offsets[first - 1], min(offsets[node.end_lineno], len(d.text)),
+                    offsets[node.body[1].lineno - 1])
+            out.append(CodePair(query, code, d.name, node.name, node.lineno, split, *span))
     out.sort(key=lambda p: (p.doc, p.line))
     return out
 

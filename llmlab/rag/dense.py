@@ -89,10 +89,11 @@ class BiEncoder(nn.Module):
         return F.normalize(self.head(pooled), dim=-1)
 
 
-def batch_ids(tokenizer, texts: Sequence[str], max_len: int, pad_id: int = 0,
-              device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded (B, T) ids and (B, T) bool validity of ``texts``, each cut to ``max_len``."""
-    rows = [tokenizer.encode(t)[:max_len] or [pad_id] for t in texts]
+def pad_rows(rows: Sequence[Sequence[int]], pad_id: int = 0, device: torch.device | str = "cpu"
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded (B, T) ids and (B, T) bool validity of token lists (an empty one gets a
+    single padding token, marked valid so its mean is defined)."""
+    rows = [list(r) or [pad_id] for r in rows]
     width = max(map(len, rows))
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     valid = torch.zeros((len(rows), width), dtype=torch.bool)
@@ -100,6 +101,12 @@ def batch_ids(tokenizer, texts: Sequence[str], max_len: int, pad_id: int = 0,
         ids[i, :len(r)] = torch.tensor(r)
         valid[i, :len(r)] = True
     return ids.to(device), valid.to(device)
+
+
+def batch_ids(tokenizer, texts: Sequence[str], max_len: int, pad_id: int = 0,
+              device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded (B, T) ids and (B, T) bool validity of ``texts``, each cut to ``max_len``."""
+    return pad_rows([tokenizer.encode(t)[:max_len] for t in texts], pad_id, device)
 
 
 @torch.no_grad()
@@ -133,6 +140,7 @@ def train_biencoder(encoder: BiEncoder, tokenizer, pairs: Sequence[tuple[str, st
     if len(pairs) < c.batch_size:
         raise ValueError(f"need at least batch_size={c.batch_size} pairs, got {len(pairs)}")
     device = next(encoder.parameters()).device
+    tokens = {t: tokenizer.encode(t)[:c.max_len] for pair in pairs for t in pair}  # once each
     gen = torch.Generator().manual_seed(c.seed)
     opt = torch.optim.AdamW(encoder.parameters(), lr=c.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 10) * (1 - s / c.steps))
@@ -142,8 +150,8 @@ def train_biencoder(encoder: BiEncoder, tokenizer, pairs: Sequence[tuple[str, st
         if len(queue) < c.batch_size:
             queue = torch.randperm(len(pairs), generator=gen).tolist()
         batch, queue = queue[:c.batch_size], queue[c.batch_size:]
-        q_ids, q_valid = batch_ids(tokenizer, [pairs[i][0] for i in batch], c.max_len, device=device)
-        d_ids, d_valid = batch_ids(tokenizer, [pairs[i][1] for i in batch], c.max_len, device=device)
+        q_ids, q_valid = pad_rows([tokens[pairs[i][0]] for i in batch], device=device)
+        d_ids, d_valid = pad_rows([tokens[pairs[i][1]] for i in batch], device=device)
         loss = loss_fn(encoder(q_ids, q_valid), encoder(d_ids, d_valid), c.temperature)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -155,4 +163,4 @@ def train_biencoder(encoder: BiEncoder, tokenizer, pairs: Sequence[tuple[str, st
     return losses
 
 
-__all__ = ["BiEncoder", "BiEncoderConfig", "batch_ids", "encode", "info_nce", "train_biencoder"]
+__all__ = ["BiEncoder", "BiEncoderConfig", "batch_ids", "encode", "info_nce", "pad_rows", "train_biencoder"]

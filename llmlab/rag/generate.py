@@ -38,4 +38,19 @@ def complete(model: nn.Module, tokenizer, prompts: Sequence[str | list[int]], ma
     return [reqs[i].text for i in ids]
 
 
-__all__ = ["complete"]
+def cached_prompt_tokens(model: nn.Module, tokenizer, prompts: Sequence[str | list[int]],
+                         block_size: int = 16) -> list[int]:
+    """Run ``prompts`` one after another through one engine with prefix caching; per prompt,
+    how many of its tokens were found in the cache (whole blocks of a shared prefix only)."""
+    engine = LLMEngine(model, tokenizer, EngineConfig(num_blocks=512, block_size=block_size))
+    cached = []
+    for p in prompts:
+        rid = engine.add_request(p, SamplingParams(max_tokens=1, temperature=0.0))
+        seq = engine.requests[rid].seq
+        while engine.has_unfinished():
+            engine.step()
+        cached.append(seq.num_cached)
+    return cached
+
+
+__all__ = ["cached_prompt_tokens", "complete"]
