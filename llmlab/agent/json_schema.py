@@ -14,8 +14,10 @@ them), ``enum``, ``const``, ``anyOf``/``oneOf`` (as a union), ``properties`` + `
 ``minItems``/``maxItems``, ``minLength``/``maxLength``. Anything else (``pattern``,
 ``minimum``, ``$ref``, ``additionalProperties: true``, ...) raises ``ValueError`` naming the
 keyword, rather than accepting outputs the schema forbids. Strings are any valid UTF-8 except
-``"``, ``\\`` and control characters, or a JSON escape. Taught in chapter 12
-(solutions/12_rag_agents).
+``"``, ``\\`` and control characters, or a JSON escape. One deliberate difference: for a string
+with ``minLength``/``maxLength``, xgrammar drops escapes and lets raw control characters other
+than CR and LF through (which is not valid JSON); here a bounded string has the same characters
+as any other, an escape counting as one. Taught in chapter 12 (solutions/12_rag_agents).
 """
 
 from __future__ import annotations

@@ -21,7 +21,15 @@ from llmlab.rag.bm25 import BM25, BM25Config, words
 from llmlab.rag.cacheblend import BlendResult, ChunkKV, blend_forward, precompute_chunk
 from llmlab.rag.chunking import Chunk, fixed_chunks, fixed_spans, structure_chunks, structure_spans
 from llmlab.rag.corpus import CodePair, code_pairs
-from llmlab.rag.dense import BiEncoder, BiEncoderConfig, batch_ids, encode, info_nce, train_biencoder
+from llmlab.rag.dense import (
+    BiEncoder,
+    BiEncoderConfig,
+    batch_ids,
+    encode,
+    info_nce,
+    pad_rows,
+    train_biencoder,
+)
 from llmlab.rag.flat import exact_search, recall_at, top_k
 from llmlab.rag.fusion import reciprocal_rank_fusion
 from llmlab.rag.generate import cached_prompt_tokens, complete
@@ -62,6 +70,7 @@ __all__ = [
     "kmeans",
     "mrr",
     "ndcg_at_k",
+    "pad_rows",
     "plan",
     "precompute_chunk",
     "query_likelihood",
