@@ -107,7 +107,9 @@ def run_python(code: str, timeout: float = 5.0, limits: Limits = TOOL_LIMITS,
         return PythonResult(True, text)
     if proc.returncode < 0:
         name = signal.Signals(-proc.returncode).name
-        why = {"SIGXCPU": "CPU time limit", "SIGKILL": "killed", "SIGSEGV": "crashed"}.get(name, name)
+        why = {"SIGXCPU": "CPU time limit", "SIGSEGV": "crashed",
+               "SIGKILL": "killed by the system: CPU time limit reached, or out of memory"
+               }.get(name, name)
         return PythonResult(False, text, f"stopped by {name} ({why})")
     last = err.decode("utf-8", "replace").strip().splitlines()
     return PythonResult(False, text, last[-1] if last else f"exit status {proc.returncode}")
