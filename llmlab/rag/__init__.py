@@ -4,7 +4,7 @@ fusion, reranking, metrics, RAG measured, KV reuse of retrieved chunks, and deep
 One file per stage or method: ``corpus`` ((docstring, code) pairs), ``chunking`` (fixed and by
 structure), ``bm25`` (equal to bm25s and rank-bm25), ``dense`` (a bi-encoder and InfoNCE),
 ``flat`` (exact search), ``ivf`` and ``hnsw`` (approximate, checked against faiss), ``fusion``
-(RRF), ``rerank`` (query likelihood), ``metrics`` (recall@k, MRR, nDCG), ``augment`` (completion
+(RRF), ``rerank`` (query likelihood), ``hybrid`` (BM25 + HNSW, fused and reranked), ``metrics`` (recall@k, MRR, nDCG), ``augment`` (completion
 with retrieved context), ``generate`` (completions and prefix-cache reuse through chapter 09's
 engine), ``cacheblend`` (reusing non-prefix chunks' KV), ``research`` (plan, retrieve, read,
 write with citations). Taught in chapter 12 (solutions/12_rag_agents).
@@ -34,6 +34,7 @@ from llmlab.rag.flat import exact_search, recall_at, top_k
 from llmlab.rag.fusion import reciprocal_rank_fusion
 from llmlab.rag.generate import cached_prompt_tokens, complete
 from llmlab.rag.hnsw import HNSWConfig, HNSWIndex
+from llmlab.rag.hybrid import RetrievalKit, hnsw_search, hybrid_retrieve
 from llmlab.rag.ivf import IVFIndex, kmeans
 from llmlab.rag.metrics import mrr, ndcg_at_k, recall_at_k
 from llmlab.rag.rerank import query_likelihood, rerank
@@ -53,6 +54,7 @@ __all__ = [
     "HNSWIndex",
     "IVFIndex",
     "Report",
+    "RetrievalKit",
     "batch_ids",
     "blend_forward",
     "cached_prompt_tokens",
@@ -66,6 +68,8 @@ __all__ = [
     "exact_search",
     "fixed_chunks",
     "fixed_spans",
+    "hnsw_search",
+    "hybrid_retrieve",
     "info_nce",
     "kmeans",
     "mrr",

@@ -60,7 +60,7 @@ class HNSWIndex:
             index.insert(i)
         return index
 
-    def _sims(self, q: np.ndarray, nodes: list[int]) -> np.ndarray:
+    def sims(self, q: np.ndarray, nodes: list[int]) -> np.ndarray:
         self.distance_computations += len(nodes)
         return self.x[nodes] @ q
 
@@ -68,7 +68,7 @@ class HNSWIndex:
         """Algorithm 2: best-first search from ``entry`` with a beam of ``ef``; (sim, node) best first."""
         graph = self.layers[layer]
         visited = set(entry)
-        sims = self._sims(q, entry)
+        sims = self.sims(q, entry)
         candidates = [(-float(s), n) for s, n in zip(sims, entry)]  # max-heap by similarity
         results = [(float(s), n) for s, n in zip(sims, entry)]      # min-heap: worst on top
         heapq.heapify(candidates)
@@ -83,7 +83,7 @@ class HNSWIndex:
             visited.update(fresh)
             if not fresh:
                 continue
-            for s, n in zip(self._sims(q, fresh).tolist(), fresh):
+            for s, n in zip(self.sims(q, fresh).tolist(), fresh):
                 if len(results) < ef or s > results[0][0]:
                     heapq.heappush(candidates, (-s, n))
                     heapq.heappush(results, (s, n))
@@ -125,7 +125,7 @@ class HNSWIndex:
                 links = self.layers[lc][n]
                 links.append(i)
                 if len(links) > m_max:
-                    sims = self._sims(self.x[n], links)
+                    sims = self.sims(self.x[n], links)
                     ranked = sorted(zip(sims.tolist(), links), key=lambda t: (-t[0], t[1]))
                     self.layers[lc][n] = self.select_neighbors(ranked, m_max)
             ep = [n for _, n in found]
