@@ -4,10 +4,11 @@ fusion, reranking, metrics, RAG measured, KV reuse of retrieved chunks, and deep
 One file per stage or method: ``corpus`` ((docstring, code) pairs), ``chunking`` (fixed and by
 structure), ``bm25`` (equal to bm25s and rank-bm25), ``dense`` (a bi-encoder and InfoNCE),
 ``flat`` (exact search), ``ivf`` and ``hnsw`` (approximate, checked against faiss), ``fusion``
-(RRF), ``rerank`` (query likelihood), ``hybrid`` (BM25 + HNSW, fused and reranked), ``metrics`` (recall@k, MRR, nDCG), ``augment`` (completion
-with retrieved context), ``generate`` (completions and prefix-cache reuse through chapter 09's
-engine), ``cacheblend`` (reusing non-prefix chunks' KV), ``research`` (plan, retrieve, read,
-write with citations). Taught in chapter 12 (solutions/12_rag_agents).
+(RRF), ``rerank`` (query likelihood), ``hybrid`` (BM25 + HNSW, fused and reranked),
+``metrics`` (recall@k, MRR, nDCG), ``augment`` (completion with retrieved context),
+``generate`` (completions and prefix-cache reuse through chapter 09's engine), ``cacheblend``
+(reusing non-prefix chunks' KV), ``research`` (plan, retrieve, read, write with citations).
+Taught in chapter 12 (solutions/12_rag_agents).
 """
 
 from llmlab.rag.augment import (
