@@ -5,7 +5,7 @@ space, CPU seconds, file size and open files are capped with ``setrlimit``, so e
 fails cleanly (``MemoryError``, ``SIGXCPU``, ``EFBIG``, ``EMFILE``) instead of taking the machine
 with it. ``processes`` is applied by whoever can make it bind (``RLIMIT_NPROC`` counts a user's
 processes, not a child's): the grader's sandbox and the agent's Python tool each do so their
-way. Used by :mod:`llmlab.grading.sandbox` and :mod:`llmlab.agent.python_tool`.
+way. Used by the grader's sandbox and by :mod:`llmlab.agent.python_tool`.
 """
 
 from __future__ import annotations
