@@ -7,8 +7,8 @@ environment (no variable of the caller's: no keys or tokens), resource limits
 timeout after which the whole process group is killed. A snippet that loops, allocates without
 end, crashes the interpreter or forks is stopped and reported as an error; the caller survives.
 What it cannot do here: cut the network or make the file system read-only (the grader's sandbox
-adds namespaces for that; run an agent's tools in a container in production, as OpenAI's code interpreter and E2B do). Taught in chapter 12
-(solutions/12_rag_agents).
+adds namespaces for that; run an agent's tools in a container in production, as OpenAI's code
+interpreter and E2B do). Taught in chapter 12 (solutions/12_rag_agents).
 """
 
 from __future__ import annotations
