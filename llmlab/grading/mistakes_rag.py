@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 
 from llmlab.rag import BM25, BM25Config
-from llmlab.rag.fusion import reciprocal_rank_fusion
 
 # ------------------------------------------------------------------ 12.1 chunk spans
 
@@ -142,7 +141,11 @@ def rrf_ranks_from_zero(rankings, k=60.0):
 
 def rrf_without_k(rankings, k=60.0):
     """1 / rank, the constant k left out (the top ranks dominate)."""
-    return reciprocal_rank_fusion(rankings, k=0.0)
+    scores: dict = {}
+    for ranking in rankings:
+        for rank, doc in enumerate(ranking, start=1):
+            scores[doc] = scores.get(doc, 0.0) + 1.0 / rank
+    return sorted(scores.items(), key=lambda kv: -kv[1])
 
 
 # ------------------------------------------------------------------ 12.10 JSON Schema to regex

@@ -47,7 +47,8 @@ def test_bi_encoder_ignores_padding_and_learns(book):
     ids, valid = pad_rows([[5, 6, 7], [5, 6, 7, 8, 9, 10]])
     alone, _ = pad_rows([[5, 6, 7]])
     with torch.no_grad():
-        torch.testing.assert_close(enc(ids, valid)[0], enc(alone, torch.ones_like(alone, dtype=torch.bool))[0])
+        single = enc(alone, torch.ones_like(alone, dtype=torch.bool))
+        torch.testing.assert_close(enc(ids, valid)[0], single[0])
     pairs = [(f"return the number {i} squared", f"def f{i}():\n    return {i} ** 2") for i in range(16)]
     losses = train_biencoder(enc, tok, pairs, BiEncoderConfig(steps=25, batch_size=8, lr=3e-3))
     assert sum(losses[-5:]) / 5 < losses[0]
@@ -77,7 +78,8 @@ def test_target_loss_is_the_model_loss_on_the_target(book):
     model, tok = book
     doc = Document("stack.py", SOURCE)
     tasks = completion_tasks([doc], code_pairs([doc], min_query_words=3), target_lines=1)
-    assert [t.target for t in tasks] == ["        self.items.append(item)\n", "        item = self.items.pop()\n"]
+    assert [t.target for t in tasks] == ["        self.items.append(item)\n",
+                                         "        item = self.items.pop()\n"]
     prompt = rag_prompt(["def helper():\n    pass"], tasks[0].prefix)
     assert prompt.startswith("# context\ndef helper():\n    pass\n\n")
     p, t = tok.encode(prompt), tok.encode(tasks[0].target)
