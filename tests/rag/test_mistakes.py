@@ -83,11 +83,12 @@ def test_rrf_variants():
           [([["a", "b", "c"], ["c", "a"]],), ([[3, 1], [1, 2], [2, 3]], 10.0)])
 
 
-def test_object_regex_variants():
-    def schema(props):
-        return {"type": "object", "properties": {k: {"type": v} for k, v in props.items()},
-                "required": list(props)}
+def schema(props):
+    return {"type": "object", "properties": {k: {"type": v} for k, v in props.items()},
+            "required": list(props)}
 
+
+def test_object_regex_variants():
     def language(fn):
         def probe(props, texts):
             dfa = regex_to_dfa(fn(props))
