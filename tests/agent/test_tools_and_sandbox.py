@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 
 from llmlab.agent import (
     AgentConfig,
@@ -107,3 +108,19 @@ def test_traces_train_only_the_model_lines(book):
     lookup = solution_lines(Task("Find the function: open it", "lookup", "a.py::f"),
                             lambda name, args: "a.py::f  Open it. | b.py::g  x")
     assert lookup[-1] == ("Answer: a.py::f", True) and '"search"' in lookup[2][0]
+
+
+def test_lora_tool_tuning_learns_the_trace_and_merges(book):
+    from llmlab.agent import ToolTuneConfig, finetune_tool_use
+    from llmlab.peft import LoRALinear
+
+    model, tok = book
+    tasks = arithmetic_tasks(16, seed=0)
+    examples = [trace_example(tok, solution_lines(t, lambda name, args: t.answer)) for t in tasks]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    tuned, losses = finetune_tool_use(model, examples, ToolTuneConfig(steps=12, batch_size=8, lr=3e-3))
+    assert sum(losses[-3:]) / 3 < losses[0] * 0.8
+    assert not any(isinstance(mod, LoRALinear) for mod in tuned.modules())  # merged: a plain model
+    assert set(tuned.state_dict()) == set(model.state_dict())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # base untouched
+    assert not all(torch.equal(before[k], v) for k, v in tuned.state_dict().items())
