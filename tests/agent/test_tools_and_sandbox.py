@@ -116,7 +116,7 @@ def test_lora_tool_tuning_learns_the_trace_and_merges(book):
 
     model, tok = book
     tasks = arithmetic_tasks(16, seed=0)
-    examples = [trace_example(tok, solution_lines(t, lambda name, args: t.answer)) for t in tasks]
+    examples = [trace_example(tok, solution_lines(t, lambda name, args, t=t: t.answer)) for t in tasks]
     before = {k: v.clone() for k, v in model.state_dict().items()}
     tuned, losses = finetune_tool_use(model, examples, ToolTuneConfig(steps=12, batch_size=8, lr=3e-3))
     assert sum(losses[-3:]) / 3 < losses[0] * 0.8
