@@ -6,8 +6,8 @@ Three strategies, measured against each other in chapter 12:
   sentence cut by one boundary is whole in the neighbouring chunk (LangChain's
   ``CharacterTextSplitter``; the overlap trades index size for fewer cut answers);
 - **by structure**: for Python source, one chunk per top-level statement group (a function, a
-  class, the imports), merged up to ``max_chars`` and split with fixed windows only when one
-  definition is longer (LangChain's ``RecursiveCharacterTextSplitter.from_language`` and
+  class, the imports), merged up to ``max_chars``; a longer definition is cut at the statements
+  inside it (a class at its methods), and fixed windows cut only what has none (LangChain's ``RecursiveCharacterTextSplitter.from_language`` and
   LlamaIndex's ``CodeSplitter`` cut at syntax boundaries for the same reason: a retrieved chunk
   that is a whole function is one the model can use).
 
@@ -72,13 +72,39 @@ def _line_offsets(text: str) -> list[int]:
     return offsets
 
 
+def _statement_start(node: ast.stmt, offsets: list[int]) -> int:
+    """Where a statement's first line (its first decorator's) begins."""
+    first = (getattr(node, "decorator_list", None) or [node])[0]
+    return offsets[min(first.lineno, len(offsets)) - 1]
+
+
+def _cut(a: int, b: int, nodes: list[ast.stmt], offsets: list[int], max_chars: int) -> list[tuple[int, int]]:
+    """``[a, b)`` cut at the starts of ``nodes`` (the statements inside it); a piece longer than
+    ``max_chars`` is cut at its own inner statements (a class at its methods), and one with none
+    into fixed windows."""
+    starts = {_statement_start(n, offsets): n for n in nodes}
+    bounds = sorted({a, *(s for s in starts if a < s < b)})
+    pieces: list[tuple[int, int]] = []
+    for lo, hi in zip(bounds, bounds[1:] + [b]):
+        inner = getattr(starts.get(lo), "body", None)
+        if hi - lo <= max_chars:
+            pieces.append((lo, hi))
+        elif isinstance(inner, list) and any(lo < _statement_start(n, offsets) < hi for n in inner):
+            pieces += _cut(lo, hi, inner, offsets, max_chars)
+        else:
+            pieces += [(lo + x, lo + y) for x, y in fixed_spans(hi - lo, max_chars)]
+    return pieces
+
+
 def structure_spans(text: str, max_chars: int = 1200) -> list[tuple[int, int]]:
-    """Spans of Python source cut at top-level statements, merged up to ``max_chars``.
+    """Spans of Python source cut at statements, merged up to ``max_chars``.
 
     Each span starts at a top-level statement (at its first decorator) and ends where the next
     begins, so the spans tile the text (a comment above a definition ends the span before it).
-    Text that does not parse, and a statement longer than ``max_chars``, are cut into fixed
-    windows.
+    A statement longer than ``max_chars`` is cut at the statements inside it, recursively (a
+    class at its methods, a function at its statements; the header goes with what follows it),
+    and one with nothing inside to cut at, or text that does not parse, into fixed windows.
+    Neighbouring small pieces are merged while they fit in ``max_chars``.
     """
     if max_chars < 1:
         raise ValueError(f"max_chars must be >= 1, got {max_chars}")
@@ -86,15 +112,11 @@ def structure_spans(text: str, max_chars: int = 1200) -> list[tuple[int, int]]:
         tree = ast.parse(text)
     except (SyntaxError, ValueError):
         return fixed_spans(len(text), max_chars)
-    offsets = _line_offsets(text)
-    starts = sorted({offsets[min((getattr(n, "decorator_list", None) or [n])[0].lineno, len(offsets)) - 1]
-                     for n in tree.body} | {0})
-    pieces = [(a, b) for a, b in zip(starts, starts[1:] + [len(text)]) if b > a]
     spans: list[tuple[int, int]] = []
-    for a, b in pieces:
-        if b - a > max_chars:
-            spans += [(a + x, a + y) for x, y in fixed_spans(b - a, max_chars)]
-        elif spans and b - spans[-1][0] <= max_chars and spans[-1][1] == a:
+    for a, b in _cut(0, len(text), tree.body, _line_offsets(text), max_chars):
+        if b <= a:
+            continue
+        if spans and b - spans[-1][0] <= max_chars and spans[-1][1] == a:
             spans[-1] = (spans[-1][0], b)
         else:
             spans.append((a, b))

@@ -69,6 +69,22 @@ def test_structure_chunks_tile_the_text_at_definitions():
     assert "".join(c.text for c in structure_chunks(broken, 40)) == broken.text
 
 
+def test_structure_chunks_cut_a_long_class_at_its_methods():
+    methods = "".join(f"    def m{i}(self):\n        return {i} * {i}\n\n" for i in range(8))
+    source = "import os\n\n\nclass Big:\n    x = 1\n\n" + methods
+    spans = structure_chunks(Document("c.py", source), max_chars=80)
+    assert "".join(c.text for c in spans) == source and all(len(c.text) <= 80 for c in spans)
+    # every method lies whole inside one chunk: the class is cut between methods, never inside
+    for i in range(8):
+        start = source.index(f"    def m{i}(")
+        end = source.index("\n\n", start) + 1
+        assert any(c.start <= start and end <= c.end for c in spans), f"m{i} was cut"
+    # a flat window of the same size cuts some method in two
+    flat = fixed_chunks(Document("c.py", source), 80, 0)
+    assert not all(any(c.start <= source.index(f"    def m{i}(") and source.index("\n\n", source.index(
+        f"    def m{i}(")) < c.end for c in flat) for i in range(8))
+
+
 def test_code_pairs_strip_the_docstring_and_keep_spans():
     pairs = code_pairs([Document("m.py", SOURCE)])
     assert [p.name for p in pairs] == ["first", "second"]
