@@ -7,9 +7,10 @@ Three strategies, measured against each other in chapter 12:
   ``CharacterTextSplitter``; the overlap trades index size for fewer cut answers);
 - **by structure**: for Python source, one chunk per top-level statement group (a function, a
   class, the imports), merged up to ``max_chars``; a longer definition is cut at the statements
-  inside it (a class at its methods), and fixed windows cut only what has none (LangChain's ``RecursiveCharacterTextSplitter.from_language`` and
-  LlamaIndex's ``CodeSplitter`` cut at syntax boundaries for the same reason: a retrieved chunk
-  that is a whole function is one the model can use).
+  inside it (a class at its methods), and fixed windows cut only what has none (LangChain's
+  ``RecursiveCharacterTextSplitter.from_language`` and LlamaIndex's ``CodeSplitter`` cut at
+  syntax boundaries for the same reason: a retrieved chunk that is a whole function is one the
+  model can use).
 
 Chunks carry their document and character span, so an answer can cite ``chunk.id``.
 Taught in chapter 12 (solutions/12_rag_agents).
