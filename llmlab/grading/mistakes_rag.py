@@ -9,10 +9,11 @@ from __future__ import annotations
 import heapq
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from llmlab.rag import BM25, BM25Config
+from llmlab.rag import BM25, BM25Config, hnsw_search, words
 
 # ------------------------------------------------------------------ 12.1 chunk spans
 
@@ -25,6 +26,19 @@ def spans_without_overlap(length, size, overlap=0):
 def spans_with_a_tail_of_overlap(length, size, overlap=0):
     """Every start up to ``length``, so the last window may hold only what the previous one had."""
     return [(a, min(a + size, length)) for a in range(0, length, size - overlap)]
+
+
+# ------------------------------------------------------------------ 12.2 predict: idf ratio
+
+
+def idf_ratio_robertson():
+    """Robertson's idf ln((N - n + 0.5) / (n + 0.5)) for both words (negative for ``self``)."""
+    return math.log(998.5 / 2.5) / math.log(100.5 / 900.5)
+
+
+def idf_ratio_plain():
+    """The textbook ln(N / n), without BM25's 0.5 smoothing and 1 +."""
+    return math.log(1000 / 2) / math.log(1000 / 900)
 
 
 # ------------------------------------------------------------------ 12.3 BM25
@@ -146,6 +160,46 @@ def rrf_without_k(rankings, k=60.0):
         for rank, doc in enumerate(ranking, start=1):
             scores[doc] = scores.get(doc, 0.0) + 1.0 / rank
     return sorted(scores.items(), key=lambda kv: -kv[1])
+
+
+# ------------------------------------------------------------------ 12.8 hybrid retriever
+
+
+def _hybrid(kit, query, k, depth, head):
+    """The hybrid retriever with the first stages cut to ``head`` and the fused ``head``
+    reranked (``head = depth`` is right), or no rerank at all (``head = 0``)."""
+    cut = head or depth
+    scores = np.asarray(kit.bm25(kit.corpus_words, words(query), 1.2, 0.75))
+    lexical = [int(i) for i in np.lexsort((np.arange(len(scores)), -scores))[:cut] if scores[i] > 0]
+    dense = hnsw_search(kit, kit.embed(query), cut)
+    fused = [doc for doc, _ in kit.fuse([lexical, dense], 60.0)][:cut]
+    if head:
+        lm = [float(x) for x in kit.lm_score(query, [kit.texts[i] for i in fused])]
+        fused = [fused[j] for j in sorted(range(len(fused)), key=lambda j: -lm[j])]
+    return fused[:k]
+
+
+def hybrid_without_rerank(kit, query, k=3, depth=10):
+    """The fused order returned as it is: the reranker never consulted."""
+    return _hybrid(kit, query, k, depth, 0)
+
+
+def hybrid_reranking_only_k(kit, query, k=3, depth=10):
+    """Only the top ``k`` of each stage fused and reranked, not the top ``depth``."""
+    return _hybrid(kit, query, k, depth, k)
+
+
+# ------------------------------------------------------------------ 12.9 predict: cached tokens
+
+
+def cached_every_shared_token():
+    """All 150 shared tokens: the prefix cache only shares whole blocks."""
+    return 150
+
+
+def cached_rounded_up_to_a_block():
+    """150 rounded up to 160: a partial block is not named by a hash, so it is never shared."""
+    return 160
 
 
 # ------------------------------------------------------------------ 12.10 JSON Schema to regex

@@ -101,3 +101,42 @@ def test_object_regex_variants():
                  "quotes": language(lambda p: m.strings_with_raw_quotes(schema(p)))}
     every(catalogue, language(lambda p: agent.schema_to_regex(schema(p))),
           [({"city": "string", "days": "integer", "metric": "boolean"}, texts)])
+
+
+def test_prediction_variants(book):
+    model, tok = book
+    corpus = [["getaddrinfo"] * (i < 2) + ["self"] * (i < 900) + ["pass"] for i in range(1000)]
+    idf = rag.BM25(corpus).idf
+    ratio = idf["getaddrinfo"] / idf["self"]
+    for label, fn in {"robertson": m.idf_ratio_robertson, "plain": m.idf_ratio_plain}.items():
+        with pytest.raises(AssertionError) as err:
+            grading.check_function(fn, lambda: ratio, [()], rtol=1e-2, mistakes={label: fn})
+        assert label in str(err.value)
+    shared = list(range(1000, 1150))
+    cached = rag.cached_prompt_tokens(model, tok, [shared + [7, 8, 9], shared + [10, 11]])[1]
+    assert cached == 144
+    every({"every token": m.cached_every_shared_token, "rounded up": m.cached_rounded_up_to_a_block},
+          lambda: cached, [()])
+
+
+def test_hybrid_retriever_variants(book):
+    from llmlab.data import load_documents
+
+    model, tok = book
+    torch.manual_seed(0)
+    encoder = rag.BiEncoder(model, dim=32, n_layers=0)
+    pairs = [p for p in rag.code_pairs(load_documents()[:60]) if len(p.code) < 700][:30]
+    texts = [p.code for p in pairs]
+
+    def bm25(corpus, query, k1, b):
+        return rag.BM25(corpus, rag.BM25Config(k1=k1, b=b)).scores(query)
+
+    kit = rag.RetrievalKit(
+        texts=texts, corpus_words=[rag.words(t) for t in texts],
+        index=rag.HNSWIndex.build(rag.encode(encoder, tok, texts, max_len=64),
+                                  rag.HNSWConfig(M=6, ef_construction=24)),
+        embed=lambda s: rag.encode(encoder, tok, [s], max_len=64)[0], bm25=bm25,
+        search_layer=lambda idx, q, entry, ef, layer: idx.search_layer(q, entry, ef, layer),
+        fuse=rag.reciprocal_rank_fusion, lm_score=lambda q, t: rag.query_likelihood(model, tok, q, t))
+    every({"no rerank": m.hybrid_without_rerank, "only k": m.hybrid_reranking_only_k}, rag.hybrid_retrieve,
+          [(kit, pairs[0].query), (kit, pairs[5].query, 2, 6)])
