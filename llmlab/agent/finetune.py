@@ -65,7 +65,7 @@ def finetune_tool_use(model: nn.Module, examples: Sequence[tuple[list[int], list
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     return merge_and_unload(tuned).eval(), losses
 
 
