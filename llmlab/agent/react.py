@@ -13,8 +13,11 @@ The model writes ``Thought:``, ``Call:`` and ``Answer:`` lines; the loop writes 
 lines (a tool's output, or the error a bad call earned, so the model can retry). With
 ``constrained=True`` every line the model writes is decoded under a token automaton
 (:mod:`llmlab.agent.json_schema` over :func:`llmlab.agent.tools.call_schema`, chapter 09's
-:class:`~llmlab.serve.TokenAutomaton`): a call always parses and always fits its tool's schema.
-Without, a call is whatever the model wrote, parsed afterwards. Tools come from a list of
+:class:`~llmlab.serve.TokenAutomaton`): a call that ends always parses and always fits its tool's
+schema. What the automaton cannot bound is length: a call still inside a string when the line's
+``max_tokens`` run out is *cut* (counted apart from invalid calls, as an API's
+``finish_reason="length"`` is). Without, a call is whatever the model wrote, parsed afterwards
+(a cut call is then just invalid). Tools come from a list of
 :class:`~llmlab.agent.tools.Tool` — local functions or any MCP server's
 (:mod:`llmlab.agent.mcp_client`). Taught in chapter 12 (solutions/12_rag_agents).
 """
@@ -56,6 +59,7 @@ class AgentRun:
     answer: str | None = None
     calls: int = 0
     invalid_calls: int = 0
+    cut_calls: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -79,8 +83,9 @@ class ReActAgent:
             eos = tokenizer.special_ids["<|endoftext|>"]
             self.automaton = TokenAutomaton.build(line_regex(self.tools), tokenizer, eos)
 
-    def step(self, run: AgentRun, line: str) -> bool:
-        """Apply one model-written line to ``run``; True when the run is over."""
+    def step(self, run: AgentRun, line: str, cut: bool = False) -> bool:
+        """Apply one model-written line to ``run``; True when the run is over. ``cut``: the line
+        ran out of ``max_tokens`` before its end."""
         line = line.rstrip("\n")
         run.transcript += line + "\n"
         if line.startswith("Answer:"):
@@ -93,10 +98,15 @@ class ReActAgent:
             return True
         run.calls += 1
         try:
+            if cut:
+                raise ToolError(f"the call was cut at {self.config.max_tokens} tokens")
             call = parse_call(line[len("Call:"):].strip(), self.tools)
             result = run_call(call, self.tools)
         except ToolError as exc:
-            run.invalid_calls += 1
+            if cut:
+                run.cut_calls += 1
+            else:
+                run.invalid_calls += 1
             run.errors.append(str(exc))
             result = f"error: {exc}"
         run.transcript += f"Result: {observation(result, self.config.max_observation)}\n"
@@ -111,7 +121,9 @@ class ReActAgent:
                 break
             lines = complete(self.model, self.tokenizer, [runs[i].transcript for i in live],
                              self.config.max_tokens, ("\n",), self.automaton)
-            live = [i for i, line in zip(live, lines) if not self.step(runs[i], line)]
+            # under the automaton a finished line ends with its newline; one without was cut
+            cut = [self.automaton is not None and not line.endswith("\n") for line in lines]
+            live = [i for i, line, c in zip(live, lines, cut) if not self.step(runs[i], line, c)]
         return runs
 
 

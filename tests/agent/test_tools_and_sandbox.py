@@ -95,6 +95,24 @@ def test_constrained_agent_never_writes_a_bad_call(book):
         assert run.invalid_calls == 0
 
 
+def test_a_constrained_call_out_of_tokens_is_cut_not_invalid(book, monkeypatch):
+    model, tok = book
+    agent = ReActAgent(model, tok, [ECHO], AgentConfig(max_steps=2, max_tokens=40, constrained=True))
+    run = AgentRun("Task: t\n")
+    assert agent.step(run, 'Call: {"name":"echo","arguments":{"word":"hihihihi', cut=True) is False
+    assert (run.calls, run.cut_calls, run.invalid_calls) == (1, 1, 0)
+    assert "Result: error: the call was cut at 40 tokens" in run.transcript
+    # the loop tells a cut line by its missing newline (a finished constrained line ends with one)
+    import llmlab.agent.react as react
+
+    call = 'Call: {"name":"echo","arguments":{"word":"hi'
+    lines = iter([[call], [call + '"}}\n']])
+    monkeypatch.setattr(react, "complete", lambda *args, **kwargs: next(lines))
+    (run,) = agent.run_many(["t"])
+    assert (run.calls, run.cut_calls, run.invalid_calls) == (2, 1, 0), run.transcript
+    assert run.transcript.endswith("Result: HI\n")
+
+
 def test_traces_train_only_the_model_lines(book):
     _, tok = book
     task = arithmetic_tasks(1, seed=3)[0]
