@@ -25,6 +25,7 @@ from llmlab.rag.corpus import CodePair, code_pairs
 from llmlab.rag.dense import (
     BiEncoder,
     BiEncoderConfig,
+    Embedder,
     batch_ids,
     encode,
     info_nce,
@@ -46,6 +47,7 @@ __all__ = [
     "BM25Config",
     "BiEncoder",
     "BiEncoderConfig",
+    "Embedder",
     "BlendResult",
     "Chunk",
     "ChunkKV",

@@ -88,6 +88,13 @@ class BM25:
         floor = c.epsilon * sum(idf.values()) / len(idf)
         return {t: (v if v >= 0 else floor) for t, v in idf.items()}
 
+    @classmethod
+    def corpus_scores(cls, corpus: Sequence[Sequence[str]], query: Sequence[str], k1: float = 1.5,
+                      b: float = 0.75) -> np.ndarray:
+        """Lucene BM25 scores of ``query`` over a one-off index of ``corpus``: the signature of a
+        :class:`~llmlab.rag.hybrid.RetrievalKit`'s ``bm25`` (and picklable, unlike a lambda)."""
+        return cls(corpus, BM25Config(k1=k1, b=b)).scores(query)
+
     def scores(self, query: Sequence[str]) -> np.ndarray:
         """BM25 score of every document for the tokenized ``query``: (n_docs,) float64."""
         out = np.zeros(self.n_docs)

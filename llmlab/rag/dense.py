@@ -163,4 +163,18 @@ def train_biencoder(encoder: BiEncoder, tokenizer, pairs: Sequence[tuple[str, st
     return losses
 
 
-__all__ = ["BiEncoder", "BiEncoderConfig", "batch_ids", "encode", "info_nce", "pad_rows", "train_biencoder"]
+@dataclass(frozen=True)
+class Embedder:
+    """``Embedder(encoder, tokenizer)(text)`` -> (dim,) unit vector: a :class:`RetrievalKit`'s
+    ``embed`` as a picklable object (one text through :func:`encode`)."""
+
+    encoder: BiEncoder
+    tokenizer: object
+    max_len: int = 64
+
+    def __call__(self, text: str) -> np.ndarray:
+        return encode(self.encoder, self.tokenizer, [text], max_len=self.max_len)[0]
+
+
+__all__ = ["BiEncoder", "BiEncoderConfig", "Embedder", "batch_ids", "encode", "info_nce", "pad_rows",
+           "train_biencoder"]
