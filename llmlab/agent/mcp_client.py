@@ -13,6 +13,8 @@ Taught in chapter 12 (solutions/12_rag_agents).
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -34,15 +36,16 @@ class MCPToolSource:
         self._client: Any = None
         self._closing: asyncio.Event | None = None
         self._task: asyncio.Future | None = None
+        self._devnull = None
 
     async def _hold(self, ready: asyncio.Future) -> None:
         from mcp.client import Client
-        from mcp.client.stdio import StdioServerParameters
+        from mcp.client.stdio import StdioServerParameters, stdio_client
 
         params = StdioServerParameters(command=self.command[0], args=self.command[1:], env=self.env)
         self._closing = asyncio.Event()
         try:
-            async with Client(params) as client:
+            async with Client(stdio_client(params, errlog=self._errlog())) as client:
                 self._client = client
                 listed = await client.list_tools()
                 ready.set_result(listed.tools)
@@ -51,6 +54,16 @@ class MCPToolSource:
             if not ready.done():
                 ready.set_exception(exc)
             raise
+
+    def _errlog(self):
+        """Where the server's stderr goes: this process's own stderr. In a notebook ``sys.stderr``
+        is the kernel's stream, with no file descriptor to hand a subprocess (the SDK's default)."""
+        try:
+            sys.__stderr__.fileno()
+            return sys.__stderr__
+        except (AttributeError, OSError, ValueError):
+            self._devnull = self._devnull or open(os.devnull, "w")  # noqa: SIM115 — closed in __exit__
+            return self._devnull
 
     def __enter__(self) -> MCPToolSource:
         self._thread.start()
@@ -92,6 +105,8 @@ class MCPToolSource:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(self.timeout)
         self._loop.close()
+        if self._devnull is not None:
+            self._devnull.close()
 
 
 async def _wait(future: asyncio.Future) -> Any:

@@ -87,3 +87,17 @@ def test_agent_tool_source_over_mcp():
             source.call("run_python", {"code": 1})
         assert run_call(parse_call('{"name":"run_python","arguments":{"code":"1/0"}}', tools),
                         tools).startswith("error: RuntimeError: ZeroDivisionError")
+
+
+def test_tool_source_starts_where_stderr_has_no_file_descriptor(monkeypatch):
+    """In a notebook, sys.stderr is the kernel's stream: the server's stderr must go elsewhere."""
+    import io
+
+    from llmlab.agent import MCPToolSource
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    monkeypatch.setattr(sys, "__stderr__", io.StringIO())
+    with MCPToolSource([SERVER.command, *SERVER.args]) as source:
+        assert source._devnull is not None and not source._devnull.closed
+        assert source.call("run_python", {"code": "print(6 * 7)"}).strip() == "42"
+    assert source._devnull.closed
