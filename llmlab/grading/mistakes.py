@@ -9,6 +9,7 @@ Used by chapters 01, 02, 03 and 08.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 
@@ -95,14 +96,21 @@ ATTENTION = {
 }
 
 
-def gpt_forward_without_final_norm(model, idx, positions=None, cache=None):
+def gpt_forward_without_final_norm(model, idx, ctx=None):
     """Blocks straight into the LM head, skipping ``norm_f``."""
     norm_f = model.norm_f
     model.norm_f = torch.nn.Identity()
     try:
-        return model(idx, positions, cache)
+        return model(idx, ctx)
     finally:
         model.norm_f = norm_f
+
+
+def gpt_forward_ignoring_logits_at(model, idx, ctx=None):
+    """Every column's logits even when the context asks for one column per row."""
+    if ctx is None or ctx.logits_at is None:
+        return model(idx, ctx)
+    return model(idx, dataclasses.replace(ctx, logits_at=None))
 
 
 def _clip_each_tensor(params, max_norm):
@@ -124,14 +132,18 @@ def step_clipping_each_tensor(model, optimizer, batches, loss_fn, max_norm=1.0):
 
 
 @torch.no_grad()
-def generate_top_p_off_by_one(model, idx, n, temperature=1.0, top_k=None, top_p=None, generator=None):
+def generate_top_p_off_by_one(model, idx, n, temperature=1.0, top_k=0, top_p=1.0, generator=None):
     """Top-p that also drops the token whose probability carries the mass past p."""
     for _ in range(n):
-        logits = model(idx[:, -model.config.block_size:])[:, -1].float() / temperature
-        if top_k is not None:
+        logits = model(idx[:, -model.config.block_size:])[:, -1].float()
+        if temperature == 0:
+            idx = torch.cat((idx, logits.argmax(-1, keepdim=True)), 1)
+            continue
+        logits = logits / temperature
+        if top_k > 0:
             kth = torch.topk(logits, min(top_k, logits.shape[-1]), -1).values[:, -1:]
             logits = logits.masked_fill(logits < kth, float("-inf"))
-        if top_p is not None:
+        if top_p < 1.0:
             probs, order = torch.sort(torch.softmax(logits, -1), -1, descending=True)
             drop = probs.cumsum(-1) > top_p
             logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
@@ -143,21 +155,47 @@ def generate_top_p_off_by_one(model, idx, n, temperature=1.0, top_k=None, top_p=
 # ------------------------------------------------------------------ chapter 08: the cached decode
 
 
-@torch.no_grad()
-def cached_generate_positions_with_padding(model, idx, max_new_tokens, attention_mask=None,
-                                           eos_token_id=None, pad_token_id=0):
-    """Greedy cached decoding whose positions count the left padding (RoPE then sees a shift)."""
-    valid = torch.ones_like(idx, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
-    padded = not bool(valid.all())
-    cache = ContiguousKVCache(model.config.n_layer, idx.shape[1] + max_new_tokens,
-                              valid if padded else None)
-    logits = model(idx, None, cache)[:, -1]
-    out = []
-    for _ in range(max_new_tokens):
+def _greedy_cached(model, idx, max_new_tokens, cache, eos_token_id, pad_token_id, commit=True):
+    """The cached greedy loop of exercise 8.4, with the cache (and the commits) given."""
+    def forward(ids):
+        ctx = cache.prepare(ids)
+        logits = model(ids, ctx)[:, -1]
+        if commit:
+            cache.commit(ctx)
+        return logits
+
+    logits, out = forward(idx), []
+    done = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
+    for i in range(max_new_tokens):
         tok = logits.argmax(-1)
+        if eos_token_id is not None:
+            tok = torch.where(done, pad_token_id, tok)
+            done |= tok == eos_token_id
         out.append(tok)
-        logits = model(tok[:, None], None, cache)[:, -1]
+        if i + 1 == max_new_tokens or bool(done.all()):
+            break
+        logits = forward(tok[:, None])
     return torch.cat([idx, torch.stack(out, 1)], 1)
+
+
+@torch.no_grad()
+def cached_generate_blind_to_padding(model, idx, max_new_tokens, attention_mask=None,
+                                     eos_token_id=None, pad_token_id=0):
+    """A cache built without ``key_valid``: positions count the left padding and every row
+    attends to its padding tokens."""
+    cache = ContiguousKVCache(model.config.n_layer, idx.shape[1] + max_new_tokens)
+    return _greedy_cached(model, idx, max_new_tokens, cache, eos_token_id, pad_token_id)
+
+
+@torch.no_grad()
+def cached_generate_without_commit(model, idx, max_new_tokens, attention_mask=None,
+                                   eos_token_id=None, pad_token_id=0):
+    """Steps never committed: every step starts again from an empty cache."""
+    valid = torch.ones_like(idx, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    cache = ContiguousKVCache(model.config.n_layer, idx.shape[1] + max_new_tokens,
+                              None if bool(valid.all()) else valid)
+    return _greedy_cached(model, idx, max_new_tokens, cache, eos_token_id, pad_token_id,
+                          commit=False)
 
 
 # ------------------------------------------------------------------ chapter 03: backward, YaRN
