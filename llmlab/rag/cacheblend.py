@@ -26,21 +26,22 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from llmlab.nn.context import StepContext, step_positions
+
 
 class _Capture:
-    """A per-step context that keeps each layer's (k, v) of one plain causal forward."""
-
-    offset = 0
+    """A KV cache (:class:`~llmlab.nn.KVCache`) that keeps each layer's (k, v) of one plain
+    causal forward."""
 
     def __init__(self) -> None:
         self.kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
+    def observe_queries(self, layer_idx: int, q: torch.Tensor) -> None:
+        pass
+
     def update(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
         self.kv[layer_idx] = (k, v)
         return k, v
-
-    def attn_mask(self, t_new: int) -> None:
-        return None
 
 
 @dataclass
@@ -59,18 +60,18 @@ def precompute_chunk(model: nn.Module, ids: Sequence[int]) -> ChunkKV:
     if not ids:
         raise ValueError("a chunk needs at least one token")
     device = next(model.parameters()).device
-    ctx = _Capture()
-    model(torch.tensor([list(ids)], device=device), None, ctx)
+    capture = _Capture()
+    model(torch.tensor([list(ids)], device=device),
+          StepContext(step_positions(1, len(ids), device), cache=capture))
     n_layer = model.config.n_layer
-    return ChunkKV(list(ids), [ctx.kv[i][0] for i in range(n_layer)],
-                   [ctx.kv[i][1] for i in range(n_layer)])
+    return ChunkKV(list(ids), [capture.kv[i][0] for i in range(n_layer)],
+                   [capture.kv[i][1] for i in range(n_layer)])
 
 
 class _BlendContext:
-    """The per-step context of a blended forward: each layer's full keys and values (reused),
-    with the rows being computed written in; queries see keys at positions <= their own."""
-
-    offset = 0
+    """The KV cache of a blended forward: each layer's full keys and values (reused), with the
+    rows being computed written in; ``step(positions)`` is the forward's context, whose mask lets
+    queries see keys at positions <= their own."""
 
     def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
         self.keys, self.values = keys, values
@@ -89,8 +90,11 @@ class _BlendContext:
         self.keys[layer_idx], self.values[layer_idx] = keys, values
         return keys, values
 
-    def attn_mask(self, t_new: int) -> torch.Tensor | None:
-        return self.mask
+    def observe_queries(self, layer_idx: int, q: torch.Tensor) -> None:
+        pass
+
+    def step(self, positions: torch.Tensor) -> StepContext:
+        return StepContext(positions, mask=self.mask, cache=self)
 
 
 def _shifted_keys(model: nn.Module, chunks: Sequence[ChunkKV], layer: int) -> torch.Tensor:
@@ -143,7 +147,7 @@ def blend_forward(model: nn.Module, chunks: Sequence[ChunkKV], query: Sequence[i
         rows, start = query_rows, 0
     else:  # layer 0 on every token, then pick the tokens whose layer-1 values moved most
         ctx.select(positions)
-        x_all = blocks[0](x_all, positions[None], ctx, 0)
+        x_all = blocks[0](x_all, ctx.step(positions[None]), 0)
         start = 1
         if len(blocks) > 1:
             attn = blocks[1].attn
@@ -157,7 +161,7 @@ def blend_forward(model: nn.Module, chunks: Sequence[ChunkKV], query: Sequence[i
     x = x_all[:, rows]
     ctx.select(rows)
     for i in range(start, len(blocks)):
-        x = blocks[i](x, positions[rows][None], ctx, i)
+        x = blocks[i](x, ctx.step(positions[rows][None]), i)
     logits = model.lm_head(model.norm_f(x[:, -len(query):]))
     recomputed = (len(rows) - len(query)) / n_ctx
     return BlendResult(logits, recomputed)

@@ -24,7 +24,7 @@ def complete(model: nn.Module, tokenizer, prompts: Sequence[str | list[int]], ma
     """Greedy completions of ``prompts`` (text or token ids), in order; each ends at EOS, a stop
     string (not included), ``max_tokens``, or — when constrained — the end of the language."""
     engine = LLMEngine(model, tokenizer, config or EngineConfig(num_blocks=512))
-    params = SamplingParams(max_tokens=max_tokens, temperature=0.0,
+    params = SamplingParams(max_new_tokens=max_tokens, temperature=0.0,
                             stop=[] if automaton is not None else list(stop))
     ids = []
     for p in prompts:
@@ -45,7 +45,7 @@ def cached_prompt_tokens(model: nn.Module, tokenizer, prompts: Sequence[str | li
     engine = LLMEngine(model, tokenizer, EngineConfig(num_blocks=512, block_size=block_size))
     cached = []
     for p in prompts:
-        rid = engine.add_request(p, SamplingParams(max_tokens=1, temperature=0.0))
+        rid = engine.add_request(p, SamplingParams(max_new_tokens=1, temperature=0.0))
         seq = engine.requests[rid].seq
         while engine.has_unfinished():
             engine.step()
