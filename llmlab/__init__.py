@@ -18,10 +18,14 @@ Sub-packages, each taught by one chapter of the book, in the order they build on
 - ``llmlab.evaluate``  — likelihood, multiple choice, pass@k, contamination, statistics (chapter 11)
 - ``llmlab.curate``    — a labelled crawl, extraction, rule and model filters, dedup, mixing (chapter 10)
 - ``llmlab.kernels``   — Triton kernels (chapter 03)
+- ``llmlab.rag``       — chunking, BM25, dense retrieval, IVF/HNSW, fusion, RAG, CacheBlend (12)
+- ``llmlab.agent``     — constrained tool calls, a ReAct loop, a sandboxed Python tool, MCP (12)
 
 and the courseware, which no layer imports: ``llmlab.grading`` (instant-feedback checks and
 the notebook autograder, chapter 00) with ``llmlab.chapters`` (the chapters' metadata).
-``llmlab.utils`` holds the helpers every layer may use (seeding, ``reject_unknown_keys``).
+``llmlab.utils`` holds the helpers every layer may use (seeding, ``reject_unknown_keys``),
+``llmlab.limits`` the resource limits of a sandboxed process (the grader's sandbox, generated
+programs under evaluation, the agent's Python tool).
 
 Sub-packages are imported lazily (``import llmlab.model``), so ``import llmlab`` stays cheap.
 """

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 # Sub-packages that add their own commands through ``register(subparsers)``.
-COMMAND_MODULES = ["llmlab.train.cli", "llmlab.serve.cli", "llmlab.evaluate.cli"]
+COMMAND_MODULES = ["llmlab.train.cli", "llmlab.serve.cli", "llmlab.evaluate.cli", "llmlab.agent.cli"]
 
 
 def _write(path: str | None, text: str) -> None:

@@ -3,7 +3,7 @@ execution-based evaluation (HumanEval's ``execution.py``, Chen et al., arXiv:210
 
 Each candidate runs in a fresh interpreter (``python -I``: no user site, no environment
 variables of ours), in an empty temporary directory, in its own session, with resource limits
-(address space, CPU seconds, file size, open files — :mod:`llmlab.process_limits`, the same piece
+(address space, CPU seconds, file size, open files — :mod:`llmlab.limits`, the same piece
 the notebook grader's sandbox uses) and a wall-clock timeout after which the whole session is
 killed. Before the candidate runs, the functions that destroy files or start processes are
 replaced by ones that raise (HumanEval's ``reliability_guard``). This keeps honest mistakes of a
@@ -21,7 +21,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 
-from llmlab.process_limits import GiB, Limits, kill_session, limited_session
+from llmlab.limits import GiB, Limits, kill_session, limited_session
 
 DEFAULT_LIMITS = Limits(memory_bytes=1 * GiB, cpu_seconds=10, file_bytes=1 << 20, open_files=64)
 

@@ -44,7 +44,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 try:
@@ -52,22 +51,7 @@ try:
 except ImportError:  # not a POSIX system: no resource limits (see weaker_guarantees)
     resource = None  # type: ignore[assignment]
 
-GiB = 1 << 30
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Per-process resource limits for code a learner wrote."""
-
-    memory_bytes: int = 4 * GiB      # RLIMIT_AS: address space
-    cpu_seconds: int = 120           # RLIMIT_CPU
-    processes: int = 64              # RLIMIT_NPROC (threads count too)
-    file_bytes: int = 16 << 20       # RLIMIT_FSIZE
-    open_files: int = 256            # RLIMIT_NOFILE
-
-    def to_dict(self) -> dict[str, int]:
-        return asdict(self)
-
+from llmlab.limits import Limits, enforceable, set_limits
 
 _RO_SCRIPT = ('while [ "$1" != "--" ]; do mount --bind "$1" "$1" && '
               'mount -o remount,bind,ro "$1" || exit 97; shift; done; shift; exec "$@"')
@@ -363,29 +347,14 @@ def remove_group(group: Path, rounds: int = 50) -> None:
             time.sleep(0.02)
 
 
-_RLIMITS = (("RLIMIT_AS", "memory_bytes"), ("RLIMIT_CPU", "cpu_seconds"),
-            ("RLIMIT_FSIZE", "file_bytes"), ("RLIMIT_NOFILE", "open_files"))
-
-
 def rlimits() -> list[str]:
     """The ``Limits`` fields this platform's ``setrlimit`` enforces on a sandbox."""
-    if resource is None:
-        return []
-    return [field for name, field in _RLIMITS if hasattr(resource, name)]
+    return [] if resource is None else enforceable()
 
 
 def _set_rlimits(limits: Limits) -> None:
-    if resource is None:
-        return
-    for name, field in _RLIMITS:
-        which = getattr(resource, name, None)
-        if which is None:
-            continue
-        value = getattr(limits, field)
-        _, hard = resource.getrlimit(which)
-        if hard != resource.RLIM_INFINITY:
-            value = min(value, hard)  # an unprivileged process cannot raise its hard limit
-        resource.setrlimit(which, (value, value))
+    if resource is not None:  # tests switch the feature off here
+        set_limits(limits)
 
 
 def _preexec(limits: Limits, drop: bool, group: Path | None, prctl) -> None:  # noqa: ANN001

@@ -11,7 +11,8 @@ that ends in the middle of a UTF-8 character is handled like any other. States a
 (a mask is computed the first time a state is reached) and cached.
 
 Supported syntax: literals, ``.``, ``[...]`` / ``[^...]`` classes with ranges, ``\\d \\w \\s``
-(ASCII), escapes, groups ``(...)`` / ``(?:...)``, ``|``, ``* + ?``, ``{m}``, ``{m,}``, ``{m,n}``.
+(ASCII), escapes (``\\xNN`` is one byte, in or out of a class), groups ``(...)`` / ``(?:...)``,
+``|``, ``* + ?``, ``{m}``, ``{m,}``, ``{m,n}``.
 No anchors, backreferences or lookaround (a DFA cannot express the last two). Taught in chapter 09
 (solutions/09_serve).
 """
@@ -118,6 +119,12 @@ class _Parser:
         if ch.lower() in _CLASSES:
             s = _CLASSES[ch.lower()]
             return ("set", _ALL - s if ch.isupper() else s)
+        if ch == "x":  # \xNN: one byte (how a pattern names the bytes of UTF-8 sequences)
+            digits = self.p[self.i:self.i + 2]
+            if len(digits) != 2 or any(c not in "0123456789abcdefABCDEF" for c in digits):
+                raise self.error("\\x needs two hex digits")
+            self.i += 2
+            return ("set", frozenset([int(digits, 16)]))
         return ("set", frozenset([_ESCAPES.get(ch, ord(ch))]))
 
     def char_class(self) -> frozenset[int]:
@@ -141,19 +148,25 @@ class _Parser:
                     continue
                 lo = next(iter(lo_set))
             else:
-                lo = ord(ch)
+                lo = self.class_char(ch)
             if self.peek() == "-" and self.p[self.i + 1:self.i + 2] not in ("]", ""):
                 self.take()
                 hi_ch = self.take()
-                hi = _ESCAPES.get(self.take(), 0) if hi_ch == "\\" else ord(hi_ch)
+                hi_set = self.escape()[1] if hi_ch == "\\" else {self.class_char(hi_ch)}
+                if len(hi_set) != 1:
+                    raise self.error("a range cannot end in a class escape")
+                hi = next(iter(hi_set))
                 if hi < lo:
                     raise self.error(f"bad range {chr(lo)}-{chr(hi)}")
                 out |= set(range(lo, hi + 1))
             else:
                 out.add(lo)
-        if any(b > 127 for b in out):
-            raise self.error("character classes are ASCII only")
         return frozenset(_ALL - out if negate else out)
+
+    def class_char(self, ch: str) -> int:
+        if ord(ch) > 127:
+            raise self.error("character classes are ASCII only (name bytes as \\xNN)")
+        return ord(ch)
 
 
 @dataclass

@@ -430,7 +430,7 @@ grading.check_function(pass_at_k_, ev.pass_at_k, [
 # %% [markdown]
 # The problems are small HumanEval-style functions (`ev.PROBLEMS`), each a signature and
 # docstring ending where `return` starts, with `assert` tests. Every candidate runs in a fresh
-# interpreter with the limits of `llmlab.process_limits` — the same piece the grader's sandbox
+# interpreter with the limits of `llmlab.limits` — the same piece the grader's sandbox
 # uses — and a timeout:
 
 # %%
