@@ -33,7 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from llmlab import grading
-from llmlab.grading import mistakes
+from llmlab_book import ch02_gpt as mistakes
 from llmlab.utils import seed_all
 
 seed_all(0)
