@@ -27,7 +27,7 @@ CATALOGUED = [slug for slug in CHAPTERS if catalogue_of(slug) is not None]
 
 
 def test_the_first_chapters_have_catalogues():
-    assert {"00_intro"} <= set(CATALOGUED)
+    assert {"00_intro", "01_tokenization"} <= set(CATALOGUED)
 
 
 def test_a_mistake_is_written_as_a_learner_answer_cell():
