@@ -34,6 +34,9 @@ class Preset:
     threads: int = 1  # one thread degrades least when other jobs share the cores
     sample_prompts: tuple[str, ...] = ("def ", "class ", '"""')
     sample_tokens: int = 80
+    # the corpus the shipped model was trained on: {"train": sha256, "val": sha256} as recorded
+    # by ``corpus_manifest``; ``llmlab pretrain`` warns, saying how to get it, when the data differ
+    corpus_sha256: dict[str, str] | None = None
 
 
 BOOK = Preset(
@@ -45,6 +48,8 @@ BOOK = Preset(
                       eval_every=250, eval_batches=8, log_every=20, checkpoint_every=250, seed=0),
     extra_train_packages=("torch",),
     threads=2,
+    corpus_sha256={"train": "05e42542b89c9a1f652c5bc4183d436731754d800f1bf670be5fd7c8c5bb3cb0",
+                   "val": "35649110be369db45e280e03866a0b5898b587d6aea7b55b47f7cf4b84562505"},
 )
 
 TINY = Preset(

@@ -15,6 +15,7 @@ import json
 import math
 import platform
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -44,6 +45,7 @@ def prepare_data(preset: Preset, workdir: Path, progress: bool = True):
     val_docs = load_documents(split="val")[: preset.max_val_files]
     manifest = {"train": corpus_manifest(train_docs, preset.extra_train_packages),
                 "val": corpus_manifest(val_docs)}
+    check_corpus(preset, manifest)
     tok_path = workdir / "tokenizer.json"
     stamp = workdir / "manifest.json"
     if stamp.exists() and tok_path.exists():
@@ -66,6 +68,34 @@ def prepare_data(preset: Preset, workdir: Path, progress: bool = True):
     manifest["train"]["tokens"], manifest["val"]["tokens"] = len(train), len(val)
     stamp.write_text(json.dumps(manifest, indent=2) + "\n")
     return tok, train, val, manifest
+
+
+class CorpusMismatch(UserWarning):
+    """The corpus on this machine is not the one a preset's shipped model was trained on."""
+
+
+def check_corpus(preset: Preset, manifest: dict) -> bool:
+    """Compare a run's corpus with the one the preset records; warn, saying how to get the exact
+    corpus, when they differ. Returns whether they match (True when the preset records none).
+
+    The standard library comes from the shipped snapshot, so only the extra packages' source can
+    differ: a CUDA or another version's build of torch ships other Python files than the
+    ``2.13.0+cpu`` build the book model read."""
+    if preset.corpus_sha256 is None:
+        return True
+    bad = [k for k, sha in preset.corpus_sha256.items() if manifest[k]["sha256"] != sha]
+    if not bad:
+        return True
+    packages = ", ".join(f"{p} {v}" for p, v in manifest["train"].get("packages", {}).items())
+    warnings.warn(
+        f"the {'/'.join(bad)} corpus differs from the one preset {preset.name!r} was trained on "
+        f"(sha256 {manifest[bad[0]]['sha256'][:12]}…, expected {preset.corpus_sha256[bad[0]][:12]}…). "
+        f"Its training text includes the Python source of {packages}; "
+        "the book model read torch 2.13.0+cpu. For the exact corpus, train in a venv with "
+        "`pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu`; otherwise "
+        "the run is valid but its numbers differ from the shipped model card's.",
+        CorpusMismatch, stacklevel=2)
+    return False
 
 
 def _samples(model: GPT, tok, preset: Preset) -> list[str]:

@@ -563,7 +563,7 @@ _ = peft.unmerge(lora_model)
 # paper reports that small ranks already match full fine-tuning; "LoRA Learns Less and Forgets
 # Less" (Biderman et al., 2024) that LoRA also forgets less than full fine-tuning.
 
-# %% tags=["grading-skip"]
+# %% tags=["grading-skip", "nbval-ignore-output"]
 sweep = {8: (n_train, lora_metrics)}
 for r in (1, 32):
     m = peft.apply_lora(fresh_model(), peft.LoRAConfig(r=r, alpha=2 * r, target_modules=peft.ALL_LINEAR))
@@ -577,6 +577,12 @@ for r in sorted(sweep):
 print(f"{'full':>6}{n_total:>11,}{full_metrics['task loss']:>11.2f}"
       f"{100 * full_metrics['token accuracy']:>8.0f}%"
       f"{full_metrics['pretrain loss'] - before['pretrain loss']:>+12.3f}")
+# Training at this learning rate amplifies round-off, so the last digits depend on the CPU's
+# BLAS; the claims hold everywhere: every rank forgets less than full fine-tuning, and a small
+# rank learns the task as well as full fine-tuning does.
+forgetting = {r: m["pretrain loss"] - before["pretrain loss"] for r, (_, m) in sweep.items()}
+assert max(forgetting.values()) < full_metrics["pretrain loss"] - before["pretrain loss"], forgetting
+assert min(sweep[1][1]["task loss"], sweep[8][1]["task loss"]) <= full_metrics["task loss"] + 0.05
 
 # %% [markdown]
 # ## 6. The family: DoRA, IA3, BitFit, prompt and prefix tuning, adapters, QLoRA, GaLore

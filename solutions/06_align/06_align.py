@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 import llmlab.align as al
 from llmlab import grading
-from llmlab.data import stdlib_files
+from llmlab.data import load_documents
 from llmlab.model import load_book_model
 from llmlab.tokenizer import apply_chat_template
 from llmlab.utils import seed_all
@@ -236,7 +236,7 @@ print(f"SFT loss on assistant tokens: {sft_losses[0]:.2f} -> {sft_losses[-1]:.2f
 # "plausible code" must order them.
 
 # %%
-texts = [p.read_text(encoding="utf-8") for p in stdlib_files()[:40]]
+texts = [d.text for d in load_documents()[:40]]
 pairs = al.code_preference_pairs(tok, texts, 320, prompt_len=12, response_len=6, seed=0)
 train_pairs, held_out = pairs[:256], pairs[256:]
 p, c, r = held_out[0]

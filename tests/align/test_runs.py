@@ -21,14 +21,14 @@ from llmlab.align import (
     train_dpo,
     train_reward_model,
 )
-from llmlab.data import stdlib_files
+from llmlab.data import load_documents
 
 PROMPTS = ["def get(self):\n        ", "def size(x):\n    "]
 
 
 @pytest.fixture(scope="module")
 def pairs(book):
-    texts = [p.read_text(encoding="utf-8") for p in stdlib_files()[:40]]
+    texts = [d.text for d in load_documents()[:40]]
     all_pairs = code_preference_pairs(book[1], texts, 320, prompt_len=12, response_len=6, seed=0)
     return all_pairs[:256], all_pairs[256:]
 

@@ -1,7 +1,9 @@
 """The stdlib corpus (and an installed package's source): which files, the deterministic split,
 the manifest."""
 
-import sys
+import json
+import lzma
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +15,10 @@ from llmlab.data import (
     stdlib_files,
     stdlib_root,
 )
+from llmlab.data.corpus import SNAPSHOT_PYTHON, read_folder, snapshot_documents
+from llmlab.data.snapshot import write_snapshot
+
+BOOK_SUMMARY = Path(__file__).parents[2] / "llmlab" / "model" / "assets" / "book" / "summary.json"
 
 
 def test_files_are_sorted_source_without_tests():
@@ -52,7 +58,7 @@ def test_load_documents_splits_partition_the_corpus(tmp_path):
 def test_manifest_identifies_content():
     docs = load_documents(split="val")
     m = corpus_manifest(docs)
-    assert m["python"] == sys.version.split()[0] and m["files"] == len(docs)
+    assert m["python"] == SNAPSHOT_PYTHON and m["files"] == len(docs)
     assert corpus_manifest(docs) == m
     assert corpus_manifest(docs[1:])["sha256"] != m["sha256"]
 
@@ -90,3 +96,37 @@ def test_torch_source_joins_the_manifest_with_its_version():
     assert not any("/test/" in d.name or "/tests/" in d.name for d in docs)
     m = corpus_manifest(docs, ("torch",))
     assert m["packages"] == {"torch": torch.__version__} and m["files"] == len(docs)
+
+
+def test_the_snapshot_is_the_corpus_the_book_model_was_validated_on():
+    """Every Python reads the same shipped standard library: its validation split is, byte for
+    byte, the one the book model's card reports (same files, characters and sha256)."""
+    card = json.loads(BOOK_SUMMARY.read_text())["data"]["val"]
+    val = load_documents(split="val")[: card["files"]]
+    m = corpus_manifest(val)
+    assert {k: m[k] for k in ("python", "files", "chars", "sha256")} == \
+        {k: card[k] for k in ("python", "files", "chars", "sha256")}
+    names = [d.name for d in load_documents()]
+    assert names == sorted(names) and "os.py" in names and "json/decoder.py" in names
+    assert not any(n.startswith(("test/", "encodings/")) for n in names)
+
+
+def test_snapshot_round_trip_and_a_damaged_snapshot_is_refused(tmp_path):
+    root = tmp_path / "lib"
+    (root / "pkg").mkdir(parents=True)
+    for i in range(12):
+        (root / "pkg" / f"m{i}.py").write_text(f'"""Module {i}: café."""\nx = {i}\n')
+    out = tmp_path / "snap.jsonl.xz"
+    sha = write_snapshot(out, root)
+    assert list(snapshot_documents(out, sha)) == read_folder(root)
+    write_snapshot(tmp_path / "again.xz", root)
+    assert (tmp_path / "again.xz").read_bytes() == out.read_bytes()  # deterministic bytes
+    lines = lzma.decompress(out.read_bytes()).decode().splitlines()
+    lines = [line.replace("x = 3", "x = 4") for line in lines]  # one file edited
+    bad = tmp_path / "bad.jsonl.xz"
+    bad.write_bytes(lzma.compress("\n".join(lines).encode()))
+    assert bad.read_bytes() != out.read_bytes()
+    with pytest.raises(ValueError, match="damaged"):
+        snapshot_documents(bad, sha)
+    with pytest.raises(FileNotFoundError, match="snapshot"):
+        snapshot_documents(tmp_path / "missing.xz", sha)

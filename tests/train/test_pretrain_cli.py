@@ -102,3 +102,23 @@ def test_extra_packages_join_training_only(tmp_path, monkeypatch):
     assert extra[3]["train"]["packages"] == {"extrapkg": "unknown"}
     assert extra[3]["train"]["files"] > plain[3]["train"]["files"]
     assert len(extra[1]) > len(plain[1])
+
+
+def test_the_book_corpus_is_checked_and_a_different_one_says_how_to_get_it():
+    """The book preset records its corpus; the shipped snapshot's validation split matches it,
+    and a different training corpus (another torch build's source) warns with the fix."""
+    import warnings
+
+    from llmlab.data import corpus_manifest, load_documents
+    from llmlab.train.pretrain import CorpusMismatch, check_corpus
+
+    book = get_preset("book")
+    val = corpus_manifest(load_documents(split="val")[: book.max_val_files])
+    same = {"train": {"sha256": book.corpus_sha256["train"]}, "val": val}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert check_corpus(book, same)
+    other = {"train": {"sha256": "0" * 64, "packages": {"torch": "2.13.0+cu130"}}, "val": val}
+    with pytest.warns(CorpusMismatch, match=r"train corpus differs.*torch 2\.13\.0\+cu130.*whl/cpu"):
+        assert not check_corpus(book, other)
+    assert check_corpus(get_preset("tiny"), other)  # a preset that records no corpus
