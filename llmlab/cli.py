@@ -2,10 +2,13 @@
 
     llmlab grade chapters/00_intro/00_intro.ipynb [--json] [--out FILE] [--timeout 60] [--solutions DIR]
     llmlab grade --all chapters/ [--json]
-    llmlab grade --course COURSE --assignment 01_tokenization   # nbgrader course: gradebook + feedback
+    llmlab grade --course COURSE --assignment 01_tokenization   # an nbgrader course, as autograde
+    llmlab grade --course COURSE --all [--student NAME ...]     # every assignment in source/
 
 Exit status: 0 whenever grading ran (whatever the score), 1 when a notebook could not be graded
-(malformed, no authored twin), 2 for bad arguments.
+(malformed, no authored twin) or a course cannot be (no such assignment, not generated), 2 for
+bad arguments. In a course, a submission that cannot be graded is marked in the gradebook and
+reported; grading the others goes on, and the exit status is 0.
 """
 
 from __future__ import annotations
@@ -35,6 +38,10 @@ def _grade(args: argparse.Namespace) -> int:
 
     if args.course:
         return _grade_course(args)
+    if args.all is True:
+        print("llmlab grade --all: give the folder of notebooks (or use --course)",
+              file=sys.stderr)
+        return 2
     if args.all:
         folder = Path(args.all)
         paths = sorted(p for p in folder.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
@@ -70,25 +77,40 @@ def _grade(args: argparse.Namespace) -> int:
 
 
 def _grade_course(args: argparse.Namespace) -> int:
+    from llmlab.grading.assemble import GradingError
     from llmlab.grading.classroom import grade_course
 
-    if not args.assignment:
-        print("llmlab grade --course: give --assignment NAME", file=sys.stderr)
+    if not args.assignment and args.all is not True:
+        print("llmlab grade --course: give --assignment NAME (or --all: every assignment in "
+              "source/)", file=sys.stderr)
         return 2
-    summary = grade_course(Path(args.course), args.assignment, timeout=args.timeout,
-                           students=args.student or None)
+    try:
+        summary = grade_course(Path(args.course), None if args.all is True else args.assignment,
+                               timeout=args.timeout, students=args.student or None)
+    except GradingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     text = json.dumps(summary, indent=2, ensure_ascii=False)
     _write(args.out, text)
     if args.json:
         print(text)
-    else:
-        for row in summary["students"]:
-            print(f"{row['student']:<20} {row['score']:g} / {row['max_score']:g}"
+        return 0
+    for result in summary["assignments"]:
+        print(f"{result['assignment']}:")
+        for row in result["students"]:
+            late = (f" ({row['raw_score']:g} - {row['late_penalty']:g} late penalty)"
+                    if row.get("late_penalty") else "")
+            score = (f"{row['score']:g} / {row['max_score']:g}{late}"
+                     if "score" in row else "not graded")
+            print(f"  {row['student']:<20} {score}"
                   + (f"   error: {row['error']}" if row.get("error") else ""))
-        for flag in summary["similarity"]:
-            print(f"similar to llmlab's reference: {flag['student']} · {flag['exercise']} "
-                  f"({flag['matches']})")
-    return 1 if any(r.get("error") for r in summary["students"]) else 0
+        for flag in result["similarity"]:
+            print(f"  flagged: {flag['student']} · {flag['exercise']} is the code of "
+                  f"{flag['matches']}")
+        for student in result["unknown_students"]:
+            print(f"  not graded: submitted/{student} is not a student in the gradebook "
+                  "(nbgrader db student add ...)", file=sys.stderr)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     g = sub.add_parser("grade", help="autograde a learner notebook against its hidden tests")
     g.add_argument("notebook", nargs="?", help="the notebook to grade")
-    g.add_argument("--all", metavar="DIR", help="grade every notebook under DIR")
+    g.add_argument("--all", metavar="DIR", nargs="?", const=True,
+                   help="grade every notebook under DIR; with --course, every assignment")
     g.add_argument("--json", action="store_true", help="print JSON instead of a table")
     g.add_argument("--timeout", type=int, default=60, help="per-cell time limit in seconds")
     g.add_argument("--solutions", help="the folder of authored notebooks (default: the repo's)")
@@ -104,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  "only, after grading)")
     g.add_argument("--course", metavar="DIR", help="an nbgrader course: grade submitted/*/ASSIGNMENT, "
                                                    "write the gradebook and feedback/")
-    g.add_argument("--assignment", help="with --course: the assignment (chapter) to grade")
+    g.add_argument("--assignment", action="append",
+                   help="with --course: an assignment (chapter) to grade (repeatable)")
     g.add_argument("--student", action="append", help="with --course: only these students")
     g.set_defaults(func=_grade)
     for name in COMMAND_MODULES:

@@ -27,7 +27,7 @@ import json
 import os
 import pickle
 import re
-import threading
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -41,7 +41,7 @@ from llmlab.grading.checks import GRADER_ENV, explain_grads, failure_text, input
 from llmlab.grading.compare import explain, match_mistake
 from llmlab.grading.guard import BLOCKED_EXIT, message
 from llmlab.grading.judge import TIMEOUT_EXIT
-from llmlab.grading.judge_server import JudgeServer
+from llmlab.grading.judge_server import JudgePool, JudgeServer
 from llmlab.grading.record import decode
 from llmlab.grading.reference_run import (
     cache_key,
@@ -53,11 +53,11 @@ from llmlab.grading.reference_run import (
 from llmlab.grading.sandbox import (
     Limits,
     Workspace,
+    files_isolated,
     minimal_env,
-    network_isolated,
-    process_limit_binds,
     protected_paths,
 )
+from llmlab.grading.sandbox import report as sandbox_report
 
 CACHE_ENV = "LLMLAB_GRADING_CACHE"
 STARTUP_SECONDS = 90  # a judge's own start (interpreter, torch, the snapshot), on a busy machine
@@ -80,10 +80,11 @@ class GradeReport:
     exercises: list[ExerciseResult] = field(default_factory=list)
     sandbox: dict[str, Any] = field(default_factory=dict)
     passed_cells: list[str] = field(default_factory=list)  # test cells that scored their points
+    failed_cells: dict[str, str] = field(default_factory=dict)  # the others, and why
 
     def to_json(self) -> str:
         data = asdict(self)
-        del data["passed_cells"]
+        del data["passed_cells"], data["failed_cells"]
         return json.dumps(data, indent=2, ensure_ascii=False)
 
     def table(self, width: int = 100) -> str:
@@ -97,12 +98,8 @@ class GradeReport:
             if len(first) > width:
                 first = first[: width - 3] + "..."
             rows.append(f"{e.id:<{name_w}}  {e.score:>6g}  {e.max_score:>4g}  {verdict:<6}  {first}")
-        if not self.sandbox.get("network_isolated", True):
-            rows.append("\nnote: this machine cannot start processes without network "
-                        "(no unprivileged user namespaces); answers ran with network access.")
-        if not self.sandbox.get("process_limit_enforced", True):
-            rows.append("note: the process limit is not enforced here (root, and no cgroup); "
-                        "only the audit hook stopped new processes.")
+        for k, note in enumerate(self.sandbox.get("notes", [])):  # sandbox.weaker_guarantees
+            rows.append(("\n" if k == 0 else "") + "note: " + note)
         return "\n".join(rows)
 
 
@@ -131,9 +128,9 @@ def _default_solutions() -> Path | None:
 # ------------------------------------------------------------------ the reference run, cached
 
 def _cache_dir() -> Path | None:
-    """The on-disk cache of reference runs, only where judges see it read-only (else None)."""
+    """The on-disk cache of reference runs, only where no judge can see it (else None)."""
     value = os.environ.get(CACHE_ENV)
-    if value == "0" or not network_isolated():
+    if value == "0" or not files_isolated():
         return None
     return Path(value) if value else Path.home() / ".cache" / "llmlab" / "grading"
 
@@ -141,9 +138,13 @@ def _cache_dir() -> Path | None:
 def reference(twin: Path, workspace: Workspace, timeout: int) -> dict[str, Any]:
     """The reference run's data for ``twin`` (memory, then disk cache, then a fresh run).
 
-    The cache is JSON (the grader never unpickles it); a file whose key does not match is
-    ignored. It is kept on disk only where judges see it read-only (mount namespaces), so an
-    answer cannot plant expected results there.
+    The data holds every expected result, so nothing a judge can read holds it: the cache is
+    kept on disk only where judges run in a private root that does not contain it
+    (:func:`llmlab.grading.sandbox.files_isolated`), readable by the grader's user alone;
+    elsewhere it stays in this process's memory. The reference run's own files (its record and
+    its kernel's home, with the authored code in IPython's history) are removed as soon as it
+    ends. The cache is JSON (the grader never unpickles it); a file whose key does not match is
+    ignored.
     """
     key = cache_key(twin)
     if key in _MEMORY:
@@ -158,19 +159,31 @@ def reference(twin: Path, workspace: Workspace, timeout: int) -> dict[str, Any]:
                 return data
         except (OSError, ValueError):
             pass
-    env = minimal_env(workspace.scratch("home-"))
-    data = run_reference(twin, env, timeout=max(timeout, 300), workdir=workspace.scratch("ref-"))
+    home, workdir = workspace.scratch("home-"), workspace.scratch("ref-")
+    try:
+        data = run_reference(twin, minimal_env(home), timeout=max(timeout, 300), workdir=workdir)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
     data["key"] = key
     _MEMORY[key] = data
     if path:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(data))
-            tmp.replace(path)
-        except OSError:
-            pass
+        _write_private(path, json.dumps(data))
     return data
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``path`` readable by this user alone (its folder too), atomically; best effort."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        tmp.replace(path)
+    except OSError:
+        pass
 
 
 # ------------------------------------------------------------------ the learner's cells
@@ -416,7 +429,11 @@ def grade_notebook(path: str | Path, solutions: str | Path | None = None, timeou
 
 def grade_against(learner: NotebookNode, label: str, twin: Path, authored: NotebookNode,
                   workspace: Workspace, timeout: int = 60, limits: Limits | None = None,
-                  budget: float | None = None, workers: int | None = None) -> GradeReport:
+                  budget: float | None = None, workers: int | None = None,
+                  pool: JudgePool | None = None) -> GradeReport:
+    """Grade ``learner`` against ``authored`` (the notebook ``twin``). ``pool``: judge servers
+    shared with other grades of the same chapter (:func:`judge_pool`); by default, this grade's
+    own, closed when it ends."""
     cells = learner_cells(learner, authored)
     data = reference(twin, workspace, timeout)
     exercises = data["exercises"]
@@ -433,20 +450,15 @@ def grade_against(learner: NotebookNode, label: str, twin: Path, authored: Noteb
     if budget is None:
         budget = STARTUP_SECONDS + 2 * sum(map(allowance, exercises)) / n_workers
     deadline = time.monotonic() + budget
-    limits = limits or Limits(cpu_seconds=int(timeout * 4) + 10)
+    limits = limits or (pool.limits if pool else default_limits(timeout))
 
     passed: list[str] = []
-    # One fork server per worker thread: each exercise still runs in a process of its own.
-    readonly = [*protected_paths(), Path.home()] + ([_cache_dir()] if _cache_dir() else [])
-    preload = snapshot_modules(data)
-    servers: list[JudgeServer] = []
-    local = threading.local()
-
-    def server_of_this_worker() -> JudgeServer:
-        if getattr(local, "server", None) is None:
-            local.server = JudgeServer(workspace, limits, readonly, preload)
-            servers.append(local.server)
-        return local.server
+    failed: dict[str, str] = {}  # test cell -> why it scored nothing
+    own_pool = pool is None
+    if pool is None:
+        # read-only where a private root is unavailable but namespaces are (see sandbox.launch)
+        pool = JudgePool(workspace, limits, [*protected_paths(), Path.home()],
+                         snapshot_modules(data))
 
     def grade_one(exercise: str) -> ExerciseResult:
         tests = exercises[exercise]
@@ -458,22 +470,28 @@ def grade_against(learner: NotebookNode, label: str, twin: Path, authored: Noteb
                          for t in tests},
                "block": _block_for(data, tests), "learner": before, "cell_seconds": timeout}
         run = None
-        for _attempt in range(2):
-            left = deadline - time.monotonic()
-            if left <= 1:
-                break
-            per_judge = min(left, allowance(exercise))
-            run = run_judge(job, server_of_this_worker(), per_judge)
-            if run.reached_tests:
-                break
-            job["learner"] = [definitions_only(s) for s in before]  # second attempt
+        server = pool.acquire()  # one fork server per worker: each exercise in a fresh child
+        try:
+            for _attempt in range(2):
+                left = deadline - time.monotonic()
+                if left <= 1:
+                    break
+                per_judge = min(left, allowance(exercise))
+                run = run_judge(job, server, per_judge)
+                if run.reached_tests:
+                    break
+                job["learner"] = [definitions_only(s) for s in before]  # second attempt
+        finally:
+            pool.release(server)
         if run is None:
-            return ExerciseResult(exercise, 0.0, max_score, "not graded: the grading time budget "
-                                  "was spent on the exercises before this one.")
+            why = "not graded: the grading time budget was spent on the exercises before this one."
+            failed.update((t["gid"], why) for t in tests)
+            return ExerciseResult(exercise, 0.0, max_score, why)
         score, feedback = 0.0, ""
         if not run.reached_tests:
             feedback = "your notebook's code stopped the grader before the tests ran: " + \
                 _why(run, timeout)
+            failed.update((t["gid"], _clean(feedback)) for t in tests)
         else:
             for t in tests:
                 verdict = judge_cell(t["gid"], data["calls"].get(t["gid"], []), run.records, run,
@@ -481,20 +499,32 @@ def grade_against(learner: NotebookNode, label: str, twin: Path, authored: Noteb
                 if verdict is None:
                     score += t["points"]
                     passed.append(t["gid"])
-                elif not feedback:
-                    feedback = verdict
+                else:
+                    failed[t["gid"]] = verdict
+                    feedback = feedback or verdict
         return ExerciseResult(exercise, score, max_score, _clean(feedback))
 
     try:
-        with ThreadPoolExecutor(max_workers=n_workers) as pool:
-            results = list(pool.map(grade_one, list(exercises)))
+        with ThreadPoolExecutor(max_workers=n_workers) as threads:
+            results = list(threads.map(grade_one, list(exercises)))
     finally:
-        for server in servers:
-            server.close()
-    sandbox = {"network_isolated": network_isolated(),
-               "process_limit_enforced": process_limit_binds(), "limits": limits.to_dict()}
+        if own_pool:
+            pool.close()
+    sandbox = sandbox_report(limits)
     return GradeReport(label, sum(r.score for r in results), sum(r.max_score for r in results),
-                       results, sandbox, sorted(passed))
+                       results, sandbox, sorted(passed), failed)
+
+
+def judge_pool(workspace: Workspace, data: dict[str, Any], timeout: int = 60,
+               limits: Limits | None = None) -> JudgePool:
+    """Judge servers for grading many notebooks of the chapter whose reference run is ``data``
+    (a class): pass it to :func:`grade_against` as ``pool``, close it when done."""
+    limits = limits or default_limits(timeout)
+    return JudgePool(workspace, limits, [*protected_paths(), Path.home()], snapshot_modules(data))
+
+
+def default_limits(timeout: int) -> Limits:
+    return Limits(cpu_seconds=int(timeout * 4) + 10)
 
 
 def _for_judge(entry: dict[str, Any]) -> dict[str, Any]:

@@ -1,92 +1,258 @@
-"""Grade a class: every submission of an nbgrader course, with the hardened grader.
+"""Grade a class: every submission of an nbgrader course, hardened, into what ``nbgrader
+autograde`` writes.
 
-``grade_course(course, assignment)`` is what ``llmlab grade --course DIR --assignment NAME`` runs.
-It reads the course's ``nbgrader_config.py`` (source directory, submitted directory, gradebook
-URL), grades ``submitted/<student>/<assignment>/*.ipynb`` against the authored notebook in
-``source/<assignment>/`` exactly as ``llmlab grade`` does (reference run once for the class,
-one sandboxed judge per exercise and student, verdicts in the grader), then writes:
+``grade_course(course, assignments)`` is what ``llmlab grade --course DIR --assignment NAME``
+(or ``--all``) runs. It reads the course's ``nbgrader_config.py`` as nbgrader does, checks up
+front that every assignment was generated (``nbgrader generate_assignment`` records its cells
+in the gradebook), grades each ``submitted/<student>/<assignment>/*.ipynb`` against the authored
+notebook in ``source/<assignment>/`` exactly as ``llmlab grade`` does (a reference run once per
+notebook, one sandboxed judge per exercise and student, verdicts in the grader), then lets
+nbgrader's own ``Autograde`` converter write its outputs with its execution step replaced by
+those verdicts (:mod:`llmlab.grading.autograded`):
 
-- nbgrader's gradebook: each test cell's ``auto_score`` (so ``nbgrader export`` and formgrader
-  see the grades) — run ``nbgrader generate_assignment`` first, as for ``nbgrader autograde``;
-- ``feedback/<student>/<assignment>/<notebook>.html``: the score table and every message;
-- a similarity report (``similarity.json`` in the assignment's feedback root) flagging answers
-  whose code is llmlab's reference or the authored solution (see :mod:`llmlab.grading.similarity`).
+- ``autograded/<student>/<assignment>/`` (the notebook, with each test cell's output saying
+  what passed or what failed, and the submission's files and timestamp) and the gradebook:
+  each test cell's score, each answer cell's comment (its exercise's feedback), the late
+  penalty per the course's ``LateSubmissionPlugin.penalty_method`` and the assignment's due
+  date, ``needs_manual_grade`` for the cells an author marked for manual grading only, and the
+  similarity flag as the submitted notebook's ``flagged`` — so formgrader lists, opens and manually
+  grades submissions, and ``nbgrader generate_feedback``, ``release_feedback`` and ``export``
+  work unchanged;
+- ``similarity/<assignment>.json``: answers whose code is llmlab's reference or the authored
+  solution (:mod:`llmlab.grading.similarity`); regrading some students keeps the others' flags.
+
+A submission that cannot be graded (not a valid notebook, another chapter's) is marked: its
+autograded copy and feedback are removed, its scores set to 0 with the reason as comment, and
+it is flagged. Folders under ``submitted/`` of students the gradebook does not know are
+reported, not graded (add them with ``nbgrader db student add``).
 """
 
 from __future__ import annotations
 
-import html
 import json
+import shutil
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmlab.grading.assemble import GradingError, exercise_of, grade_id, is_solution, read_notebook
-from llmlab.grading.autograde import GradeReport, grade_against, learner_cells, reference
+from llmlab.grading.assemble import GradingError, exercise_of, is_solution, read_notebook
+from llmlab.grading.autograde import GradeReport, grade_against, judge_pool, learner_cells, reference
 from llmlab.grading.reference_run import resolve
 from llmlab.grading.sandbox import Workspace
 from llmlab.grading.similarity import similar, source_of
 
 
-def course_settings(course: Path) -> dict[str, str]:
-    """The directories and gradebook URL of the nbgrader course at ``course``."""
-    settings = {"source": "source", "submitted": "submitted", "feedback": "feedback",
-                "db_url": f"sqlite:///{course / 'gradebook.db'}"}
-    config_file = course / "nbgrader_config.py"
-    if config_file.exists():
-        from traitlets.config.loader import PyFileConfigLoader
+@dataclass
+class Course:
+    """An nbgrader course: its folder, its configuration and nbgrader's view of its folders."""
 
-        config = PyFileConfigLoader(config_file.name, path=str(course)).load_config()
-        cd = config.get("CourseDirectory", {})
-        for key, trait in (("source", "source_directory"), ("submitted", "submitted_directory"),
-                           ("feedback", "feedback_directory"), ("db_url", "db_url")):
-            if trait in cd:
-                settings[key] = str(cd[trait])
-    return settings
+    root: Path
+    config: Any        # traitlets Config, from the course's nbgrader_config.py
+    coursedir: Any     # nbgrader.coursedir.CourseDirectory
+
+    def path(self, step: str, student: str, assignment: str) -> Path:
+        """``<step>/<student>/<assignment>`` under the course (``step``: a CourseDirectory
+        folder trait, e.g. ``"submitted_directory"``), as nbgrader lays it out."""
+        folder = getattr(self.coursedir, step)
+        return Path(self.coursedir.format_path(folder, student, assignment))
+
+    def source(self, assignment: str) -> list[Path]:
+        return sorted(self.path("source_directory", ".", assignment).glob("*.ipynb"))
+
+    @contextmanager
+    def gradebook(self) -> Iterator[Any]:
+        from nbgrader.api import Gradebook
+
+        with quiet_sqlalchemy(), Gradebook(self.coursedir.db_url,
+                                           self.coursedir.course_id) as gb:
+            yield gb
 
 
-def grade_course(course: Path, assignment: str, timeout: int = 60,
+@contextmanager
+def quiet_sqlalchemy() -> Iterator[None]:
+    """nbgrader's models trigger SQLAlchemy warnings about its own relationships on every use;
+    they say nothing to an instructor."""
+    try:
+        from sqlalchemy.exc import SAWarning
+    except ImportError:  # pragma: no cover - nbgrader requires SQLAlchemy
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SAWarning)
+        yield
+
+
+def open_course(root: Path) -> Course:
+    """The course at ``root``, configured by its ``nbgrader_config.py`` (if any)."""
+    from nbgrader.coursedir import CourseDirectory
+    from traitlets.config import Config
+    from traitlets.config.loader import PyFileConfigLoader
+
+    root = Path(root).resolve()
+    if not root.is_dir():
+        raise GradingError(f"{root}: no such course folder")
+    config = Config()
+    if (root / "nbgrader_config.py").exists():
+        config = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
+    coursedir = CourseDirectory(config=config)
+    coursedir.root = str(root)
+    return Course(root, config, coursedir)
+
+
+def assignments_in(course: Course) -> list[str]:
+    """Every assignment of the course: the folders of ``source/`` that hold a notebook."""
+    source = Path(course.coursedir.format_path(course.coursedir.source_directory, ".", "."))
+    return sorted(p.name for p in source.iterdir() if p.is_dir() and any(p.glob("*.ipynb"))) \
+        if source.is_dir() else []
+
+
+def check_generated(course: Course, assignments: list[str]) -> None:
+    """GradingError, before anything is graded, for an assignment nbgrader has not generated."""
+    from nbgrader.api import MissingEntry
+
+    for name in assignments:
+        if not course.source(name):
+            raise GradingError(f"no authored notebook in "
+                               f"{course.path('source_directory', '.', name)}")
+    with course.gradebook() as gb:
+        for name in assignments:
+            try:
+                recorded = {nb.name for nb in gb.find_assignment(name).notebooks}
+            except MissingEntry:
+                recorded = set()
+            missing = sorted({p.stem for p in course.source(name)} - recorded)
+            if missing:
+                raise GradingError(
+                    f"the gradebook has no record of {name}/{missing[0]}.ipynb: run `nbgrader "
+                    f"generate_assignment {name}` in {course.root} first (it records the cells "
+                    "that grading scores), then grade again")
+
+
+def grade_course(course: Path, assignments: list[str] | None = None, timeout: int = 60,
                  students: list[str] | None = None) -> dict[str, Any]:
-    course = Path(course).resolve()
-    s = course_settings(course)
-    sources = sorted((course / s["source"] / assignment).glob("*.ipynb"))
-    if not sources:
-        raise GradingError(f"no authored notebook in {course / s['source'] / assignment}")
-    rows: list[dict[str, Any]] = []
-    flags: list[dict[str, Any]] = []
+    """Grade ``assignments`` (default: every assignment in ``source/``) of the course at
+    ``course``; only ``students`` if given. A summary per assignment (see the module doc)."""
+    c = open_course(Path(course))
+    names = assignments or assignments_in(c)
+    if not names:
+        raise GradingError(f"no assignment in {c.path('source_directory', '.', '.')}")
+    check_generated(c, names)
+    with c.gradebook() as gb:
+        known = {s.id for s in gb.students}
     with Workspace() as workspace:
-        for twin in sources:
-            authored = read_notebook(str(twin))
-            references = _references(twin, authored, workspace, timeout)
-            for folder in sorted((course / s["submitted"]).glob(f"*/{assignment}")):
-                student = folder.parent.name
-                if students and student not in students:
-                    continue
-                path = folder / twin.name
-                row: dict[str, Any] = {"student": student, "notebook": twin.name}
+        return {"course": str(c.root),
+                "assignments": [_grade_assignment(c, name, known, students, workspace, timeout)
+                                for name in names]}
+
+
+def _grade_assignment(c: Course, name: str, known: set[str], only: list[str] | None,
+                      workspace: Workspace, timeout: int) -> dict[str, Any]:
+    from llmlab.grading.autograded import mark_ungradable, write_autograded
+
+    submitted = sorted(p.name for p in Path(c.coursedir.format_path(
+        c.coursedir.submitted_directory, ".", ".")).glob("*")
+        if c.path("submitted_directory", p.name, name).is_dir())
+    if only:
+        submitted = [s for s in submitted if s in only]
+    unknown = [s for s in submitted if s not in known]
+    students = [s for s in submitted if s in known]
+    reports: dict[str, dict[str, GradeReport]] = {s: {} for s in students}
+    errors: dict[str, str] = {}
+    flags: list[dict[str, Any]] = []
+    authored_by_nb = {}
+    for twin in c.source(name):
+        authored = read_notebook(str(twin))
+        authored_by_nb[twin.stem] = authored
+        data = reference(twin, workspace, timeout)
+        references = _references(data, authored)
+        pool = judge_pool(workspace, data, timeout)
+        try:
+            for student in students:
+                path = c.path("submitted_directory", student, name) / twin.name
+                if student in errors or not path.exists():
+                    continue  # a missing notebook scores 0 (nbgrader's rule)
                 try:
                     learner = read_notebook(str(path))
-                    report = grade_against(learner, twin.name, twin, authored, workspace, timeout)
+                    reports[student][twin.stem] = grade_against(
+                        learner, twin.name, twin, authored, workspace, timeout, pool=pool)
                 except GradingError as exc:
-                    row.update(score=0.0, max_score=0.0, error=str(exc))
-                    rows.append(row)
+                    errors[student] = str(exc)
                     continue
-                row.update(score=report.score, max_score=report.max_score)
-                rows.append(row)
-                _write_gradebook(s["db_url"], assignment, twin.stem, student, authored, report)
-                _write_feedback(course / s["feedback"] / student / assignment /
-                                f"{twin.stem}.html", student, report)
                 for exercise, matches in _similarity(learner, authored, references).items():
                     flags.append({"student": student, "notebook": twin.name,
                                   "exercise": exercise, "matches": ", ".join(matches)})
-    report_path = course / s["feedback"] / f"{assignment}-similarity.json"
-    report_path.parent.mkdir(parents=True, exist_ok=True)
-    report_path.write_text(json.dumps(flags, indent=2))
-    return {"assignment": assignment, "students": rows, "similarity": flags}
+        finally:
+            pool.close()
+    rows = []
+    for student in students:
+        if student in errors:
+            mark_ungradable(c, name, student, errors[student])
+        else:
+            flagged = {Path(f["notebook"]).stem for f in flags if f["student"] == student}
+            errors_here = write_autograded(c, name, student, reports[student], authored_by_nb,
+                                           flagged)
+            if errors_here:
+                errors[student] = errors_here
+        rows.append(_row(c, name, student, reports[student], errors.get(student)))
+    similarity = _save_similarity(c, name, flags, regraded=set(students))
+    return {"assignment": name, "students": rows, "unknown_students": unknown,
+            "similarity": similarity}
 
 
-def _references(twin: Path, authored: Any, workspace: Workspace, timeout: int) -> dict[str, dict[str, str]]:
+def _row(c: Course, name: str, student: str, reports: dict[str, GradeReport],
+         error: str | None) -> dict[str, Any]:
+    from nbgrader.api import MissingEntry
+
+    row: dict[str, Any] = {"student": student}
+    with c.gradebook() as gb:
+        try:
+            sub = gb.find_submission(name, student)
+        except MissingEntry:
+            sub = None
+        if sub is not None:
+            row.update(score=sub.score - (sub.late_submission_penalty or 0.0),
+                       raw_score=sub.score, max_score=sub.max_score,
+                       late_penalty=sub.late_submission_penalty or 0.0,
+                       timestamp=sub.timestamp.isoformat() if sub.timestamp else None,
+                       flagged=any(nb.flagged for nb in sub.notebooks))
+    row["exercises"] = {e.id: e.score for r in reports.values() for e in r.exercises}
+    if error:
+        row["error"] = error
+    return row
+
+
+def _save_similarity(c: Course, name: str, flags: list[dict[str, Any]],
+                     regraded: set[str]) -> list[dict[str, Any]]:
+    """The assignment's similarity report: this run's flags, and the earlier ones of students
+    not regraded now."""
+    path = c.root / "similarity" / f"{name}.json"
+    try:
+        earlier = json.loads(path.read_text()) if path.exists() else []
+    except ValueError:
+        earlier = []
+    kept = [f for f in earlier if isinstance(f, dict) and f.get("student") not in regraded]
+    merged = sorted(kept + flags, key=lambda f: (f["student"], f["notebook"], f["exercise"]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(merged, indent=2))
+    return merged
+
+
+def remove_outputs(c: Course, name: str, student: str) -> None:
+    """The student's autograded copy and feedback of ``name`` (stale once regraded)."""
+    for step in ("autograded_directory", "feedback_directory"):
+        folder = c.path(step, student, name)
+        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            folder.parent.rmdir()  # the student's folder, when that was all it held
+        except OSError:
+            pass
+
+
+def _references(data: dict[str, Any], authored: Any) -> dict[str, dict[str, str]]:
     """Per exercise: label -> source of llmlab's references it blocks and of the authored answer."""
-    data = reference(twin, workspace, timeout)
     out: dict[str, dict[str, str]] = {}
     for exercise, tests in data["exercises"].items():
         refs = out.setdefault(exercise, {})
@@ -113,38 +279,3 @@ def _similarity(learner: Any, authored: Any, references: dict[str, dict[str, str
             if hits:
                 flagged.setdefault(cell.exercise, []).extend(hits)
     return flagged
-
-
-def _write_gradebook(db_url: str, assignment: str, notebook: str, student: str, authored: Any,
-                     report: GradeReport) -> None:
-    from nbgrader.api import Gradebook, MissingEntry
-
-    verdicts = {e.id: e for e in report.exercises}
-    with Gradebook(db_url) as gb:
-        gb.update_or_create_student(student)
-        try:
-            gb.find_submission(assignment, student)
-        except MissingEntry:
-            gb.add_submission(assignment, student)
-        for cell in authored.cells:
-            gid = grade_id(cell)
-            meta = cell.get("metadata", {}).get("nbgrader", {})
-            if not gid or is_solution(cell) or not meta.get("grade"):
-                continue
-            grade = gb.find_grade(gid, notebook, assignment, student)
-            passed = exercise_of(cell) in verdicts and gid in report.passed_cells
-            grade.auto_score = float(meta.get("points") or 0) if passed else 0.0
-        gb.db.commit()
-
-
-def _write_feedback(path: Path, student: str, report: GradeReport) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rows = "".join(
-        f"<tr><td>{html.escape(e.id)}</td><td>{e.score:g}</td><td>{e.max_score:g}</td>"
-        f"<td><pre>{html.escape(e.feedback)}</pre></td></tr>" for e in report.exercises)
-    path.write_text(
-        f"<!doctype html><meta charset='utf-8'><title>{html.escape(report.notebook)}</title>"
-        f"<h1>{html.escape(report.notebook)} — {html.escape(student)}</h1>"
-        f"<p>{report.score:g} / {report.max_score:g} points</p>"
-        f"<table border='1'><tr><th>exercise</th><th>points</th><th>max</th><th>feedback</th></tr>"
-        f"{rows}</table>")

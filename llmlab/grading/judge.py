@@ -91,7 +91,6 @@ class JudgeRecorder:
         return k, entries[k]
 
     def _out(self, k: int, j: Any, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        from llmlab.grading.checks import _describe_error
         from llmlab.grading.record import encode
 
         try:
@@ -99,10 +98,7 @@ class JudgeRecorder:
             self.emit({"cell": self.cell, "call": k, "case": j, "what": what, "got": encode(value)})
             return value
         except Exception as exc:
-            try:
-                text = _describe_error(exc)
-            except Exception:
-                text = f"raised {type(exc).__name__}"
+            text = error_text(exc)
             self.emit({"cell": self.cell, "call": k, "case": j, "what": what, "error": text,
                        "type": type(exc).__name__})
             return _FAILED
@@ -154,9 +150,25 @@ class JudgeRecorder:
 _FAILED = object()
 
 
+NOT_IMPLEMENTED = ("not implemented yet: the answer still raises NotImplementedError "
+                   "(replace that line with your code).")
+
+
+def error_text(exc: BaseException) -> str:
+    """What the feedback says of an exception raised by the learner's code, in the grader's
+    words (a learner's notebook shows the answer cell's stub, not its authoring markers)."""
+    from llmlab.grading.checks import _describe_error
+
+    if isinstance(exc, NotImplementedError):
+        return NOT_IMPLEMENTED
+    try:
+        return _describe_error(exc)
+    except Exception:
+        return f"raised {type(exc).__name__}"
+
+
 def run_tests(ns: dict[str, Any], tests: list[tuple[str, types.CodeType]], recorder: JudgeRecorder,
               emit: Any, cell_seconds: float) -> None:
-    from llmlab.grading.checks import _describe_error
     from llmlab.grading.reference_run import seed_cell
 
     for gid, code in tests:
@@ -167,10 +179,7 @@ def run_tests(ns: dict[str, Any], tests: list[tuple[str, types.CodeType]], recor
         try:
             exec(code, ns)
         except BaseException as exc:  # noqa: BLE001 - a test cell's failure is a verdict
-            try:
-                text = _describe_error(exc) if isinstance(exc, Exception) else type(exc).__name__
-            except Exception:
-                text = type(exc).__name__
+            text = error_text(exc) if isinstance(exc, Exception) else type(exc).__name__
             emit({"cell": gid, "error": text})
             continue
         emit({"cell": gid, "done": True})
@@ -231,7 +240,22 @@ def serve(sock_fd: int, preload: list[str]) -> None:
         os.close(fds[0])
         sock.sendall(json.dumps({"pid": pid}).encode() + b"\n")
         _, status = os.waitpid(pid, 0)
+        _empty_cwd()  # nothing a job wrote reaches the next (in a class, another student's)
         sock.sendall(json.dumps({"exit": os.waitstatus_to_exitcode(status)}).encode() + b"\n")
+
+
+def _empty_cwd() -> None:
+    """Remove everything in the server's working directory (its scratch directory)."""
+    import shutil
+
+    for entry in os.scandir("."):
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            try:
+                os.unlink(entry.path)
+            except OSError:
+                pass
 
 
 def _recv_exactly(sock: Any, n: int) -> bytes:

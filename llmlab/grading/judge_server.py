@@ -6,8 +6,8 @@ grading worker; the server imports once and forks a child per job, so each exerc
 in a process of its own that no other exercise's code has touched, but starts in milliseconds.
 
 ``run(job, timeout)`` returns what the judge wrote and how it ended: ``(records bytes, exit
-status or None, timed out)``. A job that runs past ``timeout`` is killed by pid (the grader can:
-the child is in the grader's PID namespace); a server that dies is restarted for the next job.
+status or None, timed out)``. A job that runs past ``timeout`` is killed with its server, and a
+server that dies is restarted for the next job.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import json
 import os
 import pickle
 import select
-import signal
 import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -95,11 +95,11 @@ class JudgeServer:
             if w >= 0:
                 os.close(w)
             os.close(r)
-        if isinstance(pid, int) and timed_out:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+        if timed_out:
+            # Kill the job with its server (in a PID namespace of its own, the pid the server
+            # reports is not one the grader can signal); the next job starts a fresh server.
+            self.close()
+            return raw, None, True
         ended = self._line(time.monotonic() + REAP_SECONDS) if isinstance(pid, int) else None
         status = ended.get("exit") if ended else None
         if not isinstance(status, int):
@@ -115,6 +115,39 @@ class JudgeServer:
             kill(self.proc)
             self.workspace.unregister(self.proc)
             self.proc = None
+
+
+class JudgePool:
+    """Judge servers shared by the grades of one chapter (a class, or one notebook's exercises):
+    each grading worker borrows a server for a job and gives it back, so a server's start (the
+    interpreter, torch, the chapter's modules) is paid once per worker, not once per student.
+    Every job still runs in a fresh child of its server."""
+
+    def __init__(self, workspace: Workspace, limits: Limits, readonly: list[Path],
+                 preload: list[str] = ()) -> None:
+        self.workspace, self.limits, self.readonly = workspace, limits, readonly
+        self.preload = list(preload)
+        self._free: list[JudgeServer] = []
+        self._all: list[JudgeServer] = []
+        self._lock = threading.Lock()
+
+    def acquire(self) -> JudgeServer:
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+            server = JudgeServer(self.workspace, self.limits, self.readonly, self.preload)
+            self._all.append(server)
+            return server
+
+    def release(self, server: JudgeServer) -> None:
+        with self._lock:
+            self._free.append(server)
+
+    def close(self) -> None:
+        with self._lock:
+            for server in self._all:
+                server.close()
+            self._all, self._free = [], []
 
 
 def _read_until_eof(fd: int, deadline: float) -> tuple[bytes, bool]:

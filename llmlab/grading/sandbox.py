@@ -11,10 +11,24 @@
   files — exceeding one fails cleanly (``MemoryError``, ``SIGXCPU``, ``EAGAIN``, ``EFBIG``);
 - with a minimal environment (no variable of the grader's is inherited: no tokens, no keys);
 - in an empty scratch directory (no solutions in reach of a relative path);
-- without network, in a new network namespace, and with the repository, the interpreter and the
-  grader's files read-only (a mount namespace), when the kernel allows unprivileged user
-  namespaces (``unshare --user --net --mount``); when it does not, the process has the host's
-  network and file system, :func:`network_isolated` says so and the grade report records it.
+- where the kernel allows unprivileged user namespaces, in namespaces of its own (see
+  :func:`isolation`): without network, with its own process IDs and ``/proc`` (no other process
+  is visible, so no other process's memory, environment, descriptors or root), and in a private
+  root file system that holds only the system directories, the interpreter, the ``llmlab``
+  package (all read-only) and its scratch directory — not the home directory, the repository's
+  ``solutions/`` or ``tests/``, the grader's temporary files or caches, nor anything else; the
+  mounts are locked (the process has no privilege left to undo them). Where a private root
+  cannot be built, the repository, the interpreter and the grader's files are read-only and the
+  rest of the file system is visible; without user namespaces, the process has the host's
+  network and file system (:func:`network_isolated` and :func:`files_isolated` say which, and
+  the grade report records it).
+
+Each of these is a feature of the platform, checked before it is used (:func:`features`);
+where one is missing, grading still runs, with the weaker guarantee :func:`weaker_guarantees`
+states (and the grade report records): off Linux, judges get no namespaces (the machine's
+network and files), no cgroup, no ``PR_SET_PDEATHSIG`` (the workspace's watchdog still kills
+them when the grader dies) and the grader stays dumpable; without ``resource``, no resource
+limit (the time limits, kept by the grader, still stop a judge).
 
 ``Workspace`` is the grader's temporary directory; a small watchdog process removes it (and
 kills the sandboxes still registered in it) when the grader exits, even by ``SIGKILL``.
@@ -24,14 +38,19 @@ from __future__ import annotations
 
 import functools
 import os
-import resource
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+try:
+    import resource
+except ImportError:  # not a POSIX system: no resource limits (see weaker_guarantees)
+    resource = None  # type: ignore[assignment]
 
 GiB = 1 << 30
 
@@ -53,24 +72,183 @@ class Limits:
 _RO_SCRIPT = ('while [ "$1" != "--" ]; do mount --bind "$1" "$1" && '
               'mount -o remount,bind,ro "$1" || exit 97; shift; done; shift; exec "$@"')
 
+# Builds the private root on the empty directory $1 (a tmpfs, in the new mount namespace), with a
+# fresh /proc (of the new PID namespace), /tmp and /dev/shm, the device nodes and directories its
+# entries name, and the scratch directory $2; pivots into it, detaches the old root, and execs
+# the rest of its arguments. Entries: "r PATH FLAGS" (read-only, keeping the mount's locked
+# FLAGS), "w PATH" (writable), "l PATH TARGET" (a symlink), "d PATH" (a device node).
+_PRIVATE_ROOT_SCRIPT = r"""set -e
+new=$1; scratch=$2; shift 2
+saved=$PATH; PATH=/usr/sbin:/sbin:$PATH
+mount -t tmpfs -o mode=755 llmlab-judge "$new"
+mkdir -p "$new/proc" "$new/tmp" "$new/dev/shm" "$new/.old"
+mount -t proc -o nosuid,nodev,noexec proc "$new/proc"
+mount -t tmpfs -o mode=1777,size=64m tmpfs "$new/tmp"
+mount -t tmpfs -o mode=1777,size=64m tmpfs "$new/dev/shm"
+ln -s /proc/self/fd "$new/dev/fd"
+while [ "$1" != "--" ]; do
+  kind=$1; path=$2; shift 2
+  case $kind in
+    l) mkdir -p "$new$(dirname "$path")"; ln -s "$1" "$new$path"; shift ;;
+    r) mkdir -p "$new$path"; mount --rbind "$path" "$new$path"
+       mount -o "remount,bind,ro$1" "$new$path"; shift ;;
+    w) mkdir -p "$new$path"; mount --rbind "$path" "$new$path" ;;
+    d) mkdir -p "$new$(dirname "$path")"; touch "$new$path"; mount --bind "$path" "$new$path" ;;
+  esac
+done
+shift
+cd "$new"
+pivot_root . .old
+umount -l /.old
+rmdir /.old
+mount -o remount,bind,ro /
+cd "$scratch"
+PATH=$saved
+exec "$@"
+"""
+
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc",
+               "/sys/devices/system/cpu", "/sys/devices/system/node")
+DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
+_LOCKED_FLAGS = ("nosuid", "nodev", "noexec", "noatime", "nodiratime", "relatime")
+
+
+def _unshare() -> str | None:
+    """util-linux's ``unshare`` (Linux only), or None."""
+    return shutil.which("unshare") if sys.platform.startswith("linux") else None
+
+
+def _prlimit() -> str | None:
+    """util-linux's ``prlimit`` (sets RLIMIT_NPROC inside a user namespace), or None."""
+    return shutil.which("prlimit") if sys.platform.startswith("linux") else None
+
+
+def _prctl():  # noqa: ANN202 - a ctypes function
+    """libc's ``prctl`` (Linux only), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
 
 def _namespace_cmd(readonly: list[str]) -> list[str]:
-    unshare = shutil.which("unshare") or "unshare"
+    unshare = _unshare() or "unshare"
     return [unshare, "--user", "--map-root-user", "--net", "--mount", "--", "sh", "-c", _RO_SCRIPT,
             "sh", *readonly, "--"]
 
 
-@functools.lru_cache(maxsize=1)
+def _mount_flags(path: Path) -> str:
+    """",nosuid,nodev,..." — the per-mount flags of the mount holding ``path`` (a remount in a
+    user namespace must keep them)."""
+    best, flags = "", ""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    for line in lines:
+        fields = line.split()
+        point = fields[4].replace("\\040", " ")
+        inside = str(path) == point or str(path).startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best = point
+            flags = "".join("," + f for f in fields[5].split(",") if f in _LOCKED_FLAGS)
+    return flags
+
+
+def judge_view() -> list[Path]:
+    """What a judge sees besides the system directories: the interpreter and ``llmlab``."""
+    import llmlab
+
+    paths = [Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix),
+             Path(sys.base_exec_prefix), Path(sys.executable).parent, Path(llmlab.__file__).parent]
+    return sorted({q for p in paths for q in (p.absolute(), p.resolve())})
+
+
+def _private_root_entries(scratch: Path) -> list[str]:
+    entries: list[str] = []
+    bound: list[Path] = []
+
+    def covered(p: Path) -> bool:
+        return any(p == b or b in p.parents for b in bound)
+
+    for name in SYSTEM_DIRS:
+        path = Path(name)
+        if path.is_symlink():
+            entries += ["l", name, os.readlink(path)]
+        elif path.is_dir():
+            entries += ["r", name, _mount_flags(path)]
+            bound.append(path)
+    for path in judge_view():
+        if path.is_dir() and not covered(path):
+            entries += ["r", str(path), _mount_flags(path.resolve())]
+            bound.append(path)
+    for name in DEVICES:
+        if Path(name).exists():
+            entries += ["d", name]
+    return [*entries, "w", str(scratch)]
+
+
+def _private_root_cmd(scratch: Path, processes: int) -> list[str]:
+    """The command prefix that runs a command in a private root (see the module doc)."""
+    unshare = _unshare() or "unshare"
+    new_root = scratch.with_name(scratch.name + ".root")
+    new_root.mkdir(exist_ok=True)
+    inner = [unshare, "--user", "--mount", "--"]  # drops every privilege; locks the mounts
+    prlimit = _prlimit()
+    if prlimit:
+        inner += [prlimit, f"--nproc={processes}", "--"]
+    return [unshare, "--user", "--map-root-user", "--net", "--mount", "--pid", "--fork",
+            "--kill-child", "--", "sh", "-c", _PRIVATE_ROOT_SCRIPT, "sh", str(new_root),
+            str(scratch), *_private_root_entries(scratch), "--", *inner]
+
+
 def network_isolated() -> bool:
     """Whether processes can be started without network and with read-only paths (unprivileged
     user, network and mount namespaces)."""
-    if not shutil.which("unshare") or not sys.platform.startswith("linux"):
-        return False
+    return _unshare() is not None and _namespaces_work()
+
+
+@functools.lru_cache(maxsize=1)
+def _namespaces_work() -> bool:
     probe = tempfile.mkdtemp(prefix="llmlab-probe-")
     try:
         proc = subprocess.run([*_namespace_cmd([probe]), "sh", "-c", f"! touch {probe}/x"],
                               capture_output=True, timeout=20)
         return proc.returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+
+
+def files_isolated() -> bool:
+    """Whether sandboxes get a private root (see the module doc): the files a judge can read are
+    then the system directories, the interpreter, ``llmlab`` and its scratch directory only."""
+    return network_isolated() and _private_root_works()
+
+
+@functools.lru_cache(maxsize=1)
+def _private_root_works() -> bool:
+    probe = Path(tempfile.mkdtemp(prefix="llmlab-probe-"))
+    try:
+        scratch = probe / "scratch"
+        scratch.mkdir()
+        (probe / "secret").write_text("")
+        check = (f"test ! -e {probe / 'secret'} && test $$ = 1 && test ! -e /proc/2 && "
+                 f"touch here && ! touch /usr/llmlab-probe 2>/dev/null && echo isolated")
+        drop = drops_privileges()
+        if drop:
+            for path in (probe, scratch):
+                os.chown(path, NOBODY, NOBODY)
+        proc = subprocess.run([*_private_root_cmd(scratch, 64), "sh", "-c", check], cwd=scratch,
+                              capture_output=True, timeout=30,
+                              preexec_fn=_become_nobody if drop else None)
+        return proc.returncode == 0 and proc.stdout.strip() == b"isolated" and \
+            (scratch / "here").exists()
     except (OSError, subprocess.TimeoutExpired):
         return False
     finally:
@@ -185,7 +363,32 @@ def remove_group(group: Path, rounds: int = 50) -> None:
             time.sleep(0.02)
 
 
-def _preexec(limits: Limits, drop: bool, group: Path | None) -> None:
+_RLIMITS = (("RLIMIT_AS", "memory_bytes"), ("RLIMIT_CPU", "cpu_seconds"),
+            ("RLIMIT_FSIZE", "file_bytes"), ("RLIMIT_NOFILE", "open_files"))
+
+
+def rlimits() -> list[str]:
+    """The ``Limits`` fields this platform's ``setrlimit`` enforces on a sandbox."""
+    if resource is None:
+        return []
+    return [field for name, field in _RLIMITS if hasattr(resource, name)]
+
+
+def _set_rlimits(limits: Limits) -> None:
+    if resource is None:
+        return
+    for name, field in _RLIMITS:
+        which = getattr(resource, name, None)
+        if which is None:
+            continue
+        value = getattr(limits, field)
+        _, hard = resource.getrlimit(which)
+        if hard != resource.RLIM_INFINITY:
+            value = min(value, hard)  # an unprivileged process cannot raise its hard limit
+        resource.setrlimit(which, (value, value))
+
+
+def _preexec(limits: Limits, drop: bool, group: Path | None, prctl) -> None:  # noqa: ANN001
     os.setsid()
     if group is not None:  # join before dropping privileges: root may write cgroup.procs
         fd = os.open(group / "cgroup.procs", os.O_WRONLY)
@@ -193,17 +396,9 @@ def _preexec(limits: Limits, drop: bool, group: Path | None) -> None:
             os.write(fd, b"0")
         finally:
             os.close(fd)
-    for which, value in ((resource.RLIMIT_AS, limits.memory_bytes),
-                         (resource.RLIMIT_CPU, limits.cpu_seconds),
-                         (resource.RLIMIT_FSIZE, limits.file_bytes),
-                         (resource.RLIMIT_NOFILE, limits.open_files)):
-        resource.setrlimit(which, (value, value))
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
+    _set_rlimits(limits)
+    if prctl is not None:
+        prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
     if drop:
         _become_nobody()
 
@@ -212,22 +407,30 @@ def launch(cmd: list[str], cwd: Path, env: dict[str, str], limits: Limits,
            readonly: list[Path] = (), **popen: object) -> subprocess.Popen:  # type: ignore[assignment]
     """Start ``cmd`` sandboxed (see the module doc). The caller must :func:`kill` it.
 
-    ``readonly``: paths made read-only for the process (where namespaces are available).
+    ``readonly``: paths made read-only for the process where a private root is unavailable but
+    namespaces are (in a private root, everything but ``cwd`` is read-only, and only
+    :func:`judge_view` and the system directories exist).
     """
-    if network_isolated():
+    if files_isolated():
+        cmd = [*_private_root_cmd(cwd, limits.processes), *cmd]
+    elif network_isolated():
         # RLIMIT_NPROC counts the processes of a user; inside a fresh user namespace those are
         # the sandbox's own, so it is set there (by prlimit, after the namespace exists).
-        prlimit = shutil.which("prlimit")
+        prlimit = _prlimit()
         inner = [prlimit, f"--nproc={limits.processes}", "--", *cmd] if prlimit else cmd
         paths = [str(p) for p in readonly if Path(p).exists()]
         cmd = [*_namespace_cmd(paths), *inner]
+    if os.name != "posix":
+        raise OSError("grading runs learners' code on a POSIX system (Linux, macOS) only: "
+                      f"this one is {sys.platform}")
     drop = drops_privileges()
     if drop:
         os.chown(cwd, NOBODY, NOBODY)
     group = new_group(limits.processes)
     try:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env,
-                                preexec_fn=functools.partial(_preexec, limits, drop, group),
+                                preexec_fn=functools.partial(_preexec, limits, drop, group,
+                                                             _prctl()),
                                 **popen)  # type: ignore[call-overload]
     except BaseException:
         if group is not None:
@@ -238,9 +441,58 @@ def launch(cmd: list[str], cwd: Path, env: dict[str, str], limits: Limits,
 
 
 def process_limit_binds() -> bool:
-    """Whether a sandbox's process limit is enforced by the kernel here: RLIMIT_NPROC binds any
-    user but root (and root's sandboxes run as ``nobody`` where they can), a cgroup binds all."""
-    return os.geteuid() != 0 or drops_privileges() or cgroup_parent() is not None
+    """Whether a sandbox's process limit is enforced by the kernel here: a cgroup binds all;
+    RLIMIT_NPROC, set inside the sandbox's user namespace (by ``prlimit``), binds any user but
+    root (and root's sandboxes run as ``nobody`` where they can)."""
+    if cgroup_parent() is not None:
+        return True
+    return network_isolated() and _prlimit() is not None and \
+        (os.geteuid() != 0 or drops_privileges())
+
+
+def features() -> dict[str, object]:
+    """Which of the sandbox's platform features this machine has (see the module doc)."""
+    return {"namespaces": network_isolated(), "private_root": files_isolated(),
+            "cgroups": cgroup_parent() is not None, "process_limit": process_limit_binds(),
+            "resource_limits": rlimits(), "pdeathsig": _prctl() is not None,
+            "undumpable": _prctl() is not None}
+
+
+def weaker_guarantees() -> list[str]:
+    """What a judge can do here that it could not on a Linux machine with every feature: one
+    sentence per missing feature (empty when nothing is missing)."""
+    have = features()
+    notes = []
+    if not have["namespaces"]:
+        notes.append("answers ran with this machine's network and could read every file its "
+                     "user can (no unprivileged user namespaces here), including the authored "
+                     "notebooks in solutions/; the reference cache stayed in the grader's memory.")
+    elif not have["private_root"]:
+        notes.append("answers could read this machine's files (no private root for the judges "
+                     "here), including the authored notebooks in solutions/; the reference cache "
+                     "stayed in the grader's memory.")
+    if not have["process_limit"]:
+        notes.append("the process limit is not enforced here (no cgroup, and no RLIMIT_NPROC "
+                     "that binds); only the audit hook stopped new processes.")
+    missing = [f for f in ("memory_bytes", "cpu_seconds", "file_bytes", "open_files")
+               if f not in have["resource_limits"]]
+    if missing:
+        notes.append(f"no kernel limit on {', '.join(missing)} here (no setrlimit); only the "
+                     "grader's time limits stopped a judge.")
+    if not have["pdeathsig"]:
+        notes.append("judges do not die with the grader here (no PR_SET_PDEATHSIG); the "
+                     "workspace's watchdog kills them when it exits.")
+    if not have["undumpable"] and not have["private_root"] and Path("/proc/self").exists():
+        notes.append("the grader could not make itself undumpable (no prctl): a judge of the "
+                     "same user could read its memory through /proc.")
+    return notes
+
+
+def report(limits: Limits) -> dict[str, object]:
+    """What a grade report records about the sandbox its judges ran in."""
+    return {"network_isolated": network_isolated(), "files_isolated": files_isolated(),
+            "process_limit_enforced": process_limit_binds(), "limits": limits.to_dict(),
+            "features": features(), "notes": weaker_guarantees()}
 
 
 def protected_paths() -> list[Path]:
@@ -301,10 +553,43 @@ finally:
 """
 
 
+_UNDUMPABLE = {"depth": 0, "before": None}
+_UNDUMPABLE_LOCK = threading.Lock()
+
+
+def _dumpable(value: int | None = None) -> int | None:
+    """``prctl(PR_GET_DUMPABLE)``, or ``PR_SET_DUMPABLE`` to ``value``; None where unavailable."""
+    prctl = _prctl()
+    if prctl is None:
+        return None
+    return prctl(3, 0, 0, 0, 0) if value is None else prctl(4, value, 0, 0, 0)
+
+
+def _undumpable(enter: bool) -> None:
+    """While a workspace is open, the grader is not dumpable: its memory, environment, open
+    files and root under ``/proc/<pid>`` are out of reach of processes of its own user (a judge
+    without a PID namespace of its own), which would need ``CAP_SYS_PTRACE``."""
+    if _prctl() is None:
+        return
+    with _UNDUMPABLE_LOCK:
+        if enter:
+            if _UNDUMPABLE["depth"] == 0:
+                _UNDUMPABLE["before"] = _dumpable()
+                _dumpable(0)
+            _UNDUMPABLE["depth"] += 1
+        else:
+            _UNDUMPABLE["depth"] -= 1
+            if _UNDUMPABLE["depth"] == 0 and _UNDUMPABLE["before"]:
+                _dumpable(int(_UNDUMPABLE["before"]))
+
+
 class Workspace:
-    """A temporary directory removed when the grader exits — normally, or killed."""
+    """A temporary directory removed when the grader exits — normally, or killed. While it is
+    open, the grader's own process is not dumpable (:func:`_undumpable`)."""
 
     def __init__(self, prefix: str = "llmlab-grade-") -> None:
+        _undumpable(True)
+        self._open = True
         self.root = Path(tempfile.mkdtemp(prefix=prefix))
         (self.root / "pids").mkdir()
         self._watchdog = subprocess.Popen(
@@ -324,6 +609,9 @@ class Workspace:
         (self.root / "pids" / str(proc.pid)).unlink(missing_ok=True)
 
     def close(self) -> None:
+        if self._open:
+            self._open = False
+            _undumpable(False)
         if self._watchdog.stdin:
             self._watchdog.stdin.close()  # the watchdog cleans up and exits
         try:

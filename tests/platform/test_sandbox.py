@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,6 +17,8 @@ from llmlab.grading.sandbox import (
     Limits,
     Workspace,
     cgroup_parent,
+    files_isolated,
+    judge_view,
     kill,
     launch,
     minimal_env,
@@ -84,15 +88,18 @@ def test_a_process_that_left_the_session_is_killed_with_its_cgroup():
                        "    print(os.getpid(), flush=True)\n    time.sleep(600)\n"
                        "time.sleep(600)\n"], scratch, minimal_env(scratch), Limits(),
                       stdout=subprocess.PIPE)
-        escaped = int(proc.stdout.readline())
+        proc.stdout.readline()  # the child has left the session (its pid is the sandbox's own)
         group = proc.cgroup
-        assert str(escaped) in (group / "cgroup.procs").read_text()
+        members = [int(p) for p in (group / "cgroup.procs").read_text().split()]
+        escaped = [p for p in members if os.getsid(p) != os.getsid(proc.pid)]
+        assert escaped, "the child that called setsid() is not in the sandbox's cgroup"
         kill(proc)
         assert not group.exists()
-        with pytest.raises(ProcessLookupError):
-            for _ in range(100):  # killed; reaped by init soon after
-                os.kill(escaped, 0)
-                time.sleep(0.05)
+        for pid in escaped:
+            with pytest.raises(ProcessLookupError):
+                for _ in range(100):  # killed; reaped by init soon after
+                    os.kill(pid, 0)
+                    time.sleep(0.05)
 
 
 def test_environment_is_minimal_and_cwd_is_empty(monkeypatch):
@@ -129,3 +136,52 @@ def test_workspace_is_removed_when_its_owner_is_killed(tmp_path):
     while root.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not root.exists()
+
+
+@pytest.mark.skipif(not files_isolated(), reason="no private root for sandboxes here "
+                    "(needs unprivileged user, mount and PID namespaces)")
+def test_what_a_judge_can_read(tmp_path):
+    """A sandbox sees the system directories, the interpreter and llmlab (read-only), its own
+    scratch directory and its own processes — nothing else: not the home directory, the
+    repository's solutions/ and tests/, the grading cache, the grader's temporary files or any
+    other process (no /proc/<pid>/root, environ or mem of the grader) — and cannot undo that."""
+    secret = tmp_path / "secret.json"
+    secret.write_text('{"expected": 1}')
+    view = [str(p) for p in judge_view()]
+    code = f"""
+import json, os, subprocess, sys
+seen = {{"pids": sorted(p for p in os.listdir("/proc") if p.isdigit()), "ppid": os.getppid()}}
+system = ("/proc", "/sys", "/usr", "/etc", "/dev") + tuple({view!r})
+files = []
+for d, dirs, names in os.walk("/"):
+    if d.startswith(system):
+        dirs[:] = []
+        continue
+    files += [os.path.join(d, n) for n in names]
+seen["files"] = files
+seen["exists"] = [p for p in {[str(secret), str(REPO / "solutions"), str(REPO / "tests"),
+                                 str(Path.home() / ".cache"), "/proc/{os.getpid()}/root"]!r}
+                  if os.path.exists(p)]
+writable = []
+for p in ("/", "/usr", {str(REPO / "llmlab")!r}, {view[0]!r}):
+    try:
+        open(os.path.join(p, "llmlab-tamper"), "w").close()
+        writable.append(p)
+    except OSError:
+        pass
+seen["writable"] = writable
+undo = [subprocess.run(c, capture_output=True).returncode for c in
+        (["umount", "-l", "/usr"], ["mount", "-o", "remount,rw", "/"],
+         ["unshare", "--user", "--map-root-user", "--mount", "true"])]
+seen["undo"] = undo
+print(json.dumps(seen))
+"""
+    rc, out = probe(code)
+    assert rc == 0, out
+    seen = json.loads(out.splitlines()[-1])
+    assert seen["pids"] == ["1"] and seen["ppid"] == 0
+    assert seen["exists"] == []
+    assert seen["writable"] == [] and 0 not in seen["undo"]
+    # every file outside the system directories and the interpreter is the sandbox's own
+    assert all(f.startswith(tempfile.gettempdir()) and "/probe-" in f for f in seen["files"]), \
+        seen["files"]

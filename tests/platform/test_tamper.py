@@ -288,11 +288,13 @@ def _cgroups_of(pids: list[int]) -> list[Path]:
 
 
 def _judges_in(folder: Path) -> list[int]:
-    """Processes whose working directory is under ``folder`` (the grader's judges)."""
+    """Processes whose working directory is in a grader's workspace under ``folder`` (its
+    judges; not the probes that test what sandboxes the machine allows)."""
     found = []
     for proc in Path("/proc").iterdir():
         try:
-            if proc.name.isdigit() and str(folder) in os.readlink(proc / "cwd"):
+            cwd = os.readlink(proc / "cwd")
+            if proc.name.isdigit() and str(folder) in cwd and "/llmlab-grade-" in cwd:
                 found.append(int(proc.name))
         except OSError:
             continue
