@@ -126,7 +126,7 @@ def bench_grpo(s, tok, hf_tok, hf, ours, tmp):
     eos = tok.special_ids["<|endoftext|>"]
     ids = torch.tensor([tok.encode(p)[-6:] for p in prompts])
     g = al.GRPOTrainer(copy.deepcopy(ours), al.GRPOConfig(group_size=s["group"], max_new_tokens=s["new"],
-                                                          lr=1e-5, beta=0.0), eos_id=eos)
+                                                          lr=1e-5, beta=0.0), eos_token_id=eos)
     fn = al.text_reward(reward, tok)
     return measure(lambda: g.step(ids, fn), s["repeat"]), trl_time
 
@@ -136,7 +136,7 @@ def bench_ppo(s, tok, ours):
 
     eos = tok.special_ids["<|endoftext|>"]
     ids = torch.tensor([tok.encode(p)[-6:] for p in PROMPTS[: s["prompts"]]]).repeat(s["group"], 1)
-    tr = al.PPOTrainer(copy.deepcopy(ours), al.PPOConfig(max_new_tokens=s["new"]), eos_id=eos)
+    tr = al.PPOTrainer(copy.deepcopy(ours), al.PPOConfig(max_new_tokens=s["new"]), eos_token_id=eos)
     fn = al.text_reward(al.return_statement_reward, tok)
     return measure(lambda: tr.step(ids, fn), s["repeat"])
 
@@ -148,7 +148,7 @@ def reward_per_minute(s, book, tok):
     ids = torch.tensor([tok.encode(p)[-6:] for p in PROMPTS[:2]])
     torch.manual_seed(0)
     tr = al.GRPOTrainer(copy.deepcopy(book), al.GRPOConfig(group_size=8, max_new_tokens=6, lr=1e-3, beta=0.0),
-                        eos_id=eos)
+                        eos_token_id=eos)
     fn = al.text_reward(al.return_statement_reward, tok)
     start = time.perf_counter()
     rewards = [tr.step(ids, fn)["reward"] for _ in range(s["reward_steps"])]

@@ -23,8 +23,8 @@ import torch
 
 from bench.common import interleaved, parse_args, parser, require_device, write_results
 from llmlab.attention import REAL_CONFIGS
-from llmlab.kvcache import PagedKVCache, generate, kv_cache_bytes, layout_waste, mixed_lengths
-from llmlab.model import from_hf
+from llmlab.kvcache import PagedKVCache, kv_cache_bytes, layout_waste, mixed_lengths
+from llmlab.model import from_hf, generate
 
 SIZES = {  # model width/depth, prompt length, new tokens, timing repeats, workload requests
     "tiny": dict(d_model=64, n_layer=2, prompt=8, new=32, repeat=3, requests=64),
@@ -57,8 +57,8 @@ def decode_rows(size: dict, device: torch.device) -> list[dict]:
     for batch in (1, 8):
         g = torch.Generator().manual_seed(1)
         idx = torch.randint(0, 2048, (batch, size["prompt"]), generator=g).to(device)
-        runs = {"cached": partial(generate, ours, idx, new),
-                "uncached": partial(generate, ours, idx, new, use_cache=False),
+        runs = {"cached": partial(generate, ours, idx, max_new_tokens=new),
+                "uncached": partial(generate, ours, idx, max_new_tokens=new, use_cache=False),
                 "transformers": partial(hf_generate, hf, idx, new)}
         assert torch.equal(runs["cached"](), runs["transformers"]())  # same tokens
         stats = interleaved(runs, size["repeat"], device=device)
@@ -84,10 +84,10 @@ def paged_blocks_used(lengths: list[int], block_size: int = 16) -> int:
     cache = PagedKVCache(n_layer=1, num_blocks=total_blocks, block_size=block_size)
     for i in range(len(lengths)):
         cache.add_sequence(i)
-    cache.set_batch(list(range(len(lengths))))
-    cache.prepare(lengths)
+    ctx = cache.prepare(list(range(len(lengths))), lengths)
     kv = torch.zeros(len(lengths), max(lengths), 1, 2)
-    cache.update(0, kv, kv)
+    ctx.cache.update(0, kv, kv)  # what the one layer stores
+    cache.commit(ctx)
     return cache.used_blocks()
 
 

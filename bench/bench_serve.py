@@ -23,8 +23,7 @@ import time
 import torch
 
 from bench.common import parse_args, parser, write_results
-from llmlab.kvcache import generate
-from llmlab.model import load_book_model, to_hf
+from llmlab.model import generate, load_book_model, to_hf
 from llmlab.serve import (
     EngineConfig,
     LLMEngine,
@@ -59,7 +58,7 @@ def run_engine(model, tok, reqs, batch: int, num_blocks: int = 512,
                ) -> tuple[float, list[float], list[list[int]]]:
     engine = LLMEngine(model, tok, EngineConfig(num_blocks=num_blocks, max_num_seqs=batch))
     start = time.perf_counter()
-    ids = [engine.add_request(p, SamplingParams(max_tokens=n, temperature=0, ignore_eos=True))
+    ids = [engine.add_request(p, SamplingParams(max_new_tokens=n, temperature=0, ignore_eos=True))
            for p, n in reqs]
     handles = [engine.requests[i] for i in ids]
     while engine.has_unfinished():
@@ -140,10 +139,10 @@ def spec_rows(model, tok, size) -> list[dict]:
     times = {"plain": [], "spec": []}
     for _ in range(size["repeat"]):
         t0 = time.perf_counter()
-        plain = generate(model, torch.tensor([prompt]), new)[0, len(prompt):].tolist()
+        plain = generate(model, torch.tensor([prompt]), max_new_tokens=new)[0, len(prompt):].tolist()
         times["plain"].append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        out, stats = speculative_generate(model, prompt, new, NgramDrafter(3), k=4)
+        out, stats = speculative_generate(model, prompt, NgramDrafter(3), k=4, max_new_tokens=new)
         times["spec"].append(time.perf_counter() - t0)
     assert out == plain, "greedy speculative decoding must equal greedy decoding"
     tps = {k: new / statistics.median(v) for k, v in times.items()}
@@ -163,7 +162,7 @@ def http_rows(model, tok, size) -> list[dict]:
         for _ in range(size["repeat"]):
             local = LLMEngine(model, tok, cfg)
             t0 = time.perf_counter()
-            done = local.generate(prompts, SamplingParams(max_tokens=n_out[1], temperature=0,
+            done = local.generate(prompts, SamplingParams(max_new_tokens=n_out[1], temperature=0,
                                                           ignore_eos=True))
             in_proc.append(sum(len(r.seq.output) for r in done) / (time.perf_counter() - t0))
             rep = load_test(url, prompts, num_requests=len(prompts), rate=1e6,

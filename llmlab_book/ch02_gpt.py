@@ -5,6 +5,7 @@ Each is one plausible slip in an otherwise right answer (see :mod:`llmlab_book.c
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -57,14 +58,21 @@ ATTENTION = {
 }
 
 
-def gpt_forward_without_final_norm(model, idx, positions=None, cache=None):
+def gpt_forward_without_final_norm(model, idx, ctx=None):
     """Blocks straight into the LM head, skipping ``norm_f``."""
     norm_f = model.norm_f
     model.norm_f = torch.nn.Identity()
     try:
-        return model(idx, positions, cache)
+        return model(idx, ctx)
     finally:
         model.norm_f = norm_f
+
+
+def gpt_forward_ignoring_logits_at(model, idx, ctx=None):
+    """Every column's logits even when the context asks for one column per row."""
+    if ctx is None or ctx.logits_at is None:
+        return model(idx, ctx)
+    return model(idx, dataclasses.replace(ctx, logits_at=None))
 
 
 def _clip_each_tensor(params, max_norm):
@@ -86,14 +94,18 @@ def step_clipping_each_tensor(model, optimizer, batches, loss_fn, max_norm=1.0):
 
 
 @torch.no_grad()
-def generate_top_p_off_by_one(model, idx, n, temperature=1.0, top_k=None, top_p=None, generator=None):
+def generate_top_p_off_by_one(model, idx, n, temperature=1.0, top_k=0, top_p=1.0, generator=None):
     """Top-p that also drops the token whose probability carries the mass past p."""
     for _ in range(n):
-        logits = model(idx[:, -model.config.block_size:])[:, -1].float() / temperature
-        if top_k is not None:
+        logits = model(idx[:, -model.config.block_size:])[:, -1].float()
+        if temperature == 0:
+            idx = torch.cat((idx, logits.argmax(-1, keepdim=True)), 1)
+            continue
+        logits = logits / temperature
+        if top_k > 0:
             kth = torch.topk(logits, min(top_k, logits.shape[-1]), -1).values[:, -1:]
             logits = logits.masked_fill(logits < kth, float("-inf"))
-        if top_p is not None:
+        if top_p < 1.0:
             probs, order = torch.sort(torch.softmax(logits, -1), -1, descending=True)
             drop = probs.cumsum(-1) > top_p
             logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))

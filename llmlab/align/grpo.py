@@ -25,6 +25,7 @@ from torch import nn
 from llmlab.align.kl_estimators import kl_estimate
 from llmlab.align.logprobs import masked_mean
 from llmlab.align.rollout import Rollout, completion_log_probs, sample_rollout
+from llmlab.utils import reject_unknown_keys
 
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 
@@ -86,6 +87,7 @@ def grpo_loss(log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantages: 
     return loss, stats
 
 
+@reject_unknown_keys
 @dataclass
 class GRPOConfig:
     """Hyper-parameters of ``GRPOTrainer``."""
@@ -109,9 +111,9 @@ class GRPOTrainer:
     sampled, scored with ``reward_fn(rollout) -> (n_prompts * group_size,)``, and optimised.
     """
 
-    def __init__(self, policy: nn.Module, config: GRPOConfig, eos_id: int | None = None,
+    def __init__(self, policy: nn.Module, config: GRPOConfig, eos_token_id: int | None = None,
                  seed: int = 0) -> None:
-        self.policy, self.cfg, self.eos_id = policy, config, eos_id
+        self.policy, self.cfg, self.eos_token_id = policy, config, eos_token_id
         self.ref = copy.deepcopy(policy).eval().requires_grad_(False)  # also measures KL when beta = 0
         self.opt = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=0.0)
         self.gen = torch.Generator().manual_seed(seed)
@@ -119,7 +121,8 @@ class GRPOTrainer:
     def step(self, prompt_ids: torch.Tensor, reward_fn: Callable[[Rollout], torch.Tensor]) -> dict:
         c = self.cfg
         prompts = prompt_ids.repeat_interleave(c.group_size, dim=0)
-        ro = sample_rollout(self.policy, prompts, c.max_new_tokens, c.temperature, self.eos_id, self.gen)
+        ro = sample_rollout(self.policy, prompts, generator=self.gen, max_new_tokens=c.max_new_tokens,
+                            temperature=c.temperature, eos_token_id=self.eos_token_id)
         with torch.no_grad():
             rewards = reward_fn(ro).float()
             adv = group_advantages(rewards, c.group_size, c.scale_rewards)

@@ -78,9 +78,9 @@ def get_response_log_probs(
 
     model: llmlab ``GPT`` (returns logits) or a Hugging Face causal LM (returns ``.logits``).
     input_ids, labels: (batch, T) -> {"log_probs": (batch, T), "token_entropy": (batch, T)}.
-    ``context`` goes to an llmlab model's ``cache`` slot (e.g. a packed-documents mask).
+    ``context``: an llmlab model's step context (e.g. ``packed_context`` of a packed batch).
     """
-    out = model(input_ids) if context is None else model(input_ids, cache=context)
+    out = model(input_ids) if context is None else model(input_ids, context)
     logits = out.logits if hasattr(out, "logits") else out
     res = {"log_probs": token_log_probs(logits, labels)}
     if return_token_entropy:

@@ -25,6 +25,7 @@ from torch import nn
 from llmlab.align.logprobs import masked_mean, masked_whiten
 from llmlab.align.reward_model import ScalarHeadModel
 from llmlab.align.rollout import Rollout, completion_log_probs, sample_rollout
+from llmlab.utils import reject_unknown_keys
 
 
 def kl_penalized_rewards(scores: torch.Tensor, log_probs: torch.Tensor, ref_log_probs: torch.Tensor,
@@ -94,6 +95,7 @@ class AdaptiveKLController:
         return self.value
 
 
+@reject_unknown_keys
 @dataclass
 class PPOConfig:
     """Hyper-parameters of ``PPOTrainer`` (defaults after ``trl``'s PPO trainer where it has one)."""
@@ -122,9 +124,9 @@ class PPOTrainer:
     ``reward_fn(rollout) -> (batch,)``, and runs ``ppo_epochs`` x ``minibatches`` updates.
     """
 
-    def __init__(self, policy: nn.Module, config: PPOConfig, eos_id: int | None = None,
+    def __init__(self, policy: nn.Module, config: PPOConfig, eos_token_id: int | None = None,
                  value_model: ScalarHeadModel | None = None, seed: int = 0) -> None:
-        self.policy, self.cfg, self.eos_id = policy, config, eos_id
+        self.policy, self.cfg, self.eos_token_id = policy, config, eos_token_id
         self.ref = copy.deepcopy(policy).eval().requires_grad_(False)
         self.value = value_model if value_model is not None else ScalarHeadModel(policy)
         params = list(policy.parameters()) + list(self.value.parameters())
@@ -137,7 +139,8 @@ class PPOTrainer:
 
     def step(self, prompt_ids: torch.Tensor, reward_fn: Callable[[Rollout], torch.Tensor]) -> dict:
         c = self.cfg
-        ro = sample_rollout(self.policy, prompt_ids, c.max_new_tokens, c.temperature, self.eos_id, self.gen)
+        ro = sample_rollout(self.policy, prompt_ids, generator=self.gen, max_new_tokens=c.max_new_tokens,
+                            temperature=c.temperature, eos_token_id=self.eos_token_id)
         mask = ro.mask
         with torch.no_grad():
             scores = reward_fn(ro).float()

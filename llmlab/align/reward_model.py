@@ -17,21 +17,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llmlab.nn.context import StepContext
 
-def hidden_states(model: nn.Module, idx: torch.Tensor, positions: torch.Tensor | None = None,
-                  context=None) -> torch.Tensor:
+
+def hidden_states(model: nn.Module, idx: torch.Tensor,
+                  ctx: StepContext | None = None) -> torch.Tensor:
     """The final-norm hidden states of an llmlab ``GPT`` (everything but the LM head).
 
-    idx: (batch, T) -> (batch, T, d_model).
+    idx: (batch, T) -> (batch, T, d_model); ``ctx`` the step context (default a fresh sequence).
     """
-    b, t = idx.shape
-    if positions is None:
-        positions = torch.arange(t, device=idx.device).expand(b, t)
+    ctx = ctx if ctx is not None else StepContext.causal(*idx.shape, idx.device)
     x = model.tok_emb(idx)
     if model.pos_emb is not None:
-        x = x + model.pos_emb(positions)
+        x = x + model.pos_emb(ctx.positions)
     for i, block in enumerate(model.blocks):
-        x = block(x, positions, context, i)
+        x = block(x, ctx, i)
     return model.norm_f(x)
 
 

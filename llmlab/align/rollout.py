@@ -1,8 +1,9 @@
 """Rollouts: sample completions for a batch of prompts and score them under a model.
 
 A rollout is (prompt, completion) token ids plus a completion mask that ends at the first
-end-of-sequence token (kept: the model must learn to stop). Sampling reuses chapter 02's
-``llmlab.model.generate``. Taught in chapter 06 (solutions/06_align).
+end-of-sequence token (kept: the model must learn to stop). Sampling is
+:func:`llmlab.model.generate` with a :class:`~llmlab.model.SamplingParams`, decoding through
+the KV cache. Taught in chapter 06 (solutions/06_align).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from dataclasses import dataclass
 import torch
 
 from llmlab.align.logprobs import token_log_probs
-from llmlab.model import generate
+from llmlab.model.generate import generate, sampling_params
+from llmlab.model.sampling import SamplingParams
 
 
 @dataclass
@@ -30,30 +32,38 @@ class Rollout:
         return self.ids[:, self.prompt_len:]
 
 
-def completion_mask(completion: torch.Tensor, eos_id: int | None) -> torch.Tensor:
-    """1 up to and including the first ``eos_id`` in each row, 0 after. (batch, C) -> (batch, C) float."""
-    if eos_id is None:
+def completion_mask(completion: torch.Tensor, eos_token_id: int | None) -> torch.Tensor:
+    """1 up to and including the first ``eos_token_id`` in each row, 0 after.
+    (batch, C) -> (batch, C) float."""
+    if eos_token_id is None:
         return torch.ones_like(completion, dtype=torch.float32)
-    is_eos = (completion == eos_id).int()
+    is_eos = (completion == eos_token_id).int()
     after = (is_eos.cumsum(1) - is_eos) > 0  # strictly after the first EOS
     return (~after).float()
 
 
 @torch.no_grad()
-def sample_rollout(model: torch.nn.Module, prompt_ids: torch.Tensor, max_new_tokens: int,
-                   temperature: float = 1.0, eos_id: int | None = None,
-                   generator: torch.Generator | None = None) -> Rollout:
-    """Sample one completion per row. prompt_ids: (batch, P), all prompts the same length."""
+def sample_rollout(model: torch.nn.Module, prompt_ids: torch.Tensor,
+                   params: SamplingParams | None = None, *,
+                   generator: torch.Generator | None = None, **sampling) -> Rollout:
+    """Sample one completion per row. prompt_ids: (batch, P), all prompts the same length.
+
+    ``params`` and the keyword overrides are :func:`llmlab.model.generate`'s (e.g.
+    ``max_new_tokens=8, temperature=1.0, eos_token_id=eos``). Every completion has
+    ``max_new_tokens`` columns: after its end-of-sequence token a row holds that token again.
+    """
+    params = sampling_params(params, sampling)
+    eos = params.eos_token_id
     was_training = model.training
     model.eval()
-    ids = generate(model, prompt_ids, max_new_tokens, temperature=temperature,
-                   generator=generator, eos_id=eos_id)
+    ids = generate(model, prompt_ids, params, generator=generator,
+                   pad_token_id=0 if eos is None else eos)
     model.train(was_training)
-    P = prompt_ids.shape[1]
-    if ids.shape[1] < P + max_new_tokens:  # every row stopped early: pad with EOS
-        pad = torch.full((ids.shape[0], P + max_new_tokens - ids.shape[1]), eos_id)
+    P, n = prompt_ids.shape[1], params.max_new_tokens
+    if ids.shape[1] < P + n:  # every row stopped early: pad with EOS
+        pad = torch.full((ids.shape[0], P + n - ids.shape[1]), eos, device=ids.device)
         ids = torch.cat([ids, pad], 1)
-    return Rollout(ids, P, completion_mask(ids[:, P:], eos_id))
+    return Rollout(ids, P, completion_mask(ids[:, P:], eos))
 
 
 def completion_log_probs(model: torch.nn.Module, rollout: Rollout, return_logits: bool = False):

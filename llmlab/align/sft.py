@@ -7,9 +7,9 @@ sequence packing without cross-document attention.
   restart at every document so no example attends to another: Krell et al. 2021, "Efficient
   Sequence Packing without Cross-contamination", arXiv:2107.02027.
 
-The mask reaches llmlab's attention through the per-step context protocol the model's forward
-already takes (``cache=``: ``offset``, ``update``, ``attn_mask``), as ``llmlab.kvcache.NoCache``
-does for padding. Taught in chapter 06 (solutions/06_align).
+The mask and the restarting positions reach llmlab's attention in the step context the model's
+forward takes (:class:`llmlab.nn.StepContext`, no cache). Taught in chapter 06
+(solutions/06_align).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llmlab.nn.context import StepContext
 from llmlab.tokenizer import CHATML_SPECIAL_TOKENS, Tokenizer, apply_chat_template
 
 IGNORE_INDEX = -100
@@ -122,21 +123,10 @@ def document_causal_mask(doc_ids: torch.Tensor) -> torch.Tensor:
     return (same & causal)[:, None]
 
 
-class PackedContext:
-    """The model's per-step context for a packed batch: no cache, a document mask.
-
-    Pass as ``model(ids, positions, cache=PackedContext(doc_ids))``.
-    """
-
-    def __init__(self, doc_ids: torch.Tensor) -> None:
-        self.offset = 0
-        self.mask = document_causal_mask(doc_ids)
-
-    def update(self, layer_idx: int, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tensors
-
-    def attn_mask(self, t_new: int) -> torch.Tensor:
-        return self.mask
+def packed_context(batch: PackedBatch) -> StepContext:
+    """The model's step context for a packed batch: its positions (restarting in every
+    document), the document mask, no cache. Pass as ``model(batch.ids, packed_context(batch))``."""
+    return StepContext(batch.positions, document_causal_mask(batch.doc_ids))
 
 
 def sft_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -152,5 +142,5 @@ def sft_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def packed_sft_loss(model: nn.Module, batch: PackedBatch) -> torch.Tensor:
     """SFT loss of a packed batch through an llmlab GPT (document mask + position resets)."""
-    logits = model(batch.ids, batch.positions, cache=PackedContext(batch.doc_ids))
+    logits = model(batch.ids, packed_context(batch))
     return sft_loss(logits, batch.labels)

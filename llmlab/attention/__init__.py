@@ -6,8 +6,9 @@ with it (outputs and gradients):
 - MHA / MQA / GQA — ``CausalSelfAttention`` (from ``llmlab.nn``, parameterised by ``n_kv_head``),
   :func:`repeat_kv`, :func:`grouped_attention` (no KV copies);
 - MLA — :class:`MultiHeadLatentAttention`, naive and weight-absorbed forms, latent-only cache;
+  ``GPT(GPTConfig(attention="mla"), kinds=LAYER_KINDS)`` builds a model with it;
 - sliding window + attention sinks — :func:`sliding_window_mask`,
-  :func:`sliding_window_attention`;
+  :func:`sliding_window_attention`, :func:`sliding_window_context` (a model's step context);
 - block-sparse — :func:`block_sparse_attention`; Native Sparse Attention —
   :class:`NativeSparseAttention`;
 - linear attention — parallel, recurrent and chunked forms;
@@ -36,7 +37,7 @@ from llmlab.attention.linear import (
 )
 from llmlab.attention.masks import block_layout_to_mask, causal_mask, sliding_window_mask
 from llmlab.attention.memory import peak_memory
-from llmlab.attention.mla import MLAConfig, MultiHeadLatentAttention, absorbed_attention
+from llmlab.attention.mla import LAYER_KINDS, MLAConfig, MultiHeadLatentAttention, absorbed_attention
 from llmlab.attention.naive import attention_scores, naive_attention
 from llmlab.attention.nsa import NativeSparseAttention
 from llmlab.attention.online_softmax import online_logsumexp, online_softmax
@@ -48,8 +49,8 @@ from llmlab.attention.rope_scaling import (
     yarn_ramp,
 )
 from llmlab.attention.sliding import (
-    SlidingWindowMask,
     sliding_window_attention,
+    sliding_window_context,
     sliding_window_reference,
 )
 from llmlab.attention.sparse import (
@@ -60,6 +61,7 @@ from llmlab.attention.sparse import (
 from llmlab.nn.attention import CausalSelfAttention, causal_attention, fast_causal_attention
 
 __all__ = [
+    "LAYER_KINDS",
     "REAL_CONFIGS",
     "CausalSelfAttention",
     "FlashAttentionFunction",
@@ -69,7 +71,6 @@ __all__ = [
     "NativeSparseAttention",
     "RopeScaling",
     "ScaledRotaryEmbedding",
-    "SlidingWindowMask",
     "absorbed_attention",
     "alibi_bias",
     "alibi_slopes",
@@ -101,6 +102,7 @@ __all__ = [
     "scaled_frequencies",
     "set_rope_scaling",
     "sliding_window_attention",
+    "sliding_window_context",
     "sliding_window_mask",
     "sliding_window_reference",
     "variants_of",

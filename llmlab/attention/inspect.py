@@ -40,8 +40,8 @@ def attention_maps(model: nn.Module, idx: torch.Tensor) -> list[torch.Tensor]:
     inputs: list[tuple[CausalSelfAttention, torch.Tensor, torch.Tensor | None]] = []
 
     def record(module, args, kwargs):
-        positions = args[1] if len(args) > 1 else kwargs.get("positions")
-        inputs.append((module, args[0], positions))
+        ctx = args[1] if len(args) > 1 else kwargs.get("ctx")  # the step context, if any
+        inputs.append((module, args[0], None if ctx is None else ctx.positions))
 
     layers = [m for m in model.modules() if isinstance(m, CausalSelfAttention)]
     if not layers:

@@ -9,11 +9,14 @@ Taught in chapter 03 (solutions/03_attention).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+
+from llmlab.utils import reject_unknown_keys
 
 KINDS = ("mha", "gqa", "mqa", "mla")
 
 
+@reject_unknown_keys
 @dataclass(frozen=True)
 class KVSpec:
     """What one model caches. ``kind`` in ``KINDS``; MLA uses ``kv_lora_rank``/``rope_dim``."""
@@ -41,10 +44,6 @@ class KVSpec:
     @classmethod
     def from_dict(cls, d: dict) -> KVSpec:
         """Build from a dict, rejecting unknown keys by name."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown KVSpec keys {unknown}; known: {sorted(known)}")
         return cls(**d)
 
     def numbers_per_token_per_layer(self) -> int:

@@ -27,14 +27,18 @@ from torch import nn
 
 from llmlab.attention.naive import naive_attention
 from llmlab.nn.attention import accumulation_dtype, attention_mask
+from llmlab.nn.context import StepContext, step_positions
 from llmlab.nn.functional import softmax
+from llmlab.nn.kinds import BASE_KINDS
 from llmlab.nn.linear import Linear
 from llmlab.nn.norm import RMSNorm
 from llmlab.nn.rope import RotaryEmbedding
+from llmlab.utils import reject_unknown_keys
 
 MLA_OPTIONS = ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "q_lora_rank")
 
 
+@reject_unknown_keys
 @dataclass(frozen=True)
 class MLAConfig:
     """Sizes of MLA (names as in DeepSeek's ``config.json``)."""
@@ -103,11 +107,11 @@ def absorbed_attention(q_nope: torch.Tensor, q_rope: torch.Tensor, c_kv: torch.T
 class MultiHeadLatentAttention(nn.Module):
     """MLA with the ``llmlab.nn`` attention interface and the KV-cache protocol.
 
-    forward(x: (batch, seq, d_model), positions: (batch, seq) | None, cache, layer_idx)
-    -> (batch, seq, d_model). The cache receives ``c_kv: (batch, t_new, kv_lora_rank)`` and
+    forward(x: (batch, seq, d_model), ctx: StepContext | None, layer_idx) -> (batch, seq, d_model).
+    The step's cache receives ``c_kv: (batch, t_new, kv_lora_rank)`` and
     ``k_rope: (batch, t_new, qk_rope_head_dim)``. ``absorb`` picks the form: True = absorbed,
-    False = naive (per-head K, V up-projected from the latent), None = absorbed exactly when a
-    cache is given (decoding), naive otherwise (training).
+    False = naive (per-head K, V up-projected from the latent), None = absorbed exactly when the
+    step has a cache (decoding), naive otherwise (training).
     """
 
     def __init__(self, config, rope: RotaryEmbedding | None = None,
@@ -176,20 +180,23 @@ class MultiHeadLatentAttention(nn.Module):
         w_uk, w_uv = self.up_weights()
         return absorbed_attention(q_nope, q_rope, c_kv, k_rope, w_uk, w_uv, self.scale, mask)
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor | None = None, cache=None,
+    def forward(self, x: torch.Tensor, ctx: StepContext | None = None,
                 layer_idx: int = 0) -> torch.Tensor:
         if x.dim() != 3 or x.shape[-1] != self.config.d_model:
             raise ValueError(f"MLA expects x (batch, seq, {self.config.d_model}), "
                              f"got {tuple(x.shape)}")
         b, s, _ = x.shape
-        if positions is None:
-            offset = cache.offset if cache is not None else 0
-            positions = torch.arange(offset, offset + s, device=x.device).expand(b, s)
+        positions = step_positions(b, s, x.device) if ctx is None else ctx.positions
         q_nope, q_rope, c_kv, k_rope = self.project(x, positions)
-        mask = None
-        if cache is not None:  # kv-cache hook: only the latent and the RoPE key are stored
+        mask = None if ctx is None else ctx.mask  # (b | 1, 1, s, T) bool or None (= causal)
+        cache = None if ctx is None else ctx.cache
+        if cache is not None:  # only the latent and the RoPE key are stored
+            cache.observe_queries(layer_idx, torch.cat([q_nope, q_rope], -1))  # (b, s, h, d_qk)
             c_kv, k_rope = cache.update(layer_idx, c_kv, k_rope)  # (b, T, d_c), (b, T, d_rope)
-            mask = cache.attn_mask(s)  # (b, 1, s, T) bool or None (= causal)
         absorb = self.absorb if self.absorb is not None else cache is not None
         out = (self.absorbed if absorb else self.naive)(q_nope, q_rope, c_kv, k_rope, mask)
         return self.o_proj(out.reshape(b, s, -1))
+
+
+# ``GPTConfig(attention="mla")`` builds this layer with these kinds: ``GPT(config, kinds=LAYER_KINDS)``.
+LAYER_KINDS = BASE_KINDS.with_attention("mla", MultiHeadLatentAttention)

@@ -27,6 +27,7 @@ from torch import nn
 from llmlab.attention.gqa import repeat_kv
 from llmlab.attention.masks import sliding_window_mask
 from llmlab.attention.naive import naive_attention
+from llmlab.nn.context import StepContext, step_positions
 from llmlab.nn.linear import Linear
 from llmlab.nn.rope import RotaryEmbedding
 
@@ -119,18 +120,18 @@ class NativeSparseAttention(nn.Module):
         mask = sliding_window_mask(seq, seq, self.window, device=q.device)
         return naive_attention(q, repeat_kv(k, rep), repeat_kv(v, rep), mask=mask)
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor | None = None, cache=None,
+    def forward(self, x: torch.Tensor, ctx: StepContext | None = None,
                 layer_idx: int = 0) -> torch.Tensor:
-        if cache is not None:
-            raise ValueError("the NSA reference has no KV-cache path; call it without a cache")
+        if ctx is not None and (ctx.cache is not None or ctx.mask is not None):
+            raise ValueError("the NSA reference has no KV-cache or mask path; give it at most "
+                             "positions (StepContext(positions))")
         if x.dim() != 3:
             raise ValueError(f"NSA expects x (batch, seq, d_model), got {tuple(x.shape)}")
         b, s, _ = x.shape
         q = self.q_proj(x).view(b, s, self.n_head, self.d_head)
         kv = self.kv_proj(x).view(b, s, 6, self.n_kv_head, self.d_head)
         if self.rope is not None:
-            positions = torch.arange(s, device=x.device).expand(b, s) if positions is None \
-                else positions
+            positions = step_positions(b, s, x.device) if ctx is None else ctx.positions
             cos, sin = self.rope(positions)
             q = self.rope.rotate(q, cos, sin)
             k_rot = [self.rope.rotate(kv[:, :, i], cos, sin) for i in (0, 2, 4)]

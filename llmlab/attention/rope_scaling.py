@@ -28,10 +28,12 @@ import torch
 from torch import nn
 
 from llmlab.nn.rope import RotaryEmbedding, rope_cos_sin, rope_frequencies
+from llmlab.utils import reject_unknown_keys
 
 ROPE_SCALINGS = ("none", "pi", "ntk", "yarn")
 
 
+@reject_unknown_keys
 @dataclass(frozen=True)
 class RopeScaling:
     """How to stretch RoPE: ``kind`` in ``ROPE_SCALINGS``, ``factor`` = new length / original."""

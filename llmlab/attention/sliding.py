@@ -16,6 +16,7 @@ import torch
 
 from llmlab.attention.masks import sliding_window_mask, window_visible
 from llmlab.attention.naive import check_qkv, naive_attention
+from llmlab.nn.context import StepContext, step_positions
 
 
 def sliding_window_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int,
@@ -51,27 +52,15 @@ def sliding_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     return torch.cat(outs, dim=-2)
 
 
-class SlidingWindowMask:
-    """A stand-in KV cache that stores nothing and makes every layer use a sliding-window mask.
+def sliding_window_context(batch: int, t: int, window: int, n_sink: int = 0,
+                           device: torch.device | str | None = None) -> StepContext:
+    """The step context that makes every layer of a model attend through a sliding window.
 
-    It speaks the KV-cache protocol of :mod:`llmlab.kvcache` (``offset``, ``update``,
-    ``attn_mask``), which is how a mask reaches the model's attention layers: pass it as
-    ``model(idx, cache=SlidingWindowMask(window, n_sink))`` for one full-sequence forward.
+    ``model(idx, sliding_window_context(*idx.shape, window, n_sink, idx.device))`` runs one
+    full-sequence forward with the (1, 1, t, t) window(+sinks) mask and positions ``0 .. t-1``.
     """
-
-    offset = 0
-
-    def __init__(self, window: int, n_sink: int = 0) -> None:
-        if window < 1 or n_sink < 0:
-            raise ValueError(f"need window >= 1 and n_sink >= 0, got {window}, {n_sink}")
-        self.window, self.n_sink = window, n_sink
-        self.device: torch.device | None = None  # the device of the tensors last seen
-
-    def update(self, layer_idx: int, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        self.device = tensors[0].device  # the mask is built where the keys are
-        return tensors  # nothing is cached: the forward sees exactly its own tokens
-
-    def attn_mask(self, t_new: int) -> torch.Tensor:
-        """(1, 1, t_new, t_new) bool on the keys' device: the sliding-window(+sinks) mask."""
-        q_pos = torch.arange(t_new, device=self.device)[:, None]
-        return window_visible(q_pos, q_pos.T, self.window, self.n_sink)[None, None]
+    if window < 1 or n_sink < 0:
+        raise ValueError(f"need window >= 1 and n_sink >= 0, got {window}, {n_sink}")
+    q_pos = torch.arange(t, device=device)[:, None]
+    mask = window_visible(q_pos, q_pos.T, window, n_sink)[None, None]  # (1, 1, t, t)
+    return StepContext(step_positions(batch, t, device), mask)

@@ -160,11 +160,18 @@ def corpus_manifest(docs: list[Document], packages: tuple[str, ...] = (),
 
 
 def _version(package: str) -> str:
+    """The version the module reports (with a build label such as torch's ``+cpu``: builds of
+    one release ship different sources), else its distribution's."""
+    import importlib
     from importlib.metadata import PackageNotFoundError, version
 
     try:
+        reported = getattr(importlib.import_module(package), "__version__", None)
+    except ImportError:
+        reported = None
+    if reported:
+        return str(reported)
+    try:
         return version(package)
-    except PackageNotFoundError:  # importable but not installed as a distribution
-        import importlib
-
-        return str(getattr(importlib.import_module(package), "__version__", "unknown"))
+    except PackageNotFoundError:
+        return "unknown"

@@ -28,6 +28,10 @@ from __future__ import annotations
 
 import copy
 import logging
+import shutil
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from nbformat import NotebookNode
@@ -39,6 +43,31 @@ if TYPE_CHECKING:
     from llmlab.grading.classroom import Course
 
 HIDDEN = "### BEGIN HIDDEN TESTS"
+
+
+@contextmanager
+def quiet_sqlalchemy() -> Iterator[None]:
+    """nbgrader's models trigger SQLAlchemy warnings about its own relationships on every use;
+    they say nothing to an instructor."""
+    try:
+        from sqlalchemy.exc import SAWarning
+    except ImportError:  # pragma: no cover - nbgrader requires SQLAlchemy
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SAWarning)
+        yield
+
+
+def remove_outputs(c: Course, name: str, student: str) -> None:
+    """The student's autograded copy and feedback of ``name`` (stale once regraded)."""
+    for step in ("autograded_directory", "feedback_directory"):
+        folder = c.path(step, student, name)
+        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            folder.parent.rmdir()  # the student's folder, when that was all it held
+        except OSError:
+            pass
 
 
 def _nbgrader(cell: NotebookNode) -> dict[str, Any]:
@@ -229,8 +258,6 @@ def write_autograded(course: Course, assignment: str, student: str,
         SaveAutoGrades,
     )
 
-    from llmlab.grading.classroom import quiet_sqlalchemy
-
     align, write, save_comments = _preprocessors()
     verdicts = {nb: cell_verdicts(r, authored[nb]) for nb, r in reports.items()}
     comments = {nb: {grade_id(c): exercise_comment(exercise_of(c) or "", r, authored[nb])
@@ -270,8 +297,6 @@ def mark_ungradable(course: Course, assignment: str, student: str, reason: str) 
     """Record a submission that could not be graded: no autograded copy or feedback (a stale
     one is removed), 0 for every graded cell, the reason as every answer's comment, and the
     submission flagged for the instructor."""
-    from llmlab.grading.classroom import remove_outputs
-
     remove_outputs(course, assignment, student)
     submitted = course.path("submitted_directory", student, assignment)
     timestamp = course.coursedir.get_existing_timestamp(str(submitted))

@@ -30,8 +30,6 @@ reported, not graded (add them with ``nbgrader db student add``).
 from __future__ import annotations
 
 import json
-import shutil
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,6 +38,7 @@ from typing import Any
 
 from llmlab.grading.assemble import GradingError, exercise_of, is_solution, read_notebook
 from llmlab.grading.autograde import GradeReport, grade_against, judge_pool, learner_cells, reference
+from llmlab.grading.autograded import quiet_sqlalchemy
 from llmlab.grading.reference_run import resolve
 from llmlab.grading.sandbox import Workspace
 from llmlab.grading.similarity import similar, source_of
@@ -69,20 +68,6 @@ class Course:
         with quiet_sqlalchemy(), Gradebook(self.coursedir.db_url,
                                            self.coursedir.course_id) as gb:
             yield gb
-
-
-@contextmanager
-def quiet_sqlalchemy() -> Iterator[None]:
-    """nbgrader's models trigger SQLAlchemy warnings about its own relationships on every use;
-    they say nothing to an instructor."""
-    try:
-        from sqlalchemy.exc import SAWarning
-    except ImportError:  # pragma: no cover - nbgrader requires SQLAlchemy
-        yield
-        return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SAWarning)
-        yield
 
 
 def open_course(root: Path) -> Course:
@@ -238,17 +223,6 @@ def _save_similarity(c: Course, name: str, flags: list[dict[str, Any]],
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(merged, indent=2))
     return merged
-
-
-def remove_outputs(c: Course, name: str, student: str) -> None:
-    """The student's autograded copy and feedback of ``name`` (stale once regraded)."""
-    for step in ("autograded_directory", "feedback_directory"):
-        folder = c.path(step, student, name)
-        shutil.rmtree(folder, ignore_errors=True)
-        try:
-            folder.parent.rmdir()  # the student's folder, when that was all it held
-        except OSError:
-            pass
 
 
 def _references(data: dict[str, Any], authored: Any) -> dict[str, dict[str, str]]:

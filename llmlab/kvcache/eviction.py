@@ -9,9 +9,10 @@
   mass). It needs the queries: the attention layer hands them over through ``observe_queries``.
 
 Between forwards a cache holds at most its budget; within a forward the new tokens attend to the
-kept past and to each other (then the cache evicts). Kept keys keep the RoPE rotation of their
-original position — StreamingLLM re-numbers positions inside the cache to run past the training
-length; within it (all the book measures) original positions are the exact choice.
+kept past and to each other, and the cache evicts when the step is committed. Kept keys keep the
+RoPE rotation of their original position — StreamingLLM re-numbers positions inside the cache
+to run past the training length; within it (all the book measures) original positions are the
+exact choice.
 Taught in chapter 08 (solutions/08_kvcache).
 """
 
@@ -21,33 +22,55 @@ import math
 
 import torch
 
-from llmlab.kvcache.base import check_update
+from llmlab.kvcache.base import StepContext, check_update, step_positions
 
 
 class EvictingKVCache:
-    """Stores each layer's tensors by concatenation and trims them with :meth:`select` after use."""
+    """Stores each layer's tensors by concatenation and trims them with :meth:`select` on commit."""
 
     def __init__(self, n_layer: int) -> None:
         self.n_layer = n_layer
         self._kept: list[tuple[torch.Tensor, ...] | None] = [None] * n_layer  # (batch, kept, ...)
-        self._seen = [0] * n_layer  # tokens ever given to each layer
+        self._full: list[tuple[torch.Tensor, ...] | None] = [None] * n_layer  # kept + the step's
+        self.seen = 0  # tokens ever committed: the next token's position
+        self._step: StepContext | None = None
 
     @property
     def offset(self) -> int:
-        """Tokens seen (not kept) before this forward: the next token's position."""
-        return min(self._seen)
+        """Tokens seen (not kept) before the next step: its first token's position."""
+        return self.seen
+
+    def prepare(self, input_ids: torch.Tensor) -> StepContext:
+        """Positions continue from every token seen; every kept token precedes the new ones, so
+        attention is plain causal (no mask)."""
+        batch, t = input_ids.shape
+        self._step = StepContext(step_positions(batch, t, input_ids.device, self.seen), None, self)
+        self._full = [None] * self.n_layer
+        return self._step
+
+    def observe_queries(self, layer_idx: int, q: torch.Tensor) -> None:
+        """Only caches that score keys by attention (H2O) need the queries."""
 
     def update(self, layer_idx: int, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         kept = self._kept[layer_idx] if 0 <= layer_idx < self.n_layer else None
         check_update(self.n_layer, layer_idx, tensors,
                      None if kept is None else tuple(k.shape[2:] for k in kept))
         full = tensors if kept is None else tuple(torch.cat(p, 1) for p in zip(kept, tensors))
-        self._seen[layer_idx] += tensors[0].shape[1]
-        self._kept[layer_idx] = self.select(layer_idx, full)
+        self._full[layer_idx] = full
         return full
 
-    def attn_mask(self, t_new: int) -> None:
-        return None  # every kept token precedes the new ones: plain causal
+    def commit(self, ctx: StepContext) -> None:
+        """Evict: every layer keeps what :meth:`select` chooses of its past and new tokens."""
+        if ctx is not self._step:
+            raise ValueError("commit the context the latest prepare() returned")
+        missing = [i for i, f in enumerate(self._full) if f is None]
+        if missing:
+            raise ValueError(f"layers {missing} did not store the step's tokens: run the model "
+                             "with this context before committing it")
+        for layer_idx, full in enumerate(self._full):
+            self._kept[layer_idx] = self.select(layer_idx, full)
+        self.seen += ctx.positions.shape[1]
+        self._full, self._step = [None] * self.n_layer, None
 
     def select(self, layer_idx: int, full: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         raise NotImplementedError
@@ -96,7 +119,7 @@ class HeavyHitterCache(EvictingKVCache):
         q = self._q[layer_idx]
         if q is None or k.dim() != 4:
             raise ValueError("HeavyHitterCache needs GQA tensors (batch, T, n_kv_head, d_head) "
-                             "and the queries (the attention layer calls observe_queries)")
+                             "and the queries (the attention layer hands them to observe_queries)")
         score = self._accumulate(layer_idx, q, k)  # (batch, n_kv, T)
         T = k.shape[1]
         if T <= self.n_heavy + self.n_recent:

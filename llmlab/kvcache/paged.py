@@ -8,12 +8,14 @@ A sequence wastes at most one partly filled block, sequences of any lengths shar
 forked sequence (parallel sampling) shares its parent's blocks until it writes into a shared one
 (copy-on-write).
 
-Rows of a forward are sequences of different lengths. Before a forward, :meth:`PagedKVCache.prepare`
-reserves the slots of each row's new tokens (raising :class:`OutOfBlocksError` before anything is
-written, so a scheduler can preempt) and precomputes the gather index, the positions and the mask.
-The input is right-padded: row ``b`` has ``n_new[b]`` real tokens first. Each layer's
-:meth:`~PagedKVCache.update` scatters the real new tokens into their slots and gathers the row's
-whole sequence through its block table. With ``prefix_caching=True`` full blocks are shared across
+Rows of a forward are sequences of different lengths. ``ctx = cache.prepare(seq_ids, tokens=...)``
+names the rows, reserves the slots of each row's new tokens (raising :class:`OutOfBlocksError`
+before anything is written, so a scheduler can preempt) and returns the step's context
+(:mod:`llmlab.nn.context`): positions, mask, and a :class:`PagedStep` as ``ctx.cache``, which
+holds the gather index. The input is right-padded: row ``b`` has ``n_new[b]`` real tokens first.
+Each layer's ``ctx.cache.update`` scatters the real new tokens into their slots and gathers the
+row's whole sequence through its block table; ``cache.commit(ctx)`` then counts the tokens and
+registers newly full blocks in the prefix cache. With ``prefix_caching=True`` full blocks are shared across
 requests by chained hash (:mod:`llmlab.kvcache.prefix`). Taught in chapter 08
 (solutions/08_kvcache); chapter 09's scheduler drives it.
 """
@@ -21,15 +23,15 @@ requests by chained hash (:mod:`llmlab.kvcache.prefix`). Taught in chapter 08
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from llmlab.kvcache.base import check_update
+from llmlab.kvcache.base import StepContext, check_update
 from llmlab.kvcache.blocks import BlockAllocator, OutOfBlocksError, blocks_for
 from llmlab.kvcache.prefix import PrefixCachingAllocator, hash_block, prefix_block_hashes
 
-__all__ = ["OutOfBlocksError", "PagedKVCache", "copy_on_write", "token_slots"]
+__all__ = ["OutOfBlocksError", "PagedKVCache", "PagedStep", "copy_on_write", "token_slots"]
 
 
 def token_slots(tables: torch.Tensor, positions: torch.Tensor, block_size: int) -> torch.Tensor:
@@ -56,17 +58,25 @@ def copy_on_write(table: list[int], length: int, block_size: int, allocator: Blo
 
 
 @dataclass
-class _Step:
-    """Everything one forward needs, computed once by ``prepare`` and used by every layer."""
+class PagedStep:
+    """One prepared forward: computed once by ``prepare``, used by every layer as ``ctx.cache``."""
 
+    cache: PagedKVCache
+    seq_ids: list[Hashable]  # the sequences that are the rows
     n_new: list[int]  # real new tokens per row
     rows: torch.Tensor  # (n_total,) row of each real new token
     cols: torch.Tensor  # (n_total,) its column in the right-padded input
     write_slots: torch.Tensor  # (n_total,) pool slot it is written to
     gather: torch.Tensor  # (batch, T) pool slot of each token of each row (0 past the end)
-    positions: torch.Tensor  # (batch, t_max) position of each input token
-    mask: torch.Tensor | None  # (batch, 1, t_max, T) or None when all rows are aligned
     tokens: list[list[int]] | None  # the new token ids, for prefix-cache hashing
+    stored: list[bool] = field(default_factory=list)  # which layers have written their tokens
+
+    def observe_queries(self, layer_idx: int, q: torch.Tensor) -> None:
+        """Not needed: a paged cache keeps every token."""
+
+    def update(self, layer_idx: int, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Scatter the real new tokens into their slots; gather each row ``(batch, T, ...)``."""
+        return self.cache.write_and_gather(self, layer_idx, tensors)
 
 
 class PagedKVCache:
@@ -83,36 +93,32 @@ class PagedKVCache:
         self.lengths: dict[Hashable, int] = {}  # sequence -> tokens stored
         self._tokens: dict[Hashable, list[int] | None] = {}  # ids of stored tokens (for hashing)
         self._hashes: dict[Hashable, list[bytes]] = {}  # chained hashes of its full blocks
-        self.batch: list[Hashable] = []  # the sequences that are the rows of the next forward
-        self._step: _Step | None = None  # the prepared forward
-        self._last_step: _Step | None = None  # the committed one (its mask is still asked for)
-        self.salts: dict[Hashable, bytes] = {}  # prefix-hash salt per sequence (e.g. its adapter)
+        self._salts: dict[Hashable, bytes | None] = {}  # prefix-hash salt of each sequence
+        self._step: PagedStep | None = None  # the prepared, not yet committed forward
 
     # ----------------------------------------------------------------- sequences
-    def add_sequence(self, seq_id: Hashable, prompt: Sequence[int] | None = None) -> int:
+    def add_sequence(self, seq_id: Hashable, prompt: Sequence[int] | None = None,
+                     salt: bytes | None = None) -> int:
         """Register a sequence; with prefix caching, reuse cached blocks of ``prompt``.
 
-        ``self.salts[seq_id]`` (bytes, set before; kept across ``free`` so a preempted sequence
-        comes back with it) keys its blocks apart from other sequences' with the same tokens,
-        e.g. by the LoRA adapter that computed them.
-
-        Returns how many leading prompt tokens are already cached (a multiple of ``block_size``,
-        at most ``len(prompt) - 1`` so the last prompt token is always computed to get logits).
-        The caller then feeds only ``prompt[cached:]``.
+        ``salt`` keys its blocks apart from other sequences' with the same tokens, e.g. by the
+        LoRA adapter that computed them (a scheduler passes it again when a preempted sequence
+        comes back). Returns how many leading prompt tokens are already cached (a multiple of
+        ``block_size``, at most ``len(prompt) - 1`` so the last prompt token is always computed
+        to get logits). The caller then feeds only ``prompt[cached:]``.
         """
         if seq_id in self.tables:
             raise ValueError(f"sequence {seq_id!r} already exists")
         blocks: list[int] = []
         hashes: list[bytes] = []
         if prompt is not None and isinstance(self.allocator, PrefixCachingAllocator):
-            hashes = prefix_block_hashes(list(prompt[:-1]), self.block_size,
-                                         self.salts.get(seq_id))
+            hashes = prefix_block_hashes(list(prompt[:-1]), self.block_size, salt)
             blocks = self.allocator.lookup(hashes)
             hashes = hashes[:len(blocks)]
         cached = len(blocks) * self.block_size
         self.tables[seq_id], self.lengths[seq_id] = blocks, cached
         self._tokens[seq_id] = None if prompt is None else list(prompt[:cached])
-        self._hashes[seq_id] = hashes
+        self._hashes[seq_id], self._salts[seq_id] = hashes, salt
         return cached
 
     def fork(self, parent: Hashable, child: Hashable) -> None:
@@ -126,48 +132,52 @@ class PagedKVCache:
         toks = self._tokens[parent]
         self._tokens[child] = None if toks is None else list(toks)
         self._hashes[child] = list(self._hashes[parent])
+        self._salts[child] = self._salts[parent]
 
     def free(self, seq_id: Hashable) -> None:
         """Drop a finished sequence; its tail blocks are released (and so evicted) first."""
         for block in reversed(self.tables.pop(seq_id)):
             self.allocator.release(block)
-        for d in (self.lengths, self._tokens, self._hashes):
+        for d in (self.lengths, self._tokens, self._hashes, self._salts):
             d.pop(seq_id)
-        self.batch = [s for s in self.batch if s != seq_id]
-
-    def set_batch(self, seq_ids: Sequence[Hashable]) -> None:
-        """Make ``seq_ids`` the rows of the following forwards."""
-        unknown = [s for s in seq_ids if s not in self.tables]
-        if unknown:
-            raise ValueError(f"unknown sequences {unknown}; add_sequence them first")
-        self.batch, self._step = list(seq_ids), None
 
     # ----------------------------------------------------------------- one forward
-    def prepare(self, n_new: Sequence[int] | int | None = None,
-                tokens: Sequence[Sequence[int]] | None = None, device: str | None = None) -> None:
-        """Reserve slots for the next forward: ``n_new[b]`` tokens for row ``b`` (or ``tokens[b]``).
+    def prepare(self, seq_ids: Sequence[Hashable], n_new: Sequence[int] | int | None = None,
+                tokens: Sequence[Sequence[int]] | None = None,
+                device: torch.device | str | None = None,
+                last_logits: bool = False) -> StepContext:
+        """The context of a forward whose rows are ``seq_ids``, with ``n_new[b]`` new tokens for
+        row ``b`` (or ``tokens[b]``, which the prefix cache then records).
 
-        Raises :class:`OutOfBlocksError` (nothing changed) when the pool is too small.
+        Reserves their slots — raising :class:`OutOfBlocksError`, nothing changed, when the pool
+        is too small — and returns positions, the mask (None when every row is at the same
+        length) and the step as ``ctx.cache``; ``last_logits`` asks for logits at each row's last
+        new token only. A step replaces one prepared before and not committed.
         """
-        if not self.batch:
-            raise ValueError("no rows to prepare: set_batch([...]) with added sequences first")
+        seq_ids = list(seq_ids)
+        unknown = [s for s in seq_ids if s not in self.tables]
+        if not seq_ids or unknown:
+            raise ValueError(f"rows must be added sequences (add_sequence first); got {seq_ids}")
         if tokens is not None:
             n_new = [len(t) for t in tokens]
         if isinstance(n_new, int):
-            n_new = [n_new] * len(self.batch)
-        if n_new is None or len(n_new) != len(self.batch):
-            raise ValueError(f"need n_new for each of the {len(self.batch)} rows, got {n_new}")
-        needed = sum(self.blocks_needed(s, n) for s, n in zip(self.batch, n_new))
+            n_new = [n_new] * len(seq_ids)
+        if n_new is None or len(n_new) != len(seq_ids) or min(n_new) < 1:
+            raise ValueError(f"need n_new >= 1 for each of the {len(seq_ids)} rows, got {n_new}")
+        needed = sum(self.blocks_needed(s, n) for s, n in zip(seq_ids, n_new))
         if needed > self.allocator.num_free:
             raise OutOfBlocksError(needed, self.allocator.num_free)
-        for seq, n in zip(self.batch, n_new):
-            if n:
-                self._copy_on_write(seq)
+        for seq, n in zip(seq_ids, n_new):
+            self._copy_on_write(seq)
             table = self.tables[seq]
             table += self.allocator.allocate(blocks_for(self.lengths[seq] + n, self.block_size)
                                              - len(table))
-        self._step = self._plan(list(n_new), None if tokens is None else [list(t) for t in tokens],
-                                device)
+        toks = None if tokens is None else [list(t) for t in tokens]
+        ctx = self._plan(seq_ids, list(n_new), toks, device)
+        if last_logits:
+            ctx.logits_at = torch.tensor(n_new, device=device) - 1
+        self._step = ctx.cache
+        return ctx
 
     @property
     def num_free_blocks(self) -> int:
@@ -188,19 +198,20 @@ class PagedKVCache:
     def _slots(self, tables: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         return token_slots(tables, pos, self.block_size)
 
-    def _plan(self, n_new: list[int], tokens: list[list[int]] | None, device: str | None) -> _Step:
-        lengths = torch.tensor([self.lengths[s] for s in self.batch], device=device)
+    def _plan(self, seq_ids: list[Hashable], n_new: list[int], tokens: list[list[int]] | None,
+              device: torch.device | str | None) -> StepContext:
+        lengths = torch.tensor([self.lengths[s] for s in seq_ids], device=device)
         n = torch.tensor(n_new, device=device)
-        width = max(max(len(self.tables[s]) for s in self.batch), 1)
+        width = max(max(len(self.tables[s]) for s in seq_ids), 1)
         tables = torch.tensor([self.tables[s] + [0] * (width - len(self.tables[s]))
-                               for s in self.batch], device=device)  # (batch, width)
+                               for s in seq_ids], device=device)  # (batch, width)
         t_max, T = max(n_new), int((lengths + n).max())
         cols = torch.arange(t_max, device=device)[None]  # (1, t_max)
         positions = lengths[:, None] + cols  # (batch, t_max)
         real = cols < n[:, None]  # (batch, t_max): True at the real (not padding) new tokens
         rows, cols_real = real.nonzero(as_tuple=True)
         write_slots = self._slots(tables, positions)[real]
-        key_pos = torch.arange(T, device=device)[None].expand(len(self.batch), T)
+        key_pos = torch.arange(T, device=device)[None].expand(len(seq_ids), T)
         gather = torch.where(key_pos < (lengths + n)[:, None], self._slots(tables, key_pos), 0)
         aligned = bool((lengths == lengths[0]).all()) and bool((n == t_max).all())
         mask = None
@@ -208,43 +219,21 @@ class PagedKVCache:
             key_ok = key_pos < (lengths + n)[:, None]  # (batch, T)
             mask = key_ok[:, None, :] & (key_pos[:, None, :] <= positions[:, :, None])
             mask = (mask | ~mask.any(-1, keepdim=True))[:, None]  # a row with no key sees all
-        return _Step(n_new, rows, cols_real, write_slots, gather, positions, mask, tokens)
+        step = PagedStep(self, seq_ids, n_new, rows, cols_real, write_slots, gather, tokens,
+                         [False] * self.n_layer)
+        return StepContext(positions, mask, step)
 
-    def positions(self) -> torch.Tensor:
-        """(batch, t_max) positions of the prepared forward's input tokens (pass to the model)."""
-        if self._step is None:
-            raise RuntimeError("call prepare(...) before positions()")
-        return self._step.positions
-
-    @property
-    def offset(self) -> int:
-        """Tokens stored per row before this forward (rows of a ragged batch: pass positions)."""
-        return min((self.lengths[s] for s in self.batch), default=0)
-
-    def attn_mask(self, t_new: int) -> torch.Tensor | None:
-        """The mask (batch, 1, t_max, T) of the forward in progress, None when rows are aligned.
-
-        Asked right after a layer's :meth:`update`, as the model's attention does (after the last
-        layer's update the step is committed; its mask stays available).
-        """
-        step = self._step or self._last_step
-        return None if step is None else step.mask
-
-    def update(self, layer_idx: int, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Scatter the real new tokens into their slots; gather each row ``(batch, T, ...)``."""
+    def write_and_gather(self, step: PagedStep, layer_idx: int,
+                         tensors: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """A layer's update during ``step`` (see :meth:`PagedStep.update`)."""
+        if step is not self._step:
+            raise ValueError("this step is not the cache's prepared one: prepare() again")
         pools = self._pools[layer_idx] if 0 <= layer_idx < self.n_layer else None
         check_update(self.n_layer, layer_idx, tensors,
                      None if pools is None else tuple(p.shape[1:] for p in pools))
         batch, t_new = tensors[0].shape[:2]
-        if self._step is None:  # used without a scheduler: rows are sequences 0..batch-1
-            if not self.batch:
-                for i in range(batch):
-                    self.add_sequence(i)
-                self.batch = list(range(batch))
-            self.prepare(t_new, device=tensors[0].device)
-        step = self._step
-        if batch != len(self.batch) or t_new < max(step.n_new):
-            raise ValueError(f"prepared {len(self.batch)} rows with up to {max(step.n_new)} new "
+        if batch != len(step.seq_ids) or t_new < max(step.n_new):
+            raise ValueError(f"prepared {len(step.seq_ids)} rows with up to {max(step.n_new)} new "
                              f"tokens, got tensors of (batch, t_new) = ({batch}, {t_new})")
         if pools is None:
             slots = self.num_blocks * self.block_size
@@ -255,13 +244,19 @@ class PagedKVCache:
         for pool, t in zip(pools, tensors):
             pool.index_copy_(0, step.write_slots, t[step.rows, step.cols].to(pool.dtype))
             out.append(pool.index_select(0, flat).view(*step.gather.shape, *pool.shape[1:]))
-        if layer_idx == self.n_layer - 1:
-            self._commit(step)
+        step.stored[layer_idx] = True
         return tuple(out)
 
-    def _commit(self, step: _Step) -> None:
-        """After the last layer: lengths grow, newly full blocks enter the prefix cache."""
-        for i, seq in enumerate(self.batch):
+    def commit(self, ctx: StepContext) -> None:
+        """After the forward: lengths grow, newly full blocks enter the prefix cache."""
+        step = ctx.cache
+        if step is None or step is not self._step:
+            raise ValueError("commit the context the latest prepare() returned")
+        if not all(step.stored):
+            missing = [i for i, done in enumerate(step.stored) if not done]
+            raise ValueError(f"layers {missing} did not store the step's tokens: run the model "
+                             "with this context before committing it")
+        for i, seq in enumerate(step.seq_ids):
             self.lengths[seq] += step.n_new[i]
             toks = self._tokens[seq]
             if toks is not None and step.tokens is not None:
@@ -269,14 +264,14 @@ class PagedKVCache:
                 self._register_full_blocks(seq)
             else:
                 self._tokens[seq] = None
-        self._step, self._last_step = None, step
+        self._step = None
 
     def _register_full_blocks(self, seq: Hashable) -> None:
         if not isinstance(self.allocator, PrefixCachingAllocator):
             return
         hashes, toks, bs = self._hashes[seq], self._tokens[seq], self.block_size
         for i in range(len(hashes), self.lengths[seq] // bs):
-            prev = hashes[-1] if hashes else self.salts.get(seq)
+            prev = hashes[-1] if hashes else self._salts[seq]
             hashes.append(hash_block(prev, toks[i * bs:(i + 1) * bs]))
             self.allocator.register(self.tables[seq][i], hashes[-1])
 

@@ -1,6 +1,7 @@
 """Quantized KV caches: int8 per token, and KIVI (int4/int2 keys per channel, values per token).
 
-Asymmetric min-max quantization with ``bits`` bits: ``x ≈ q * scale + zero``,
+Asymmetric min-max quantization with ``bits`` bits and a float offset, chapter 07's
+:func:`llmlab.quant.formats.minmax_quantize`: ``x ≈ q * scale + min``,
 ``q = round((x - min) / scale)`` in ``[0, 2^bits - 1]``, ``scale = (max - min) / (2^bits - 1)``,
 with min and max taken along one axis.
 
@@ -20,30 +21,10 @@ from __future__ import annotations
 
 import torch
 
-from llmlab.kvcache.base import check_update
+from llmlab.kvcache.base import StepContext, check_update, step_positions
+from llmlab.quant.formats import minmax_dequantize, minmax_quantize
 
 AXES = ("token", "channel")
-
-
-def quantize(x: torch.Tensor, bits: int,
-             dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Asymmetric quantization with min/max reduced over ``dim``.
-
-    x: (...) float -> codes (...) uint8 in [0, 2^bits - 1], scale and zero (float32, x's shape with
-    ``dim`` of size 1).
-    """
-    if not 1 <= bits <= 8:
-        raise ValueError(f"bits must be in 1..8, got {bits}")
-    lo, hi = x.amin(dim, keepdim=True), x.amax(dim, keepdim=True)
-    scale = ((hi - lo) / (2 ** bits - 1)).clamp(min=1e-8).float()
-    codes = ((x - lo) / scale).round().clamp(0, 2 ** bits - 1)
-    return codes.to(torch.uint8), scale, lo.float()
-
-
-def dequantize(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
-               dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """codes * scale + zero, broadcast over the reduced axis."""
-    return (codes.float() * scale.float() + zero.float()).to(dtype)
 
 
 def kivi_quantize(k: torch.Tensor, v: torch.Tensor,
@@ -53,8 +34,8 @@ def kivi_quantize(k: torch.Tensor, v: torch.Tensor,
     k, v: (batch, tokens, n_kv_head, d_head) -> dequantized (k_hat, v_hat), same shapes. Keys
     take min/max over the tokens (dim 1), values over the channels (dim -1).
     """
-    k_hat = dequantize(*quantize(k, bits, dim=1), dtype=k.dtype)
-    v_hat = dequantize(*quantize(v, bits, dim=-1), dtype=v.dtype)
+    k_hat = minmax_dequantize(*minmax_quantize(k, bits, dim=1), dtype=k.dtype)
+    v_hat = minmax_dequantize(*minmax_quantize(v, bits, dim=-1), dtype=v.dtype)
     return k_hat, v_hat
 
 
@@ -101,7 +82,9 @@ class QuantizedKVCache:
         # (batch, n_groups, group_size, ...); and the full-precision residual (batch, <G, ...)
         self._groups: list[list[tuple[torch.Tensor, ...] | None] | None] = [None] * n_layer
         self._residual: list[tuple[torch.Tensor, ...] | None] = [None] * n_layer
-        self._len = [0] * n_layer
+        self.length = 0  # committed tokens
+        self._pending: list[tuple | None] = [None] * n_layer  # the step's (groups, residual)
+        self._step: StepContext | None = None
 
     @classmethod
     def int8(cls, n_layer: int, n_tensors: int = 2) -> QuantizedKVCache:
@@ -113,22 +96,31 @@ class QuantizedKVCache:
 
     @property
     def offset(self) -> int:
-        return min(self._len)
+        """Tokens committed before the next step (its first token's position)."""
+        return self.length
 
-    def attn_mask(self, t_new: int) -> None:
-        return None
+    def prepare(self, input_ids: torch.Tensor) -> StepContext:
+        """Positions continue from the committed tokens; attention is plain causal."""
+        batch, t = input_ids.shape
+        self._step = StepContext(step_positions(batch, t, input_ids.device, self.length), None,
+                                 self)
+        self._pending = [None] * self.n_layer
+        return self._step
+
+    def observe_queries(self, layer_idx: int, q: torch.Tensor) -> None:
+        """Not needed: this cache keeps every token."""
 
     def update(self, layer_idx: int, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Quantize the groups the new tokens complete; return the dequantized past and the
+        full-precision rest ``(batch, T, ...)``. The cache changes only on commit."""
         res = self._residual[layer_idx] if 0 <= layer_idx < self.n_layer else None
         check_update(self.n_layer, layer_idx, tensors,
                      None if res is None else tuple(r.shape[2:] for r in res))
         if len(tensors) != len(self.bits):
             raise ValueError(f"configured for {len(self.bits)} tensors, got {len(tensors)}")
-        if res is None:
-            self._groups[layer_idx] = [None] * len(tensors)
-            res = tuple(t[:, :0] for t in tensors)
+        groups = list(self._groups[layer_idx] or [None] * len(tensors))
+        res = tuple(t[:, :0] for t in tensors) if res is None else res
         res = tuple(torch.cat(p, 1) for p in zip(res, tensors))
-        groups = self._groups[layer_idx]
         n_full = res[0].shape[1] // self.group_size * self.group_size
         if n_full:
             for i, r in enumerate(res):
@@ -136,21 +128,34 @@ class QuantizedKVCache:
                 old = groups[i]
                 groups[i] = new if old is None else tuple(torch.cat(p, 1) for p in zip(old, new))
             res = tuple(r[:, n_full:] for r in res)
-        self._residual[layer_idx] = res
-        self._len[layer_idx] += tensors[0].shape[1]
+        self._pending[layer_idx] = (groups, res)
         return tuple(r if g is None else torch.cat([self._dequantize(g, i, r.dtype), r], 1)
                      for i, (g, r) in enumerate(zip(groups, res)))
+
+    def commit(self, ctx: StepContext) -> None:
+        """Keep the step's quantized groups and residual."""
+        if ctx is not self._step:
+            raise ValueError("commit the context the latest prepare() returned")
+        missing = [i for i, p in enumerate(self._pending) if p is None]
+        if missing:
+            raise ValueError(f"layers {missing} did not store the step's tokens: run the model "
+                             "with this context before committing it")
+        for layer_idx, (groups, res) in enumerate(self._pending):
+            self._groups[layer_idx], self._residual[layer_idx] = groups, res
+        self.length += ctx.positions.shape[1]
+        self._pending, self._step = [None] * self.n_layer, None
 
     def _quantize(self, x: torch.Tensor, i: int) -> tuple[torch.Tensor, ...]:
         """x: (batch, n_groups * G, ...) -> packed codes, scale, zero, (batch, n_groups, G, ...)."""
         x = x.view(x.shape[0], -1, self.group_size, *x.shape[2:])
-        codes, scale, zero = quantize(x, self.bits[i], dim=2 if self.axes[i] == "channel" else -1)
+        codes, scale, zero = minmax_quantize(x, self.bits[i],
+                                             dim=2 if self.axes[i] == "channel" else -1)
         return pack_codes(codes, self.bits[i]), scale.half(), zero.half()  # stored in fp16
 
     def _dequantize(self, group: tuple[torch.Tensor, ...], i: int,
                     dtype: torch.dtype) -> torch.Tensor:
         packed, scale, zero = group
-        x = dequantize(unpack_codes(packed, self.bits[i]), scale, zero, dtype)
+        x = minmax_dequantize(unpack_codes(packed, self.bits[i]), scale, zero, dtype)
         return x.flatten(1, 2)  # (batch, n_groups * G, ...)
 
     def nbytes(self, residual: bool = True) -> int:
@@ -167,4 +172,4 @@ class QuantizedKVCache:
     def quantized_tokens(self, layer_idx: int = 0) -> int:
         """Tokens of a layer stored quantized (the rest is the residual)."""
         res = self._residual[layer_idx]
-        return self._len[layer_idx] - (0 if res is None else res[0].shape[1])
+        return self.length - (0 if res is None else res[0].shape[1])

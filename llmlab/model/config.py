@@ -10,9 +10,10 @@ Taught in chapter 02 (solutions/02_gpt).
 from __future__ import annotations
 
 import dataclasses
-import functools
 from dataclasses import dataclass, field
 from typing import Any
+
+from llmlab.utils import reject_unknown_keys
 
 _CHOICES = {
     "norm": ("layernorm", "rmsnorm"),
@@ -23,23 +24,7 @@ _CHOICES = {
 }
 
 
-def _reject_unknown_keys(cls):
-    """Make ``cls(**kwargs)`` raise ValueError (not TypeError) naming an unknown key."""
-    init = cls.__init__
-
-    @functools.wraps(init)
-    def strict_init(self, *args, **kwargs):
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(kwargs) - known)
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} key(s) {unknown}; known: {sorted(known)}")
-        init(self, *args, **kwargs)
-
-    cls.__init__ = strict_init
-    return cls
-
-
-@_reject_unknown_keys
+@reject_unknown_keys
 @dataclass
 class GPTConfig:
     """Shape and architecture of a decoder-only transformer (defaults: a tiny Llama-style model).

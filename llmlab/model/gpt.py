@@ -14,7 +14,16 @@ import torch
 from torch import nn
 
 from llmlab.model.config import GPTConfig
-from llmlab.nn import Embedding, Linear, RotaryEmbedding, TransformerBlock, fast_cross_entropy
+from llmlab.nn import (
+    BASE_KINDS,
+    Embedding,
+    LayerKinds,
+    Linear,
+    RotaryEmbedding,
+    StepContext,
+    TransformerBlock,
+    fast_cross_entropy,
+)
 from llmlab.nn.block import make_norm
 
 # Names of the linear layers that write into the residual stream (scaled init).
@@ -24,12 +33,14 @@ RESIDUAL_PROJECTIONS = ("o_proj", "mlp.proj", "mlp.down_proj")
 class GPT(nn.Module):
     """Decoder-only transformer language model.
 
-    forward(idx: (batch, seq) long, positions: (batch, seq) long | None, cache=None)
-    -> logits (batch, seq, vocab_size). ``positions`` default to ``arange(offset, offset+seq)``
-    with ``offset = cache.offset`` (the KV-cache protocol of ``llmlab.nn.CausalSelfAttention``).
+    forward(idx: (batch, seq) long, ctx: StepContext | None) -> logits (batch, seq, vocab_size),
+    or (batch, vocab_size) at ``ctx.logits_at``. Without a context the step is one fresh causal
+    sequence (positions ``0 .. seq-1``, no cache); a KV cache's ``prepare()`` builds the context
+    of its next step (:mod:`llmlab.nn.context`). ``kinds`` builds the attention and MLP layers
+    the config names (:mod:`llmlab.nn.kinds`; e.g. ``llmlab.attention.LAYER_KINDS`` for MLA).
     """
 
-    def __init__(self, config: GPTConfig) -> None:
+    def __init__(self, config: GPTConfig, kinds: LayerKinds = BASE_KINDS) -> None:
         super().__init__()
         if not isinstance(config, GPTConfig):
             raise ValueError(f"GPT expects a GPTConfig, got {type(config).__name__}")
@@ -40,7 +51,7 @@ class GPT(nn.Module):
             RotaryEmbedding(c.d_head, c.rope_base, c.rope_layout, max_seq_len=c.block_size)
             if c.position == "rope" else None
         )
-        self.blocks = nn.ModuleList(TransformerBlock(c, self.rope) for _ in range(c.n_layer))
+        self.blocks = nn.ModuleList(TransformerBlock(c, self.rope, kinds) for _ in range(c.n_layer))
         self.norm_f = make_norm(c.norm, c.d_model, c.norm_eps, c.bias)
         self.lm_head = Linear(c.d_model, c.vocab_size, bias=False)
         self.apply(self._init_weights)
@@ -57,41 +68,29 @@ class GPT(nn.Module):
             if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)
 
-    def forward(
-        self,
-        idx: torch.Tensor,
-        positions: torch.Tensor | None = None,
-        cache=None,
-        logits_at: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Logits (b, t, vocab_size); with ``logits_at`` (b,) column indices, only those (b, vocab).
-
-        A server needs one position per row (the last real token of each right-padded row):
-        projecting only those onto the vocabulary skips the LM head for the rest (``transformers``'
-        ``logits_to_keep``).
-        """
+    def forward(self, idx: torch.Tensor, ctx: StepContext | None = None) -> torch.Tensor:
+        """Logits (b, t, vocab_size); with ``ctx.logits_at`` (b,) column indices only those
+        (b, vocab_size) — a server needs one position per row, and projecting only those onto the
+        vocabulary skips the LM head for the rest (``transformers``' ``logits_to_keep``)."""
         if idx.dim() != 2:
             raise ValueError(f"GPT expects idx (batch, seq) of token ids, got {tuple(idx.shape)}")
         b, t = idx.shape
-        if positions is None:
-            offset = cache.offset if cache is not None else 0
-            positions = torch.arange(offset, offset + t, device=idx.device).expand(b, t)
-        elif positions.shape != idx.shape:
-            raise ValueError(
-                f"positions must match idx {tuple(idx.shape)}, got {tuple(positions.shape)}"
-            )
+        if ctx is None:
+            ctx = StepContext.causal(b, t, idx.device)
+        elif not torch.compiler.is_compiling():
+            ctx.check(b, t)
         x = self.tok_emb(idx)  # (b, t, d_model)
         if self.pos_emb is not None:
-            if not torch.compiler.is_compiling() and int(positions.max()) >= self.config.block_size:
+            if not torch.compiler.is_compiling() and int(ctx.positions.max()) >= self.config.block_size:
                 raise ValueError(
-                    f"position {int(positions.max())} >= block_size {self.config.block_size} "
+                    f"position {int(ctx.positions.max())} >= block_size {self.config.block_size} "
                     "(learned position embeddings cannot extrapolate)"
                 )
-            x = x + self.pos_emb(positions)
+            x = x + self.pos_emb(ctx.positions)
         for i, block in enumerate(self.blocks):
-            x = block(x, positions, cache, i)
-        if logits_at is not None:
-            x = x[torch.arange(b, device=x.device), logits_at]  # (b, d_model)
+            x = block(x, ctx, i)
+        if ctx.logits_at is not None:
+            x = x[torch.arange(b, device=x.device), ctx.logits_at]  # (b, d_model)
         return self.lm_head(self.norm_f(x))  # (b, t, vocab_size) or (b, vocab_size)
 
     def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from llmlab.model.config import GPTConfig
 from llmlab.model.gpt import GPT
+from llmlab.nn.kinds import BASE_KINDS, LayerKinds
 
 
 def save_model(model: GPT, directory: str | Path, dtype: torch.dtype = torch.float32) -> Path:
@@ -28,11 +29,12 @@ def save_model(model: GPT, directory: str | Path, dtype: torch.dtype = torch.flo
     return directory
 
 
-def load_model(directory: str | Path, dtype: torch.dtype = torch.float32) -> GPT:
-    """Inverse of ``save_model``: a ``GPT`` in eval mode."""
+def load_model(directory: str | Path, dtype: torch.dtype = torch.float32,
+               kinds: LayerKinds = BASE_KINDS) -> GPT:
+    """Inverse of ``save_model``: a ``GPT`` in eval mode (``kinds``: see :class:`GPT`)."""
     directory = Path(directory)
     config = GPTConfig.from_dict(json.loads((directory / "config.json").read_text()))
-    model = GPT(config)
+    model = GPT(config, kinds)
     sd = {k: v.to(dtype) for k, v in load_file(str(directory / "model.safetensors")).items()}
     if config.tie_embeddings:
         sd["lm_head.weight"] = sd["tok_emb.weight"]

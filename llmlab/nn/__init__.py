@@ -2,7 +2,9 @@
 
 Every module has a typed forward with documented shapes; where PyTorch has a fused kernel
 (``F.layer_norm``, ``scaled_dot_product_attention``) the module uses it and the readable
-definition next to it is tested to agree. Taught in chapter 02 (solutions/02_gpt).
+definition next to it is tested to agree. ``StepContext`` and the ``KVCache`` protocol
+(:mod:`llmlab.nn.context`) are the seam between the model and its caches. Taught in chapter 02
+(solutions/02_gpt).
 """
 
 from llmlab.nn.attention import (
@@ -15,8 +17,10 @@ from llmlab.nn.attention import (
     check_qkv,
     fast_attention,
     fast_causal_attention,
+    padded_causal_mask,
 )
-from llmlab.nn.block import TransformerBlock, make_attention, make_mlp, make_norm
+from llmlab.nn.block import TransformerBlock, make_norm
+from llmlab.nn.context import KVCache, StepContext, step_positions
 from llmlab.nn.functional import (
     cross_entropy,
     fast_cross_entropy,
@@ -25,6 +29,7 @@ from llmlab.nn.functional import (
     silu,
     softmax,
 )
+from llmlab.nn.kinds import BASE_KINDS, LayerKinds
 from llmlab.nn.linear import Embedding, Linear
 from llmlab.nn.mlp import GeluMLP, SwiGLU, swiglu
 from llmlab.nn.norm import LayerNorm, RMSNorm, layer_norm, rms_norm
@@ -37,13 +42,17 @@ from llmlab.nn.rope import (
 )
 
 __all__ = [
+    "BASE_KINDS",
     "CausalSelfAttention",
     "Embedding",
     "GeluMLP",
+    "KVCache",
+    "LayerKinds",
     "LayerNorm",
     "Linear",
     "RMSNorm",
     "RotaryEmbedding",
+    "StepContext",
     "SwiGLU",
     "TransformerBlock",
     "apply_rope",
@@ -61,13 +70,13 @@ __all__ = [
     "interleaved_to_half_permutation",
     "layer_norm",
     "log_softmax",
-    "make_attention",
-    "make_mlp",
     "make_norm",
+    "padded_causal_mask",
     "rms_norm",
     "rope_cos_sin",
     "rope_frequencies",
     "silu",
     "softmax",
+    "step_positions",
     "swiglu",
 ]

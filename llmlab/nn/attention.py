@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llmlab.nn.context import StepContext, step_positions
 from llmlab.nn.functional import softmax
 from llmlab.nn.linear import Linear
 from llmlab.nn.rope import RotaryEmbedding
@@ -32,6 +33,21 @@ def causal_mask(t_q: int, t_k: int, device: torch.device | None = None) -> torch
         raise ValueError(f"a causal mask needs t_q <= t_k, got t_q={t_q}, t_k={t_k}")
     q_pos = torch.arange(t_k - t_q, t_k, device=device).unsqueeze(1)
     return torch.arange(t_k, device=device).unsqueeze(0) <= q_pos
+
+
+def padded_causal_mask(key_valid: torch.Tensor, t_new: int) -> torch.Tensor:
+    """Causal mask with the queries at the last ``t_new`` keys, minus invalid (padding) keys.
+
+    key_valid: (batch, T) bool -> (batch, 1, t_new, T) bool. A query that would see no key (a
+    padding query) is allowed to see every key instead, so softmax never sees an all-masked row;
+    its output is never used.
+    """
+    batch, T = key_valid.shape
+    if t_new > T:
+        raise ValueError(f"t_new={t_new} queries but only T={T} keys")
+    mask = causal_mask(t_new, T, key_valid.device)[None] & key_valid[:, None, :]  # (b, t_new, T)
+    empty = ~mask.any(-1, keepdim=True)
+    return (mask | empty)[:, None]
 
 
 def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, same_heads: bool = False) -> None:
@@ -145,12 +161,11 @@ def fast_causal_attention(
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention with ``n_kv_head`` grouped KV heads and optional RoPE.
 
-    forward(x: (batch, seq, d_model), positions: (batch, seq) | None, cache, layer_idx)
-    -> (batch, seq, d_model). ``positions`` default to ``arange(offset, offset + seq)`` where
-    ``offset = cache.offset`` (0 without a cache). The KV-cache protocol is described in
-    ``llmlab.kvcache``: ``cache.update(layer_idx, k, v)`` with k, v laid out
-    (batch, t_new, n_kv_head, d_head) after RoPE returns the full (batch, T, …) tensors, and
-    ``cache.attn_mask(t_new)`` returns a bool (batch, 1, t_new, T) mask or None (plain causal).
+    forward(x: (batch, seq, d_model), ctx: StepContext | None, layer_idx) -> (batch, seq, d_model).
+    The step context (:mod:`llmlab.nn.context`) gives the positions (default ``0 .. seq-1``), the
+    mask (None: causal) and the KV cache: ``ctx.cache.update(layer_idx, k, v)`` with k, v laid out
+    (batch, seq, n_kv_head, d_head) after RoPE returns the (batch, T, ...) keys and values to
+    attend to.
     """
 
     def __init__(
@@ -176,13 +191,8 @@ class CausalSelfAttention(nn.Module):
         self.rope = rope
         self.attend = fast_causal_attention if fast else causal_attention
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        positions: torch.Tensor | None = None,
-        cache=None,
-        layer_idx: int = 0,
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ctx: StepContext | None = None,
+                layer_idx: int = 0) -> torch.Tensor:
         if x.dim() != 3:
             raise ValueError(f"attention expects x (batch, seq, d_model), got {tuple(x.shape)}")
         b, t, _ = x.shape
@@ -190,16 +200,12 @@ class CausalSelfAttention(nn.Module):
         k = self.k_proj(x).view(b, t, self.n_kv_head, self.d_head)  # (b, t, n_kv_head, d_head)
         v = self.v_proj(x).view(b, t, self.n_kv_head, self.d_head)
         if self.rope is not None:
-            if positions is None:
-                offset = cache.offset if cache is not None else 0
-                positions = torch.arange(offset, offset + t, device=x.device).expand(b, t)
+            positions = ctx.positions if ctx is not None else step_positions(b, t, x.device)
             cos, sin = self.rope(positions)  # (b, t, d_head/2)
             q, k = self.rope.rotate(q, cos, sin), self.rope.rotate(k, cos, sin)
-        mask = None
-        if cache is not None:  # kv-cache hook
-            if hasattr(cache, "observe_queries"):  # caches that evict by attention (H2O)
-                cache.observe_queries(layer_idx, q)  # (b, t, n_head, d_head) after RoPE
-            k, v = cache.update(layer_idx, k, v)  # (b, T, n_kv_head, d_head), past + new
-            mask = cache.attn_mask(t)  # (b, 1, t, T) bool or None (= causal, offset T - t)
+        mask = None if ctx is None else ctx.mask  # (b | 1, 1, t, T) bool, or None = causal
+        if ctx is not None and ctx.cache is not None:  # the KV cache: past + new keys and values
+            ctx.cache.observe_queries(layer_idx, q)  # (b, t, n_head, d_head) after RoPE
+            k, v = ctx.cache.update(layer_idx, k, v)  # (b, T, n_kv_head, d_head)
         y = self.attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, self.n_head * self.d_head))

@@ -15,7 +15,8 @@ One module per strategy, each tested equal to single-process training:
   :func:`vocab_parallel_cross_entropy`, :class:`TensorParallelGPT` (with sequence parallelism);
 - pipeline — :func:`gpipe_schedule`, :func:`one_f_one_b_schedule`, :func:`simulate`,
   :func:`bubble_fraction`, :func:`split_gpt`, :func:`run_schedule`;
-- MoE — :class:`MoE` (top-k router, aux loss, capacity, shared experts; ``GPTConfig(mlp="moe")``),
+- MoE — :class:`MoE` (top-k router, aux loss, capacity, shared experts; ``GPTConfig(mlp="moe")``
+  with ``GPT(config, kinds=LAYER_KINDS)``),
   :class:`ExpertParallelMoE` (``all_to_all``);
 - context parallel — :func:`ring_attention`, :func:`ulysses_attention`;
 - activation recomputation — :func:`recompute_blocks`, :func:`saved_activation_bytes`;
@@ -53,6 +54,7 @@ from llmlab.parallel.functional import all_gather_dim, all_to_all, reduce_scatte
 from llmlab.parallel.launch import launch
 from llmlab.parallel.mesh import Mesh2D, make_mesh, mesh_ranks
 from llmlab.parallel.moe import (
+    LAYER_KINDS,
     ExpertParallelMoE,
     MoE,
     MoEConfig,
@@ -92,7 +94,8 @@ from llmlab.parallel.tensor_parallel import (
 from llmlab.parallel.zero import GatherParams, ShardedUnit, ZeroOptimizer, zero3, zero_memory
 
 __all__ = [
-    "DDP", "DEEPSEEK_V3", "LLAMA3_70B", "SCHEDULES", "ColumnParallelLinear", "Comm", "DistComm",
+    "DDP", "DEEPSEEK_V3", "LAYER_KINDS", "LLAMA3_70B", "SCHEDULES", "ColumnParallelLinear", "Comm",
+    "DistComm",
     "ExpertParallelMoE", "GPTStage", "GatherParams", "Hardware", "Mesh2D", "MoE", "MoEConfig",
     "ModelShape", "Plan", "Recomputed", "RowParallelLinear", "ShardedUnit", "Slot", "Step",
     "ReplayComm", "TensorParallelGPT", "TensorParallelRegion", "ThreadComm", "VocabParallelEmbedding",

@@ -22,8 +22,10 @@ from dataclasses import dataclass
 
 from llmlab.parallel.collectives import ring_time
 from llmlab.parallel.zero import zero_memory
+from llmlab.utils import reject_unknown_keys
 
 
+@reject_unknown_keys
 @dataclass(frozen=True)
 class ModelShape:
     """What the calculator needs of a model (``n_active`` < ``n_params`` for an MoE)."""
@@ -46,6 +48,7 @@ LLAMA3_70B = ModelShape("Llama-3-70B", 70.6e9, 80, 8192, 64)
 DEEPSEEK_V3 = ModelShape("DeepSeek-V3", 671e9, 61, 7168, 128, n_active=37e9)
 
 
+@reject_unknown_keys
 @dataclass(frozen=True)
 class Hardware:
     """One GPU and its links: bf16 dense peak FLOP/s, achieved MFU, bytes/s inside a node
@@ -61,6 +64,7 @@ class Hardware:
     alpha: float = 5e-6
 
 
+@reject_unknown_keys
 @dataclass(frozen=True)
 class Plan:
     """A parallel layout and batch: dp·tp·pp GPUs (ep splits experts inside dp)."""

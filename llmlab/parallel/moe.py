@@ -16,9 +16,9 @@ expert parallelism over ``all_to_all``.
   [r·E/N, (r+1)·E/N); tokens travel to their experts' ranks with one ``all_to_all`` and come
   back with another.
 
-``GPTConfig(mlp="moe", mlp_options=dict(n_experts=8, top_k=2))`` builds MoE blocks once this
-module is imported (``llmlab.parallel`` registers it). Taught in chapter 04
-(solutions/04_parallel).
+``GPTConfig(mlp="moe", mlp_options=dict(n_experts=8, top_k=2))`` builds MoE blocks with this
+module's layer kinds: ``GPT(config, kinds=LAYER_KINDS)`` (:mod:`llmlab.nn.kinds`). Taught in
+chapter 04 (solutions/04_parallel).
 """
 
 from __future__ import annotations
@@ -32,10 +32,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmlab.nn import Linear, SwiGLU
-from llmlab.nn.block import register_mlp
+from llmlab.nn.kinds import BASE_KINDS
 from llmlab.parallel.functional import all_to_all
+from llmlab.utils import reject_unknown_keys
 
 
+@reject_unknown_keys
 @dataclass
 class MoEConfig:
     """Routed experts, top-k, shared experts, capacity (None = dropless), expert width."""
@@ -193,4 +195,4 @@ class ExpertParallelMoE(nn.Module):
         return y.view(shape)
 
 
-register_mlp("moe", MoE.from_config)
+LAYER_KINDS = BASE_KINDS.with_mlp("moe", MoE.from_config)  # GPT(config, kinds=LAYER_KINDS)

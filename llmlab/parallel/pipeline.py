@@ -26,6 +26,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from llmlab.nn.context import StepContext
+
 
 @dataclass(frozen=True)
 class Step:
@@ -148,14 +150,13 @@ class GPTStage(nn.Module):
         self.lm_head = model.lm_head if self.is_last else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t = x.shape[1]
-        positions = torch.arange(t, device=x.device).expand(x.shape[0], t)
+        ctx = StepContext.causal(x.shape[0], x.shape[1], x.device)  # one fresh sequence per row
         if self.is_first:
             x = self.tok_emb(x)
             if self.pos_emb is not None:
-                x = x + self.pos_emb(positions)
-        for block in self.blocks:
-            x = block(x, positions)
+                x = x + self.pos_emb(ctx.positions)
+        for i, block in enumerate(self.blocks):
+            x = block(x, ctx, i)
         return self.lm_head(self.norm_f(x)) if self.is_last else x
 
 

@@ -28,7 +28,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from llmlab.nn import CausalSelfAttention, Embedding, Linear
+from llmlab.nn import CausalSelfAttention, Embedding, Linear, StepContext
 from llmlab.parallel.functional import all_gather_dim, reduce_scatter_dim
 
 
@@ -252,8 +252,8 @@ class TensorParallelGPT(nn.Module):
             block.attn = parallel_sublayer(block.attn, group, sp)
             block.mlp = parallel_sublayer(block.mlp, group, sp)
 
-    def forward(self, idx: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
-        return self.model(idx, positions)
+    def forward(self, idx: torch.Tensor, ctx: StepContext | None = None) -> torch.Tensor:
+        return self.model(idx, ctx)
 
     def sync_replicated_grads(self) -> None:
         """With sequence parallelism each rank's norm weights saw seq / N positions: sum their

@@ -6,7 +6,8 @@ One file per method, named after it: ``lora`` (LoRA, rsLoRA, LoRA+), ``dora``, `
 tuning and P-tuning v2, through the KV cache of chapter 08), ``adapters`` (bottleneck
 adapters), ``multi_lora`` (one batch, many adapters), ``qlora`` (LoRA on an NF4 base),
 ``galore`` (low-rank projected Adam for full training); ``memory`` counts what each trains and
-needs; ``io`` saves adapters only; ``interop`` exchanges them with Hugging Face ``peft``.
+needs; ``io`` saves adapters only; ``interop`` exchanges them with Hugging Face ``peft``;
+``apply`` wraps a model with LoRA or DoRA (``apply_lora``).
 Taught in chapter 05 (solutions/05_peft).
 """
 
@@ -18,6 +19,7 @@ from llmlab.peft.adalora import (
     orthogonal_regularization,
 )
 from llmlab.peft.adapters import AdapterWrapped, BottleneckAdapter, apply_adapters
+from llmlab.peft.apply import apply_lora
 from llmlab.peft.bitfit import apply_bitfit
 from llmlab.peft.dora import DoRALinear, dora_forward
 from llmlab.peft.galore import GaLoreAdamW, galore_adam_step, galore_projector, galore_state_numbers
@@ -28,7 +30,6 @@ from llmlab.peft.io import adapter_state_dict, load_adapter, load_adapter_state_
 from llmlab.peft.lora import (
     LoRAConfig,
     LoRALinear,
-    apply_lora,
     lora_forward,
     lora_scaling,
     loraplus_param_groups,

@@ -14,7 +14,8 @@ takes it out again.
 - LoRA+ (Hayou et al., "LoRA+: Efficient Low Rank Adaptation of Large Models", arXiv:2402.12354):
   B learns with a learning rate ``ratio`` times A's; :func:`loraplus_param_groups`.
 
-Not here: the ``peft`` options for embeddings/convolutions, PiSSA/LoftQ initialisations.
+:func:`llmlab.peft.apply_lora` (:mod:`llmlab.peft.apply`) wraps a model's layers with it or with
+DoRA. Not here: the ``peft`` options for embeddings/convolutions, PiSSA/LoftQ initialisations.
 Taught in chapter 05 (solutions/05_peft).
 """
 
@@ -27,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmlab.peft.inject import freeze, replace_modules
+from llmlab.utils import reject_unknown_keys
 
 
 def lora_scaling(r: int, alpha: float, use_rslora: bool = False) -> float:
@@ -47,6 +48,7 @@ def lora_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     return F.linear(x, weight, bias) + scaling * F.linear(F.linear(x, lora_A), lora_B)
 
 
+@reject_unknown_keys
 @dataclass
 class LoRAConfig:
     """Which modules get an adapter and how big it is (the fields of ``peft.LoraConfig``)."""
@@ -139,22 +141,6 @@ class LoRALinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"r={self.r}, alpha={self.alpha}, scaling={self.scaling:.4g}, merged={self.merged}"
-
-
-def apply_lora(model: nn.Module, config: LoRAConfig | None = None) -> nn.Module:
-    """Freeze ``model`` and wrap each linear layer named by ``config.target_modules`` in place.
-
-    With ``config.use_dora`` the wrapper is :class:`llmlab.peft.DoRALinear`. Returns the model.
-    """
-    config = config or LoRAConfig()
-    freeze(model)
-    if config.use_dora:
-        from llmlab.peft.dora import DoRALinear as cls
-    else:
-        cls = LoRALinear
-    replace_modules(model, config.target_modules,
-                    lambda _, m: cls(m, config.r, config.alpha, config.dropout, config.use_rslora))
-    return model
 
 
 def _wrappers(model: nn.Module) -> list[nn.Module]:

@@ -7,9 +7,10 @@
 - Liu et al., "P-Tuning v2: Prompt Tuning Can Be Comparable to Fine-tuning Universally Across
   Scales and Tasks", arXiv:2110.07602: the same deep prompts without the MLP (the default here).
 
-The prefix reaches the model through the KV-cache protocol of chapter 08 (``llmlab.kvcache``): a
-``ContiguousKVCache`` is pre-filled with the learned (post-RoPE) keys and values of every layer,
-so the model runs unchanged, its positions start at P, and decoding continues in the same cache.
+The prefix reaches the model through the KV cache (chapter 08, :mod:`llmlab.nn.context`): a
+``ContiguousKVCache`` is pre-filled with the learned (post-RoPE) keys and values of every layer
+and committed, so the model runs unchanged, its positions start at P, and decoding continues in
+the same cache.
 This is also how ``peft`` feeds prefixes (as ``past_key_values``). Taught in chapter 05
 (solutions/05_peft).
 """
@@ -19,24 +20,25 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from llmlab.kvcache import ContiguousKVCache, decode_loop, make_sampler
+from llmlab.model import ContiguousKVCache, SamplingParams, decode_loop
+from llmlab.model.generate import cached_step, sampling_params
+from llmlab.nn.context import StepContext, step_positions
 from llmlab.peft.inject import freeze
 
 
 class _Recorder:
-    """A cache that keeps what each layer hands it (used to read a model's real keys/values)."""
-
-    offset = 0
+    """A KV cache that stores nothing and records what each layer hands it (a model's real keys
+    and values)."""
 
     def __init__(self) -> None:
         self.kv: dict[int, tuple[torch.Tensor, ...]] = {}
 
+    def observe_queries(self, layer_idx: int, q: torch.Tensor) -> None:
+        """Not needed."""
+
     def update(self, layer_idx: int, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         self.kv[layer_idx] = tensors
         return tensors
-
-    def attn_mask(self, t_new: int) -> None:
-        return None
 
 
 def prefill_cache(prefix: torch.Tensor, batch: int, capacity: int = 64) -> ContiguousKVCache:
@@ -49,8 +51,10 @@ def prefill_cache(prefix: torch.Tensor, batch: int, capacity: int = 64) -> Conti
         raise ValueError("prefix must be (n_layer, 2, P, n_kv_head, d_head), got "
                          f"{tuple(prefix.shape)}")
     cache = ContiguousKVCache(prefix.shape[0], capacity=max(capacity, prefix.shape[2]))
-    for layer, (k, v) in enumerate(prefix):
+    ctx = cache.prepare(torch.zeros(batch, prefix.shape[2], dtype=torch.long, device=prefix.device))
+    for layer, (k, v) in enumerate(prefix):  # the step a forward over the prefix would store
         cache.update(layer, k.expand(batch, *k.shape), v.expand(batch, *v.shape))
+    cache.commit(ctx)
     return cache
 
 
@@ -87,8 +91,8 @@ class PrefixTuning(nn.Module):
     @torch.no_grad()
     def kv_of(self, ids: torch.Tensor) -> torch.Tensor:
         """The model's own keys/values for ``ids`` (P,): (n_layer, 2, P, n_kv_head, d_head)."""
-        rec = _Recorder()
-        self.model(ids[None].to(next(self.model.parameters()).device), cache=rec)
+        rec, ids = _Recorder(), ids[None].to(next(self.model.parameters()).device)
+        self.model(ids, StepContext(step_positions(1, ids.shape[1], ids.device), cache=rec))
         return torch.stack([torch.stack([k[0], v[0]]) for k, v in
                             (rec.kv[i] for i in range(self.shape[0]))])
 
@@ -105,17 +109,20 @@ class PrefixTuning(nn.Module):
         return prefill_cache(self.prefix_kv(), batch, capacity + self.n_virtual)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.model(idx, cache=self.make_cache(idx.shape[0], idx.shape[1]))
+        cache = self.make_cache(idx.shape[0], idx.shape[1])
+        return self.model(idx, cache.prepare(idx))  # never committed: the prefix stays alone
 
     def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return nn.functional.cross_entropy(self(idx).flatten(0, 1).float(), targets.flatten(),
                                            ignore_index=-100)
 
     @torch.no_grad()
-    def generate(self, idx: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
-        """Greedy decoding that keeps the prefix in the cache. (batch, T) -> (batch, T + n)."""
-        cache = self.make_cache(idx.shape[0], idx.shape[1] + max_new_tokens)
-        first = self.model(idx, cache=cache)[:, -1]
-        new = decode_loop(first, lambda tok: self.model(tok[:, None], cache=cache)[:, -1],
-                          max_new_tokens, make_sampler(), None, 0, False)
+    def generate(self, idx: torch.Tensor, params: SamplingParams | None = None,
+                 **sampling) -> torch.Tensor:
+        """:func:`llmlab.model.generate` (its parameters) with the prefix in the cache.
+        (batch, T) -> (batch, T + n)."""
+        params = sampling_params(params, sampling)
+        cache = self.make_cache(idx.shape[0], idx.shape[1] + params.max_new_tokens)
+        first = cached_step(self.model, cache, idx)
+        new = decode_loop(first, lambda tok: cached_step(self.model, cache, tok[:, None]), params)
         return torch.cat([idx, new], 1)

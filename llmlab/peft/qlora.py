@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 from llmlab.nn import Linear
+from llmlab.peft.apply import apply_lora
 from llmlab.peft.inject import LINEAR_TYPES, replace_modules
-from llmlab.peft.lora import LoRAConfig, LoRALinear, apply_lora
+from llmlab.peft.lora import LoRAConfig, LoRALinear
 from llmlab.quant import NF4Weight, nf4_linear, to_nf4
 
 

@@ -5,9 +5,18 @@ Integer quantization maps a float ``x`` to a code ``q`` with a scale ``Δ`` (and
 
 - symmetric (absmax): ``Δ = max|x| / (2^(b-1) - 1)``, ``q = clamp(round(x / Δ), -2^(b-1), 2^(b-1) - 1)``,
   ``x̂ = q Δ``;
-- asymmetric (zero point): ``Δ = (max x - min x) / (2^b - 1)``, ``z = round(-min x / Δ)``,
+- asymmetric with an integer zero point (:func:`quantize`, ``symmetric=False``):
+  ``Δ = (max x - min x) / (2^b - 1)``, ``z = round(-min x / Δ)``,
   ``q = clamp(round(x / Δ) + z, 0, 2^b - 1)``, ``x̂ = (q - z) Δ`` (the range is widened to contain
-  0, as GPTQ does, so that 0 is exact).
+  0, as GPTQ, AWQ and ONNX's QuantizeLinear do, so that 0 is exact and integer kernels can
+  subtract ``z``);
+- asymmetric with a float offset (:func:`minmax_quantize`): ``Δ = (max x - min x) / (2^b - 1)``,
+  ``q = round((x - min x) / Δ)``, ``x̂ = q Δ + min x`` — the minimum itself is stored (KIVI's and
+  HQQ's convention for KV caches and weights dequantized on the fly); the full range is used and
+  0 is not necessarily exact.
+
+These are the library's two asymmetric conventions, each implemented once here; chapter 08's
+quantized KV caches (:mod:`llmlab.kvcache.quantized`) call :func:`minmax_quantize`.
 
 Granularity says over which values one ``(Δ, z)`` is shared: the whole ``tensor``, one row
 (``channel`` = one output channel of a ``(out, in)`` weight, or one token of activations), or a
@@ -98,6 +107,27 @@ def quantize(x: torch.Tensor, bits: int = 8, symmetric: bool = True, granularity
     scale, zero = quant_params(g, bits, symmetric)
     return QuantizedTensor(quantize_codes(g, scale, zero, bits, symmetric), scale, zero, x.shape,
                            bits, symmetric)
+
+
+def minmax_quantize(x: torch.Tensor, bits: int,
+                    dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Asymmetric quantization with a float offset, min and max reduced over ``dim``.
+
+    x: (...) float -> codes (...) uint8 in [0, 2^bits - 1], scale and offset (float32, x's shape
+    with ``dim`` of size 1); ``x ≈ codes * scale + offset`` (:func:`minmax_dequantize`).
+    """
+    if not 1 <= bits <= 8:
+        raise ValueError(f"bits must be in 1..8, got {bits}")
+    lo, hi = x.amin(dim, keepdim=True), x.amax(dim, keepdim=True)
+    scale = ((hi - lo) / (2 ** bits - 1)).clamp(min=1e-8).float()
+    codes = ((x - lo) / scale).round().clamp(0, 2 ** bits - 1)
+    return codes.to(torch.uint8), scale, lo.float()
+
+
+def minmax_dequantize(codes: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor,
+                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``codes * scale + offset``, broadcast over the reduced axis, in ``dtype``."""
+    return (codes.float() * scale.float() + offset.float()).to(dtype)
 
 
 def fake_quantize(x: torch.Tensor, bits: int = 8, symmetric: bool = True,

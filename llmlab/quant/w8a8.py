@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from llmlab.quant.formats import quant_params, quantize_codes
+
 ACT_GRANULARITIES = ("token", "tensor")
 
 
@@ -21,9 +23,12 @@ def quantize_int8(x: torch.Tensor, dim: int | None = -1) -> tuple[torch.Tensor, 
     x: (..., k) -> (codes int8 like x, scale float32 broadcastable to x).
     """
     x = x.float()
-    amax = x.abs().amax() if dim is None else x.abs().amax(dim, keepdim=True)
-    scale = (amax / 127).clamp(min=1e-12)
-    return torch.round(x / scale).clamp(-128, 127).to(torch.int8), scale
+    rows = x.reshape(1, -1) if dim is None else x.movedim(dim, -1)  # absmax over the last dim
+    scale, zero = quant_params(rows, 8, symmetric=True)  # chapter 07's one absmax quantizer
+    codes = quantize_codes(rows, scale, zero, 8, symmetric=True).to(torch.int8)
+    if dim is None:
+        return codes.reshape(x.shape), scale.reshape(())
+    return codes.movedim(-1, dim), scale.movedim(-1, dim)
 
 
 def int8_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -1,24 +1,25 @@
-"""Serving: sampling, streaming detokenization, continuous batching, speculative decoding,
-structured output, and an OpenAI-compatible HTTP server.
+"""Serving: streaming detokenization, continuous batching, speculative decoding, structured
+output, and an OpenAI-compatible HTTP server.
 
-Built on chapter 08's :class:`llmlab.kvcache.PagedKVCache`. Taught in chapter 09
-(solutions/09_serve).
+Built on chapter 08's :class:`llmlab.kvcache.PagedKVCache`; every token is chosen by the one
+decoding contract of :mod:`llmlab.model.sampling` (``SamplingParams`` and its pipeline,
+re-exported here). Taught in chapter 09 (solutions/09_serve).
 """
 
+from llmlab.model.sampling import (
+    SamplingParams,
+    apply_penalties,
+    filter_logits,
+    next_token,
+    process_logits,
+    top_logprobs,
+)
 from llmlab.serve.detokenize import IncrementalDetokenizer, StopChecker, stop_holdback
 from llmlab.serve.disagg import HandoverStats, disaggregated_generate, prefill_worker
 from llmlab.serve.engine import EngineConfig, LLMEngine, PromptTooLongError, Request, RequestOutput
 from llmlab.serve.loadgen import LoadReport, load_test, percentiles, run_load
 from llmlab.serve.metrics import Histogram, ServerMetrics
 from llmlab.serve.openai_api import ApiError, parse_sampling, sse_event
-from llmlab.serve.sampling import (
-    SamplingParams,
-    apply_penalties,
-    process_logits,
-    sample_token,
-    top_k_top_p_min_p,
-    top_logprobs,
-)
 from llmlab.serve.scheduler import ScheduledBatch, Scheduler, SchedulerConfig, Sequence, Status
 from llmlab.serve.simulate import simulate
 from llmlab.serve.speculative import (
@@ -62,8 +63,10 @@ __all__ = [
     "apply_penalties",
     "disaggregated_generate",
     "early_exit_model",
+    "filter_logits",
     "greedy_verify",
     "load_test",
+    "next_token",
     "parse_sampling",
     "percentiles",
     "prefill_worker",
@@ -71,12 +74,10 @@ __all__ = [
     "regex_to_dfa",
     "rejection_sample",
     "run_load",
-    "sample_token",
     "simulate",
     "speculative_generate",
     "sse_event",
     "stop_holdback",
     "token_mask",
-    "top_k_top_p_min_p",
     "top_logprobs",
 ]

@@ -46,9 +46,9 @@ def prefill_worker(model_dir: str | None, requests, results, block_size: int,
         while (item := requests.get()) is not None:
             rid, prompt = item
             cache.add_sequence(rid, prompt)
-            cache.set_batch([rid])
-            cache.prepare(tokens=[prompt])
-            model(torch.tensor([prompt]), cache.positions(), cache)
+            ctx = cache.prepare([rid], tokens=[prompt])
+            model(torch.tensor([prompt]), ctx)
+            cache.commit(ctx)
             tokens, kv = cache.export_blocks(rid)
             cache.free(rid)
             # sent by value (serialized bytes), as over a network, not as shared memory

@@ -21,9 +21,16 @@ import torch
 from torch import nn
 
 from llmlab.kvcache import PagedKVCache, blocks_for
+from llmlab.model.sampling import (
+    SamplingParams,
+    make_generator,
+    next_token,
+    process_logits,
+    top_logprobs,
+)
 from llmlab.serve.detokenize import IncrementalDetokenizer, StopChecker
-from llmlab.serve.sampling import SamplingParams, process_logits, sample_token, top_logprobs
 from llmlab.serve.scheduler import ScheduledBatch, Scheduler, SchedulerConfig, Sequence
+from llmlab.utils import reject_unknown_keys
 
 EOS = "<|endoftext|>"
 
@@ -32,6 +39,7 @@ class PromptTooLongError(ValueError):
     """The prompt (plus the tokens asked for) does not fit the model's context or the KV pool."""
 
 
+@reject_unknown_keys
 @dataclass
 class EngineConfig:
     """KV pool size and the scheduler's limits."""
@@ -139,16 +147,14 @@ class LLMEngine:
         if len(ids) >= self.max_model_len:
             raise PromptTooLongError(f"the prompt has {len(ids)} tokens; this model's context is "
                                      f"{self.max_model_len} tokens", "prompt")
-        total = min(len(ids) + params.max_tokens, self.max_model_len)
+        total = min(len(ids) + params.max_new_tokens, self.max_model_len)
         if blocks_for(total, self.config.block_size) > self.config.num_blocks:
             raise PromptTooLongError(f"{total} tokens need more KV blocks than the pool's "
-                                     f"{self.config.num_blocks}", "max_tokens")
+                                     f"{self.config.num_blocks}", "max_new_tokens")
         request_id = request_id or f"req-{next(self._ids)}"
         if request_id in self.requests:
             raise ValueError(f"request id {request_id!r} is already in use", "request_id")
-        generator = None
-        if params.seed is not None:
-            generator = torch.Generator(device=self.device).manual_seed(params.seed)
+        generator = make_generator(params)  # on the CPU: the same draws on any device
         constraint = None
         if params.regex is not None:
             from llmlab.serve.structured import RegexConstraint, TokenAutomaton
@@ -157,12 +163,12 @@ class LLMEngine:
             except ValueError as exc:
                 raise ValueError(str(exc.args[0]), "regex") from None
             constraint = RegexConstraint(automaton)
-        req = Request(request_id, Sequence(request_id, ids, params.max_tokens), params,
-                      IncrementalDetokenizer(self.tokenizer), StopChecker(params.stop), generator,
-                      constraint, arrival=time.perf_counter())
-        if adapter is not None:  # its KV blocks are the adapter's: never shared with others
+        salt = None if adapter is None else f"lora:{adapter}".encode()  # its blocks are its own
+        req = Request(request_id, Sequence(request_id, ids, params.max_new_tokens, salt=salt),
+                      params, IncrementalDetokenizer(self.tokenizer), StopChecker(params.stop),
+                      generator, constraint, arrival=time.perf_counter())
+        if adapter is not None:
             req.adapter = self.adapters[adapter]
-            self.cache.salts[request_id] = f"lora:{adapter}".encode()
         self.requests[request_id] = req
         self.scheduler.add(req.seq)
         return request_id
@@ -172,7 +178,6 @@ class LLMEngine:
         req = self.requests.pop(request_id, None)
         if req is not None:
             self.scheduler.finish(req.seq)
-            self.cache.salts.pop(request_id, None)
 
     def has_unfinished(self) -> bool:
         return self.scheduler.has_unfinished()
@@ -204,18 +209,21 @@ class LLMEngine:
     def _forward(self, rows: list[tuple[Sequence, int]]) -> torch.Tensor:
         """One model forward over ``rows`` (right-padded); logits (rows, vocab) at each last token."""
         chunks = [s.tokens[s.num_computed:s.num_computed + n] for s, n in rows]
-        self.cache.set_batch([s.seq_id for s, _ in rows])
-        self.cache.prepare(tokens=chunks, device=self.device)
+        ctx = self.cache.prepare([s.seq_id for s, _ in rows], tokens=chunks, device=self.device,
+                                 last_logits=True)
         width = max(map(len, chunks))
         x = torch.tensor([c + [0] * (width - len(c)) for c in chunks], device=self.device)
-        last = torch.tensor([len(c) - 1 for c in chunks], device=self.device)
         if not self.adapters:
-            return self.model(x, self.cache.positions(), self.cache, logits_at=last)
-        from llmlab.peft import adapter_ids
+            logits = self.model(x, ctx)
+        else:
+            from llmlab.peft import adapter_ids
 
-        ids = torch.tensor([self.requests[s.seq_id].adapter for s, _ in rows], device=self.device)
-        with adapter_ids(self.model, ids):  # row b adds adapter ids[b]'s low-rank term
-            return self.model(x, self.cache.positions(), self.cache, logits_at=last)
+            ids = torch.tensor([self.requests[s.seq_id].adapter for s, _ in rows],
+                               device=self.device)
+            with adapter_ids(self.model, ids):  # row b adds adapter ids[b]'s low-rank term
+                logits = self.model(x, ctx)
+        self.cache.commit(ctx)
+        return logits
 
     def _append(self, req: Request, logits: torch.Tensor) -> RequestOutput:
         p, seq = req.params, req.seq
@@ -223,7 +231,7 @@ class LLMEngine:
         if req.constraint is not None:
             processed = processed.masked_fill(~req.constraint.mask(processed.shape[-1]),
                                               float("-inf"))
-        token = sample_token(processed, p, req.generator)
+        token = int(next_token(processed, p, req.generator))
         if req.constraint is not None:
             req.constraint.advance(token)
         seq.output.append(token)
@@ -234,13 +242,14 @@ class LLMEngine:
             logprobs = [(token, *top_logprobs(logits, token, p.logprobs))]
             req.logprobs += logprobs
         reason, delta, hit = None, "", False
-        if (token == self.eos_id and not p.ignore_eos) or token in p.stop_token_ids:
+        eos = self.eos_id if p.eos_token_id is None else p.eos_token_id
+        if (token == eos and not p.ignore_eos) or token in p.stop_token_ids:
             reason = "stop"
         else:
             delta, hit = req.stop.push(req.detok.push(token))
             if hit:
                 reason = "stop"
-            elif len(seq.output) >= p.max_tokens or len(seq.tokens) >= self.max_model_len:
+            elif len(seq.output) >= p.max_new_tokens or len(seq.tokens) >= self.max_model_len:
                 reason = "length"
         if reason is not None:
             if not hit:  # the held-back text was no stop string after all
@@ -249,7 +258,6 @@ class LLMEngine:
             req.finish_reason, req.finish_time = reason, now
             self.scheduler.finish(seq)
             self.requests.pop(req.request_id)
-            self.cache.salts.pop(req.request_id, None)
         req.text += delta
         return RequestOutput(req.request_id, [token], delta, reason is not None, reason, logprobs,
                              None if reason is None else req.latency())

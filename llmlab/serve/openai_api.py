@@ -16,7 +16,7 @@ import json
 import time
 from typing import Any
 
-from llmlab.serve.sampling import SamplingParams
+from llmlab.model.sampling import SamplingParams
 
 
 class ApiError(Exception):
@@ -76,7 +76,7 @@ def parse_sampling(body: dict, vocab_size: int) -> SamplingParams:
         raise ApiError(400, "only n = 1 is supported", "n")
     try:
         params = SamplingParams(
-            max_tokens=max_tokens,
+            max_new_tokens=max_tokens,
             top_k=_typed(body, "top_k", (int,), 0),
             logit_bias=logit_bias,
             seed=_typed(body, "seed", (int,), None),
@@ -89,8 +89,13 @@ def parse_sampling(body: dict, vocab_size: int) -> SamplingParams:
         )
         return params.validate(vocab_size)
     except ValueError as exc:
-        param = exc.args[1] if len(exc.args) > 1 else None
-        raise ApiError(400, str(exc.args[0]), param) from None
+        raise ApiError(400, str(exc.args[0]), error_param(exc)) from None
+
+
+def error_param(exc: ValueError) -> str | None:
+    """The request field a ``ValueError(message, field)`` names, in OpenAI's words."""
+    param = exc.args[1] if len(exc.args) > 1 else None
+    return "max_tokens" if param == "max_new_tokens" else param
 
 
 def chat_prompt(body: dict) -> str:

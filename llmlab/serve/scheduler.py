@@ -33,13 +33,16 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
 
+from llmlab.utils import reject_unknown_keys
+
 
 class KVSpace(Protocol):
     """What the scheduler needs from a paged cache."""
 
     num_free_blocks: int
 
-    def add_sequence(self, seq_id: Hashable, prompt: list[int] | None = None) -> int: ...
+    def add_sequence(self, seq_id: Hashable, prompt: list[int] | None = None,
+                     salt: bytes | None = None) -> int: ...
     def blocks_needed(self, seq_id: Hashable, n: int) -> int: ...
     def free(self, seq_id: Hashable) -> None: ...
 
@@ -56,12 +59,13 @@ class Sequence:
 
     seq_id: Hashable
     prompt: list[int]
-    max_tokens: int
+    max_new_tokens: int
     output: list[int] = field(default_factory=list)
     num_computed: int = 0
     status: Status = Status.WAITING
     num_preemptions: int = 0
     num_cached: int = 0  # prompt tokens found in the prefix cache at the last admission
+    salt: bytes | None = None  # keys its KV blocks apart in the prefix cache (e.g. its adapter)
 
     @property
     def tokens(self) -> list[int]:
@@ -72,6 +76,7 @@ class Sequence:
         return len(self.prompt) + len(self.output) - self.num_computed
 
 
+@reject_unknown_keys
 @dataclass
 class SchedulerConfig:
     """``max_num_batched_tokens``: the token budget of one forward; ``max_num_seqs``: rows."""
@@ -162,7 +167,7 @@ class Scheduler:
         while (not preempted and self.waiting and budget > 0
                and len(self.running) < self.config.max_num_seqs):
             seq = self.waiting[0]
-            cached = self.kv.add_sequence(seq.seq_id, seq.tokens)
+            cached = self.kv.add_sequence(seq.seq_id, seq.tokens, seq.salt)
             seq.num_computed = seq.num_cached = cached
             n = self._chunk(seq, budget)
             need = self.kv.blocks_needed(seq.seq_id, n) if n else 0

@@ -33,6 +33,7 @@ from llmlab.serve.openai_api import (
     chat_prompt,
     completion_prompt,
     completion_response,
+    error_param,
     parse_sampling,
     sse_event,
 )
@@ -184,9 +185,8 @@ def create_app(engine: LLMEngine, model_name: str = "book") -> FastAPI:
         try:
             rid, queue = await runner.submit(prompt, params, _adapter(body.get("model")))
         except ValueError as exc:
-            param = exc.args[1] if len(exc.args) > 1 else None
             code = "context_length_exceeded" if "context" in str(exc) or "blocks" in str(exc) else None
-            raise ApiError(400, str(exc.args[0]), param, code) from None
+            raise ApiError(400, str(exc.args[0]), error_param(exc), code) from None
         decode = lambda t: engine.tokenizer.decode([t])  # noqa: E731
         n_prompt = len(engine.requests[rid].seq.prompt)
         if stream:

@@ -43,15 +43,15 @@ def simulate(requests: list[tuple[int, int, int]], num_blocks: int = 16, block_s
             break
         batch = schedule_fn(sched)
         if batch.rows:
-            cache.set_batch([s.seq_id for s, _ in batch.rows])
             chunks = [s.tokens[s.num_computed:s.num_computed + n] for s, n in batch.rows]
-            cache.prepare(tokens=chunks)
-            cache.update(0, torch.zeros(len(chunks), max(map(len, chunks)), 1))  # commits
+            ctx = cache.prepare([s.seq_id for s, _ in batch.rows], tokens=chunks)
+            ctx.cache.update(0, torch.zeros(len(chunks), max(map(len, chunks)), 1))  # the layer
+            cache.commit(ctx)
         for seq, n in batch.rows:
             seq.num_computed += n
             if seq.num_uncomputed == 0:
                 seq.output.append(3000 + len(seq.output))
-                if len(seq.output) >= seq.max_tokens:
+                if len(seq.output) >= seq.max_new_tokens:
                     sched.finish(seq)
         trace.append({
             "rows": [(s.seq_id, n) for s, n in batch.rows],

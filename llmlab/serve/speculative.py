@@ -27,8 +27,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from llmlab.kvcache import ContiguousKVCache
-from llmlab.serve.sampling import SamplingParams, process_logits
+from llmlab.model.cache import ContiguousKVCache
+from llmlab.model.generate import cached_step, sampling_params, stop_token_ids
+from llmlab.model.sampling import (
+    SamplingParams,
+    make_generator,
+    next_token,
+    process_logits,
+    sample_from,
+)
 
 
 def accept_draft(p: torch.Tensor, q: torch.Tensor | None, draft: list[int],
@@ -66,7 +73,7 @@ def rejection_sample(p: torch.Tensor, q: torch.Tensor | None, draft: list[int],
     """
     u = torch.rand(len(draft), generator=generator, device=p.device)
     n, dist = accept_draft(p, q, draft, u)
-    return list(draft[:n]) + [int(torch.multinomial(dist, 1, generator=generator))]
+    return list(draft[:n]) + [int(sample_from(dist, generator))]
 
 
 def greedy_verify(target_argmax: list[int], draft: list[int]) -> list[int]:
@@ -124,10 +131,10 @@ class ModelDrafter:
         device = next(self.model.parameters()).device
         feed, ctx, draft, qs = tokens[keep:], list(tokens), [], []
         for _ in range(k):
-            logits = self.model(torch.tensor([feed], device=device), None, self.cache)[0, -1]
-            probs = process_logits(logits, self.params, ctx, []).softmax(-1)
-            x = (int(probs.argmax()) if self.params.greedy
-                 else int(torch.multinomial(probs, 1, generator=self.generator)))
+            logits = cached_step(self.model, self.cache, torch.tensor([feed], device=device))[0]
+            processed = process_logits(logits, self.params, ctx, [])
+            x = int(next_token(processed, self.params, self.generator))
+            probs = processed.softmax(-1)
             draft.append(x)
             qs.append(probs)
             ctx.append(x)
@@ -154,19 +161,24 @@ class SpecStats:
 
 
 @torch.no_grad()
-def speculative_generate(model: nn.Module, prompt: list[int], max_new_tokens: int, drafter,
-                         k: int = 4, params: SamplingParams | None = None,
+def speculative_generate(model: nn.Module, prompt: list[int], drafter,
+                         params: SamplingParams | None = None, *, k: int = 4,
                          generator: torch.Generator | None = None,
-                         eos_id: int | None = None) -> tuple[list[int], SpecStats]:
+                         **sampling) -> tuple[list[int], SpecStats]:
     """Generate for one sequence with draft-and-verify; returns (new tokens, statistics).
 
-    Only temperature, top-k/top-p/min-p and penalties of ``params`` apply (no stop strings).
+    ``params`` and the keyword overrides are :func:`llmlab.model.generate`'s (default greedy);
+    every position is scored by the one logits pipeline. Stop strings need the engine.
     """
-    params = params or SamplingParams(temperature=0)
+    params = sampling_params(params, sampling)
+    generator = generator if generator is not None else make_generator(params)
+    stops = set(stop_token_ids(params))
+    max_new_tokens = params.max_new_tokens
     device = next(model.parameters()).device
     cache, stats = ContiguousKVCache(model.config.n_layer), SpecStats()
     tokens = list(prompt)
-    model(torch.tensor([tokens[:-1]], device=device), None, cache) if len(tokens) > 1 else None
+    if len(tokens) > 1:
+        cached_step(model, cache, torch.tensor([tokens[:-1]], device=device))
     limit = model.config.block_size
     while len(tokens) - len(prompt) < max_new_tokens:
         room = min(max_new_tokens - (len(tokens) - len(prompt)), limit - len(tokens)) - 1
@@ -174,20 +186,22 @@ def speculative_generate(model: nn.Module, prompt: list[int], max_new_tokens: in
         if q is not None and len(draft) < q.shape[0]:
             q = q[:len(draft)]
         x = torch.tensor([[tokens[-1], *draft]], device=device)
-        logits = model(x, None, cache)[0]  # (k + 1, vocab): the target scores every draft at once
+        ctx = cache.prepare(x)
+        logits = model(x, ctx)[0]  # (k + 1, vocab): the target scores every draft at once
+        cache.commit(ctx)
         stats.target_forwards += 1
         stats.drafted += len(draft)
         outs = tokens[len(prompt):]
         processed = torch.stack([process_logits(logits[i], params, prompt, outs + draft[:i])
                                  for i in range(len(draft) + 1)])
         if params.greedy:
-            new = greedy_verify(processed.argmax(-1).tolist(), draft)
+            new = greedy_verify(next_token(processed, params).tolist(), draft)
         else:
             new = rejection_sample(processed.softmax(-1), q, draft, generator)
         stats.accepted += len(new) - 1
         cache.truncate(len(tokens) + len(new) - 1)  # keep the verified tokens' keys and values
         for t in new:
             tokens.append(t)
-            if t == eos_id or len(tokens) - len(prompt) >= max_new_tokens or len(tokens) >= limit:
+            if t in stops or len(tokens) - len(prompt) >= max_new_tokens or len(tokens) >= limit:
                 return tokens[len(prompt):], stats
     return tokens[len(prompt):], stats

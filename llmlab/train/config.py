@@ -11,11 +11,11 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from llmlab.model.config import _reject_unknown_keys
 from llmlab.train.precision import PRECISIONS
+from llmlab.utils import reject_unknown_keys
 
 
-@_reject_unknown_keys
+@reject_unknown_keys
 @dataclass
 class TrainConfig:
     """One pretraining run. A step is one optimizer update of

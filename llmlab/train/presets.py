@@ -16,8 +16,10 @@ from dataclasses import dataclass
 
 from llmlab.model.config import GPTConfig
 from llmlab.train.config import TrainConfig
+from llmlab.utils import reject_unknown_keys
 
 
+@reject_unknown_keys
 @dataclass(frozen=True)
 class Preset:
     """Everything a pretraining run needs besides the data on disk."""

@@ -103,8 +103,8 @@ def _samples(model: GPT, tok, preset: Preset) -> list[str]:
     out = []
     for prompt in preset.sample_prompts:
         idx = torch.tensor([tok.encode(prompt)], device=next(model.parameters()).device)
-        ids = generate(model.eval(), idx, preset.sample_tokens, temperature=0.8, top_k=40,
-                       generator=g)
+        ids = generate(model.eval(), idx, max_new_tokens=preset.sample_tokens, temperature=0.8,
+                       top_k=40, generator=g)
         out.append(tok.decode(ids[0].tolist()))
     return out
 

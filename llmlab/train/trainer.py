@@ -27,17 +27,12 @@ from llmlab.data.batches import random_windows, sequential_windows
 from llmlab.model.counting import flops_per_token
 from llmlab.nn.functional import fast_cross_entropy
 from llmlab.train.checkpoint import load_checkpoint, save_checkpoint
-from llmlab.train.clip import clip_grad_norm
 from llmlab.train.config import TrainConfig
 from llmlab.train.mfu import measure_matmul_peak, mfu
 from llmlab.train.optim import AdamW, decay_groups
 from llmlab.train.precision import DTYPES, autocast, resolve_precision
 from llmlab.train.schedule import cosine_lr
-
-
-def sum_dtype(device: torch.device) -> torch.dtype:
-    """fp64 for running sums of losses kept on the device (fp32 on Apple's MPS, which has none)."""
-    return torch.float32 if device.type == "mps" else torch.float64
+from llmlab.train.step import accumulated_step, sum_dtype
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -104,26 +99,23 @@ class Trainer:
         return fast_cross_entropy(self.model(x), y)
 
     def train_step(self) -> dict:
-        """One optimizer step over ``grad_accum`` micro-batches. Returns loss, grad_norm, lr."""
+        """One optimizer step over ``grad_accum`` micro-batches (chapter 02's
+        :func:`accumulated_step`). Returns loss, grad_norm, lr."""
         c, model = self.config, self.model
         model.train()
         lr = self.lr_at(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        loss_sum = torch.zeros((), dtype=sum_dtype(self.device), device=self.device)
+        batches = []
         for _ in range(c.grad_accum):
             x, y = random_windows(self.train_tokens, c.batch_size, self.seq_len, self.generator)
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            with autocast(self.precision, self.device):
-                loss = self.compute_loss(x, y) / c.grad_accum
-            loss.backward()
-            loss_sum += loss.detach().to(loss_sum.dtype)
-        grad_norm = clip_grad_norm(model.parameters(), c.grad_clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+            batches.append((x.to(self.device, non_blocking=True),
+                            y.to(self.device, non_blocking=True)))
+        loss, grad_norm = accumulated_step(
+            model, self.optimizer, batches, None, c.grad_clip, loss_of=self.compute_loss,
+            autocast=lambda: autocast(self.precision, self.device))
         self.step += 1
-        # one device->host sync per step, after the optimizer step was queued
-        return {"step": self.step, "loss": loss_sum.item(), "grad_norm": grad_norm.item(), "lr": lr}
+        return {"step": self.step, "loss": loss, "grad_norm": grad_norm, "lr": lr}
 
     def evaluate(self) -> dict:
         if self.val_tokens is None:

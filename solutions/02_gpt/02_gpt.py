@@ -453,8 +453,9 @@ def your_attention(d_model: int, n_head: int, n_kv_head: int | None = None,
 # `self.attn = your_attention(d_model, n_head, n_kv_head, rope=rope)`,
 # `self.norm2 = your_rms_norm(d_model, norm_eps)`, `self.mlp = SwiGLU(d_model, d_ff)` (llmlab's
 # SwiGLU, shown above) — these names, so the check can load the reference weights.
-# `forward(x, positions=None, cache=None, layer_idx=0)` passes the last three arguments to
-# `self.attn` and returns `x + attn(norm1(x))` followed by `+ mlp(norm2(·))`.
+# `forward(x, ctx=None, layer_idx=0)` passes the last two arguments (the step context, below,
+# and the layer's index) to `self.attn` and returns `x + attn(norm1(x))` followed by
+# `+ mlp(norm2(·))`.
 #
 # <details><summary>Hint 1</summary>Two residual updates: the second one reads the stream
 # *after* the first has been added.</details>
@@ -472,9 +473,9 @@ class Block(nn.Module):
         self.mlp = SwiGLU(config.d_model, config.d_ff)
         ### END SOLUTION
 
-    def forward(self, x: torch.Tensor, positions=None, cache=None, layer_idx: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ctx=None, layer_idx: int = 0) -> torch.Tensor:
         ### BEGIN SOLUTION
-        x = x + self.attn(self.norm1(x), positions, cache, layer_idx)
+        x = x + self.attn(self.norm1(x), ctx, layer_idx)
         return x + self.mlp(self.norm2(x))
         ### END SOLUTION
 
@@ -499,58 +500,74 @@ grading.check_module(Block, TransformerBlock,
 #
 # The model is the embedding, the blocks, a final norm and the LM head. Each block needs the
 # **positions** of its tokens (RoPE rotates by them): `0 … seq-1` for a fresh sequence, and,
-# when a KV cache already holds `cache.offset` tokens (chapter 08), `offset … offset+seq-1`. A
-# GPT-2-style config has no RoPE but a learned position embedding, added to the token embedding.
+# when a KV cache already holds tokens (chapter 08), the positions after them. A GPT-2-style
+# config has no RoPE but a learned position embedding, added to the token embedding.
+#
+# What one forward needs besides the ids travels in one object, the **step context**
+# `ctx` (`llmlab.nn.StepContext`): `ctx.positions (batch, seq)`, `ctx.mask` (None: plain causal
+# attention), `ctx.cache` (a KV cache the attention layers write to) and `ctx.logits_at`
+# (`(batch,)`: the one column per row whose logits are wanted, or None for all). A KV cache builds
+# it (`cache.prepare(ids)`, chapter 08); `ctx=None` is a fresh sequence.
 #
 # ### Exercise 2.5 — `GPT.forward` · 3 points · difficulty 2 · ~15 min
 #
-# `gpt_forward_(model, idx, positions=None, cache=None)`: `idx (batch, seq)` → logits
-# `(batch, seq, vocab)`, using `model`'s modules: `tok_emb`, `pos_emb` (None for RoPE models),
-# `blocks` (call block `i` as `block(x, positions, cache, i)`), `norm_f` and `lm_head`. When
-# `positions` is None, build them from the cache offset as described above.
+# `gpt_forward_(model, idx, ctx=None)`: `idx (batch, seq)` → logits `(batch, seq, vocab)`, or
+# `(batch, vocab)` when `ctx.logits_at` is given (the LM head then projects only those columns),
+# using `model`'s modules: `tok_emb`, `pos_emb` (None for RoPE models), `blocks` (call block `i`
+# as `block(x, ctx, i)`), `norm_f` and `lm_head`. The positions are `ctx.positions`, or
+# `0 … seq-1` without a context.
 #
-# <details><summary>Hint 1</summary>`torch.arange(offset, offset + seq)` is one row of
-# positions; `.expand(batch, seq)` gives every row without a copy.</details>
+# <details><summary>Hint 1</summary>`torch.arange(seq)` is one row of positions;
+# `.expand(batch, seq)` gives every row without a copy.</details>
 # <details><summary>Hint 2</summary>The final norm comes after the last block and before the
 # LM head; the learned position embedding is looked up with the positions, not with the ids.
 # </details>
+# <details><summary>Hint 3</summary>`x[torch.arange(batch), ctx.logits_at]` picks one
+# `(d_model,)` vector per row.</details>
 
 # %% solution="gpt_forward"
-def gpt_forward_(model: GPT, idx: torch.Tensor, positions: torch.Tensor | None = None,
-                 cache=None) -> torch.Tensor:
-    """Logits of a GPT. idx: (batch, seq) long -> (batch, seq, vocab_size)."""
+def gpt_forward_(model: GPT, idx: torch.Tensor, ctx=None) -> torch.Tensor:
+    """Logits of a GPT. idx: (batch, seq) long -> (batch, seq, vocab_size), or (batch, vocab_size)
+    at ``ctx.logits_at``."""
     ### BEGIN SOLUTION
     b, t = idx.shape
-    if positions is None:
-        offset = cache.offset if cache is not None else 0
-        positions = torch.arange(offset, offset + t, device=idx.device).expand(b, t)
+    positions = torch.arange(t, device=idx.device).expand(b, t) if ctx is None else ctx.positions
     x = model.tok_emb(idx)
     if model.pos_emb is not None:
         x = x + model.pos_emb(positions)
     for i, block in enumerate(model.blocks):
-        x = block(x, positions, cache, i)
+        x = block(x, ctx, i)
+    if ctx is not None and ctx.logits_at is not None:
+        x = x[torch.arange(b, device=x.device), ctx.logits_at]
     return model.lm_head(model.norm_f(x))
     ### END SOLUTION
 
 
 # %% check="gpt_forward" points=1
+from llmlab.nn import StepContext  # noqa: E402
+
+
 def _gpt(seed: int = 0, **overrides) -> GPT:
     torch.manual_seed(seed)
     return GPT(GPTConfig.llama_style(vocab_size=64, block_size=32, d_model=32, n_layer=2, n_head=4,
                                      n_kv_head=2, d_ff=64).replace(**overrides)).eval()
 
 
-def gpt_reference(model, idx, positions=None, cache=None):
-    return model(idx, positions, cache)
+def gpt_reference(model, idx, ctx=None):
+    return model(idx, ctx)
 
 
-GPT_MISTAKES = {"skipping the final norm": mistakes.gpt_forward_without_final_norm}
+GPT_MISTAKES = {"skipping the final norm": mistakes.gpt_forward_without_final_norm,
+                "ignoring ctx.logits_at": mistakes.gpt_forward_ignoring_logits_at}
 grading.check_function(gpt_forward_, gpt_reference, [
     grading.Case(_gpt(), torch.randint(0, 64, (2, 7)), note="a Llama-style model"),
-    grading.Case(_gpt(1), torch.randint(0, 64, (1, 5)), torch.tensor([[3, 4, 5, 6, 7]]),
+    grading.Case(_gpt(1), torch.randint(0, 64, (1, 5)), StepContext(torch.tensor([[3, 4, 5, 6, 7]])),
                  note="positions given"),
+    grading.Case(_gpt(3), torch.randint(0, 64, (2, 4)),
+                 StepContext(torch.arange(4).expand(2, 4), logits_at=torch.tensor([3, 1])),
+                 note="logits at one column per row"),
 ], block=[GPT.forward], mistakes=GPT_MISTAKES,
-   hint="embedding → blocks (with positions) → norm_f → lm_head")
+   hint="embedding → blocks (with the context) → pick ctx.logits_at → norm_f → lm_head")
 
 # %% hidden="gpt_forward" points=2
 from llmlab.kvcache import ContiguousKVCache  # noqa: E402  (the cache of chapter 08)
@@ -559,7 +576,10 @@ _m = _gpt(2)
 _c1, _c2 = ContiguousKVCache(2), ContiguousKVCache(2)
 _prefix = torch.randint(0, 64, (1, 6))
 with torch.no_grad():
-    _m(_prefix, None, _c1), _m(_prefix, None, _c2)
+    for _c in (_c1, _c2):  # one cached step each: prepare, forward, commit
+        _ctx = _c.prepare(_prefix)
+        _m(_prefix, _ctx)
+        _c.commit(_ctx)
 grading.check_function(gpt_forward_, gpt_reference, [
     grading.Case(GPT(GPTConfig.gpt2_style(vocab_size=64, block_size=32, d_model=32, n_layer=2, n_head=4)).eval(),
                  torch.randint(0, 64, (2, 9)), note="GPT-2 style: learned positions"),
@@ -568,8 +588,8 @@ grading.check_function(gpt_forward_, gpt_reference, [
 ], block=[GPT.forward], mistakes=GPT_MISTAKES)
 with torch.no_grad():
     _next = torch.randint(0, 64, (1, 2))
-    grading.check_value(gpt_forward_(_m, _next, None, _c1), _m(_next, None, _c2),
-                        what="the logits after 6 cached tokens (positions start at cache.offset)")
+    grading.check_value(gpt_forward_(_m, _next, _c1.prepare(_next)), _m(_next, _c2.prepare(_next)),
+                        what="the logits after 6 cached tokens (the cache's step context)")
 
 # %% [markdown]
 # From here on the chapter builds its models from **your** block and **your** forward (where
@@ -610,10 +630,10 @@ class YourGPT(GPT):
             new.load_state_dict(old.state_dict())
             self.blocks[i] = new
 
-    def forward(self, idx, positions=None, cache=None):
+    def forward(self, idx, ctx=None):
         if forward_fn is gpt_reference:  # llmlab's forward (gpt_reference calls the model itself)
-            return super().forward(idx, positions, cache)
-        return forward_fn(self, idx, positions, cache)
+            return super().forward(idx, ctx)
+        return forward_fn(self, idx, ctx)
 
 
 def your_gpt(config: GPTConfig) -> GPT:
@@ -1123,8 +1143,11 @@ print(f"tokens/param : {tokens_per_param:.2f} (Chinchilla's compute-optimal rati
 # To generate, feed the text so far, take the last position's logits, divide by a
 # **temperature**, optionally keep only the top-k tokens or the smallest set whose probability
 # reaches top-p (Holtzman et al. 2019, [arXiv:1904.09751](https://arxiv.org/abs/1904.09751)),
-# sample, append, repeat. `llmlab.model.generate` re-reads the whole window each step;
-# chapter 08 makes this fast with a KV cache.
+# sample, append, repeat. `llmlab.model.generate` is llmlab's one decoding entry point: its
+# knobs are the fields of a `SamplingParams` (`max_new_tokens`, `temperature` — 0 is greedy —
+# `top_k`, `top_p`, `min_p`, `eos_token_id`, `seed`, named as in `transformers` and vLLM), and
+# with `use_cache=False` it runs exactly this loop; by default it keeps a KV cache, the subject of
+# chapter 08.
 #
 # ### Exercise 2.11 — sampling with temperature, top-k and top-p · 5 points · difficulty 3 · ~30 min
 #
@@ -1133,11 +1156,12 @@ print(f"tokens/param : {tokens_per_param:.2f} (Chinchilla's compute-optimal rati
 # `model.config.block_size` tokens, takes the last position's logits (in float32), and
 #
 # - `temperature == 0`: picks the argmax (greedy);
-# - otherwise divides the logits by the temperature, keeps only the `top_k` largest (when given)
-#   and then the **smallest set of most probable tokens whose probability reaches `top_p`** (when
-#   given; a token stays when the probability of the tokens ranked above it is still below
-#   `top_p`), sets all others to $-\infty$, and draws one token per row with
-#   `torch.multinomial(probs, 1, generator=generator)`.
+# - otherwise divides the logits by the temperature, keeps only the `top_k` largest (when
+#   `top_k > 0`) and then the **smallest set of most probable tokens whose probability reaches
+#   `top_p`** (when `top_p < 1`; a token stays when the probability of the tokens ranked above it
+#   is still below `top_p`), sets all others to $-\infty$, and draws one token per row with
+#   `torch.multinomial(probs, 1, generator=generator)`. `top_k=0` and `top_p=1.0` are "off", as
+#   in `transformers`.
 #
 # Do not call llmlab's `generate` or `filter_logits`. With the same generator seed your samples
 # must be llmlab's, token for token.
@@ -1153,7 +1177,7 @@ print(f"tokens/param : {tokens_per_param:.2f} (Chinchilla's compute-optimal rati
 # %% solution="generate"
 @torch.no_grad()
 def generate_(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-              top_k: int | None = None, top_p: float | None = None,
+              top_k: int = 0, top_p: float = 1.0,
               generator: torch.Generator | None = None) -> torch.Tensor:
     """Sample ``max_new_tokens`` tokens. idx: (batch, seq) -> (batch, seq + max_new_tokens)."""
     ### BEGIN SOLUTION
@@ -1163,10 +1187,10 @@ def generate_(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, temperat
             nxt = logits.argmax(-1, keepdim=True)
         else:
             logits = logits / temperature
-            if top_k is not None:
+            if top_k > 0:
                 kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
                 logits = logits.masked_fill(logits < kth, float("-inf"))
-            if top_p is not None:
+            if top_p < 1.0:
                 probs, order = torch.sort(torch.softmax(logits, -1), dim=-1, descending=True)
                 drop = probs.cumsum(-1) - probs >= top_p
                 logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
@@ -1177,13 +1201,12 @@ def generate_(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, temperat
 
 
 # %% check="generate" points=2
-from llmlab.model import generate  # noqa: E402
-from llmlab.model.generate import filter_logits  # noqa: E402
+from llmlab.model import filter_logits, generate  # noqa: E402
 
 
-def generate_reference(model, idx, n, temperature=1.0, top_k=None, top_p=None, generator=None):
-    return generate(model, idx, n, temperature=temperature, top_k=top_k, top_p=top_p,
-                    generator=generator)
+def generate_reference(model, idx, n, temperature=1.0, top_k=0, top_p=1.0, generator=None):
+    return generate(model, idx, max_new_tokens=n, temperature=temperature, top_k=top_k,
+                    top_p=top_p, generator=generator, use_cache=False)
 
 
 def _seeded(seed: int) -> torch.Generator:
@@ -1193,8 +1216,8 @@ def _seeded(seed: int) -> torch.Generator:
 _prompt = torch.tensor([tok.encode("def ")])
 grading.check_function(generate_, generate_reference, [
     grading.Case(book, _prompt, 8, 0.0, note="greedy (temperature 0)"),
-    grading.Case(book, _prompt, 8, 0.8, 40, None, _seeded(0), note="temperature 0.8, top-k 40"),
-    grading.Case(book, _prompt, 8, 1.0, None, 0.5, _seeded(1), note="top-p 0.5"),
+    grading.Case(book, _prompt, 8, 0.8, 40, 1.0, _seeded(0), note="temperature 0.8, top-k 40"),
+    grading.Case(book, _prompt, 8, 1.0, 0, 0.5, _seeded(1), note="top-p 0.5"),
 ], block=[generate, filter_logits], mistakes={"top-p dropping the token that crosses p": mistakes.generate_top_p_off_by_one},
    hint="top-p keeps a token while the mass ranked above it is below p")
 
@@ -1202,8 +1225,8 @@ grading.check_function(generate_, generate_reference, [
 _long = torch.randint(0, cfg.vocab_size, (2, cfg.block_size - 2), generator=_seeded(5))
 grading.check_function(generate_, generate_reference, [
     grading.Case(book, _long, 5, 1.0, 20, 0.9, _seeded(2), note="crossing block_size, top-k then top-p"),
-    grading.Case(book, _prompt.expand(3, -1), 6, 1.3, None, 0.3, _seeded(3), note="3 rows, top-p 0.3"),
-    grading.Case(book, _prompt, 4, 0.7, 1, None, _seeded(4), note="top-k 1 is greedy"),
+    grading.Case(book, _prompt.expand(3, -1), 6, 1.3, 0, 0.3, _seeded(3), note="3 rows, top-p 0.3"),
+    grading.Case(book, _prompt, 4, 0.7, 1, 1.0, _seeded(4), note="top-k 1 is greedy"),
 ], block=[generate, filter_logits], mistakes={"top-p dropping the token that crosses p": mistakes.generate_top_p_off_by_one})
 
 # %% [markdown]
@@ -1215,10 +1238,9 @@ sample_fn = grading.prefer_yours(generate_, generate_reference,
                                  name="generate_")
 
 # %%
-from llmlab.model import generate
 
 prompt = torch.tensor([tok.encode('def read_config(path):\n    """')])
-out = sample_fn(book, prompt, 60, 0.8, 40, None, torch.Generator().manual_seed(0))
+out = sample_fn(book, prompt, 60, 0.8, 40, 1.0, torch.Generator().manual_seed(0))
 print(tok.decode(out[0].tolist()))
 
 # %% [markdown]
@@ -1231,7 +1253,7 @@ import ipywidgets as widgets
 
 def sample_book(prompt: str = "class ", temperature: float = 0.8, top_k: int = 40, seed: int = 0) -> None:
     ids = torch.tensor([tok.encode(prompt)])
-    out = sample_fn(book, ids, 50, temperature, top_k or None, None, torch.Generator().manual_seed(seed))
+    out = sample_fn(book, ids, 50, temperature, top_k, 1.0, torch.Generator().manual_seed(seed))
     print(tok.decode(out[0].tolist()))
 
 

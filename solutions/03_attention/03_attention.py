@@ -297,7 +297,7 @@ def sliding_window_mask_(seq_q: int, seq_k: int, window: int, n_sink: int = 0) -
 import llmlab.attention.masks
 from llmlab.attention import sliding_window_mask
 
-WINDOW_TWINS = [llmlab.attention.masks.window_visible, llmlab.attention.SlidingWindowMask]
+WINDOW_TWINS = [llmlab.attention.masks.window_visible, llmlab.attention.sliding_window_context]
 
 grading.check_function(sliding_window_mask_, sliding_window_mask, [
     grading.Case(6, 6, 3, note="window 3, no sinks"),
@@ -356,25 +356,29 @@ widgets.interact(show_masks, seq=widgets.IntSlider(min=8, max=64, value=32),
 #
 # What does a window cost the book's model, and do sinks help? Give every layer a window of 32
 # tokens, with and without 4 sinks, and compare the loss on validation text with full
-# attention. `SlidingWindowMask` is a stand-in cache that stores nothing and hands each layer
-# the mask (the KV-cache protocol of chapter 08 is how masks reach the model's attention).
+# attention. `sliding_window_context` builds the model's step context with that mask: a forward
+# takes one `llmlab.nn.StepContext` (positions, mask, and in chapter 08 the KV cache), which is
+# how a mask reaches every attention layer.
 
 # %%
-from llmlab.attention import SlidingWindowMask
+from llmlab.attention import sliding_window_context
 from llmlab.nn import cross_entropy
 
 
 @torch.no_grad()
-def eval_loss(model, ids: torch.Tensor, seq: int, n_windows: int = 2, cache=None) -> float:
+def eval_loss(model, ids: torch.Tensor, seq: int, n_windows: int = 2, window: int | None = None,
+              n_sink: int = 0) -> float:
     """Mean next-token loss (nats) over a batch of n_windows non-overlapping windows."""
     windows = ids[:n_windows * (seq + 1)].view(n_windows, seq + 1)
-    return cross_entropy(model(windows[:, :-1], cache=cache), windows[:, 1:]).item()
+    x = windows[:, :-1]
+    ctx = None if window is None else sliding_window_context(*x.shape, window, n_sink, x.device)
+    return cross_entropy(model(x, ctx), windows[:, 1:]).item()
 
 
 seq = cfg.block_size
-for label, mask in tqdm([("full causal", None), ("window 32", SlidingWindowMask(32)),
-                         ("window 32 + 4 sinks", SlidingWindowMask(32, n_sink=4))], desc="masks"):
-    print(f"{label:<22} loss {eval_loss(model, val_ids, seq, cache=mask):.2f} nats")
+for label, window, sinks in tqdm([("full causal", None, 0), ("window 32", 32, 0),
+                                  ("window 32 + 4 sinks", 32, 4)], desc="masks"):
+    print(f"{label:<22} loss {eval_loss(model, val_ids, seq, window=window, n_sink=sinks):.2f} nats")
 
 # %% [markdown]
 # Compare the three numbers with what StreamingLLM measured on Llama-2: there, window attention
@@ -866,7 +870,7 @@ grading.check_function(absorbed_attention_, absorbed_attention, [
 
 # %% [markdown]
 # `MultiHeadLatentAttention` implements both forms behind the model's attention interface
-# (`forward(x, positions, cache, layer_idx)`), caching only `c_kv (batch, T, d_c)` and
+# (`forward(x, ctx, layer_idx)`, `ctx` the step context), caching only `c_kv (batch, T, d_c)` and
 # `k_rope (batch, T, d_rope)`; its weights are named as in Hugging Face's `DeepseekV3Attention`,
 # and a parity test checks it against that class. Decode a GPT with MLA token by token with
 # chapter 08's cache and compare with one full forward:
@@ -874,21 +878,29 @@ grading.check_function(absorbed_attention_, absorbed_attention, [
 # %%
 import dataclasses
 
-from llmlab.kvcache.contiguous import ContiguousKVCache
+from llmlab.attention import LAYER_KINDS
+from llmlab.kvcache import ContiguousKVCache
 from llmlab.model import GPT, GPTConfig
 
 mla_cfg = GPTConfig(vocab_size=cfg.vocab_size, block_size=64, n_layer=2, n_head=4, d_model=128,
                     attention="mla", attention_options={"kv_lora_rank": 64})
 torch.manual_seed(0)
-mla_model = GPT(mla_cfg).eval()
+mla_model = GPT(mla_cfg, kinds=LAYER_KINDS).eval()  # "mla" is this chapter's layer kind
 idx = torch.randint(0, cfg.vocab_size, (1, 24))
 with torch.no_grad():
     full = mla_model(idx)  # naive form (no cache)
     cache = ContiguousKVCache(n_layer=2)
-    steps = [mla_model(idx[:, :16], cache=cache)]
-    steps += [mla_model(idx[:, t:t + 1], cache=cache) for t in range(16, 24)]  # absorbed form
+
+    def cached_forward(ids: torch.Tensor) -> torch.Tensor:
+        ctx = cache.prepare(ids)  # positions after the cached tokens, the cache itself
+        logits = mla_model(ids, ctx)
+        cache.commit(ctx)
+        return logits
+
+    steps = [cached_forward(idx[:, :16])]
+    steps += [cached_forward(idx[:, t:t + 1]) for t in range(16, 24)]  # absorbed form
 print("cached decode == full forward:", torch.allclose(torch.cat(steps, 1), full, atol=1e-4))
-c_kv, k_rope = cache.update(0, torch.zeros(1, 0, 64), torch.zeros(1, 0, 16))
+c_kv, k_rope = cache.tensors(0)
 print("layer 0 caches c_kv", tuple(c_kv.shape), "and k_rope", tuple(k_rope.shape))
 mha_cfg = dataclasses.replace(mla_cfg, attention="gqa", attention_options={})
 print(f"bytes per token (fp32): as MHA {kv_spec(mha_cfg, bytes_per_number=4).bytes_per_token()}, "

@@ -843,9 +843,8 @@ grading.check_function(route, reference_route, cases=[
 with torch.no_grad():
     idx = torch.tensor([tokenizer.encode(docs[1].text)[:256]])
     h = model.tok_emb(idx)
-    pos = torch.arange(idx.shape[1])[None]
     for block in model.blocks[:3]:
-        h = block(h, pos)
+        h = block(h)  # no StepContext: positions 0..T-1, plain causal attention
 hidden = h[0]  # (T, d_model) real activations
 seed_all(0)
 moe = P.MoE(cfg.d_model, 64, P.MoEConfig(n_experts=8, top_k=2))
@@ -876,7 +875,8 @@ for name, load in (("random", before), ("balanced", after)):
 # **Expert parallelism** puts E/N experts on each rank. Each rank routes its own tokens, one
 # `all_to_all` sends every routed token to the rank holding its expert, the experts run, and a
 # second `all_to_all` brings the results home. `GPTConfig(mlp="moe", mlp_options=...)` builds
-# MoE blocks (registered by `llmlab.parallel`). On 2 processes, EP equals the single-process MoE:
+# MoE blocks with this chapter's layer kinds: `GPT(config, kinds=P.LAYER_KINDS)` (chapter 02's
+# `nn` knows only its own layers). On 2 processes, EP equals the single-process MoE:
 
 # %%
 res = P.launch(workers.moe_check, 2)[0]

@@ -33,8 +33,8 @@ from tqdm.auto import tqdm
 import llmlab.kvcache as kv
 from llmlab import grading, peft
 from llmlab.data import load_documents
-from llmlab.model import GPT, GPTConfig, load_book_model
-from llmlab.nn import Linear
+from llmlab.model import GPT, GPTConfig, generate, load_book_model
+from llmlab.nn import Linear, StepContext
 from llmlab.utils import seed_all
 
 seed_all(0)
@@ -550,7 +550,7 @@ print(f"LoRA: {lora_time:.1f} s for 40 steps · full fine-tuning: {full_time:.1f
 peft.merge(lora_model)
 for prompt, answer in test_pairs[:4]:
     ids = torch.tensor([tok.encode(prompt)])
-    out = kv.generate(lora_model, ids, 12)
+    out = generate(lora_model, ids, max_new_tokens=12)
     print(prompt.split("\n")[0], "->", tok.decode(out[0, ids.shape[1]:].tolist()).split("\n")[0],
           f"(expected{answer.rstrip()})")
 _ = peft.unmerge(lora_model)
@@ -637,16 +637,24 @@ grading.check_function(dora_linear, peft.dora_forward, cases=[
 # Liang's MLP reparameterisation. Attention to the prefix is exactly attention to $P$ tokens
 # already in the KV cache — so chapter 08's cache protocol is all it needs: a cache whose
 # `update(layer, k, v)` returns the layer's prefix followed by the past and the new keys/values,
-# and whose `offset` counts the prefix so the real tokens take positions $P, P+1, \dots$
+# and whose steps count the prefix so the real tokens take positions $P, P+1, \dots$
 #
 # ### Exercise 5.7 — prefix tuning through the KV cache · 4 points · difficulty 3 · ~30 min
 #
 # Write `PrefixCache(prefix, batch)` for a `prefix` `(n_layer, 2, P, n_kv_head, d_head)` (keys at
-# index 0, values at 1): the KV-cache protocol of chapter 08 — `offset` (tokens before the
-# current forward, prefix included), `update(layer_idx, k, v)` with `k, v`
-# `(batch, t_new, n_kv_head, d_head)` returning all keys and values so far
-# `(batch, P + past + t_new, ...)` and remembering them for the next call, and `attn_mask(t_new)`
-# returning `None` (plain causal attention; the prefix comes first, so every query sees it).
+# index 0, values at 1), speaking the KV-cache protocol of chapter 08 (`llmlab.nn.context`). A
+# forward is one step: `ctx = cache.prepare(ids)`, `model(ids, ctx)`, `cache.commit(ctx)`.
+#
+# - `prepare(input_ids (batch, t))` returns a `StepContext(positions, cache=self)`: the
+#   positions of the `t` tokens after everything held, the prefix included; no mask (plain
+#   causal: the prefix comes first, so every query sees it).
+# - `update(layer_idx, k, v)`, called by each attention layer with `k, v`
+#   `(batch, t, n_kv_head, d_head)`, returns that layer's keys and values so far
+#   `(batch, P + past + t, ...)`; `observe_queries(layer_idx, q)` is part of the protocol too
+#   (this cache needs nothing from it).
+# - `commit(ctx)` makes the step's keys and values part of the cache; a step never committed
+#   leaves it as it was.
+#
 # Gradients must flow from the model's output back into `prefix`. It must keep working when
 # decoding continues one token at a time.
 
@@ -656,28 +664,35 @@ class PrefixCache:
 
     def __init__(self, prefix: torch.Tensor, batch: int) -> None:
         ### BEGIN SOLUTION
-        self.kv = [[layer[0].expand(batch, *layer[0].shape), layer[1].expand(batch, *layer[1].shape)]
+        self.kv = [(layer[0].expand(batch, *layer[0].shape), layer[1].expand(batch, *layer[1].shape))
                    for layer in prefix]
-        self.lengths = [prefix.shape[2]] * prefix.shape[0]
+        self.length = prefix.shape[2]
+        self.pending = [None] * prefix.shape[0]
         ### END SOLUTION
 
-    @property
-    def offset(self) -> int:
+    def prepare(self, input_ids: torch.Tensor) -> StepContext:
         ### BEGIN SOLUTION
-        return min(self.lengths)
+        b, t = input_ids.shape
+        positions = torch.arange(self.length, self.length + t, device=input_ids.device).expand(b, t)
+        return StepContext(positions, cache=self)
+        ### END SOLUTION
+
+    def observe_queries(self, layer_idx: int, q: torch.Tensor) -> None:
+        ### BEGIN SOLUTION
+        pass
         ### END SOLUTION
 
     def update(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor):
         ### BEGIN SOLUTION
-        past = self.kv[layer_idx]
-        past[0], past[1] = torch.cat([past[0], k], 1), torch.cat([past[1], v], 1)
-        self.lengths[layer_idx] += k.shape[1]
-        return past[0], past[1]
+        past_k, past_v = self.kv[layer_idx]
+        self.pending[layer_idx] = (torch.cat([past_k, k], 1), torch.cat([past_v, v], 1))
+        return self.pending[layer_idx]
         ### END SOLUTION
 
-    def attn_mask(self, t_new: int):
+    def commit(self, ctx: StepContext) -> None:
         ### BEGIN SOLUTION
-        return None
+        self.kv, self.pending = self.pending, [None] * len(self.kv)
+        self.length += ctx.positions.shape[1]
         ### END SOLUTION
 
 
@@ -693,14 +708,18 @@ def _prefix_run(cache_cls, seed: int, P: int, decode: int) -> list:
     prefix = (torch.randn(2, 2, P, 2, 8) * 0.5).requires_grad_(True)
     idx = torch.randint(0, 50, (2, 5))
     cache = cache_cls(prefix, 2)
-    logits = model(idx, cache=cache)
+    ctx = cache.prepare(idx)
+    logits = model(idx, ctx)
+    cache.commit(ctx)
     out = [logits.detach().clone()]
     logits.square().mean().backward()
     out.append(prefix.grad.clone())
     with torch.no_grad():
         tok_ = logits[:, -1].argmax(-1)
         for _ in range(decode):
-            step = model(tok_[:, None], cache=cache)
+            ctx = cache.prepare(tok_[:, None])
+            step = model(tok_[:, None], ctx)
+            cache.commit(ctx)
             out.append(step.detach().clone())
             tok_ = step[:, -1].argmax(-1)
     return out
@@ -715,8 +734,8 @@ grading.check_function(lambda *a: _prefix_run(PrefixCache, *a),
                        block=[peft.prefill_cache, peft.PrefixTuning, kv.ContiguousKVCache],
                        cases=[grading.Case(0, 3, 0, note="prefill: logits and prefix gradient"),
                               grading.Case(1, 2, 3, note="then three decode steps")],
-                       hint="update concatenates along dim 1 after what the layer holds; offset "
-                            "counts the prefix, so the prompt takes positions P, P+1, ...")
+                       hint="update concatenates along dim 1 after what the layer holds; "
+                            "positions count the prefix, so the prompt takes P, P+1, ...")
 
 # %% hidden="prefix_cache" points=2
 ### BEGIN HIDDEN TESTS
@@ -725,7 +744,8 @@ grading.check_function(lambda *a: _prefix_run(PrefixCache, *a),
                        cases=[grading.Case(2, 1, 5, note="one virtual token, five decode steps"),
                               grading.Case(3, 6, 1, note="six virtual tokens")])
 _c = PrefixCache(torch.zeros(2, 2, 4, 2, 8), 3)
-grading.expect(_c.offset == 4, "offset must count the prefix (4 tokens) before any update")
+grading.expect(_c.prepare(torch.zeros(3, 2, dtype=torch.long)).positions[0].tolist() == [4, 5],
+               "the first step's positions must count the prefix: 4, 5 after 4 virtual tokens")
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -962,7 +982,7 @@ width = max(map(len, prompts))
 batch = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
 mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
 with peft.adapter_ids(served, rows_ids), torch.no_grad():
-    out = kv.generate(served, batch, 10, attention_mask=mask)
+    out = generate(served, batch, max_new_tokens=10, attention_mask=mask)
 print(test_sig.split("\n")[0])
 for who, row in zip(["call adapter", "name adapter", "base model"], out):
     print(f"  {who:<13}->", tok.decode(row[width:].tolist()).split("\n")[0])

@@ -34,6 +34,7 @@ import llmlab.align as al
 from llmlab import grading
 from llmlab.data import load_documents
 from llmlab.model import load_book_model
+from llmlab.nn import StepContext
 from llmlab.tokenizer import apply_chat_template
 from llmlab.utils import seed_all
 
@@ -124,9 +125,9 @@ grading.check_function(sft_labels, _ref_sft_labels, cases=[
 # concatenates several into one row — but then a plain causal mask lets example 2 attend to
 # example 1, and positions keep counting across the boundary. Correct packing (Krell et al.
 # 2021) uses a **block-diagonal causal mask** and **restarts positions** at every document, so
-# each example is computed exactly as if it were alone. `llmlab`'s GPT takes positions and a
-# per-step context whose `attn_mask` the attention layers use; `al.PackedContext` supplies the
-# document mask.
+# each example is computed exactly as if it were alone. `llmlab`'s GPT takes a per-step context,
+# `llmlab.nn.StepContext(positions, mask)`, whose mask the attention layers use;
+# `al.packed_context(packed)` builds it from a packed batch.
 #
 # ### Exercise 6.2 — the packed-documents mask · 2 points · difficulty 2 · ~10 min
 #
@@ -187,9 +188,8 @@ print("row of", packed.ids.shape[1], "tokens; documents", packed.doc_ids[0].uniq
       "; positions restart:", packed.positions[0, :12].tolist(), "…")
 model.eval()
 with torch.no_grad():
-    ctx = al.PackedContext(packed.doc_ids)
-    ctx.mask = use_yours(document_mask, al.document_causal_mask, packed.doc_ids)
-    with_mask = model(packed.ids, packed.positions, cache=ctx)
+    ctx = StepContext(packed.positions, use_yours(document_mask, al.document_causal_mask, packed.doc_ids))
+    with_mask = model(packed.ids, ctx)
     naive = model(packed.ids)
     at, worst_ok, worst_leak = 0, 0.0, 0.0
     for ids, _ in examples:
@@ -503,7 +503,7 @@ true_reward = al.text_reward(al.return_statement_reward, tok)
 
 torch.manual_seed(0)
 PPO_LR, PPO_STEPS = 3e-4, 12
-ppo = al.PPOTrainer(copy.deepcopy(base), al.PPOConfig(max_new_tokens=8, lr=PPO_LR, init_kl_coef=0.02), eos_id=EOS)
+ppo = al.PPOTrainer(copy.deepcopy(base), al.PPOConfig(max_new_tokens=8, lr=PPO_LR, init_kl_coef=0.02), eos_token_id=EOS)
 ppo_log = [ppo.step(prompt_ids.repeat(4, 1), true_reward) for _ in tqdm(range(PPO_STEPS), desc="PPO")]
 print("mean reward per step:", " ".join(f"{s['score']:.2f}" for s in ppo_log))
 
@@ -758,7 +758,7 @@ grading.check_function(grpo_objective, _ref_grpo, cases=[
 def grpo_run(reward_fn, steps: int, beta: float = 0.0, lr: float = 1e-3, seed: int = 0, desc="GRPO"):
     torch.manual_seed(seed)
     tr = al.GRPOTrainer(copy.deepcopy(base), al.GRPOConfig(group_size=8, max_new_tokens=6, lr=lr, beta=beta),
-                        eos_id=EOS, seed=seed)
+                        eos_token_id=EOS, seed=seed)
     return tr, [tr.step(prompt_ids[:2], reward_fn) for _ in tqdm(range(steps), desc=desc)]
 
 
@@ -852,11 +852,12 @@ widgets.interact(show_beta, beta=widgets.FloatLogSlider(value=0.2, base=10, min=
 proxy = al.text_reward(al.keyword_reward, tok)
 torch.manual_seed(0)
 hacker = al.GRPOTrainer(copy.deepcopy(base), al.GRPOConfig(group_size=8, max_new_tokens=8, lr=1e-3, beta=0.0),
-                        eos_id=EOS)
+                        eos_token_id=EOS)
 hack_log, gen = [], torch.Generator().manual_seed(1)
 for _ in tqdm(range(12), desc="GRPO on the proxy"):
     st = hacker.step(prompt_ids[:2], proxy)
-    ro = al.sample_rollout(hacker.policy, prompt_ids.repeat(4, 1), 8, eos_id=EOS, generator=gen)
+    ro = al.sample_rollout(hacker.policy, prompt_ids.repeat(4, 1), max_new_tokens=8, temperature=1.0,
+                           eos_token_id=EOS, generator=gen)
     hack_log.append((st["reward"], float(true_reward(ro).mean())))
 print("proxy reward:", " ".join(f"{p:.2f}" for p, _ in hack_log))
 print("true reward: ", " ".join(f"{t:.2f}" for _, t in hack_log))

@@ -33,8 +33,7 @@ from tqdm.auto import tqdm
 
 import llmlab.quant as Q
 from llmlab import grading
-from llmlab.kvcache import generate
-from llmlab.model import GPT, GPTConfig, load_book_model
+from llmlab.model import GPT, GPTConfig, generate, load_book_model
 from llmlab.train import TrainConfig, Trainer
 from llmlab.utils import seed_all
 
@@ -741,7 +740,7 @@ gptq_model = int4_models["book", "GPTQ"]
 print(gptq_model.blocks[0].mlp.down_proj)
 prompt = torch.tensor([tokenizer.encode("def parse_args(argv):\n    ")])
 for name, m in [("float32", model), ("GPTQ int4", gptq_model)]:
-    out = generate(m, prompt, 24)
+    out = generate(m, prompt, max_new_tokens=24)
     print(f"--- {name} ---\n{tokenizer.decode(out[0, prompt.shape[1]:].tolist())}")
 
 # %% [markdown]

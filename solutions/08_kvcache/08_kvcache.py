@@ -42,7 +42,15 @@ from llmlab_book import ch08_kvcache as mistakes
 from llmlab.attention import REAL_CONFIGS
 from llmlab.data import load_documents
 from llmlab.kvcache.blocks import replay
-from llmlab.model import load_book_model
+from llmlab.model import (
+    SamplingParams,
+    decode_loop,
+    generate,
+    load_book_model,
+    next_token,
+    process_logits,
+)
+from llmlab.quant.formats import minmax_quantize
 from llmlab.utils import seed_all
 
 seed_all(0)
@@ -188,9 +196,12 @@ del W, dst
 # position). With grouped-query attention (GQA) only the `n_kv_head` shared heads are cached;
 # with MLA (chapter 03) only a small latent vector per token.
 #
-# `llmlab`'s attention layers talk to a cache through three calls:
-# `cache.update(layer, k_new, v_new)` returns past+new, `cache.attn_mask(t_new)` gives the
-# mask (or `None` for plain causal), and `cache.offset` is the position of the first new token.
+# The model and a cache meet in one place, the **step context** of a forward
+# (`llmlab.nn.StepContext`): `ctx = cache.prepare(ids)` builds it — the positions after the
+# cached tokens, the mask (`None` for plain causal) and the cache itself as `ctx.cache` —
+# `model(ids, ctx)` runs, each attention layer calling `ctx.cache.update(layer, k_new, v_new)`,
+# which returns past + new, and then `cache.commit(ctx)` makes the new tokens part of the cache.
+# Nothing happens behind the caller's back: a step that is never committed is forgotten.
 
 # %% [markdown]
 # ### Exercise 8.2 — the cache update · 2 points · difficulty 1 · ~5 min
@@ -309,10 +320,11 @@ grading.check_function(decode_attention, kv.decode_attention, block=DECODE_TWINS
 # %% [markdown]
 # ## 3. Cached generation, checked token for token
 #
-# `kv.generate` prefills the prompt, then feeds back one token at a time through a
-# `ContiguousKVCache`; `use_cache=False` recomputes the whole sequence every step. The test
-# suite also checks that it reproduces Hugging Face `transformers.generate` token for token on
-# GPT-2 and Llama weights (`tests/kvcache/test_generate.py`).
+# `llmlab.model.generate` (imported as `generate`) prefills the prompt, then feeds back one token
+# at a time through a `ContiguousKVCache`; `use_cache=False` recomputes the whole sequence every
+# step. The test suite also checks that it reproduces Hugging Face `transformers.generate` token
+# for token on GPT-2 and Llama weights, greedy and seeded sampling
+# (`tests/kvcache/test_generate.py`).
 
 # ### Exercise 8.4 — the cached decode loop · 6 points · difficulty 3 · ~35 min
 #
@@ -321,22 +333,23 @@ grading.check_function(decode_attention, kv.decode_attention, block=DECODE_TWINS
 # different lengths **left-padded** (`attention_mask (batch, T)`: 1 = real token, 0 = padding;
 # None = no padding). Return `(batch, T + n)` with `n <= max_new_tokens` new tokens.
 #
-# - **Positions** count only real tokens: a row's first real token is at position 0, padding
-#   gets position 0 too. Pass them to the model: `model(ids, positions, cache)`.
 # - **The cache**: `kv.ContiguousKVCache(n_layer, capacity, key_valid)` with room for
 #   `T + max_new_tokens` tokens; `key_valid` is the prompt's mask as a bool tensor when any row
-#   is padded (the cache then hides the padding from every later query), else None.
+#   is padded, else None. Its steps then count positions over real tokens only (a row's first
+#   real token is at position 0) and hide the padding from every later query.
+# - **Every forward is a step**: `ctx = cache.prepare(ids)`, `model(ids, ctx)`,
+#   `cache.commit(ctx)`.
 # - **Prefill** the whole prompt in one forward; then each step picks the argmax of the last
 #   logits and feeds only that token back, one position further along.
 # - **EOS**: once a row has produced `eos_token_id`, it produces `pad_token_id` from then on;
 #   stop as soon as every row is done. Never run a forward whose logits you will not use.
 #
-# Do not call `kv.generate`, `kv.decode_loop` or `llmlab.model.generate`.
+# Do not call `generate`, `decode_loop` or `kv.generate_paged`.
 #
-# <details><summary>Hint 1</summary>A cumulative sum of the mask, minus one, clamped at 0, gives
-# every token's position in its own sequence.</details>
-# <details><summary>Hint 2</summary>The next positions are the last column of the previous
-# positions plus one — kept as a `(batch, 1)` tensor.</details>
+# <details><summary>Hint 1</summary>One small function that prepares, runs and commits a step
+# and returns the last column's logits serves the prefill and every decode step.</details>
+# <details><summary>Hint 2</summary>The cache decides the positions: a padded prompt needs its
+# mask as `key_valid`, or RoPE sees every row shifted by its padding.</details>
 # <details><summary>Hint 3</summary>Keep a `done` flag per row. Decide a row's token (argmax or
 # pad), *then* update `done`, then check whether to stop before running another forward.
 # </details>
@@ -350,10 +363,16 @@ def cached_generate_(model, idx: torch.Tensor, max_new_tokens: int,
     ### BEGIN SOLUTION
     valid = torch.ones_like(idx, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
     padded = not bool(valid.all())
-    positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
     cache = kv.ContiguousKVCache(model.config.n_layer, idx.shape[1] + max_new_tokens,
                                  valid if padded else None)
-    logits = model(idx, positions, cache)[:, -1]
+
+    def step(ids: torch.Tensor) -> torch.Tensor:
+        ctx = cache.prepare(ids)
+        logits = model(ids, ctx)[:, -1]
+        cache.commit(ctx)
+        return logits
+
+    logits = step(idx)
     done = torch.zeros(idx.shape[0], dtype=torch.bool)
     out = []
     for i in range(max_new_tokens):
@@ -364,19 +383,15 @@ def cached_generate_(model, idx: torch.Tensor, max_new_tokens: int,
         out.append(tok)
         if i + 1 == max_new_tokens or bool(done.all()):
             break
-        positions = positions[:, -1:] + 1
-        logits = model(tok[:, None], positions, cache)[:, -1]
+        logits = step(tok[:, None])
     return torch.cat([idx, torch.stack(out, 1)], 1)
     ### END SOLUTION
 
 
 # %% check="cached_generate" points=3
-import llmlab.model  # noqa: E402
-
-
 def generate_reference(model, idx, n, attention_mask=None, eos_token_id=None, pad_token_id=0):
-    return kv.generate(model, idx, n, attention_mask=attention_mask, eos_token_id=eos_token_id,
-                       pad_token_id=pad_token_id)
+    return generate(model, idx, max_new_tokens=n, attention_mask=attention_mask,
+                    eos_token_id=eos_token_id, pad_token_id=pad_token_id)
 
 
 def _left_padded(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -386,18 +401,19 @@ def _left_padded(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     return ids, torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
 
 
-DECODE_BLOCK = [kv.generate, kv.decode_loop, kv.generate_paged, llmlab.model.generate]
-DECODE_MISTAKES = {"positions that count the left padding": mistakes.cached_generate_positions_with_padding}
+DECODE_BLOCK = [generate, decode_loop, kv.generate_paged]
+DECODE_MISTAKES = {"a cache blind to the left padding (no key_valid)": mistakes.cached_generate_blind_to_padding,
+                   "steps never committed to the cache": mistakes.cached_generate_without_commit}
 _ids, _mask = _left_padded(["import os\n", "class A:\n    def "])
 grading.check_function(cached_generate_, generate_reference, [
     grading.Case(model, torch.tensor([tokenizer.encode("def main():\n")]), 12, note="one prompt"),
     grading.Case(model, _ids, 10, _mask, note="two prompts, left-padded"),
 ], block=DECODE_BLOCK, mistakes=DECODE_MISTAKES,
-   hint="positions count real tokens only; the cache needs key_valid when rows are padded")
+   hint="the cache needs key_valid when rows are padded; commit every step")
 
 # %% hidden="cached_generate" points=3
 _ids3, _mask3 = _left_padded(["x", "def f(a, b):\n    return", "# a comment\n"])
-_eos = int(kv.generate(model, _ids3[1:2], 3)[0, -1])  # a token row 1 produces at its 3rd step
+_eos = int(generate(model, _ids3[1:2], max_new_tokens=3)[0, -1])  # a token row 1 produces at its 3rd step
 grading.check_function(cached_generate_, generate_reference, [
     grading.Case(model, _ids3, 8, _mask3, note="three rows, very different lengths"),
     grading.Case(model, _ids3, 12, _mask3, _eos, 5, note="EOS: finished rows emit the pad token"),
@@ -415,7 +431,7 @@ decode = grading.prefer_yours(cached_generate_, generate_reference,
 prompt = "def fibonacci(n):\n    "
 idx = torch.tensor([tokenizer.encode(prompt)])
 cached = decode(model, idx, 48)
-uncached = kv.generate(model, idx, 48, use_cache=False)
+uncached = generate(model, idx, max_new_tokens=48, use_cache=False)
 print("identical tokens:", torch.equal(cached, uncached))
 print(tokenizer.decode(cached[0].tolist()))
 
@@ -432,7 +448,10 @@ def step_times(n_new: int, use_cache: bool) -> list[float]:
     times = []
     for _ in tqdm(range(n_new), desc="cached" if use_cache else "uncached", leave=False):
         start = time.perf_counter()
-        logits = model(x, None, cache)  # (1, t, vocab): t = 1 with a cache
+        ctx = cache.prepare(x) if use_cache else None  # the step: after the cached tokens
+        logits = model(x, ctx)  # (1, t, vocab): t = 1 with a cache
+        if use_cache:
+            cache.commit(ctx)
         nxt = logits[:, -1].argmax(-1, keepdim=True)
         times.append(time.perf_counter() - start)
         x = nxt if use_cache else torch.cat([x, nxt], 1)
@@ -556,10 +575,12 @@ print(f"contiguous wastes {100 * w16.contiguous_waste:.1f}% · paged (16-token b
 # `num_blocks × block_size` token slots and, per sequence, a **block table**: the list of its
 # blocks in order. Token $j$ of a sequence lives in slot
 # `table[j // block_size] * block_size + j % block_size`. Before each forward a scheduler calls
-# `prepare(...)` to reserve the slots of the new tokens — raising `kv.OutOfBlocksError` *before*
-# anything is written, so it can preempt a request and retry — then each layer's `update`
-# scatters the new keys and values into their slots and gathers every row's sequence through its
-# block table. Rows may be at different lengths: the cache supplies positions and the mask.
+# `ctx = cache.prepare(seq_ids, tokens=...)` to name the rows and reserve the slots of their new
+# tokens — raising `kv.OutOfBlocksError` *before* anything is written, so it can preempt a
+# request and retry — then each layer's `ctx.cache.update` scatters the new keys and values into
+# their slots and gathers every row's sequence through its block table, and `cache.commit(ctx)`
+# counts them. Rows may be at different lengths: the step context carries their positions and
+# the mask.
 #
 # The same four prompts, of lengths 9, 3, 14 and 6, through a paged cache and a padded
 # contiguous batch give the same tokens:
@@ -567,7 +588,7 @@ print(f"contiguous wastes {100 * w16.contiguous_waste:.1f}% · paged (16-token b
 # %%
 prompts = [tokenizer.encode(t) for t in ["import sys\n", "x", "class Cache:\n    def ", "# a"]]
 paged = kv.PagedKVCache(cfg.n_layer, num_blocks=64, block_size=8)
-out_paged = kv.generate_paged(model, prompts, 24, paged)
+out_paged = kv.generate_paged(model, prompts, paged, max_new_tokens=24)
 width = max(map(len, prompts))
 ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])  # left-padded
 mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
@@ -678,7 +699,7 @@ def paged_cache(num_blocks: int, block_size: int) -> kv.PagedKVCache:
 
 check_cache = paged_cache(64, 8)
 print("paged with this allocator == contiguous:",
-      kv.generate_paged(model, prompts, 24, check_cache) == out_contiguous)
+      kv.generate_paged(model, prompts, check_cache, max_new_tokens=24) == out_contiguous)
 
 # %% [markdown]
 # ### Exercise 8.7 — write through the block table, with copy-on-write · 6 points · difficulty 3 · ~30 min
@@ -810,16 +831,15 @@ def simulate_block_tables(n_steps: int = 40, num_blocks: int = 32, block_size: i
             next_id += 1
         else:
             n_new = {}
-        cache.set_batch(list(remaining))
         try:
-            cache.prepare([n_new.get(s, 1) for s in remaining])
+            ctx = cache.prepare(list(remaining), [n_new.get(s, 1) for s in remaining])
         except kv.OutOfBlocksError:  # the scheduler's move: preempt the newest request
             cache.free(max(remaining))
             remaining.pop(max(remaining))
-            cache.set_batch(list(remaining))
-            cache.prepare([1] * len(remaining))
+            ctx = cache.prepare(list(remaining), [1] * len(remaining))
         kv_new = torch.zeros(len(remaining), max([1, *n_new.values()]), 1, 1)
-        cache.update(0, kv_new, kv_new)
+        ctx.cache.update(0, kv_new, kv_new)  # what the model's one layer would store
+        cache.commit(ctx)
         for s in list(remaining):
             remaining[s] -= 1
             if remaining[s] == 0:
@@ -879,23 +899,23 @@ display(widgets.HBox([play, slider]), widgets.interactive_output(draw_frame, {"s
 fork_cache = paged_cache(64, 8)
 prompt_ids = tokenizer.encode("def parse(text):\n    ")
 fork_cache.add_sequence("parent")
-fork_cache.set_batch(["parent"])
-fork_cache.prepare(tokens=[prompt_ids])
+ctx = fork_cache.prepare(["parent"], tokens=[prompt_ids])
 with torch.no_grad():
-    last = model(torch.tensor([prompt_ids]), fork_cache.positions(), fork_cache)[:, -1]
+    last = model(torch.tensor([prompt_ids]), ctx)[:, -1]
+fork_cache.commit(ctx)
 for i in range(3):
     fork_cache.fork("parent", f"sample {i}")
 print("blocks used after 3 forks:", fork_cache.used_blocks(), "(the prompt's, shared 4 ways)")
 samples = ["parent"] + [f"sample {i}" for i in range(3)]
-fork_cache.set_batch(samples)
-sample = kv.make_sampler(do_sample=True, temperature=0.8, top_k=40,
-                         generator=torch.Generator().manual_seed(0))
+params, draws = SamplingParams(temperature=0.8, top_k=40), torch.Generator().manual_seed(0)
+sample = lambda logits: next_token(process_logits(logits, params), params, draws)  # noqa: E731
 tok = sample(last)[:, None].expand(4, 1).clone()
 outs = [[] for _ in samples]
 with torch.no_grad():
     for _ in range(16):
-        fork_cache.prepare(1)
-        logits = model(tok, fork_cache.positions(), fork_cache)[:, -1]
+        ctx = fork_cache.prepare(samples, 1)
+        logits = model(tok, ctx)[:, -1]
+        fork_cache.commit(ctx)
         tok = sample(logits)[:, None]
         for o, t in zip(outs, tok[:, 0].tolist()):
             o.append(t)
@@ -966,7 +986,7 @@ def serve(prefix_caching: bool) -> tuple[list[list[int]], kv.PagedKVCache, float
                             prefix_caching=prefix_caching)
     start, outs = time.perf_counter(), []
     for i, r in enumerate(tqdm(requests, desc="requests", leave=False)):  # one after another
-        outs += kv.generate_paged(model, [r], 8, cache, seq_ids=[i])
+        outs += kv.generate_paged(model, [r], cache, max_new_tokens=8, seq_ids=[i])
     return outs, cache, time.perf_counter() - start
 
 
@@ -1006,10 +1026,18 @@ val_ids = torch.tensor(tokenizer.encode(val_text)[: 4 * n_eval]).view(4, n_eval)
 L = cfg.n_layer
 
 
+def step_logits(cache, ids: torch.Tensor) -> torch.Tensor:
+    """One cached step — prepare, forward, commit — and its last column's logits."""
+    ctx = cache.prepare(ids)
+    logits = model(ids, ctx)[:, -1]
+    cache.commit(ctx)
+    return logits
+
+
 @torch.no_grad()
 def next_token_logprobs(cache) -> torch.Tensor:
     """(4, n_eval - 1, vocab) log-probabilities of each next token, fed one at a time."""
-    steps = [model(val_ids[:, t:t + 1], None, cache)[:, -1] for t in range(n_eval - 1)]
+    steps = [step_logits(cache, val_ids[:, t:t + 1]) for t in range(n_eval - 1)]
     return torch.stack(steps, 1).log_softmax(-1)
 
 
@@ -1065,7 +1093,7 @@ def kivi_quantize(k: torch.Tensor, v: torch.Tensor,
 
 # %% check="kivi" points=1
 g = torch.Generator().manual_seed(0)
-KIVI_TWINS = [kv.quantize, kv.QuantizedKVCache]  # kivi_quantize is quantize along two axes
+KIVI_TWINS = [minmax_quantize, kv.QuantizedKVCache]  # kivi_quantize is minmax_quantize twice
 grading.check_function(kivi_quantize, kv.kivi_quantize, block=KIVI_TWINS, cases=[
     grading.Case(torch.randn(1, 8, 2, 4, generator=g), torch.randn(1, 8, 2, 4, generator=g), 4,
                  note="4 bits"),

@@ -39,9 +39,8 @@ from tqdm.auto import tqdm
 import llmlab.serve as serve
 from llmlab import grading, peft
 from llmlab.grading.compare import explain
-from llmlab.kvcache import PagedKVCache, generate
-from llmlab.model import load_book_model
-from llmlab.model.generate import filter_logits
+from llmlab.kvcache import PagedKVCache
+from llmlab.model import generate, load_book_model
 from llmlab.serve.scheduler import Scheduler, Status
 from llmlab.serve.server import create_app, serve_in_thread
 from llmlab.utils import seed_all
@@ -123,7 +122,7 @@ def filter_top_p_min_p(logits: torch.Tensor, top_p: float = 1.0, min_p: float = 
 
 # %% check="top_p_min_p" points=1
 def ref_top_p_min_p(logits, top_p=1.0, min_p=0.0):
-    return serve.top_k_top_p_min_p(logits, 0, top_p, min_p)
+    return serve.filter_logits(logits, 0, top_p, min_p)
 
 
 g = torch.Generator().manual_seed(0)
@@ -131,7 +130,7 @@ grading.check_function(filter_top_p_min_p, ref_top_p_min_p, cases=[
     grading.Case(torch.tensor([[2.0, 1.0, 0.5, -1.0]]), 0.8, note="top-p on 4 tokens"),
     grading.Case(torch.tensor([[2.0, 1.0, 0.5, -1.0]]), 1.0, 0.3, note="min-p only"),
     grading.Case(torch.randn(3, 20, generator=g), 0.9, 0.05, note="both, a batch of 3"),
-], block=[serve.top_k_top_p_min_p, filter_logits],
+], block=[serve.filter_logits],
    hint="keep a token while the mass *before* it is < top_p; min-p compares with min_p * p_max")
 
 # %% hidden="top_p_min_p" points=2
@@ -141,7 +140,7 @@ grading.check_function(filter_top_p_min_p, ref_top_p_min_p, cases=[
     grading.Case(torch.randn(5, 30, generator=g), 0.5, 0.2, note="both filters"),
     grading.Case(torch.randn(2, 3, 40, generator=g), 0.95, note="3-d input"),
     grading.Case(torch.randn(4, 10, generator=g), 1.0, 1.0, note="min_p = 1 keeps only the max"),
-], block=[serve.top_k_top_p_min_p, filter_logits])
+], block=[serve.filter_logits])
 x = torch.randn(2, 10)
 x0 = x.clone()
 filter_top_p_min_p(x, 0.5, 0.1)
@@ -164,8 +163,8 @@ def predict_survivors() -> tuple[int, int]:
 
 # %% check="predict_survivors" points=1
 probs6 = torch.tensor([0.40, 0.25, 0.15, 0.10, 0.06, 0.04])
-kept = serve.top_k_top_p_min_p(probs6.log()[None], 0, 0.75)
-kept_minp = serve.top_k_top_p_min_p(probs6.log()[None], 0, 1.0, 0.2)
+kept = serve.filter_logits(probs6.log()[None], 0, 0.75)
+kept_minp = serve.filter_logits(probs6.log()[None], 0, 1.0, 0.2)
 survivors = (int(torch.isfinite(kept).sum()), int(torch.isfinite(kept_minp).sum()))
 grading.check_prediction(predict_survivors, survivors, what="(top-p survivors, min-p survivors)",
                          hint="top-p keeps the smallest prefix whose mass reaches p; min-p keeps "
@@ -354,7 +353,7 @@ def static_timeline(lens, batch):
 
 def continuous_timeline(prompts, lens, max_seqs):
     engine = serve.LLMEngine(model, tokenizer, serve.EngineConfig(max_num_seqs=max_seqs))
-    ids = [engine.add_request(p, serve.SamplingParams(max_tokens=n, temperature=0, ignore_eos=True))
+    ids = [engine.add_request(p, serve.SamplingParams(max_new_tokens=n, temperature=0, ignore_eos=True))
            for p, n in zip(prompts, lens)]
     first, last, step = {}, {}, 0
     with tqdm(total=sum(lens), desc="continuous batching", leave=False) as bar:
@@ -587,12 +586,12 @@ for i, t in enumerate(chunk_trace[3:10], start=3):
 engine = serve.LLMEngine(model, tokenizer, serve.EngineConfig(
     num_blocks=20, block_size=4, max_num_batched_tokens=16, max_num_seqs=4))
 engine.scheduler.schedule = lambda: scheduler_step(engine.scheduler)  # your scheduler, if passing
-greedy = serve.SamplingParams(max_tokens=20, temperature=0, ignore_eos=True)
+greedy = serve.SamplingParams(max_new_tokens=20, temperature=0, ignore_eos=True)
 batch_prompts = ["def fibonacci(n):\n    ", "import os\n", "class Foo:\n    def __init__(self",
                  "# Copyright 2001 Python Software Foundation\n" * 3]
 done = engine.generate(batch_prompts, greedy)
 for p, r in zip(batch_prompts, done):
-    solo = generate(model, torch.tensor([tokenizer.encode(p)]), 20)[0, len(tokenizer.encode(p)):]
+    solo = generate(model, torch.tensor([tokenizer.encode(p)]), max_new_tokens=20)[0, len(tokenizer.encode(p)):]
     print(f"equal to solo: {r.seq.output == solo.tolist()}  preemptions: {r.seq.num_preemptions}"
           f"  {r.text[:40]!r}")
 
@@ -610,7 +609,7 @@ questions = ["read a file", "sort a dict", "parse json", "time a loop", "walk a 
 computed = {}
 for caching in (False, True):
     eng = serve.LLMEngine(model, tokenizer, serve.EngineConfig(prefix_caching=caching))
-    reqs = [eng.generate([system + q + ":\n"], serve.SamplingParams(max_tokens=4, temperature=0))[0]
+    reqs = [eng.generate([system + q + ":\n"], serve.SamplingParams(max_new_tokens=4, temperature=0))[0]
             for q in questions]
     prompt_tokens = sum(len(r.seq.prompt) for r in reqs)
     computed[caching] = prompt_tokens - sum(r.seq.num_cached for r in reqs)
@@ -632,16 +631,16 @@ print(f"prefill work saved: {1 - computed[True] / computed[False]:.0%}")
 long_prompt = tokenizer.encode(system + "Write a function that reads a CSV file:\n")
 prefill_side = PagedKVCache(cfg.n_layer, 32, 16)
 prefill_side.add_sequence("p", long_prompt)
-prefill_side.set_batch(["p"])
-prefill_side.prepare(tokens=[long_prompt])
+ctx = prefill_side.prepare(["p"], tokens=[long_prompt])  # the step: rows, positions, slots
 with torch.no_grad():
-    model(torch.tensor([long_prompt]), prefill_side.positions(), prefill_side)
+    model(torch.tensor([long_prompt]), ctx)
+prefill_side.commit(ctx)
 handed_tokens, handed_kv = prefill_side.export_blocks("p")
 decode_side = serve.LLMEngine(model, tokenizer, serve.EngineConfig(block_size=16))
 decode_side.cache.import_blocks(handed_tokens, handed_kv)
-handed = decode_side.generate([long_prompt], serve.SamplingParams(max_tokens=12, temperature=0))[0]
+handed = decode_side.generate([long_prompt], serve.SamplingParams(max_new_tokens=12, temperature=0))[0]
 alone = serve.LLMEngine(model, tokenizer).generate([long_prompt],
-                                                   serve.SamplingParams(max_tokens=12, temperature=0))[0]
+                                                   serve.SamplingParams(max_new_tokens=12, temperature=0))[0]
 n_bytes = sum(t.numel() * t.element_size() for layer in handed_kv for t in layer)
 print(f"prompt {len(long_prompt)} tokens: {len(handed_tokens)} handed over in "
       f"{len(handed_tokens) // 16} blocks ({n_bytes / 1024:.0f} KiB), "
@@ -806,24 +805,24 @@ print(f"chi-square vs p: {'below' if chi2 < 18.5 else 'ABOVE'} the 0.1% critical
 code = ("def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n\n\n"
         "def mul(a, b):\n    return a * b\n\n\ndef div(a, b):\n")
 prompt_ids = tokenizer.encode(code)
-plain = generate(model, torch.tensor([prompt_ids]), 48)[0, len(prompt_ids):].tolist()
+plain = generate(model, torch.tensor([prompt_ids]), max_new_tokens=48)[0, len(prompt_ids):].tolist()
 drafters = {"prompt lookup (n=3)": serve.NgramDrafter(3),
             "early exit (3 layers)": serve.ModelDrafter(serve.early_exit_model(model, 3),
                                                         serve.SamplingParams(temperature=0))}
 spec_stats = {}
 for name, drafter in drafters.items():
-    out, stats = serve.speculative_generate(model, prompt_ids, 48, drafter, k=4)
+    out, stats = serve.speculative_generate(model, prompt_ids, drafter, k=4, max_new_tokens=48)
     spec_stats[name] = stats
     print(f"{name:22s} equal to greedy: {out == plain}  acceptance {stats.acceptance_rate:.2f}"
           f"  tokens per target forward {stats.tokens_per_forward:.2f}")
 
 # %% tags=["nbval-ignore-output"]
 t0 = time.perf_counter()
-generate(model, torch.tensor([prompt_ids]), 48)
+generate(model, torch.tensor([prompt_ids]), max_new_tokens=48)
 t_plain = time.perf_counter() - t0
 for name, drafter in drafters.items():
     t0 = time.perf_counter()
-    serve.speculative_generate(model, prompt_ids, 48, drafter, k=4)
+    serve.speculative_generate(model, prompt_ids, drafter, k=4, max_new_tokens=48)
     print(f"{name:22s} speed-up over plain greedy: {t_plain / (time.perf_counter() - t0):.2f}×")
 
 # %% [markdown]
@@ -895,7 +894,7 @@ mask_fn = use_learner("token_mask", token_mask, serve.token_mask,
 serve.structured.token_mask = mask_fn  # the engine's automaton now calls your function
 pattern = r'\{"name": "[a-z]{1,10}", "line": (0|[1-9]\d{0,3}), "ok": (true|false)\}'
 eng = serve.LLMEngine(model, tokenizer)
-rids = [eng.add_request("record = ", serve.SamplingParams(max_tokens=60, temperature=1.0, seed=seed,
+rids = [eng.add_request("record = ", serve.SamplingParams(max_new_tokens=60, temperature=1.0, seed=seed,
                                                           regex=pattern)) for seed in range(5)]
 outs = [eng.requests[i] for i in rids]
 while eng.has_unfinished():

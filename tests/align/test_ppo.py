@@ -103,6 +103,6 @@ def test_ppo_run_raises_reward(book):
                "def value(self):\n        "]
     ids = torch.tensor([tok.encode(p)[-6:] for p in prompts]).repeat(4, 1)
     reward = text_reward(return_statement_reward, tok)
-    tr = PPOTrainer(model, PPOConfig(max_new_tokens=8, lr=3e-4, init_kl_coef=0.02), eos_id=eos)
+    tr = PPOTrainer(model, PPOConfig(max_new_tokens=8, lr=3e-4, init_kl_coef=0.02), eos_token_id=eos)
     scores = [tr.step(ids, reward)["score"] for _ in range(12)]
     assert sum(scores[-3:]) / 3 > sum(scores[:3]) / 3 + 0.1, scores

@@ -54,9 +54,10 @@ def test_reward_hacking_proxy_rises_true_reward_does_not(book):
     eos = tok.special_ids["<|endoftext|>"]
     ids = torch.tensor([tok.encode(p)[-6:] for p in ["def get(self):\n        ", "def size(x):\n    "]])
     proxy, true = text_reward(keyword_reward, tok), text_reward(return_statement_reward, tok)
-    tr = GRPOTrainer(model, GRPOConfig(group_size=8, max_new_tokens=8, lr=1e-3, beta=0.0), eos_id=eos)
+    tr = GRPOTrainer(model, GRPOConfig(group_size=8, max_new_tokens=8, lr=1e-3, beta=0.0), eos_token_id=eos)
     rewards = [tr.step(ids, proxy)["reward"] for _ in range(10)]
     gen = torch.Generator().manual_seed(1)
-    ro = sample_rollout(tr.policy, ids.repeat(8, 1), 8, eos_id=eos, generator=gen)
+    ro = sample_rollout(tr.policy, ids.repeat(8, 1), max_new_tokens=8, temperature=1.0,
+                        eos_token_id=eos, generator=gen)
     assert sum(rewards[-3:]) / 3 > 0.6 > rewards[0] + 0.3, rewards  # the proxy is learned fast
     assert float(proxy(ro).mean()) > 0.6 and float(true(ro).mean()) < 0.2

@@ -68,6 +68,6 @@ def test_grpo_run_raises_verifiable_reward(book):
     model, tok = copy.deepcopy(book[0]), book[1]
     ids = torch.tensor([tok.encode(p)[-6:] for p in PROMPTS])
     tr = GRPOTrainer(model, GRPOConfig(group_size=8, max_new_tokens=6, lr=1e-3, beta=0.0),
-                     eos_id=tok.special_ids["<|endoftext|>"])
+                     eos_token_id=tok.special_ids["<|endoftext|>"])
     rewards = [tr.step(ids, text_reward(return_statement_reward, tok))["reward"] for _ in range(12)]
     assert sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3 + 0.3, rewards

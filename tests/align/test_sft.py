@@ -13,13 +13,13 @@ from trl.trainer.utils import entropy_from_logits, selective_log_softmax
 
 from llmlab.align import (
     IGNORE_INDEX,
-    PackedContext,
     add_chat_tokens,
     compute_entropy,
     masked_mean,
     masked_normalize,
     masked_whiten,
     pack_examples,
+    packed_context,
     packed_sft_loss,
     sft_example,
     sft_loss,
@@ -95,7 +95,7 @@ def test_packing_has_no_cross_document_attention(chat):
     batch = pack_examples(examples, seq_len, pad_id=0)
     assert batch.ids.shape == (1, seq_len)
     with torch.no_grad():
-        packed = model(batch.ids, batch.positions, cache=PackedContext(batch.doc_ids))
+        packed = model(batch.ids, packed_context(batch))
         leaky = model(batch.ids)  # plain causal attention over the whole row
         at = 0
         for ids, _ in examples:

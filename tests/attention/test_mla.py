@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from llmlab.attention import MLAConfig, MultiHeadLatentAttention, absorbed_attention
-from llmlab.kvcache.contiguous import ContiguousKVCache
+from llmlab.attention import LAYER_KINDS, MLAConfig, MultiHeadLatentAttention, absorbed_attention
+from llmlab.kvcache import ContiguousKVCache
+from llmlab.nn import StepContext
 from tests.attention.conftest import assert_same, grads
 
 CFG = MLAConfig(d_model=32, n_head=4, kv_lora_rank=12, qk_nope_head_dim=8, qk_rope_head_dim=4,
@@ -51,12 +52,13 @@ def test_decoding_with_cache_equals_full_forward_and_caches_only_latent():
     x = torch.randn(2, 9, 32, dtype=torch.float64)
     full = naive(x)
     cache = ContiguousKVCache(n_layer=1, capacity=4)
-    steps = [absorbed(x[:, :5], cache=cache)]  # prefill, then one token at a time
-    for t in range(5, 9):
-        steps.append(absorbed(x[:, t:t + 1], cache=cache))
+    steps = []
+    for chunk in [x[:, :5], *x[:, 5:].split(1, 1)]:  # prefill, then one token at a time
+        ctx = cache.prepare(torch.zeros(chunk.shape[:2], dtype=torch.long))
+        steps.append(absorbed(chunk, ctx))
+        cache.commit(ctx)
     assert_same(torch.cat(steps, 1), full)
-    c_kv, k_rope = cache.update(0, torch.zeros(2, 0, 12, dtype=torch.float64),
-                                torch.zeros(2, 0, 4, dtype=torch.float64))
+    c_kv, k_rope = cache.tensors(0)
     assert c_kv.shape == (2, 9, 12) and k_rope.shape == (2, 9, 4)
 
 
@@ -64,10 +66,10 @@ def test_rope_makes_scores_depend_on_position():
     torch.manual_seed(0)
     attn = MultiHeadLatentAttention(CFG).double()
     x = torch.randn(1, 6, 32, dtype=torch.float64)
-    y0 = attn(x, positions=torch.arange(6)[None])
-    y_shift = attn(x, positions=torch.arange(6)[None] + 7)  # relative positions unchanged
+    y0 = attn(x, StepContext(torch.arange(6)[None]))
+    y_shift = attn(x, StepContext(torch.arange(6)[None] + 7))  # relative positions unchanged
     assert_same(y0, y_shift, atol=1e-6, rtol=1e-5)  # cos/sin are computed in fp32
-    y_scrambled = attn(x, positions=torch.tensor([[0, 3, 1, 9, 2, 5]]))
+    y_scrambled = attn(x, StepContext(torch.tensor([[0, 3, 1, 9, 2, 5]])))
     assert not torch.allclose(y0, y_scrambled)
 
 
@@ -95,13 +97,17 @@ def test_gpt_with_mla_decodes_like_full_forward():
     cfg = model_mod.GPTConfig(vocab_size=64, block_size=32, n_layer=2, n_head=4, d_model=32,
                               attention="mla", attention_options={"kv_lora_rank": 16})
     torch.manual_seed(0)
-    model = model_mod.GPT(cfg).eval()
+    with pytest.raises(ValueError, match="llmlab.attention.LAYER_KINDS"):
+        model_mod.GPT(cfg)  # MLA is chapter 03's: the model needs its layer kinds
+    model = model_mod.GPT(cfg, kinds=LAYER_KINDS).eval()
     idx = torch.randint(0, 64, (2, 10))
     with torch.no_grad():
         full = model(idx)
-        cache = ContiguousKVCache(n_layer=2)
-        steps = [model(idx[:, :6], cache=cache)] + [model(idx[:, t:t + 1], cache=cache)
-                                                    for t in range(6, 10)]
+        cache, steps = ContiguousKVCache(n_layer=2), []
+        for chunk in [idx[:, :6], *idx[:, 6:].split(1, 1)]:
+            ctx = cache.prepare(chunk)
+            steps.append(model(chunk, ctx))
+            cache.commit(ctx)
     assert_same(torch.cat(steps, 1), full, atol=1e-4, rtol=1e-4)
 
 
@@ -133,6 +139,6 @@ def test_parity_with_transformers_deepseek_v3(layout, q_lora_rank):
     mask = torch.full((7, 7), float("-inf")).triu(1)[None, None].double()
     with torch.no_grad():
         expected = hf(x, (cos, sin), mask)[0]
-        assert_same(ours(x, positions), expected, atol=1e-6, rtol=1e-5)
+        assert_same(ours(x, StepContext(positions)), expected, atol=1e-6, rtol=1e-5)
         ours.absorb = True
-        assert_same(ours(x, positions), expected, atol=1e-6, rtol=1e-5)
+        assert_same(ours(x, StepContext(positions)), expected, atol=1e-6, rtol=1e-5)

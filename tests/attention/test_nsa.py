@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from llmlab.attention import NativeSparseAttention, naive_attention, repeat_kv
+from llmlab.nn import StepContext
 from tests.attention.conftest import assert_same
 
 
@@ -84,5 +85,8 @@ def test_gates_and_all_branches_get_gradients():
 def test_nsa_bad_arguments():
     with pytest.raises(ValueError):
         _nsa(stride=8)  # stride > block_len
+    x = torch.randn(1, 4, 32, dtype=torch.float64)
     with pytest.raises(ValueError, match="cache"):
-        _nsa()(torch.randn(1, 4, 32, dtype=torch.float64), cache=object())
+        _nsa()(x, StepContext(torch.arange(4)[None], cache=object()))
+    with pytest.raises(ValueError, match="mask"):
+        _nsa()(x, StepContext(torch.arange(4)[None], torch.ones(1, 1, 4, 4, dtype=torch.bool)))

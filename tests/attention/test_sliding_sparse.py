@@ -87,9 +87,9 @@ def test_layout_must_keep_the_diagonal(qkv):
         block_sparse_attention(q, k, v, torch.zeros(2, 2, dtype=torch.bool), 4)
 
 
-def test_sliding_window_mask_cache_drives_the_model():
+def test_sliding_window_context_drives_the_model():
     model_mod = pytest.importorskip("llmlab.model")
-    from llmlab.attention import SlidingWindowMask
+    from llmlab.attention import sliding_window_context
 
     torch.manual_seed(0)
     cfg = model_mod.GPTConfig(vocab_size=40, block_size=32, n_layer=2, n_head=2, d_model=16)
@@ -97,12 +97,12 @@ def test_sliding_window_mask_cache_drives_the_model():
     idx = torch.randint(0, 40, (1, 20))
     with torch.no_grad():
         full = model(idx)
-        wide = model(idx, cache=SlidingWindowMask(window=20))
-        narrow = model(idx, cache=SlidingWindowMask(window=3, n_sink=1))
+        wide = model(idx, sliding_window_context(1, 20, window=20))
+        narrow = model(idx, sliding_window_context(1, 20, window=3, n_sink=1))
         # with window 3 and 2 layers, position 10 depends on positions >= 6 and the sink only
         idx2 = idx.clone()
         idx2[0, 2:5] = (idx2[0, 2:5] + 1) % 40
-        narrow2 = model(idx2, cache=SlidingWindowMask(window=3, n_sink=1))
+        narrow2 = model(idx2, sliding_window_context(1, 20, window=3, n_sink=1))
     torch.testing.assert_close(wide, full, atol=1e-5, rtol=1e-4)
     assert not torch.allclose(narrow, full, atol=1e-4)
     torch.testing.assert_close(narrow2[0, 10], narrow[0, 10], atol=1e-5, rtol=1e-4)

@@ -13,10 +13,9 @@ import pytest
 import torch
 
 import llmlab.attention as A
-from llmlab.kvcache import ContiguousKVCache, PagedKVCache, generate, generate_paged
+from llmlab.kvcache import ContiguousKVCache, PagedKVCache, generate_paged
 from llmlab.kvcache.attention import decode_attention, paged_attention
-from llmlab.model import GPT, GPTConfig
-from llmlab.model.generate import generate as plain_generate
+from llmlab.model import GPT, GPTConfig, generate
 from llmlab.train import TrainConfig, Trainer, evaluate_loss
 from tests.device.fake_device import WrongDevice, fake_device, to_cpu, to_fake
 
@@ -75,15 +74,17 @@ def test_trainer_on_the_model_device():
     assert val == pytest.approx(evaluate_loss(cpu.model, tokens, 2, 16, max_batches=2), rel=1e-4)
 
 
-def test_plain_generation_with_a_cpu_generator():
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_sampling_with_a_cpu_generator(use_cache):
     model = _model("gpt2")
     idx = torch.randint(0, 61, (2, 4), generator=torch.Generator().manual_seed(2))
-    want = plain_generate(model, idx, 6, temperature=0.9, top_k=10, eos_id=3,
-                          generator=torch.Generator().manual_seed(0))
+    kw = dict(max_new_tokens=6, temperature=0.9, top_k=10, top_p=0.9, min_p=0.01,
+              repetition_penalty=1.2, frequency_penalty=0.5, logit_bias={4: 1.0},
+              eos_token_id=3, use_cache=use_cache)
+    want = generate(model, idx, seed=0, **kw)
     with fake_device():
         to_fake(model)
-        got = plain_generate(model, to_fake(idx), 6, temperature=0.9, top_k=10, eos_id=3,
-                             generator=torch.Generator().manual_seed(0))
+        got = generate(model, to_fake(idx), seed=0, **kw)
     assert torch.equal(to_cpu(got), want)
 
 
@@ -92,21 +93,24 @@ def test_cached_generation_contiguous_left_padded():
     idx = torch.randint(1, 61, (2, 6), generator=torch.Generator().manual_seed(3))
     mask = torch.ones_like(idx)
     mask[1, :2] = 0
-    want = generate(model, idx, 5, attention_mask=mask)
+    want = generate(model, idx, max_new_tokens=5, attention_mask=mask)
     with fake_device():
         to_fake(model)
-        got = generate(model, to_fake(idx), 5, attention_mask=to_fake(mask))
-        uncached = generate(model, to_fake(idx), 5, attention_mask=to_fake(mask), use_cache=False)
+        got = generate(model, to_fake(idx), max_new_tokens=5, attention_mask=to_fake(mask))
+        uncached = generate(model, to_fake(idx), max_new_tokens=5, attention_mask=to_fake(mask),
+                            use_cache=False)
     assert torch.equal(to_cpu(got), want) and torch.equal(to_cpu(uncached), want)
 
 
 def test_cached_generation_paged():
     model = _model("llama")
     prompts = [[5, 6, 7, 8, 9], [10, 11]]
-    want = generate_paged(model, prompts, 5, PagedKVCache(2, num_blocks=16, block_size=4))
+    want = generate_paged(model, prompts, PagedKVCache(2, num_blocks=16, block_size=4),
+                          max_new_tokens=5)
     with fake_device():
         to_fake(model)
-        got = generate_paged(model, prompts, 5, PagedKVCache(2, num_blocks=16, block_size=4))
+        got = generate_paged(model, prompts, PagedKVCache(2, num_blocks=16, block_size=4),
+                             max_new_tokens=5)
     assert got == want
 
 
@@ -161,9 +165,9 @@ def test_layers_mla_nsa_and_sliding_mask():
     model = _model("llama")
     x = torch.randn(2, 12, 32)
     idx = torch.randint(0, 61, (2, 12))
-    run = {"mla": lambda m, x, i, c: m(x, cache=c),
+    run = {"mla": lambda m, x, i, c: m(x, c.prepare(i)),
            "nsa": lambda m, x, i, c: m(x),
-           "window": lambda m, x, i, c: m(i, cache=A.SlidingWindowMask(4, n_sink=1))}
+           "window": lambda m, x, i, c: m(i, A.sliding_window_context(*i.shape, 4, 1, i.device))}
     mods = {"mla": mla, "nsa": nsa, "window": model}
     for name, fn in run.items():
         want = fn(mods[name], x, idx, ContiguousKVCache(1))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from llmlab.attention import LAYER_KINDS
 from llmlab.model.config import GPTConfig
 from llmlab.model.gpt import GPT
 
@@ -19,7 +20,7 @@ def tiny_model(style: str, seed: int = 0, **overrides) -> GPT:
         cfg = GPTConfig.llama_style(**{**base, "n_kv_head": 2, **overrides})
     else:
         cfg = GPTConfig.gpt2_style(**{**base, **overrides})
-    return GPT(cfg).eval()
+    return GPT(cfg, kinds=LAYER_KINDS).eval()  # MLA available too
 
 
 def ragged(lengths=(9, 3, 14, 6), seed: int = 1) -> list[list[int]]:

@@ -13,32 +13,28 @@ from llmlab.kvcache import (
     HeavyHitterCache,
     QuantizedKVCache,
     SinkWindowCache,
-    dequantize,
     kivi_quantize,
     pack_codes,
-    quantize,
     unpack_codes,
 )
+from llmlab.nn import StepContext, step_positions
+from llmlab.quant.formats import minmax_dequantize as dequantize
+from llmlab.quant.formats import minmax_quantize as quantize
 
 
-class FixedMask:
-    """A no-op cache that applies a given (T, T) mask: the uncached reference of a policy."""
-
-    offset = 0
-
-    def __init__(self, mask: torch.Tensor) -> None:
-        self.mask = mask
-
-    def update(self, layer_idx, *tensors):
-        return tensors
-
-    def attn_mask(self, t_new):
-        return self.mask[None, None]
+def fixed_mask(mask: torch.Tensor) -> StepContext:
+    """The uncached reference of a policy: a step context with a given (T, T) mask."""
+    return StepContext(step_positions(1, mask.shape[0]), mask[None, None])
 
 
 def _teacher_forced(model, ids: torch.Tensor, cache) -> torch.Tensor:
     """Logits (seq, vocab) of feeding ``ids`` (1, seq) one token at a time through ``cache``."""
-    return torch.cat([model(ids[:, i:i + 1], None, cache)[0] for i in range(ids.shape[1])])
+    out = []
+    for i in range(ids.shape[1]):
+        ctx = cache.prepare(ids[:, i:i + 1])
+        out.append(model(ids[:, i:i + 1], ctx)[0])
+        cache.commit(ctx)
+    return torch.cat(out)
 
 
 @torch.no_grad()
@@ -46,7 +42,7 @@ def test_streaming_llm_equals_sink_window_attention(model, vocab):
     ids = torch.randint(0, vocab, (1, 40), generator=torch.Generator().manual_seed(0))
     got = _teacher_forced(model, ids, SinkWindowCache(model.config.n_layer, n_sink=3, window=8))
     # between steps the cache keeps 3 sinks + 8 recent; the new token adds itself: window 9
-    want = model(ids, None, FixedMask(sliding_window_mask(40, 40, window=9, n_sink=3)))[0]
+    want = model(ids, fixed_mask(sliding_window_mask(40, 40, window=9, n_sink=3)))[0]
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
     assert not torch.allclose(got, model(ids)[0], atol=1e-3)  # eviction did change the logits
 
@@ -77,9 +73,11 @@ def test_h2o_keeps_the_heavy_hitters():
     q, k = torch.randn(T, H, d, generator=g) * 2, torch.randn(T, H, d, generator=g)
     v = torch.arange(T, dtype=torch.float)[:, None, None].expand(T, H, d)  # v carries the index
     cache = HeavyHitterCache(n_layer=1, n_heavy=4, n_recent=3)
-    for t in range(T):
+    for t in range(T):  # one step per token, as a one-layer model would run it
+        ctx = cache.prepare(torch.zeros(1, 1, dtype=torch.long))
         cache.observe_queries(0, q[None, t:t + 1])
         cache.update(0, k[None, t:t + 1], v[None, t:t + 1])
+        cache.commit(ctx)
     kept_v = cache._kept[0][1][0, :, :, 0]  # (kept, head): the token index of each kept value
     want = _h2o_reference(q, k, v, 4, 3)
     assert [kept_v[:, h].long().tolist() for h in range(H)] == want
@@ -131,7 +129,10 @@ def test_kivi_cache_keeps_a_full_precision_residual():
     cache = QuantizedKVCache.kivi(n_layer=1, bits=2, group_size=4)
     g = torch.Generator().manual_seed(0)
     k, v = torch.randn(2, 6, 2, 8, generator=g), torch.randn(2, 6, 2, 8, generator=g)
+    ctx = cache.prepare(torch.zeros(2, 6, dtype=torch.long))
     k_all, v_all = cache.update(0, k, v)
+    assert cache.nbytes() == 0  # the step is the cache's once committed
+    cache.commit(ctx)
     assert torch.equal(k_all[:, 4:], k[:, 4:]) and not torch.equal(k_all[:, :4], k[:, :4])
     k_hat = kivi_quantize(k[:, :4], v[:, :4], bits=2)[0]
     torch.testing.assert_close(k_all[:, :4], k_hat, atol=1e-2, rtol=1e-2)  # fp16 scales
@@ -145,7 +146,9 @@ def test_kivi_cache_keeps_a_full_precision_residual():
 def test_int8_cache_is_close_and_four_times_smaller(model, vocab):
     ids = torch.randint(0, vocab, (2, 24), generator=torch.Generator().manual_seed(2))
     full, q8 = ContiguousKVCache(model.config.n_layer), QuantizedKVCache.int8(model.config.n_layer)
-    ref, got = model(ids, None, full), model(ids, None, q8)
+    ref, got = (model(ids, c.prepare(ids)) for c in (full, q8))
+    q8.commit(q8._step)
+    full.commit(full._step)
     assert 0 < (got - ref).abs().max() < 0.05 * ref.abs().max()
     codes = full.used_bytes() // 4  # fp32 -> one byte per number
     assert q8.nbytes() == codes + codes // model.config.d_head * 4  # + fp16 scale and zero

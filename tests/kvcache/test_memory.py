@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llmlab.attention import REAL_CONFIGS
+from llmlab.attention import LAYER_KINDS, REAL_CONFIGS
 from llmlab.kvcache import (
     ContiguousKVCache,
     kv_cache_bytes,
@@ -39,7 +39,10 @@ def test_calculator_matches_a_real_cache(attention, vocab):
     cfg = GPTConfig.llama_style(vocab_size=vocab, n_layer=2, n_head=4, n_kv_head=2, d_model=64,
                                 attention=attention)
     cache = ContiguousKVCache(cfg.n_layer)
-    GPT(cfg).eval()(torch.randint(0, vocab, (3, 11)), None, cache)
+    ids = torch.randint(0, vocab, (3, 11))
+    ctx = cache.prepare(ids)
+    GPT(cfg, kinds=LAYER_KINDS).eval()(ids, ctx)
+    cache.commit(ctx)
     assert cache.used_bytes() == kv_cache_bytes(cfg, 3, 11, bytes_per_number=4)  # fp32
     assert kv_spec(cfg).kind == ("gqa" if attention == "gqa" else "mla")
 

@@ -7,11 +7,11 @@ import torch
 from llmlab.kvcache import (
     PagedKVCache,
     PrefixCachingAllocator,
-    generate,
     generate_paged,
     hash_block,
     prefix_block_hashes,
 )
+from llmlab.model import generate
 
 
 def test_hashes_are_chained_over_the_prefix():
@@ -49,10 +49,10 @@ def _system_prompt_workload(vocab: int) -> list[list[int]]:
 def test_prefix_cached_generation_equals_uncached(model, vocab):
     prompts = _system_prompt_workload(vocab)
     cache = PagedKVCache(model.config.n_layer, num_blocks=40, block_size=4, prefix_caching=True)
-    first = generate_paged(model, prompts[:1], 12, cache)
-    rest = generate_paged(model, prompts[1:], 12, cache, seq_ids=[1, 2, 3])
+    first = generate_paged(model, prompts[:1], cache, max_new_tokens=12)
+    rest = generate_paged(model, prompts[1:], cache, max_new_tokens=12, seq_ids=[1, 2, 3])
     for prompt, got in zip(prompts, first + rest):
-        want = generate(model, torch.tensor([prompt]), 12, use_cache=False)[0, len(prompt):]
+        want = generate(model, torch.tensor([prompt]), max_new_tokens=12, use_cache=False)[0, len(prompt):]
         assert got == want.tolist()
     stats = cache.allocator.stats
     # the second batch finds the 5 full system-prompt blocks (21 tokens) for each of 3 prompts
@@ -63,7 +63,7 @@ def test_prefix_cached_generation_equals_uncached(model, vocab):
 def test_cache_hit_skips_the_prefix_and_stops_before_the_last_token(model, vocab):
     prompt = _system_prompt_workload(vocab)[0]  # 24 tokens = 6 full blocks of 4
     cache = PagedKVCache(model.config.n_layer, num_blocks=20, block_size=4, prefix_caching=True)
-    generate_paged(model, [prompt], 3, cache)
+    generate_paged(model, [prompt], cache, max_new_tokens=3)
     assert cache.add_sequence("again", prompt) == 20  # at most len - 1 tokens: 5 blocks
     assert cache.add_sequence("other", [prompt[0] + 1] + prompt[1:]) == 0
 
@@ -76,7 +76,7 @@ def test_evicted_blocks_are_never_served_as_hits(model, vocab):
     cache = PagedKVCache(model.config.n_layer, num_blocks=10, block_size=4, prefix_caching=True)
     order = [prompts[0], other, prompts[1], other + [1, 2], prompts[2]]
     for i, prompt in enumerate(order):
-        got = generate_paged(model, [prompt], 6, cache, seq_ids=[i])[0]
-        want = generate(model, torch.tensor([prompt]), 6, use_cache=False)[0, len(prompt):]
+        got = generate_paged(model, [prompt], cache, max_new_tokens=6, seq_ids=[i])[0]
+        want = generate(model, torch.tensor([prompt]), max_new_tokens=6, use_cache=False)[0, len(prompt):]
         assert got == want.tolist()
     assert cache.allocator.stats.evictions > 0 and cache.allocator.stats.hits > 0

@@ -45,8 +45,6 @@ def test_val_loss_reproduces_from_the_shipped_weights(book, tmp_path):
     from llmlab.train import evaluate_loss
 
     s = json.loads(SUMMARY.read_text())
-    if s["data"]["val"]["python"] != __import__("platform").python_version():
-        pytest.skip("the corpus is this machine's stdlib; the card's was another Python version")
     model, tok = book
     docs = load_documents(split="val")
     eot = tok.special_ids["<|endoftext|>"]
@@ -64,6 +62,6 @@ def test_samples_look_like_python(book):
     from llmlab.model import generate
 
     prompt = "def read(self, path"
-    out = generate(model, torch.tensor([tok.encode(prompt)]), 30, temperature=0)
+    out = generate(model, torch.tensor([tok.encode(prompt)]), max_new_tokens=30)
     text = tok.decode(out[0].tolist())[len(prompt):]
     assert "):\n" in text and '"""' in text  # closes the signature, opens a docstring

@@ -50,12 +50,17 @@ def test_fullgraph_decode_step():
     prompt = torch.randint(0, 61, (2, 8), generator=torch.Generator().manual_seed(1))
     eager_cache, cache = ContiguousKVCache(2, 16), ContiguousKVCache(2, 16)
     with torch.no_grad():
-        model(prompt, cache=eager_cache)
-        model(prompt, cache=cache)
+        for c in (eager_cache, cache):
+            ctx = c.prepare(prompt)
+            model(prompt, ctx)
+            c.commit(ctx)
         step = torch.compile(model, fullgraph=True, backend="aot_eager")
         tok = prompt[:, -1:]
-        want = model(tok, cache=eager_cache)
-        got = step(tok, cache=cache)
+        want_ctx, ctx = eager_cache.prepare(tok), cache.prepare(tok)  # outside the graph
+        want = model(tok, want_ctx)
+        got = step(tok, ctx)  # positions, cache update and attention in one graph
+        eager_cache.commit(want_ctx)
+        cache.commit(ctx)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     assert cache.offset == eager_cache.offset == 9
 

@@ -1,11 +1,12 @@
-"""The GPT module: shapes, causality, positions, the KV-cache hook, init, counting, I/O."""
+"""The GPT module: shapes, causality, positions, the step context and its KV-cache protocol,
+init, counting, I/O."""
 
 import math
 
 import pytest
 import torch
 
-from llmlab.model import GPT, GPTConfig
+from llmlab.model import GPT, GPTConfig, filter_logits, generate
 from llmlab.model.counting import (
     flops_per_token,
     memory_estimate,
@@ -13,8 +14,8 @@ from llmlab.model.counting import (
     saved_activation_bytes,
     training_flops,
 )
-from llmlab.model.generate import filter_logits, generate
 from llmlab.model.io import load_model, save_model
+from llmlab.nn import KVCache, StepContext, step_positions
 
 CONFIGS = {
     "llama_gqa": GPTConfig.llama_style(vocab_size=61, block_size=32, d_model=32, n_head=4,
@@ -24,12 +25,15 @@ CONFIGS = {
 
 
 class ListCache:
-    """The KV-cache protocol (llmlab.nn.CausalSelfAttention) at its simplest: concatenate."""
+    """The KV-cache protocol (llmlab.nn.context) at its simplest: concatenate, no commit needed."""
 
     def __init__(self):
         self.layers: dict[int, tuple[torch.Tensor, ...]] = {}
         self.offset = 0
-        self.t_new = 0
+        self.queries: dict[int, torch.Tensor] = {}
+
+    def observe_queries(self, layer_idx, q):
+        self.queries[layer_idx] = q
 
     def update(self, layer_idx, *new):
         old = self.layers.get(layer_idx)
@@ -37,12 +41,11 @@ class ListCache:
         self.layers[layer_idx] = full
         return full
 
-    def attn_mask(self, t_new):
-        self.t_new = t_new
-        return None
-
-    def advance(self, t_new):
-        self.offset += t_new
+    def step(self, idx):
+        """A step context after the cached tokens (and then count them)."""
+        ctx = StepContext(step_positions(*idx.shape, start=self.offset), cache=self)
+        self.offset += idx.shape[1]
+        return ctx
 
 
 @pytest.fixture(params=sorted(CONFIGS))
@@ -64,38 +67,55 @@ def test_logits_shape_and_causality(model):
 def test_explicit_positions_equal_default(model):
     idx = torch.randint(0, 61, (2, 10))
     pos = torch.arange(10).expand(2, 10)
-    torch.testing.assert_close(model(idx, positions=pos), model(idx))
-    shifted = model(idx, positions=pos + 3)
+    torch.testing.assert_close(model(idx, StepContext(pos)), model(idx))
+    shifted = model(idx, StepContext(pos + 3))
     if model.config.position == "rope":  # RoPE only sees relative positions
         torch.testing.assert_close(shifted, model(idx), atol=1e-5, rtol=1e-4)
     else:
         assert not torch.allclose(shifted, model(idx))
     scrambled = pos.flip(-1)  # positions do matter for both
-    assert not torch.allclose(model(idx, positions=scrambled), model(idx))
-    with pytest.raises(ValueError, match="positions must match"):
-        model(idx, positions=pos[:, :5])
+    assert not torch.allclose(model(idx, StepContext(scrambled)), model(idx))
+    with pytest.raises(ValueError, match="positions must be"):
+        model(idx, StepContext(pos[:, :5]))
+    with pytest.raises(ValueError, match="logits_at"):
+        model(idx, StepContext(pos, logits_at=torch.tensor([1])))
+
+
+def test_logits_at_picks_one_column_per_row(model):
+    idx = torch.randint(0, 61, (3, 7))
+    at = torch.tensor([6, 0, 3])
+    got = model(idx, StepContext(step_positions(3, 7), logits_at=at))
+    torch.testing.assert_close(got, model(idx)[torch.arange(3), at], atol=1e-5, rtol=1e-4)
+
+
+def test_a_mask_in_the_context_reaches_every_layer(model):
+    idx = torch.randint(0, 61, (1, 6))
+    eye = torch.eye(6, dtype=torch.bool)[None, None]  # each token sees only itself
+    alone = torch.cat([model(idx[:, t:t + 1], StepContext(torch.tensor([[t]])))
+                       for t in range(6)], 1)
+    torch.testing.assert_close(model(idx, StepContext(step_positions(1, 6), eye)), alone,
+                               atol=1e-5, rtol=1e-4)
 
 
 def test_kv_cache_hook_gives_the_full_forward(model):
     idx = torch.randint(0, 61, (2, 11))
     full = model(idx)
     cache = ListCache()
-    chunks = [model(idx[:, :6], cache=cache)]
-    cache.advance(6)
+    assert isinstance(cache, KVCache)  # the protocol: everything the attention layers call
+    chunks = [model(idx[:, :6], cache.step(idx[:, :6]))]
     for t in range(6, 11):
-        chunks.append(model(idx[:, t:t + 1], cache=cache))
-        cache.advance(1)
+        chunks.append(model(idx[:, t:t + 1], cache.step(idx[:, t:t + 1])))
     torch.testing.assert_close(torch.cat(chunks, 1), full, atol=1e-5, rtol=1e-4)
     k, v = cache.layers[0]
     assert k.shape == (2, 11, model.config.n_kv_head, model.config.d_head)  # seq on dim 1
+    assert cache.queries[1].shape == (2, 1, model.config.n_head, model.config.d_head)
 
 
 def test_chunked_prefill_through_cache(model):
     idx = torch.randint(0, 61, (1, 9))
     cache = ListCache()
-    a = model(idx[:, :4], cache=cache)
-    cache.advance(4)
-    b = model(idx[:, 4:], cache=cache)  # 5 new tokens attend to 4 cached + causal among them
+    a = model(idx[:, :4], cache.step(idx[:, :4]))
+    b = model(idx[:, 4:], cache.step(idx[:, 4:]))  # 5 new tokens: 4 cached + causal among them
     torch.testing.assert_close(torch.cat((a, b), 1), model(idx), atol=1e-5, rtol=1e-4)
 
 
@@ -162,13 +182,13 @@ def test_save_load_round_trip(tmp_path, model):
 
 def test_generate_greedy_and_filters(model):
     idx = torch.randint(0, 61, (2, 3))
-    out = generate(model, idx, 5, temperature=0)
+    out = generate(model, idx, max_new_tokens=5, temperature=0, use_cache=False)
     assert out.shape == (2, 8) and torch.equal(out[:, :3], idx)
     step = model(out[:, :-1])[:, -1].argmax(-1)
     assert torch.equal(out[:, -1], step)
     g = torch.Generator().manual_seed(0)
-    s1 = generate(model, idx, 4, top_k=5, generator=g)
-    s2 = generate(model, idx, 4, top_k=5, generator=torch.Generator().manual_seed(0))
+    s1 = generate(model, idx, max_new_tokens=4, temperature=1.0, top_k=5, generator=g)
+    s2 = generate(model, idx, max_new_tokens=4, temperature=1.0, top_k=5, seed=0)
     assert torch.equal(s1, s2)
 
 

@@ -9,6 +9,7 @@ import torch
 
 from llmlab.model import GPT, GPTConfig
 from llmlab.parallel import (
+    LAYER_KINDS,
     LLAMA3_70B,
     Hardware,
     ModelShape,
@@ -148,13 +149,16 @@ def test_moe_dropless_equals_dense_sum_and_registers_in_config():
     moe.cfg.capacity_factor = 0.5
     moe(x)
     assert moe.dropped > 0
-    model = GPT(GPTConfig(vocab_size=32, d_model=16, n_layer=2, n_head=2, mlp="moe",
-                          mlp_options=dict(n_experts=4, top_k=1)))
+    config = GPTConfig(vocab_size=32, d_model=16, n_layer=2, n_head=2, mlp="moe",
+                       mlp_options=dict(n_experts=4, top_k=1))
+    with pytest.raises(ValueError, match="llmlab.parallel.LAYER_KINDS"):
+        GPT(config)  # MoE is chapter 04's: nn does not know it
+    model = GPT(config, kinds=LAYER_KINDS)
     idx = torch.randint(0, 32, (2, 6))
     (model.loss(idx, idx) + 0.01 * moe_aux_loss(model)).backward()
     assert model.blocks[0].mlp.router.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="unknown MoE option"):
-        GPT(GPTConfig(mlp="moe", mlp_options=dict(n_expert=4)))
+        GPT(GPTConfig(mlp="moe", mlp_options=dict(n_expert=4)), kinds=LAYER_KINDS)
 
 
 def test_ring_attention_merge_equals_full_softmax():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from llmlab import peft
-from llmlab.kvcache import generate
+from llmlab.model import generate
 from tests.peft.conftest import ids, randomize, tiny_model
 
 
@@ -57,7 +57,7 @@ def test_prompt_tuning_from_tokens_equals_prepending_them(model):
     torch.testing.assert_close(tuned(x), ref, rtol=1e-5, atol=1e-5)
     assert [n for n, p in tuned.named_parameters() if p.requires_grad] == ["model.tok_emb.prompt"]
     # the virtual tokens go through the model's KV cache like any token
-    out = generate(tuned.model, torch.cat([tuned.virtual_ids(2, x.device), x], 1), 4)
+    out = generate(tuned.model, torch.cat([tuned.virtual_ids(2, x.device), x], 1), max_new_tokens=4)
     assert out.shape == (2, 3 + 7 + 4)
 
 
@@ -71,8 +71,8 @@ def test_prefix_tuning_from_tokens_equals_prepending_them():
     tuned.loss(x[:, :-1], x[:, 1:]).backward()
     assert tuned.prefix.grad is not None and tuned.prefix.grad.abs().sum() > 0
     # decoding keeps the prefix in the cache: the same tokens as decoding after the real prefix
-    full = generate(model, torch.cat([prefix_ids.expand(2, 4), x], 1), 5)
-    assert torch.equal(tuned.generate(x, 5), full[:, 4:])
+    full = generate(model, torch.cat([prefix_ids.expand(2, 4), x], 1), max_new_tokens=5)
+    assert torch.equal(tuned.generate(x, max_new_tokens=5), full[:, 4:])
 
 
 def test_prefix_projection_and_errors():

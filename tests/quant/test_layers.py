@@ -9,7 +9,7 @@ import pytest
 import torch
 from torchao.quantization import Int8WeightOnlyConfig, quantize_
 
-from llmlab.kvcache import generate as cached_generate
+from llmlab.model import generate
 from llmlab.quant import (
     QuantLinear,
     fake_quantize,
@@ -68,8 +68,8 @@ def test_quantized_model_is_smaller_and_generates_with_a_kv_cache():
     q = rtn_quantize_model(copy.deepcopy(model), bits=4, group_size=32)
     assert model_nbytes(q) < 0.6 * model_nbytes(model)
     idx = torch.randint(0, 101, (2, 5))
-    cached = cached_generate(q, idx, 12)
-    uncached = cached_generate(q, idx, 12, use_cache=False)
+    cached = generate(q, idx, max_new_tokens=12)
+    uncached = generate(q, idx, max_new_tokens=12, use_cache=False)
     assert torch.equal(cached, uncached)
     # 8-bit weights change the tiny model's logits by little
     q8 = rtn_quantize_model(copy.deepcopy(model), bits=8, group_size=32)

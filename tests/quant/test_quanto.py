@@ -4,11 +4,28 @@ fp16 rounding of QuantLinear's scales, and the same layer outputs within quanto'
 
 from __future__ import annotations
 
+import types
+
 import pytest
 import torch
 from optimum.quanto import MaxOptimizer, WeightQBitsTensor, freeze, qint4, qint8, quantize
 
 from llmlab.quant import QuantLinear
+
+
+@pytest.fixture(autouse=True)
+def _reference_unpack(monkeypatch):
+    """quanto unpacks int4 codes on CPU with a C++ extension it compiles on first use (minutes on
+    two cores, a compiler needed, and a stale build lock waits forever): the parity here is of
+    codes and scales, so unpack as quanto's PyTorch reference (library/unpack.py) does: value i of
+    each byte in bits [bits * i, bits * (i + 1)), the rows of value i stacked after those of i - 1."""
+    from optimum.quanto.library.extensions import cpp
+
+    def unpack(packed: torch.Tensor, bits: int) -> torch.Tensor:
+        mask = 2**bits - 1
+        return torch.cat([(packed >> (bits * i)) & mask for i in range(8 // bits)]).to(torch.uint8)
+
+    monkeypatch.setattr(cpp.ext, "_lib", types.SimpleNamespace(unpack=unpack))
 
 
 def _quanto_linear(lin: torch.nn.Linear, qtype) -> torch.nn.Module:

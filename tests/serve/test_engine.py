@@ -3,7 +3,7 @@ import re
 import pytest
 import torch
 
-from llmlab.kvcache import generate
+from llmlab.model import generate
 from llmlab.serve import EngineConfig, LLMEngine, PromptTooLongError, SamplingParams
 
 PROMPTS = ["def fibonacci(n):\n    ", "import os\n", "class Foo:\n    def __init__(self",
@@ -13,7 +13,8 @@ PROMPTS = ["def fibonacci(n):\n    ", "import os\n", "class Foo:\n    def __init
 @pytest.fixture(scope="module")
 def solo(book):
     model, tok = book
-    return {p: generate(model, torch.tensor([tok.encode(p)]), 24)[0, len(tok.encode(p)):].tolist()
+    return {p: generate(model, torch.tensor([tok.encode(p)]),
+                        max_new_tokens=24)[0, len(tok.encode(p)):].tolist()
             for p in PROMPTS}
 
 
@@ -26,7 +27,7 @@ def test_greedy_equals_solo_whatever_the_batch(book, solo, order, cfg):
     model, tok = book
     engine = LLMEngine(model, tok, EngineConfig(max_num_seqs=4, **cfg))
     prompts = [PROMPTS[i] for i in order]
-    reqs = engine.generate(prompts, SamplingParams(max_tokens=24, temperature=0, ignore_eos=True))
+    reqs = engine.generate(prompts, SamplingParams(max_new_tokens=24, temperature=0, ignore_eos=True))
     for p, r in zip(prompts, reqs):
         assert r.seq.output == solo[p], p
         assert r.text == tok.decode(r.seq.output)
@@ -38,7 +39,7 @@ def test_greedy_equals_solo_whatever_the_batch(book, solo, order, cfg):
 def test_requests_arriving_mid_flight(book, solo):
     model, tok = book
     engine = LLMEngine(model, tok, EngineConfig(num_blocks=64, block_size=8))
-    params = SamplingParams(max_tokens=24, temperature=0, ignore_eos=True)
+    params = SamplingParams(max_new_tokens=24, temperature=0, ignore_eos=True)
     ids = {}
     for p in PROMPTS:  # a new request joins every two steps (continuous batching)
         ids[engine.add_request(p, params)] = p
@@ -56,14 +57,14 @@ def test_prefix_cache_hit_gives_same_output(book, solo):
     model, tok = book
     engine = LLMEngine(model, tok, EngineConfig(num_blocks=64, block_size=4))
     p = PROMPTS[3]
-    a = engine.generate([p], SamplingParams(max_tokens=24, temperature=0, ignore_eos=True))[0]
-    b = engine.generate([p], SamplingParams(max_tokens=24, temperature=0, ignore_eos=True))[0]
+    a = engine.generate([p], SamplingParams(max_new_tokens=24, temperature=0, ignore_eos=True))[0]
+    b = engine.generate([p], SamplingParams(max_new_tokens=24, temperature=0, ignore_eos=True))[0]
     assert b.seq.num_cached > 0 and a.seq.output == b.seq.output == solo[p]
 
 
 def test_seeded_sampling_does_not_depend_on_the_batch(book):
     model, tok = book
-    p = SamplingParams(max_tokens=12, temperature=1.0, top_p=0.9, seed=5)
+    p = SamplingParams(max_new_tokens=12, temperature=1.0, top_p=0.9, seed=5)
     alone = LLMEngine(model, tok).generate([PROMPTS[0]], p)[0].seq.output
     mixed = LLMEngine(model, tok).generate(PROMPTS[:3], p)[0].seq.output
     assert alone == mixed
@@ -74,7 +75,7 @@ def test_stop_string_and_logprobs(book, solo):
     full = tok.decode(solo[PROMPTS[2]])
     stop = full[8:11]
     engine = LLMEngine(model, tok)
-    r = engine.generate([PROMPTS[2]], SamplingParams(max_tokens=24, temperature=0, stop=[stop],
+    r = engine.generate([PROMPTS[2]], SamplingParams(max_new_tokens=24, temperature=0, stop=[stop],
                                                      logprobs=2))[0]
     assert r.finish_reason == "stop" and r.text == full[:full.index(stop)]
     assert len(r.logprobs) == len(r.seq.output)
@@ -86,7 +87,7 @@ def test_constrained_outputs_always_parse(book):
     model, tok = book
     engine = LLMEngine(model, tok)
     pattern = r'\{"id": \d{1,3}, "ok": (true|false)\}'
-    reqs = engine.generate(["data = "] * 6, SamplingParams(max_tokens=40, temperature=1.0,
+    reqs = engine.generate(["data = "] * 6, SamplingParams(max_new_tokens=40, temperature=1.0,
                                                            seed=1, regex=pattern))
     for r in reqs:
         assert re.fullmatch(pattern, r.text), r.text
@@ -98,10 +99,10 @@ def test_bad_requests_are_refused(book):
     with pytest.raises(PromptTooLongError):
         engine.add_request("x " * 300)
     with pytest.raises(PromptTooLongError):
-        engine.add_request("x", SamplingParams(max_tokens=64))  # needs more blocks than exist
+        engine.add_request("x", SamplingParams(max_new_tokens=64))  # needs more blocks than exist
     with pytest.raises(ValueError, match="top_p"):
         engine.add_request("x", SamplingParams(top_p=2))
-    rid = engine.add_request("def f():", SamplingParams(max_tokens=8))
+    rid = engine.add_request("def f():", SamplingParams(max_new_tokens=8))
     engine.step()
     assert engine.cache.used_blocks() > 0
     engine.abort(rid)

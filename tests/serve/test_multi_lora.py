@@ -13,7 +13,7 @@ from llmlab.serve.server import create_app, serve_in_thread
 from tests.peft.conftest import randomize
 
 PROMPTS = ["def main():\n", "import os\n", "class Stack:\n    def push(self, x):\n"]
-GREEDY = SamplingParams(max_tokens=12, temperature=0, ignore_eos=True)
+GREEDY = SamplingParams(max_new_tokens=12, temperature=0, ignore_eos=True)
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,14 @@ from llmlab.serve.openai_api import chat_prompt, completion_prompt, parse_sampli
 def test_parse_sampling_maps_openai_fields():
     p = parse_sampling({"max_tokens": 5, "temperature": 0, "stop": "\n", "seed": 3,
                         "logit_bias": {"7": -100}, "top_k": 4, "logprobs": 2}, 100)
-    assert (p.max_tokens, p.temperature, p.stop, p.seed, p.logit_bias, p.top_k, p.logprobs) == (
+    assert (p.max_new_tokens, p.temperature, p.stop, p.seed, p.logit_bias, p.top_k, p.logprobs) == (
         5, 0.0, ["\n"], 3, {7: -100.0}, 4, 2)
     assert parse_sampling({"logprobs": True, "top_logprobs": 3}, 100).logprobs == 3
 
 
 @pytest.mark.parametrize("body,param", [({"temperature": "hot"}, "temperature"),
                                         ({"max_tokens": 1.5}, "max_tokens"),
+                                        ({"max_tokens": 0}, "max_tokens"),
                                         ({"stop": [1]}, "stop"), ({"n": 2}, "n"),
                                         ({"logit_bias": {"x": 1}}, "logit_bias"),
                                         ({"ignore_eos": "yes"}, "ignore_eos")])

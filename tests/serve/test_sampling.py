@@ -9,9 +9,10 @@ from llmlab.serve import (
     SamplingParams,
     StopChecker,
     apply_penalties,
+    filter_logits,
+    next_token,
     process_logits,
     stop_holdback,
-    top_k_top_p_min_p,
 )
 
 
@@ -32,7 +33,7 @@ def test_filters_equal_transformers(logits, top_k, top_p, min_p):
         ref = lp.TopPLogitsWarper(top_p)(ids, ref)
     if min_p:
         ref = lp.MinPLogitsWarper(min_p)(ids, ref)
-    got = top_k_top_p_min_p(logits, top_k, top_p, min_p)
+    got = filter_logits(logits, top_k, top_p, min_p)
     assert torch.equal(torch.isinf(got), torch.isinf(ref))
     torch.testing.assert_close(got[~torch.isinf(got)], ref[~torch.isinf(ref)])
 
@@ -61,19 +62,34 @@ def test_greedy_and_seeded_sampling(book):
     p = SamplingParams(temperature=0)
     assert int(process_logits(x, p, [], []).argmax()) == int(x.argmax())
     p = SamplingParams(temperature=1.0, top_p=0.9)
-    from llmlab.serve import sample_token
-    a = [sample_token(process_logits(x, p, [], []), p, torch.Generator().manual_seed(3))
+    a = [int(next_token(process_logits(x, p, [], []), p, torch.Generator().manual_seed(3)))
          for _ in range(3)]
     assert len(set(a)) == 1  # the same seed draws the same token
+    rows = process_logits(torch.stack([x, x]), p)  # a batch: one draw per row, same stream
+    assert next_token(rows, p, torch.Generator().manual_seed(3)).shape == (2,)
+
+
+def test_top_p_keeps_the_best_token():
+    x = torch.tensor([[5.0, 0.0, 0.0]])  # p(best) > 0.9: top-p 0.01 keeps it alone
+    assert torch.isinf(filter_logits(x, top_p=0.01)[0, 1:]).all()
+    assert torch.isfinite(filter_logits(x, top_p=0.01)[0, 0])
 
 
 @pytest.mark.parametrize("field,value", [("temperature", -1), ("top_p", 0), ("min_p", 2),
-                                         ("max_tokens", 0), ("presence_penalty", 3),
-                                         ("logprobs", 50), ("stop", ["a"] * 5)])
+                                         ("max_new_tokens", 0), ("top_k", -1),
+                                         ("presence_penalty", 3), ("logprobs", 50),
+                                         ("stop", ["a"] * 5)])
 def test_bad_params_name_the_field(field, value):
     with pytest.raises(ValueError) as err:
-        SamplingParams(**{field: value}).validate()
+        SamplingParams(**{field: value})
     assert err.value.args[1] == field and field in err.value.args[0]
+
+
+def test_token_ids_are_checked_against_the_vocabulary():
+    with pytest.raises(ValueError, match=r"\[0, 10\)"):
+        SamplingParams(logit_bias={12: 1.0}).validate(10)
+    with pytest.raises(ValueError, match=r"\[0, 10\)"):
+        SamplingParams(eos_token_id=10).validate(10)
 
 
 def test_detokenizer_never_emits_broken_utf8(book):

@@ -1,4 +1,6 @@
-"""The scheduler step by step, over a PagedKVCache that holds no tensors yet."""
+"""The scheduler step by step, over a PagedKVCache holding one-number tensors."""
+
+import torch
 
 from llmlab.kvcache import PagedKVCache
 from llmlab.serve import Scheduler, SchedulerConfig, Sequence, Status
@@ -13,14 +15,15 @@ def run_step(cache, sched, new_token=7):
     """What the engine does after the forward: reserve, commit, append a sampled token."""
     batch = sched.schedule()
     if batch:
-        cache.set_batch([s.seq_id for s, _ in batch.rows])
-        cache.prepare(tokens=[s.tokens[s.num_computed:s.num_computed + n] for s, n in batch.rows])
-        cache._commit(cache._step)
+        chunks = [s.tokens[s.num_computed:s.num_computed + n] for s, n in batch.rows]
+        ctx = cache.prepare([s.seq_id for s, _ in batch.rows], tokens=chunks)
+        ctx.cache.update(0, torch.zeros(len(chunks), max(map(len, chunks)), 1))  # the one layer
+        cache.commit(ctx)
     for seq, n in batch.rows:
         seq.num_computed += n
         if seq.num_uncomputed == 0:
             seq.output.append(new_token)
-            if len(seq.output) >= seq.max_tokens:
+            if len(seq.output) >= seq.max_new_tokens:
                 sched.finish(seq)
     return batch
 

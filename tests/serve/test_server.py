@@ -37,7 +37,7 @@ def test_models_health_and_completion(server, client):
     assert r.choices[0].finish_reason in ("length", "stop") and r.usage.completion_tokens <= 12
     assert len(r.choices[0].logprobs.token_logprobs) == r.usage.completion_tokens
     plain = LLMEngine(engine.model, engine.tokenizer)  # the same request in-process
-    want = plain.generate(["def f(x):\n"], SamplingParams(max_tokens=12, temperature=0))[0].text
+    want = plain.generate(["def f(x):\n"], SamplingParams(max_new_tokens=12, temperature=0))[0].text
     assert r.choices[0].text == want
 
 

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from llmlab.kvcache import generate
+from llmlab.model import generate
 from llmlab.serve import (
     ModelDrafter,
     NgramDrafter,
@@ -71,10 +71,10 @@ def test_ngram_drafter_copies_what_followed():
 def test_greedy_speculative_equals_greedy(book, drafter):
     model, tok = book
     prompt = tok.encode("def add(a, b):\n    return a + b\n\n\ndef add(a, b):\n")
-    ref = generate(model, torch.tensor([prompt]), 40)[0, len(prompt):].tolist()
+    ref = generate(model, torch.tensor([prompt]), max_new_tokens=40)[0, len(prompt):].tolist()
     d = (NgramDrafter(3) if drafter == "ngram"
          else ModelDrafter(early_exit_model(model, 3), SamplingParams(temperature=0)))
-    out, stats = speculative_generate(model, prompt, 40, d, k=4)
+    out, stats = speculative_generate(model, prompt, d, k=4, max_new_tokens=40)
     assert out == ref
     assert stats.target_forwards < 40 or drafter == "early-exit"
     assert stats.accepted + stats.target_forwards == len(out)

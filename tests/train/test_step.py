@@ -37,3 +37,19 @@ def test_clipping_scales_the_update_to_max_norm():
     assert norm > 0.01 and step.item() == pytest.approx(0.01, rel=1e-3)
     with pytest.raises(ValueError, match="micro-batch"):
         accumulated_step(m, torch.optim.SGD(m.parameters(), lr=1.0), [], fast_cross_entropy)
+
+
+def test_loss_of_is_the_objective_and_exactly_one_is_given():
+    """loss_of(x, y) replaces loss_fn(model(x), y): the same objective gives the same step."""
+    x, y = torch.randint(0, 32, (4, 8)), torch.randint(0, 32, (4, 8))
+    a, b = _model(), _model()
+    opt_a, opt_b = torch.optim.SGD(a.parameters(), lr=0.1), torch.optim.SGD(b.parameters(), lr=0.1)
+    got_a = accumulated_step(a, opt_a, [(x[:2], y[:2]), (x[2:], y[2:])], fast_cross_entropy)
+    got_b = accumulated_step(b, opt_b, [(x[:2], y[:2]), (x[2:], y[2:])], None,
+                             loss_of=lambda xb, yb: fast_cross_entropy(b(xb), yb))
+    assert got_a == got_b
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)
+    for loss_fn, loss_of in ((None, None), (fast_cross_entropy, lambda xb, yb: b(xb).sum())):
+        with pytest.raises(ValueError, match="exactly one"):
+            accumulated_step(b, opt_b, [(x, y)], loss_fn, loss_of=loss_of)

@@ -154,3 +154,23 @@ def test_config_validation():
         TrainConfig(max_steps=5, warmup_steps=10)
     with pytest.raises(ValueError, match="block_size"):
         Trainer(GPT(CFG), _tokens(), config=TrainConfig(seq_len=64))
+
+
+def test_train_step_is_chapter_02s_accumulated_step(one_thread):
+    """The Trainer runs the step chapter 02 teaches: the same micro-batches through
+    accumulated_step give the same loss, norm and weights, bit for bit."""
+    from llmlab.data.batches import random_windows
+    from llmlab.train import accumulated_step
+
+    ours, ref = _trainer(grad_accum=3), _trainer(grad_accum=3)
+    out = ours.train_step()
+    c = ref.config
+    for group in ref.optimizer.param_groups:
+        group["lr"] = ref.lr_at(0)
+    batches = [random_windows(ref.train_tokens, c.batch_size, ref.seq_len, ref.generator)
+               for _ in range(c.grad_accum)]
+    loss, norm = accumulated_step(ref.model, ref.optimizer, batches, None, c.grad_clip,
+                                  loss_of=ref.compute_loss)
+    assert (out["loss"], out["grad_norm"]) == (loss, norm)
+    for p, q in zip(ours.model.parameters(), ref.model.parameters()):
+        assert torch.equal(p, q)
