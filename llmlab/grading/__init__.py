@@ -6,8 +6,8 @@ the grader: scores are decided in a process that never ran the learner's code (s
 threat model).
 """
 
-from llmlab.grading.checks import Case, check_function, check_module, check_value, expect
-from llmlab.grading.compare import explain, known_mistake
+from llmlab.grading.checks import Case, check_function, check_module, check_prediction, check_value, expect
+from llmlab.grading.compare import explain, known_mistake, mistake_text
 from llmlab.grading.cumulative import prefer_yours
 from llmlab.grading.guard import ReferenceBlocked, blocked
 
@@ -17,9 +17,11 @@ __all__ = [
     "blocked",
     "check_function",
     "check_module",
+    "check_prediction",
     "check_value",
     "expect",
     "explain",
     "known_mistake",
+    "mistake_text",
     "prefer_yours",
 ]

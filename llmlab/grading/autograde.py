@@ -37,8 +37,8 @@ from typing import Any
 from nbformat import NotebookNode
 
 from llmlab.grading.assemble import GradingError, exercise_of, grade_id, is_solution, read_notebook
-from llmlab.grading.checks import GRADER_ENV, explain_grads, failure_text, inputs_failure
-from llmlab.grading.compare import explain
+from llmlab.grading.checks import GRADER_ENV, explain_grads, failure_text, inputs_failure, raises_failure
+from llmlab.grading.compare import explain, match_mistake
 from llmlab.grading.guard import BLOCKED_EXIT, message
 from llmlab.grading.judge import TIMEOUT_EXIT
 from llmlab.grading.judge_server import JudgePool, JudgeServer
@@ -352,16 +352,17 @@ def _judge_call(k: int, entry: dict[str, Any], results: dict[tuple, list[dict[st
         rec = _one(results, (k, j if kind in ("function", "module") else 0, "out"))
         if rec is None:
             return failure_text(name, f"{prefix}did not run.", None)
+        if "error" in expected and kind != "expect":
+            got = decode(rec["got"]) if "got" in rec else None
+            msg = raises_failure(expected["error"], rec.get("error"), rec.get("type"), got)
+            if msg:
+                return failure_text(name, f"{prefix}{msg}", hint)
+            continue
         if "error" in rec:
-            if "error" in expected and rec.get("type") == expected["error"]:
-                continue
             if kind == "expect":
                 return failure_text(name, f"checking it raised: {rec['error']}", None)
             return failure_text(name, f"{prefix}{'forward ' if kind == 'module' else ''}{rec['error']}",
                                 hint)
-        if "error" in expected:
-            return failure_text(name, f"{prefix}expected it to raise {expected['error']}, "
-                                "but it returned a value.", hint)
         got, want = decode(rec["got"]), decode(expected["value"])
         if kind == "expect":
             if got is not True:
@@ -370,7 +371,7 @@ def _judge_call(k: int, entry: dict[str, Any], results: dict[tuple, list[dict[st
         path = name if kind == "value" else ("the output" if kind == "module" else "the result")
         msg = explain(got, want, atol, rtol, path=path)
         if msg:
-            return failure_text(name, f"{prefix}{msg}", hint)
+            return failure_text(name, f"{prefix}{msg}{_named(entry, j, got, atol, rtol)}", hint)
         if kind == "function" and "inputs" in expected:
             after = _one(results, (k, j, "inputs"))
             if after is None or "error" in after:
@@ -389,6 +390,14 @@ def _judge_call(k: int, entry: dict[str, Any], results: dict[tuple, list[dict[st
             if msg:
                 return failure_text(name, f"{prefix}{msg}", hint)
     return None
+
+
+def _named(entry: dict[str, Any], case: int, got: Any, atol: float, rtol: float) -> str:
+    """The known mistake ``got`` is, from what the reference run recorded each wrong variant
+    returning on this case (``mistake_text``, as the notebook's check says it); else ""."""
+    outputs = {label: decode(values[case]) for label, values in entry.get("mistakes", [])
+               if case < len(values) and values[case] is not None}
+    return match_mistake(got, outputs, atol, rtol)
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]|\x1b\[[0-9;?]*[A-Za-z]")

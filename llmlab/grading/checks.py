@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from llmlab.grading.compare import explain, known_mistake, short
+from llmlab.grading.compare import explain, known_mistake, match_mistake, short
 from llmlab.grading.guard import ReferenceBlocked, blocked, keys_for
 
 GRADER_ENV = "LLMLAB_GRADER"
@@ -143,11 +143,29 @@ def changes_inputs(ref: Callable[..., Any], case: Case, after: dict[str, Any]) -
 def run_learner(fn: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any],
                 block: Sequence[Any]) -> tuple[Any, str | None]:
     """Call the learner's ``fn`` with the references blocked; (result, None) or (None, error)."""
+    got, exc = _call_learner(fn, args, kwargs, block)
+    return got, (None if exc is None else _describe_error(exc))
+
+
+def _call_learner(fn: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any],
+                  block: Sequence[Any]) -> tuple[Any, Exception | None]:
     try:
         with blocked(block):
             return fn(*args, **kwargs), None
     except Exception as exc:  # a learner's bug of any kind is feedback, not a crash
-        return None, _describe_error(exc)
+        return None, exc
+
+
+def raises_failure(expected: str, error: str | None, error_type: str | None, got: Any) -> str | None:
+    """None when the learner's call raised ``expected`` (an exception's class name), as the
+    reference did on this case (bad input must raise); else what happened instead."""
+    if error is None:
+        return f"expected it to raise {expected}, but it returned {short(got)}."
+    if error_type == expected:
+        return None
+    if error.startswith("not implemented yet"):
+        return error
+    return f"expected it to raise {expected}, but it {error}"
 
 
 def check_function(fn: Callable[..., Any], ref: Callable[..., Any], cases: Sequence[Any], *,
@@ -156,22 +174,35 @@ def check_function(fn: Callable[..., Any], ref: Callable[..., Any], cases: Seque
                    mistakes: Mapping[str, Callable[..., Any]] | None = None) -> None:
     """Compare ``fn`` with the reference ``ref`` on every case; explain the first mismatch.
 
-    ``cases``: ``Case`` objects (or tuples of positional arguments). ``block``: more references
-    to block besides ``ref`` (e.g. a helper the exercise also asks for). ``mistakes``: known wrong
-    variants, ``{"RoPE on interleaved pairs": fn, ...}``; a mismatch that equals one is named.
+    ``cases``: ``Case`` objects (or tuples of positional arguments). A case on which ``ref``
+    raises expects ``fn`` to raise the same exception class (bad input must raise).
+    ``block``: more references to block besides ``ref`` (e.g. a helper the exercise also asks
+    for). ``mistakes``: known wrong variants with ``fn``'s signature,
+    ``{"RoPE on interleaved pairs": fn, ...}`` (a chapter's catalogue gives them:
+    ``CATALOGUE.mistakes(exercise)``); a mismatch that equals one is named, here and by the
+    grader, in the same words.
     """
     name = name or getattr(fn, "__name__", "your function")
     if _RECORDER is not None:
         return _RECORDER.check_function(fn, ref, cases, atol=atol, rtol=rtol, hint=hint, name=name,
-                                        block=block)
+                                        block=block, mistakes=mistakes)
     keys_for([ref, *block])  # a callable the guard cannot block is the author's error, raised here
     cases = [Case.of(c) for c in cases]
     for i, case in enumerate(cases):
         ref_args, ref_kwargs = case.copy()
-        expected = ref(*ref_args, **ref_kwargs)
+        try:
+            expected, raised = ref(*ref_args, **ref_kwargs), None
+        except Exception as exc:  # the case is bad input: the learner's code must raise too
+            expected, raised = None, type(exc).__name__
         args, kwargs = case.copy()
-        got, error = run_learner(fn, args, kwargs, [ref, *block])
+        got, exc = _call_learner(fn, args, kwargs, [ref, *block])
+        error = None if exc is None else _describe_error(exc)
         where = case.describe(i, len(cases))
+        if raised:
+            msg = raises_failure(raised, error, type(exc).__name__ if exc else None, got)
+            if msg:
+                return _report(name, f"{where}: {msg}", i, hint)
+            continue
         if error:
             return _report(name, f"{where}: {error}", i, hint)
         msg = explain(got, expected, atol, rtol)
@@ -187,16 +218,37 @@ def check_function(fn: Callable[..., Any], ref: Callable[..., Any], cases: Seque
     return _report(name, None, len(cases), hint)
 
 
+def check_prediction(fn: Callable[[], Any], expected: Any, *, what: str = "your prediction",
+                     atol: float = 1e-5, rtol: float = 1e-4, hint: str | None = None,
+                     mistakes: Mapping[str, Callable[[], Any]] | None = None) -> None:
+    """A predict-first question: call the learner's ``fn()`` (it returns the number, or a tuple
+    or dict of numbers, worked out before the demo shows it) and compare it with ``expected``.
+
+    A wrong number fails and an unanswered question prints its ✗ without stopping the chapter
+    (``fn`` is called inside the check, not in the cell). ``mistakes``: the wrong answers of the
+    chapter's catalogue, ``{"bytes, not KiB": fn, ...}``, each a function with no arguments.
+    """
+    def ref() -> Any:
+        return expected
+
+    check_function(fn, ref, [Case(note=what)], atol=atol, rtol=rtol, hint=hint,
+                   name=getattr(fn, "__name__", what), mistakes=mistakes)
+
+
 def check_module(cls: type[torch.nn.Module], ref_cls: type[torch.nn.Module], init: dict[str, Any],
                  inputs: Sequence[Any], *, atol: float = 1e-5, rtol: float = 1e-4,
                  hint: str | None = None, name: str | None = None, grads: bool = True,
-                 seed: int = 0, block: Sequence[Any] = ()) -> None:
+                 seed: int = 0, block: Sequence[Any] = (),
+                 mistakes: Mapping[str, type[torch.nn.Module]] | None = None) -> None:
     """Build the learner's module and the reference with ``init``, give the learner the
-    reference's weights, and compare outputs (and, with ``grads``, parameter gradients)."""
+    reference's weights, and compare outputs (and, with ``grads``, parameter gradients).
+    ``mistakes``: known wrong classes, ``{"label": WrongBlock}``, built and loaded the same way;
+    an output that equals one's is named."""
     name = name or getattr(cls, "__name__", "your module")
     if _RECORDER is not None:
         return _RECORDER.check_module(cls, ref_cls, init, inputs, atol=atol, rtol=rtol, hint=hint,
-                                      name=name, grads=grads, seed=seed, block=block)
+                                      name=name, grads=grads, seed=seed, block=block,
+                                      mistakes=mistakes)
     keys_for([ref_cls, *block])
     torch.manual_seed(seed)
     ref = ref_cls(**init)
@@ -220,12 +272,31 @@ def check_module(cls: type[torch.nn.Module], ref_cls: type[torch.nn.Module], ini
             return _report(name, f"{where}: forward {error}", i, hint)
         msg = explain(got, expected, atol, rtol, path="the output")
         if msg:
+            if mistakes:
+                variants = module_mistakes(mistakes, init, ref.state_dict(), seed)
+                msg += known_mistake(got, variants, *case.copy(), atol, rtol)
             return _report(name, f"{where}: {msg}", i, hint)
         if grads and isinstance(expected, torch.Tensor) and expected.requires_grad:
             msg = _compare_grads(learner, ref, got, expected, atol, rtol)
             if msg:
                 return _report(name, f"{where}: {msg}", i, hint)
     return _report(name, None, len(cases), hint)
+
+
+def module_mistakes(mistakes: Mapping[str, type[torch.nn.Module]], init: dict[str, Any],
+                    state: dict[str, Any], seed: int) -> dict[str, Callable[..., Any]]:
+    """Each wrong class built with ``init`` and the reference's weights, as a callable (those
+    that cannot be built or loaded are left out)."""
+    out = {}
+    for label, wrong_cls in mistakes.items():
+        try:
+            torch.manual_seed(seed)
+            module = wrong_cls(**copy.deepcopy(init))
+            module.load_state_dict(state)
+        except Exception:  # a variant that cannot be built names nothing
+            continue
+        out[label] = module
+    return out
 
 
 def param_grads(module: torch.nn.Module, out: torch.Tensor) -> dict[str, torch.Tensor | None]:
@@ -252,11 +323,16 @@ def _compare_grads(learner: torch.nn.Module, ref: torch.nn.Module, got: torch.Te
 
 
 def check_value(got: Any, expected: Any, *, what: str = "the value", atol: float = 1e-5,
-                rtol: float = 1e-4, hint: str | None = None) -> None:
-    """Compare a value the learner computed with the expected one."""
+                rtol: float = 1e-4, hint: str | None = None,
+                mistakes: Mapping[str, Any] | None = None) -> None:
+    """Compare a value the learner computed with the expected one. ``mistakes``: what known
+    wrong answers give, ``{"label": value}``; a mismatch that equals one is named."""
     if _RECORDER is not None:
-        return _RECORDER.check_value(got, expected, what=what, atol=atol, rtol=rtol, hint=hint)
+        return _RECORDER.check_value(got, expected, what=what, atol=atol, rtol=rtol, hint=hint,
+                                     mistakes=mistakes)
     msg = explain(got, expected, atol, rtol, path=what)
+    if msg and mistakes:
+        msg += match_mistake(got, mistakes, atol, rtol)
     return _report(what, msg, 1, hint)
 
 
@@ -267,4 +343,5 @@ def expect(condition: bool, message: str, *, what: str = "check") -> None:
     return _report(what, None if condition else message, 1, None)
 
 
-__all__ = ["Case", "check_function", "check_module", "check_value", "expect", "failure_text", "short"]
+__all__ = ["Case", "check_function", "check_module", "check_prediction", "check_value", "expect",
+           "failure_text", "raises_failure", "short"]

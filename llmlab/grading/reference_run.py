@@ -6,7 +6,9 @@ kernel with the checks in recording mode; every check call in a test cell record
 - its cases (pickled, for the judge to call the learner's code on exactly these inputs),
 - the expected results in the safe format of :mod:`llmlab.grading.record` (never pickled, so the
   grader reads them without running anything),
-- what it blocks (the reference and the twins in ``block=[...]``), its tolerances, its hint.
+- what it blocks (the reference and the twins in ``block=[...]``), its tolerances, its hint,
+- what each known wrong variant (``mistakes=``) returns on each case, so the grader names a
+  mistake in the same words as the notebook's check (never sent to a judge).
 
 It runs the cells up to the last test cell, except demonstrations the author tagged
 ``grading-skip`` (:func:`reference_cells`). Before the first test cell of each exercise it
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import contextlib
 import hashlib
 import json
 import marshal
@@ -28,17 +31,19 @@ import pickle
 import sys
 import types
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import nbformat
 
 from llmlab.grading import checks
-from llmlab.grading.checks import Case, changes_inputs, mutable_inputs, param_grads
+from llmlab.grading.checks import Case, changes_inputs, module_mistakes, mutable_inputs, param_grads
+from llmlab.grading.compare import mistake_outputs
 from llmlab.grading.guard import kernel_function, keys_for
 from llmlab.grading.record import TooLarge, encode
 
-FORMAT = 4
+FORMAT = 5
 MAX_VALUE_BYTES = 64 << 20
 _SKIP = {"In", "Out", "get_ipython", "exit", "quit", "_", "__", "___", "_ih", "_oh", "_dh",
          "_i", "_ii", "_iii", "__builtins__", "__builtin__", "__name__", "__doc__", "__package__",
@@ -143,7 +148,7 @@ class ReferenceRecorder:
         self.calls[self.cell].append(entry)
 
     # -- the checks
-    def check_function(self, fn, ref, cases, *, atol, rtol, hint, name, block):
+    def check_function(self, fn, ref, cases, *, atol, rtol, hint, name, block, mistakes=None):
         cases = [Case.of(c) for c in cases]
         payload = pickle.dumps([(c.args, c.kwargs) for c in cases], protocol=5)
         expected = []
@@ -158,12 +163,17 @@ class ReferenceRecorder:
                 except TooLarge:
                     pass
             expected.append(result)
+        outputs = []
+        if mistakes:
+            with rng_kept():
+                outputs = [mistake_outputs(mistakes, *c.copy()) for c in cases]
         self._add({"kind": "function", "name": name, "hint": hint, "atol": atol, "rtol": rtol,
                    "notes": [c.describe(i, len(cases)) for i, c in enumerate(cases)],
-                   "payload": b64(payload), "expected": expected}, [ref, *block])
+                   "payload": b64(payload), "expected": expected,
+                   "mistakes": _encode_mistakes(mistakes, outputs)}, [ref, *block])
 
     def check_module(self, cls, ref_cls, init, inputs, *, atol, rtol, hint, name, grads, seed,
-                     block):
+                     block, mistakes=None):
         import torch
 
         cases = [Case.of(c) for c in inputs]
@@ -181,18 +191,58 @@ class ReferenceRecorder:
             expected.append({"value": encode(out)})
             wants = grads and isinstance(out, torch.Tensor) and out.requires_grad
             expected_grads.append(encode(param_grads(ref, out)) if wants else None)
+        outputs = []
+        if mistakes:
+            with rng_kept(), torch.no_grad():
+                variants = module_mistakes(mistakes, init, ref.state_dict(), seed)
+                outputs = [mistake_outputs(variants, *c.copy()) for c in cases]
         self._add({"kind": "module", "name": name, "hint": hint, "atol": atol, "rtol": rtol,
                    "notes": [c.describe(i, len(cases)) for i, c in enumerate(cases)],
                    "payload": b64(payload), "expected": expected, "grads": expected_grads,
-                   "shapes": shapes}, [ref_cls, *block])
+                   "shapes": shapes, "mistakes": _encode_mistakes(mistakes, outputs)},
+                  [ref_cls, *block])
 
-    def check_value(self, got, expected, *, what, atol, rtol, hint):
+    def check_value(self, got, expected, *, what, atol, rtol, hint, mistakes=None):
         self._add({"kind": "value", "name": what, "hint": hint, "atol": atol, "rtol": rtol,
-                   "expected": [{"value": encode(expected)}]}, [])
+                   "expected": [{"value": encode(expected)}],
+                   "mistakes": _encode_mistakes(mistakes, [dict(mistakes or {})])}, [])
 
     def expect(self, condition, message, *, what):
         self._add({"kind": "expect", "name": what, "message": message,
                    "expected": [{"value": bool(condition)}]}, [])
+
+
+@contextlib.contextmanager
+def rng_kept() -> Iterator[None]:
+    """Run something (the known wrong variants) without changing the random state the rest of
+    the test cell sees: the judge, which never runs them, must build the same cases."""
+    import random
+
+    import numpy as np
+    import torch
+
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+
+
+def _encode_mistakes(mistakes: Any, outputs: list[dict[str, Any]]) -> list[list[Any]]:
+    """``[[label, [value per case, or None where the variant raised]], ...]`` in the safe
+    format; the variants ran with the random state restored, so later cases are unchanged."""
+    out = []
+    for label in mistakes or {}:
+        values = []
+        for case in outputs:
+            try:
+                values.append(encode(case[label]) if label in case else None)
+            except TooLarge:
+                values.append(None)
+        out.append([str(label), values])
+    return out
 
 
 def _safe_call(ref: Any, args: Any, kwargs: Any) -> dict[str, Any]:

@@ -144,12 +144,31 @@ def _mount_flags(path: Path) -> str:
 
 
 def judge_view() -> list[Path]:
-    """What a judge sees besides the system directories: the interpreter and ``llmlab``."""
+    """What a judge sees besides the system directories: the interpreter and the packages of
+    the ``llmlab`` distribution (``llmlab`` and the courseware the chapters' cells import)."""
+    paths = [Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix),
+             Path(sys.base_exec_prefix), Path(sys.executable).parent, *shipped_packages()]
+    return sorted({q for p in paths for q in (p.absolute(), p.resolve())})
+
+
+def shipped_packages() -> list[Path]:
+    """The folder of each top-level package the ``llmlab`` distribution installs (its
+    ``top_level.txt``); ``llmlab``'s own folder always."""
+    import importlib.metadata
+    import importlib.util
+
     import llmlab
 
-    paths = [Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix),
-             Path(sys.base_exec_prefix), Path(sys.executable).parent, Path(llmlab.__file__).parent]
-    return sorted({q for p in paths for q in (p.absolute(), p.resolve())})
+    out = [Path(llmlab.__file__).parent]
+    try:
+        names = (importlib.metadata.distribution("llmlab").read_text("top_level.txt") or "").split()
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        names = []
+    for name in names:
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.submodule_search_locations:
+            out += [Path(p) for p in spec.submodule_search_locations]
+    return out
 
 
 def _private_root_entries(scratch: Path) -> list[str]:

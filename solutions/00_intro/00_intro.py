@@ -90,7 +90,7 @@ for ch in book_chapters:
 # %%
 import matplotlib.pyplot as plt
 
-from llmlab.grading.warmup import stable_softmax
+from llmlab_book.ch00_intro import stable_softmax
 
 logits = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0])
 fig, ax = plt.subplots(figsize=(7, 3))
@@ -163,6 +163,7 @@ def softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
 
 # %% check="softmax" points=1
 import llmlab.nn.functional
+from llmlab_book.ch00_intro import CATALOGUE
 
 # Everything that computes a softmax is blocked while your answer runs (torch.softmax also blocks
 # its namesakes, such as the method x.softmax and torch.nn.functional.softmax).
@@ -171,14 +172,16 @@ grading.check_function(softmax, stable_softmax, [
     grading.Case(torch.tensor([1.0, 2.0, 3.0]), note="a vector"),
     grading.Case(torch.randn(4, 7), note="a batch of rows"),
     grading.Case(torch.tensor([[1000.0, 999.0, 0.0]]), note="huge logits"),
-], block=SOFTMAX_TWINS, hint="subtract x.amax(dim, keepdim=True) before exp")
+    grading.Case(torch.randn(3, 2), dim=0, note="along dim 0"),
+], block=SOFTMAX_TWINS, mistakes=CATALOGUE.mistakes("softmax"),
+   hint="subtract x.amax(dim, keepdim=True) before exp")
 
 # %% hidden="softmax" points=1
 grading.check_function(softmax, stable_softmax, [
     grading.Case(torch.randn(3, 5, 6), dim=1, note="softmax over a middle dimension"),
     grading.Case(torch.tensor([-1e4, -1e4 + 1.0]), note="hugely negative logits"),
     grading.Case(torch.randn(2, 4, dtype=torch.float64) * 50, dim=0, note="float64, dim=0"),
-], block=SOFTMAX_TWINS)
+], block=SOFTMAX_TWINS, mistakes=CATALOGUE.mistakes("softmax"))
 
 # %% [markdown]
 # ### Exercise 0.2 — split a model dimension into heads · 2 points · difficulty 1 · ~5 min
@@ -204,24 +207,23 @@ def split_heads_(x: torch.Tensor, n_heads: int) -> torch.Tensor:
 
 
 # %% check="split_heads" points=1
-from llmlab.grading.warmup import split_heads
+from llmlab_book.ch00_intro import split_heads
 
 grading.check_function(split_heads_, split_heads, [
     grading.Case(torch.arange(24.0).reshape(1, 3, 8), 2, note="1 sequence of 3 tokens, 2 heads"),
     grading.Case(torch.randn(2, 5, 12), 4, note="batch of 2, 4 heads"),
-], hint="the head axis is the *outer* factor of d_model: '(h d)', not '(d h)'")
+    grading.Case(torch.randn(1, 2, 10), 4, note="d_model = 10, 4 heads: raises ValueError"),
+], mistakes=CATALOGUE.mistakes("split_heads"),
+   hint="the head axis is the *outer* factor of d_model: '(h d)', not '(d h)'")
 
 # %% hidden="split_heads" points=1
 grading.check_function(split_heads_, split_heads, [
+    grading.Case(torch.randn(2, 3, 12), 3, note="3 heads of 4"),
+    grading.Case(torch.randn(1, 4, 6), 2, note="2 heads of 3"),
     grading.Case(torch.randn(3, 1, 6), 6, note="d_head = 1"),
     grading.Case(torch.randn(2, 4, 8), 1, note="one head"),
-])
-_raised = False
-try:
-    split_heads_(torch.randn(1, 2, 10), 3)
-except ValueError:
-    _raised = True
-grading.expect(_raised, "split_heads_(x, 3) with d_model=10 should raise ValueError", what="split_heads_")
+    grading.Case(torch.randn(1, 2, 10), 3, note="d_model = 10, 3 heads: raises ValueError"),
+], mistakes=CATALOGUE.mistakes("split_heads"))
 
 # %% [markdown]
 # ### Exercise 0.3 — a masked mean · 2 points · difficulty 2 · ~10 min
@@ -241,18 +243,20 @@ def masked_mean_(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 # %% check="masked_mean" points=1
-from llmlab.grading.warmup import masked_mean
+from llmlab_book.ch00_intro import masked_mean
 
 grading.check_function(masked_mean_, masked_mean, [
     grading.Case(torch.ones(1, 3, 2), torch.tensor([[True, True, False]]), note="ones"),
     grading.Case(torch.randn(2, 4, 3), torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0]]).bool(), note="ragged"),
-], hint="divide by the number of True positions per row, not by seq")
+    grading.Case(torch.randn(2, 2, 3), torch.tensor([[True, False], [False, False]]), note="a row with nothing kept"),
+], mistakes=CATALOGUE.mistakes("masked_mean"),
+   hint="divide by the number of True positions per row, not by seq")
 
 # %% hidden="masked_mean" points=1
 grading.check_function(masked_mean_, masked_mean, [
     grading.Case(torch.randn(2, 3, 4), torch.zeros(2, 3, dtype=torch.bool), note="all masked: zeros, not NaN"),
     grading.Case(torch.randn(3, 5, 1, dtype=torch.float64), torch.rand(3, 5) > 0.3, note="float64"),
-])
+], mistakes=CATALOGUE.mistakes("masked_mean"))
 
 # %% [markdown]
 # ## Grading yourself
@@ -294,11 +298,16 @@ for s in tqdm(scales, desc="logit scale"):
 print(f"{'scale':>6} | {'fp32 naive':>10} {'fp32 stable':>11} | {'bf16 naive':>10} {'bf16 stable':>11}")
 for s, a, b, c, d in rows:
     print(f"{s:>6} | {a:>10.1%} {b:>11.1%} | {c:>10.1%} {d:>11.1%}")
+assert all(b == 0 and d == 0 for _, _, b, _, d in rows), "the stable softmax never gives NaN"
+first_nan = next(s for s, a, *_ in rows if a > 0)
+all_nan = next(s for s, a, *_ in rows if a == 1)
+print(f"naive, float32: the first NaN rows at scale {first_nan}, every row NaN from scale {all_nan}")
 
 # %% [markdown]
-# Past a logit scale of about 30 (max logit ≈ 89, where `exp` overflows float32 — and bfloat16,
-# which has float32's exponent range), the naive formula returns `NaN` for some rows; at 100
-# for nearly all. The stable one never does.
+# Once the largest logit of a row passes about 89, `exp` overflows float32 — and bfloat16, which
+# has float32's exponent range — and the naive formula returns `NaN` for that row; the line
+# under the table says from which scale that happens to some rows and to every row. The stable
+# one never does (the cell asserts it).
 #
 # ## How the industry does it
 #

@@ -37,7 +37,7 @@ from IPython.display import Markdown, display
 from tqdm.auto import tqdm
 
 from llmlab import grading
-from llmlab.grading import mistakes
+from llmlab_book.ch01_tokenization import CATALOGUE
 from llmlab.tokenizer import (
     CHATML_SPECIAL_TOKENS,
     GPT2_PATTERN,
@@ -108,14 +108,13 @@ def predict_bytes() -> int:
 
 # %% check="predict_bytes" points=1
 PREDICT_TEXT = "分词 ok 👍"
-grading.check_function(predict_bytes, lambda: len(PREDICT_TEXT.encode("utf-8")),
-                       [grading.Case(note='"分词 ok 👍"')],
-                       mistakes={"counting characters instead of bytes": lambda: len(PREDICT_TEXT),
-                                 "2 bytes per Chinese character": lambda: 2 * 2 + 1 + 2 + 1 + 4},
-                       hint="Chinese characters take 3 bytes in UTF-8, emoji 4")
+grading.check_prediction(predict_bytes, len(PREDICT_TEXT.encode("utf-8")),
+                         what='the bytes of "分词 ok 👍"', mistakes=CATALOGUE.mistakes("predict_bytes"),
+                         hint="Chinese characters take 3 bytes in UTF-8, emoji 4")
 
 # %% hidden="predict_bytes" points=1
-grading.check_function(predict_bytes, lambda: 14, [grading.Case(note="the number of bytes")])
+grading.check_prediction(predict_bytes, 14, what="the number of bytes",
+                         mistakes=CATALOGUE.mistakes("predict_bytes"))
 
 # %%
 for ch in ["a", "é", "中", "👍", "\n"]:
@@ -198,7 +197,8 @@ grading.check_function(count_pairs, bpe_basics.count_pairs, [
     grading.Case([1, 2, 1, 2, 3], note="the example"),
     grading.Case([7], note="one id: no pairs"),
     grading.Case([5, 5, 5], note="overlapping pairs both count"),
-], hint="zip(ids, ids[1:]) walks over the adjacent pairs")
+    grading.Case([1, 2, 1], {(1, 2): 1}, 2, note="added into counts, with a weight"),
+], mistakes=CATALOGUE.mistakes("count_pairs"), hint="zip(ids, ids[1:]) walks over the adjacent pairs")
 
 # %% hidden="count_pairs" points=1
 grading.check_function(count_pairs, bpe_basics.count_pairs, [
@@ -206,7 +206,7 @@ grading.check_function(count_pairs, bpe_basics.count_pairs, [
     grading.Case([1, 2, 3], {(1, 2): 4, (9, 9): 1}, note="adding into existing counts"),
     grading.Case(list(b"hello hello"), weight=3, note="a weight"),
     grading.Case(list("the cat sat".encode()), {}, 2, note="everything at once"),
-])
+], mistakes=CATALOGUE.mistakes("count_pairs"))
 
 # %% [markdown]
 # ### Exercise 1.3 — apply one merge · 2 points · difficulty 1 · ~5 min
@@ -242,7 +242,8 @@ grading.check_function(merge_pair, bpe_basics.merge_pair, [
     grading.Case([1, 2, 3, 1, 2], (1, 2), 7, note="two occurrences"),
     grading.Case([5, 5, 5], (5, 5), 9, note="overlap: left to right"),
     grading.Case([1, 2], (2, 1), 7, note="absent pair: unchanged"),
-], block=MERGE_TWINS, hint="walk with an index; after a merge skip two positions, otherwise one")
+], block=MERGE_TWINS, mistakes=CATALOGUE.mistakes("merge_pair"),
+   hint="walk with an index; after a merge skip two positions, otherwise one")
 
 # %% hidden="merge_pair" points=1
 grading.check_function(merge_pair, bpe_basics.merge_pair, [
@@ -250,7 +251,7 @@ grading.check_function(merge_pair, bpe_basics.merge_pair, [
     grading.Case([5, 5, 5, 5], (5, 5), 9, note="four in a row"),
     grading.Case([3, 1, 2], (1, 2), 300, note="pair at the end"),
     grading.Case([1], (1, 1), 8, note="a single id"),
-], block=MERGE_TWINS)
+], block=MERGE_TWINS, mistakes=CATALOGUE.mistakes("merge_pair"))
 
 # %% [markdown]
 # ### Exercise 1.4 — train BPE, naively · 4 points · difficulty 3 · ~30 min
@@ -307,6 +308,7 @@ grading.check_function(train_bpe_naive, bpe_basics.train_bpe_naive, [
     grading.Case("abcd", 258, note="a tie: the greatest pair wins"),
     grading.Case(english[:3000], 320, note="3,000 characters of docstrings"),
 ], block=[bpe_merges_from_counts, bpe_train.train_bpe, *MERGE_TWINS],
+   mistakes=CATALOGUE.mistakes("train_bpe_naive"),
    hint="ties: max over (count, vocab[a], vocab[b]); merges hold bytes, not ids")
 
 # %% hidden="train_bpe_naive" points=2
@@ -314,7 +316,8 @@ grading.check_function(train_bpe_naive, bpe_basics.train_bpe_naive, [
     grading.Case("aaaa aaaa", 300, note="runs out of pairs before vocab_size"),
     grading.Case(chinese[:300], 300, note="Chinese: 3-byte characters"),
     grading.Case(code[:3000], 330, GPT4_PATTERN, note="code with GPT-4's pattern"),
-], block=[bpe_merges_from_counts, bpe_train.train_bpe, *MERGE_TWINS])
+], block=[bpe_merges_from_counts, bpe_train.train_bpe, *MERGE_TWINS],
+   mistakes=CATALOGUE.mistakes("train_bpe_naive"))
 
 # %% [markdown]
 # ### Exercise 1.5 — encode with merge ranks · 3 points · difficulty 2 · ~10 min
@@ -359,15 +362,21 @@ grading.check_function(bpe_encode, bpe_basics.bpe_encode, [
     grading.Case(b" cat", sentence_ranks, note="a word of the sentence"),
     grading.Case(b"x", sentence_ranks, note="one byte"),
     grading.Case(b" the", {}, note="no merges at all"),
-], block=[Tokenizer, llmlab.tokenizer.dropout._merge_with_dropout], hint="pick the pair with the smallest merges[pair]; stop when none is in merges")
+    grading.Case(b"cbbbd", {(98, 98): 256, (99, 98): 257, (98, 100): 258},
+                 note="the lowest rank is neither the leftmost pair nor the last learned"),
+], block=[Tokenizer, llmlab.tokenizer.dropout._merge_with_dropout],
+   mistakes=CATALOGUE.mistakes("bpe_encode"),
+   hint="pick the pair with the smallest merges[pair]; stop when none is in merges")
 
 # %% hidden="bpe_encode" points=2
 grading.check_function(bpe_encode, bpe_basics.bpe_encode, [
+    grading.Case(b"zyyyz", {(121, 122): 256, (122, 121): 257, (121, 121): 258}, note="ranks, not positions"),
     grading.Case(b" theatre", sentence_ranks, note="a new word"),
     grading.Case(b"", sentence_ranks, note="empty"),
     grading.Case(b"aaaaa", {(97, 97): 256, (256, 256): 257}, note="merges of merges"),
     grading.Case(b"abc", {(98, 99): 256, (97, 98): 257}, note="rank beats position"),
-], block=[Tokenizer, llmlab.tokenizer.dropout._merge_with_dropout])
+], block=[Tokenizer, llmlab.tokenizer.dropout._merge_with_dropout],
+   mistakes=CATALOGUE.mistakes("bpe_encode"))
 
 # %% [markdown]
 # From here on the chapter runs *your* functions where it can: each is tried on a few cases
@@ -505,7 +514,7 @@ grading.check_function(bpe_merges_fast, bpe_merges_from_counts, [
     grading.Case(word_counts_of(sentence), 14, note="the slider's sentence"),
     grading.Case({b"abab": 3, b"ab": 1}, 3, note="a pair twice in one word"),
     grading.Case(word_counts_of(english[:5000]), 200, note="5,000 characters of docstrings"),
-], block=[bpe_basics.train_bpe_naive, train_bpe],
+], block=[bpe_basics.train_bpe_naive, train_bpe], mistakes=CATALOGUE.mistakes("bpe_fast"),
    hint="compare with your naive trainer on a small input: which merge differs first?")
 
 # %% hidden="bpe_fast" points=3
@@ -517,7 +526,7 @@ grading.check_function(bpe_merges_fast, bpe_merges_from_counts, [
     grading.Case({b"aaaa": 2, b"aaa": 5}, 10, note="runs of one byte, running out of pairs"),
     grading.Case(word_counts_of(chinese[:400]), 100, note="Chinese"),
     grading.Case({b"abc": 5, b"ab": 3, b"bc": 3, b"xabc": 1}, 6, note="a+bc after ab+c"),
-], block=[bpe_basics.train_bpe_naive, train_bpe])
+], block=[bpe_basics.train_bpe_naive, train_bpe], mistakes=CATALOGUE.mistakes("bpe_fast"))
 _took = []
 
 
@@ -678,8 +687,7 @@ def chat_reference(tok, messages):
     return enc.ids, enc.assistant_mask
 
 
-CHAT_MISTAKES = {"character spans used as byte offsets": mistakes.mask_with_character_spans,
-                 "leaving out the closing <|im_end|>": mistakes.mask_without_im_end}
+CHAT_MISTAKES = CATALOGUE.mistakes("chat_mask")
 zh_chat = [{"role": "user", "content": "分词是什么?"},
            {"role": "assistant", "content": "把文本切成词元。"},
            {"role": "user", "content": "thanks"}, {"role": "assistant", "content": "不客气"}]
@@ -773,7 +781,7 @@ grading.check_function(wordpiece_word, wordpiece.wordpiece_word, [
     grading.Case("unaffable", wp_vocab, note="the example"),
     grading.Case("aff", wp_vocab, note="a whole word"),
     grading.Case("unx", wp_vocab, note="an unmatchable rest"),
-], hint="try the longest candidate first and shrink `end`; continuations need the ## prefix")
+], mistakes=CATALOGUE.mistakes("wordpiece_word"), hint="try the longest candidate first and shrink `end`; continuations need the ## prefix")
 
 # %% hidden="wordpiece_word" points=2
 grading.check_function(wordpiece_word, wordpiece.wordpiece_word, [
@@ -782,7 +790,7 @@ grading.check_function(wordpiece_word, wordpiece.wordpiece_word, [
     grading.Case("unaffable", wp_vocab, "<unk>", "@@", note="another prefix and unk"),
     grading.Case("xa", wp_vocab, note="no piece at the start"),
     grading.Case("una", {"u", "##n", "##a", "un", "[UNK]"}, max_chars=3, note="exactly max_chars"),
-])
+], mistakes=CATALOGUE.mistakes("wordpiece_word"))
 
 # %% [markdown]
 # Trained on our docstrings, WordPiece gives ids identical to Hugging Face's `WordPiece` model
@@ -872,17 +880,20 @@ toy_scores = {"▁": -3.0, "▁t": -4.5, "▁the": -2.1, "▁to": -3.3, "▁toke
 grading.check_function(viterbi_segment, unigram.viterbi_segment, [
     grading.Case("▁tokenization", toy_scores, note="a long word"),
     grading.Case("▁the", toy_scores, note="one piece"),
-    grading.Case("▁theorize", toy_scores, note="greedy longest-first would be wrong here"),
-], hint="best[end] = max over start of best[start] + scores[text[start:end]]")
+    grading.Case("▁theorize", toy_scores, note="a longer word"),
+    grading.Case("abc", {"ab": -1.0, "bc": -1.0, "a": -0.5, "b": -5.0, "c": -5.0},
+                 note="the longest first piece is not on the best path"),
+], mistakes=CATALOGUE.mistakes("viterbi_segment"), hint="best[end] = max over start of best[start] + scores[text[start:end]]")
 
 # %% hidden="viterbi_segment" points=2
 grading.check_function(viterbi_segment, unigram.viterbi_segment, [
+    grading.Case("aab", {"aa": -4.0, "ab": -1.0, "a": -1.0, "b": -3.0}, note="longest first loses"),
     grading.Case("▁torn", toy_scores, note="short pieces win"),
     grading.Case("▁x", toy_scores, note="an unknown character"),
     grading.Case("▁tokens", toy_scores, -50.0, 4, note="max_len limits the pieces"),
     grading.Case("", toy_scores, note="empty text"),
     grading.Case("▁tuba", toy_scores, note="single characters only"),
-])
+], mistakes=CATALOGUE.mistakes("viterbi_segment"))
 
 # %% [markdown]
 # Training a Unigram model on our docstrings and handing its pieces and scores to the real
@@ -951,16 +962,14 @@ def predict_embedding_share() -> float:
 
 
 # %% check="predict_embedding" points=1
-grading.check_function(predict_embedding_share, lambda: 50_257 * 768 / 124e6,
-                       [grading.Case(note="GPT-2 small")], atol=0.01, rtol=0.0,
-                       mistakes={"counting the tied output layer a second time":
-                                 lambda: 2 * 50_257 * 768 / 124e6,
-                                 "a number of parameters instead of a fraction": lambda: 50_257 * 768},
-                       hint="vocabulary × d_model parameters, divided by the total")
+grading.check_prediction(predict_embedding_share, 50_257 * 768 / 124e6,
+                         what="GPT-2 small's embedding share", atol=0.01, rtol=0.0,
+                         mistakes=CATALOGUE.mistakes("predict_embedding"),
+                         hint="vocabulary × d_model parameters, divided by the total")
 
 # %% hidden="predict_embedding" points=1
-grading.check_function(predict_embedding_share, lambda: 0.311, [grading.Case(note="the share")],
-                       atol=0.01, rtol=0.0)
+grading.check_prediction(predict_embedding_share, 0.311, what="the share", atol=0.01, rtol=0.0,
+                         mistakes=CATALOGUE.mistakes("predict_embedding"))
 
 # %%
 print(f"GPT-2 small: {50_257 * 768:,} of its 124 M parameters are the token embedding "

@@ -584,7 +584,7 @@ print("saved for backward (q, k, v, o, lse):", saved)
 # %%
 from llmlab.attention import peak_memory  # noqa: E402
 from llmlab.attention.flash import flash_attention_backward, tile_mask  # noqa: E402
-from llmlab.grading import mistakes  # noqa: E402
+from llmlab_book import ch03_attention as mistakes  # noqa: E402
 
 
 # %% solution="flash_backward"

@@ -233,9 +233,9 @@ def predict_allreduce_bytes() -> float:
 
 
 # %% check="predict_bytes" points=1
-grading.check_value(predict_allreduce_bytes(), P.ring_bytes("all_reduce", N_PARAMS * 4, 8),
-                    what="bytes sent per rank", rtol=1e-3,
-                    hint="n = N_PARAMS * 4 bytes; a ring all-reduce sends 2 (N-1)/N * n per rank")
+grading.check_prediction(predict_allreduce_bytes, P.ring_bytes("all_reduce", N_PARAMS * 4, 8),
+                         what="bytes sent per rank", rtol=1e-3,
+                         hint="n = N_PARAMS * 4 bytes; a ring all-reduce sends 2 (N-1)/N * n per rank")
 
 # %% hidden="predict_bytes" points=1
 ### BEGIN HIDDEN TESTS
@@ -417,8 +417,8 @@ def predict_zero3_gb() -> float:
 
 
 # %% check="predict_zero3" points=1
-grading.check_value(predict_zero3_gb(), P.zero_memory(7.5e9, 64, 3) / 1e9, what="GB per GPU",
-                    rtol=1e-2, hint="stage 3 divides all (2 + 2 + K) Ψ bytes by N")
+grading.check_prediction(predict_zero3_gb, P.zero_memory(7.5e9, 64, 3) / 1e9, what="GB per GPU",
+                         rtol=1e-2, hint="stage 3 divides all (2 + 2 + K) Ψ bytes by N")
 
 # %% hidden="predict_zero3" points=1
 ### BEGIN HIDDEN TESTS
@@ -699,8 +699,8 @@ def predict_bubble() -> float:
 
 
 # %% check="predict_bubble" points=1
-grading.check_value(predict_bubble(), P.bubble_formula(4, 8), what="the bubble fraction",
-                    hint="(p - 1) / (m + p - 1)")
+grading.check_prediction(predict_bubble, P.bubble_formula(4, 8), what="the bubble fraction",
+                         hint="(p - 1) / (m + p - 1)")
 
 # %% hidden="predict_bubble" points=1
 ### BEGIN HIDDEN TESTS

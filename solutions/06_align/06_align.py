@@ -261,13 +261,10 @@ def predict_bt() -> tuple[float, float]:
 
 
 # %% check="predict_bt" points=1
-try:
-    _bt = tuple(float(v) for v in predict_bt())
-except Exception:  # an unanswered question must not stop the chapter
-    _bt = ()
-grading.expect(len(_bt) == 2 and 0 < _bt[1] < _bt[0] < 1,
-               "return two losses in nats, (equal rewards, margin 2); a larger margin gives a smaller "
-               "loss, and both are below 1 — the hidden test checks the values")
+bt_margins = torch.tensor([0.0, 2.0])  # r_chosen - r_rejected: equal rewards, then a margin of 2
+grading.check_prediction(predict_bt, tuple((-F.logsigmoid(bt_margins)).tolist()),
+                         what="(loss at equal rewards, loss at a margin of 2)", atol=2e-3, rtol=0,
+                         hint="return two losses in nats; the loss of a pair is -log sigmoid(margin)")
 
 # %% hidden="predict_bt" points=1
 ### BEGIN HIDDEN TESTS
@@ -547,13 +544,11 @@ def predict_beta() -> tuple[float, float]:
 
 
 # %% check="predict_beta" points=1
-try:
-    _pb = tuple(float(v) for v in predict_beta())
-except Exception:  # an unanswered question must not stop the chapter
-    _pb = ()
-grading.expect(len(_pb) == 2 and 0.5 < _pb[1] < _pb[0] < 1,
-               "return two probabilities of answer 1, (beta 0.5, beta 2): answer 1 has the higher reward, "
-               "so both exceed 0.5, and a larger beta stays closer to the reference's 0.5")
+beta_rewards, beta_ref = torch.tensor([1.0, 0.0]), torch.tensor([0.5, 0.5])
+grading.check_prediction(
+    predict_beta, tuple(float(torch.softmax(beta_ref.log() + beta_rewards / b, 0)[0]) for b in (0.5, 2.0)),
+    what="(pi*(answer 1) at beta 0.5, at beta 2)", atol=2e-3, rtol=0,
+    hint="return two probabilities of answer 1; a larger beta stays closer to the reference's 0.5")
 
 # %% hidden="predict_beta" points=1
 ### BEGIN HIDDEN TESTS

@@ -97,8 +97,8 @@ rtn4 = Q.rtn_quantize_model(copy.deepcopy(model), bits=4, group_size=64)
 measured_int4 = sum(m.nbytes() for m in Q.block_linears(rtn4).values()) / 1e6
 expected_sizes = {"fp32": n_block_weights * 4 / 1e6, "bf16": n_block_weights * 2 / 1e6,
                   "int4_g64": measured_int4}
-grading.check_value(predicted_sizes(), expected_sizes, what="predicted sizes (MB)", rtol=1e-3,
-                    hint="bytes = weights x bits / 8, plus 2 + 1 bytes per group of 64 for int4")
+grading.check_prediction(predicted_sizes, expected_sizes, what="predicted sizes (MB)", rtol=1e-3,
+                         hint="bytes = weights x bits / 8, plus 2 + 1 bytes per group of 64 for int4")
 print(f"measured: int4-g64 blocks {measured_int4:.3f} MB; whole model "
       f"{Q.model_nbytes(model) / 1e6:.2f} MB -> {Q.model_nbytes(rtn4) / 1e6:.2f} MB "
       "(the tied embedding stays in fp32)")
@@ -125,9 +125,10 @@ def predicted_decode_speed() -> dict[str, float]:
 
 
 # %% check="predict_decode" points=1
-grading.check_value(predicted_decode_speed(), {"bf16": 3.35e12 / 14e9, "int4": 3.35e12 / (7e9 * 4.5 / 8)},
-                    what="predicted tokens/s", rtol=1e-3,
-                    hint="tokens/s = bandwidth / bytes read per token; int4 reads 4.5/8 bytes per weight")
+grading.check_prediction(predicted_decode_speed,
+                         {"bf16": 3.35e12 / 14e9, "int4": 3.35e12 / (7e9 * 4.5 / 8)},
+                         what="predicted tokens/s", rtol=1e-3,
+                         hint="tokens/s = bandwidth / bytes read per token; int4 reads 4.5/8 bytes per weight")
 
 # %% hidden="predict_decode" points=1
 speeds = predicted_decode_speed()

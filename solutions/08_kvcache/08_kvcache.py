@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 import llmlab.kvcache as kv
 from llmlab import grading
-from llmlab.grading import mistakes
+from llmlab_book import ch08_kvcache as mistakes
 from llmlab.attention import REAL_CONFIGS
 from llmlab.data import load_documents
 from llmlab.kvcache.blocks import replay

@@ -163,16 +163,16 @@ def predict_survivors() -> tuple[int, int]:
 
 # %% check="predict_survivors" points=1
 probs6 = torch.tensor([0.40, 0.25, 0.15, 0.10, 0.06, 0.04])
-grading.expect(isinstance(predict_survivors(), tuple) and len(predict_survivors()) == 2,
-               "return a tuple of two integers")
-
-# %% hidden="predict_survivors" points=1
 kept = serve.filter_logits(probs6.log()[None], 0, 0.75)
 kept_minp = serve.filter_logits(probs6.log()[None], 0, 1.0, 0.2)
-grading.check_value(tuple(predict_survivors()), (int(torch.isfinite(kept).sum()),
-                                                 int(torch.isfinite(kept_minp).sum())),
-                    what="(top-p survivors, min-p survivors)",
-                    hint="top-p: 0.40 + 0.25 = 0.65 < 0.75, so the third token still enters; "
+survivors = (int(torch.isfinite(kept).sum()), int(torch.isfinite(kept_minp).sum()))
+grading.check_prediction(predict_survivors, survivors, what="(top-p survivors, min-p survivors)",
+                         hint="top-p keeps the smallest prefix whose mass reaches p; min-p keeps "
+                              "tokens with at least p_min times the top probability")
+
+# %% hidden="predict_survivors" points=1
+grading.check_prediction(predict_survivors, survivors, what="(top-p survivors, min-p survivors)",
+                         hint="top-p: 0.40 + 0.25 = 0.65 < 0.75, so the third token still enters; "
                          "min-p: the threshold is 0.2 × 0.40")
 
 # %% [markdown]
@@ -321,12 +321,13 @@ def predict_static() -> tuple[int, float]:
 
 
 # %% check="predict_static" points=1
-grading.expect(len(predict_static()) == 2, "return (steps, idle_fraction)")
+out_lens = [12, 3, 7, 30]
+static_answer = (max(out_lens), 1 - sum(out_lens) / (4 * max(out_lens)))
+grading.check_prediction(predict_static, static_answer, what="(steps, idle fraction)", atol=1e-3,
+                         hint="return (steps, idle_fraction): a tuple of two numbers")
 
 # %% hidden="predict_static" points=1
-out_lens = [12, 3, 7, 30]
-grading.check_value(tuple(predict_static()), (max(out_lens), 1 - sum(out_lens) / (4 * max(out_lens))),
-                    what="(steps, idle fraction)", atol=1e-3,
+grading.check_prediction(predict_static, static_answer, what="(steps, idle fraction)", atol=1e-3,
                     hint="the batch runs until its longest row is done; count row-steps 4 × steps")
 
 # %% [markdown]
@@ -549,14 +550,15 @@ def predict_chunks() -> int:
 
 
 # %% check="predict_chunks" points=1
-grading.expect(isinstance(predict_chunks(), int), "return an integer number of forwards")
-
-# %% hidden="predict_chunks" points=1
 chunk_trace = serve.simulate([(0, 2, 40)] * 8 + [(3, 300, 1)], num_blocks=256, block_size=16,
                              budget=64, max_num_seqs=16)
 first_step = next(i for i, t in enumerate(chunk_trace) if 8 in t["admitted"])
 last_step = next(i for i, t in enumerate(chunk_trace) if 8 not in t["running"] and i > first_step)
-grading.check_value(predict_chunks(), last_step - first_step + 1, what="forwards",
+grading.check_prediction(predict_chunks, last_step - first_step + 1, what="forwards",
+                         hint="return an integer number of forwards")
+
+# %% hidden="predict_chunks" points=1
+grading.check_prediction(predict_chunks, last_step - first_step + 1, what="forwards",
                     hint="each forward has 64 - 8 tokens left for the prompt's chunk")
 
 # %% [markdown]

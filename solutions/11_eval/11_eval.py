@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 import llmlab.evaluate as ev
 from llmlab import grading
-from llmlab.grading import mistakes_eval as wrong
+from llmlab_book import ch11_eval as wrong
 from llmlab.model import BOOK_MODEL_DIR, load_book_model
 from llmlab.utils import seed_all
 

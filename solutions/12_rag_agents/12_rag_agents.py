@@ -47,7 +47,7 @@ import llmlab.agent as agent
 import llmlab.rag as rag
 from llmlab import grading
 from llmlab.data import load_documents
-from llmlab.grading import mistakes_rag as mistakes
+from llmlab_book import ch12_rag_agents as mistakes
 from llmlab.model import load_book_model
 from llmlab.serve import TokenAutomaton, regex_to_dfa
 from llmlab.utils import seed_all

@@ -8,7 +8,7 @@ import torch
 
 from llmlab import grading
 from llmlab.grading.compare import explain
-from llmlab.grading.warmup import masked_mean, split_heads, stable_softmax
+from llmlab_book.ch00_intro import masked_mean, split_heads, stable_softmax
 
 CASES = [grading.Case(torch.randn(3, 4, generator=torch.Generator().manual_seed(0))),
          grading.Case(torch.tensor([[1000.0, 0.0]]), note="huge logits")]
@@ -64,7 +64,7 @@ def test_named_twins_are_blocked_by_identity(route):
 def test_a_copy_made_with_getsource_is_blocked():
     import inspect
 
-    from llmlab.grading import warmup
+    from llmlab_book import ch00_intro as warmup
 
     ns = dict(vars(warmup))
     exec(inspect.getsource(warmup.stable_softmax), ns)
@@ -216,3 +216,145 @@ def test_an_in_place_spec_must_be_followed():
 def test_a_callable_the_guard_cannot_see_is_refused_when_listed():
     with pytest.raises(TypeError, match="numpy.exp cannot be blocked.*ufunc"):
         grading.check_function(lambda x: x, lambda x: x, CASES, block=[np.exp])
+
+
+# ------------------------------------------------------------------ diagnoses that are true
+
+MASKED = torch.tensor([[0.5, -float("inf"), 1.0, -float("inf")]])
+
+
+@pytest.mark.parametrize("got, expected, words", [
+    (torch.tensor([1.0, float("nan")]), torch.tensor([1.0, 2.0]), "overflows"),
+    (torch.tensor([1.0, float("inf")]), torch.tensor([1.0, 2.0]), "overflows"),
+    (MASKED.clone().index_fill_(1, torch.tensor([0]), -float("inf")), MASKED,
+     "1 are ±inf (masked) where finite values were expected (first at index (0, 0))"),
+    (MASKED.nan_to_num(neginf=-1e9), MASKED, "are finite where ±inf (masked) was expected"),
+    (torch.arange(1.0, 7.0) * 0.125, torch.arange(1.0, 7.0), "times a constant 0.125"),
+    (torch.arange(1.0, 7.0) + 3, torch.arange(1.0, 7.0), "shifted by a constant 3"),
+    (torch.tensor([[1.0, 2.0], [3.0, 4.0]]).T, torch.tensor([[1.0, 2.0], [3.0, 4.0]]), "transposed"),
+    (-torch.arange(1.0, 5.0), torch.arange(1.0, 5.0), "opposite sign"),
+    (2.0, 1.0, "ratio got/expected = 2"),
+])
+def test_a_diagnosis_is_printed_when_it_is_true(got, expected, words):
+    msg = explain(got, expected)
+    assert msg is not None and words in msg, msg
+
+
+@pytest.mark.parametrize("got, expected, absent", [
+    # a mask off by one entry is a mask that differs, not an overflow
+    (MASKED.clone().index_fill_(1, torch.tensor([0]), -float("inf")), MASKED, "overflow"),
+    # unrounded scales: a tiny relative error is not "times a constant 1"
+    (torch.arange(1.0, 7.0) * 1.0003, torch.arange(1.0, 7.0), "times a constant"),
+    # a ratio that is not constant is not a scale factor; a shift that is not constant is none
+    (torch.tensor([1.0, 2.0, 6.0, 8.0]), torch.tensor([1.0, 2.0, 3.0, 4.0]), "times a constant"),
+    (torch.tensor([1.0, 2.0, 3.0, 9.0]), torch.tensor([1.0, 2.0, 3.0, 4.0]), "shifted"),
+    (torch.tensor([[1.0, 2.0], [3.5, 4.0]]), torch.tensor([[1.0, 3.0], [2.0, 4.0]]), "transposed"),
+    (torch.tensor([-1.0, 2.0]), torch.tensor([1.0, 2.0]), "opposite sign"),
+    # exact GELU for the tanh approximation: close, but no scale or shift explains it
+    (torch.nn.functional.gelu(torch.linspace(-3, 3, 25)),
+     torch.nn.functional.gelu(torch.linspace(-3, 3, 25), approximate="tanh"), "constant"),
+    (1.0002, 1.0, "ratio"),
+])
+def test_a_diagnosis_is_not_printed_when_it_is_false(got, expected, absent):
+    msg = explain(got, expected, atol=1e-6, rtol=1e-6)
+    assert msg is not None and absent not in msg, msg
+
+
+def test_the_same_nonfinite_entries_compare_as_equal():
+    assert explain(MASKED.clone(), MASKED) is None
+    assert explain(torch.tensor([float("nan"), 1.0]), torch.tensor([float("nan"), 1.0])) is None
+
+
+# ------------------------------------------------------------------ named mistakes, raises, predictions
+
+def test_a_catalogued_mistake_is_named_with_its_label():
+    from llmlab.grading.compare import mistake_text
+    from llmlab_book.ch00_intro import CATALOGUE, masked_mean_ignoring_mask
+
+    label = "the mean over every position, masked ones included"
+    msg = failure(masked_mean_ignoring_mask, masked_mean,
+                  [grading.Case(torch.randn(2, 4, 3), torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]]).bool())],
+                  mistakes=CATALOGUE.mistakes("masked_mean"))
+    assert mistake_text(label) in msg
+
+
+def test_exact_gelu_is_named_by_its_variant_not_by_a_guess():
+    def gelu_tanh(x):
+        return torch.nn.functional.gelu(x, approximate="tanh")
+
+    def exact(x):
+        return 0.5 * x * (1 + torch.erf(x / 2 ** 0.5))
+
+    msg = failure(exact, gelu_tanh, [grading.Case(torch.linspace(-3, 3, 25))],
+                  mistakes={"the exact (erf) GELU instead of the tanh approximation": exact})
+    assert "known mistake gives: the exact (erf) GELU instead of the tanh approximation" in msg
+    assert "constant" not in msg
+
+
+def test_a_case_the_reference_rejects_must_be_rejected(capsys):
+    cases = [grading.Case(torch.randn(1, 2, 10), 3, note="10 is not divisible by 3")]
+
+    def no_check(x, n_heads):
+        return x.view(x.shape[0], x.shape[1], n_heads, -1).transpose(1, 2)
+
+    def checks(x, n_heads):
+        if x.shape[-1] % n_heads:
+            raise ValueError("not divisible")
+        return no_check(x, n_heads)
+
+    grading.check_function(checks, split_heads, cases)
+    assert "✓" in capsys.readouterr().out
+    msg = failure(no_check, split_heads, cases)
+    assert "expected it to raise ValueError, but it raised RuntimeError" in msg
+    msg = failure(lambda x, n: x, split_heads, cases)
+    assert "expected it to raise ValueError, but it returned tensor(" in msg
+
+
+def test_a_prediction_is_graded_on_the_number(capsys, monkeypatch):
+    def right():
+        return 3 / 11
+
+    def wrong():
+        return 3 / 8
+
+    grading.check_prediction(right, 3 / 11, what="the bubble fraction")
+    assert "✓" in capsys.readouterr().out
+    with pytest.raises(AssertionError, match=r"expected 0\.272727, got 0\.375.*mistake gives: \(p-1\)/m"):
+        grading.check_prediction(wrong, 3 / 11, what="the bubble fraction", mistakes={"(p-1)/m": wrong})
+
+    def unanswered():
+        raise NotImplementedError()
+
+    monkeypatch.setenv("LLMLAB_GRADER", "0")  # a learner's Run All: the ✗ prints, nothing raises
+    grading.check_prediction(unanswered, 3 / 11)
+    out = capsys.readouterr().out
+    assert "✗ unanswered" in out and "not implemented yet" in out
+
+
+def test_check_value_and_check_module_name_mistakes():
+    with pytest.raises(AssertionError, match="known mistake gives: bits, not bytes"):
+        grading.check_value(8 * 1024, 1024, what="bytes", mistakes={"bits, not bytes": 8 * 1024})
+
+    class Ref(torch.nn.Module):
+        def __init__(self, d: int):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.randn(d))
+
+        def forward(self, x):
+            return x * self.w
+
+    class Doubled(Ref):
+        def forward(self, x):
+            return 2 * x * self.w
+
+    class Mine(torch.nn.Module):
+        def __init__(self, d: int):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(d))
+
+        def forward(self, x):
+            return 2 * self.w * x
+
+    with pytest.raises(AssertionError, match="known mistake gives: twice the output"):
+        grading.check_module(Mine, Ref, dict(d=4), [grading.Case(torch.randn(2, 4))],
+                             mistakes={"twice the output": Doubled})

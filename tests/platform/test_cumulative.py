@@ -52,7 +52,7 @@ def test_a_known_mistake_is_named(monkeypatch):
     def wrong(x):
         return x.flip(-1).cumsum(-1).flip(-1)
 
-    with pytest.raises(AssertionError, match="exactly what a reversed cumsum gives"):
+    with pytest.raises(AssertionError, match="exactly what this known mistake gives: a reversed cumsum"):
         grading.check_function(wrong, ref, [grading.Case(torch.arange(4.0))],
                                mistakes={"a reversed cumsum": wrong, "x itself": lambda x: x})
     with pytest.raises(AssertionError) as err:  # another wrong answer names no mistake

@@ -16,6 +16,7 @@ import pytest
 
 from llmlab.grading.assemble import GradingError
 from llmlab.grading.autograde import grade_notebook
+from llmlab.grading.compare import mistake_text
 from tests.platform.grading_fixture import (
     MAX,
     MEAN,
@@ -55,6 +56,8 @@ def test_loop_exception_and_wrong_answer_cost_only_their_exercise(solutions, tmp
     assert "time limit" in fb["softmax"]
     assert "RuntimeError: boom" in fb["split_heads"]
     assert "values differ" in fb["masked_mean"] and "case 1 of 1" in fb["masked_mean"]
+    # the catalogued mistake is named in the check's own words (recorded by the reference run)
+    assert mistake_text("the mean over every position, masked ones included") in fb["masked_mean"]
     assert time.monotonic() - start < 120
 
 

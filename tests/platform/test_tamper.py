@@ -45,7 +45,8 @@ def test_switching_the_checks_off(solutions, tmp_path):
     IPython ast_transformer, NaN answers, fake reports and records: none of it scores."""
     added = [
         "import os\nos.environ['LLMLAB_GRADER'] = '0'\n",
-        "from llmlab import grading\nfrom llmlab.grading import checks, warmup\n"
+        "from llmlab import grading\nfrom llmlab.grading import checks\n"
+        "from llmlab_book import ch00_intro as warmup\n"
         "for _name in ('check_function', 'check_module', 'check_value', 'expect'):\n"
         "    setattr(grading, _name, lambda *a, **k: print('✓ all checks passed'))\n"
         "    setattr(checks, _name, getattr(grading, _name))\n"
@@ -70,15 +71,15 @@ def test_reaching_the_reference_past_the_guard(solutions, tmp_path):
     the reference class, a Tensor-method twin, reading the checker's frames or the judge's
     objects (gc): each is blocked or finds nothing, and costs only its exercise."""
     report = grade(solutions, submission(tmp_path, {
-        "softmax": "import contextvars\nfrom llmlab.grading import warmup\n"
+        "softmax": "import contextvars\nfrom llmlab_book import ch00_intro as warmup\n"
                    "def softmax(x, dim=-1):\n"
                    "    return contextvars.Context().run(warmup.stable_softmax, x, dim)\n",
         "split_heads": "from concurrent.futures import ThreadPoolExecutor\n"
-                       "from llmlab.grading import warmup\n"
+                       "from llmlab_book import ch00_intro as warmup\n"
                        "def split_heads_(x, n_heads):\n"
                        "    with ThreadPoolExecutor(1) as pool:\n"
                        "        return pool.submit(warmup.split_heads, x, n_heads).result()\n",
-        "masked_mean": "import inspect\nfrom llmlab.grading import warmup\n"
+        "masked_mean": "import inspect\nfrom llmlab_book import ch00_intro as warmup\n"
                        "_ns = dict(vars(warmup))\n"
                        "exec(inspect.getsource(warmup.masked_mean), _ns)\n"
                        "masked_mean_ = _ns['masked_mean']\n",
@@ -305,10 +306,10 @@ def test_an_answer_that_is_the_reference(solutions, tmp_path):
     of its code object in a new function) scores nothing: the judge never trusts the frames
     that call an answer, and a learner's name for a blocked callable refuses to run."""
     report = grade(solutions, submission(tmp_path, {
-        "softmax": "from llmlab.grading import warmup\nsoftmax = warmup.stable_softmax\n",
-        "split_heads": "import functools\nfrom llmlab.grading import warmup\n"
+        "softmax": "from llmlab_book import ch00_intro as warmup\nsoftmax = warmup.stable_softmax\n",
+        "split_heads": "import functools\nfrom llmlab_book import ch00_intro as warmup\n"
                        "split_heads_ = functools.partial(warmup.split_heads)\n",
-        "masked_mean": "import types\nfrom llmlab.grading import warmup\n"
+        "masked_mean": "import types\nfrom llmlab_book import ch00_intro as warmup\n"
                        "masked_mean_ = types.FunctionType(warmup.masked_mean.__code__, vars(warmup))\n",
         "rmsnorm": RIGHT["rmsnorm"],
         "predict": WRONG_PREDICT,
@@ -322,7 +323,7 @@ def test_an_answer_that_is_the_reference(solutions, tmp_path):
 def test_recursion_cannot_switch_the_guard_off(solutions, tmp_path):
     """A profile function that raises (a RecursionError at the recursion limit) would be removed
     by CPython, through the same ``sys.setprofile`` the audit hook refuses: the guard stays."""
-    attack = ("from llmlab.grading import warmup\n"
+    attack = ("from llmlab_book import ch00_intro as warmup\n"
               "def _deep(n, x, dim):\n"
               "    if n == 0:\n"
               "        try:\n"

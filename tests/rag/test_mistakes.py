@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import llmlab.agent as agent
 import llmlab.rag as rag
 from llmlab import grading
-from llmlab.grading import mistakes_rag as m
+from llmlab_book import ch12_rag_agents as m
 from llmlab.serve import regex_to_dfa
 
 

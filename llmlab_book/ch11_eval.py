@@ -2,7 +2,7 @@
 
 Each variant is one plausible slip in an otherwise right answer; ``check_function(...,
 mistakes={"label": variant})`` says so when a learner's output equals one. Kept out of the
-chapter's check cells so a visible cell never shows a near-solution (see ``mistakes.py``).
+chapter's check cells so a visible cell never shows a near-solution (see :mod:`llmlab_book.catalogue`).
 """
 
 from __future__ import annotations
