@@ -19,8 +19,10 @@ from tqdm.auto import tqdm
 
 from llmlab.align import sft_loss
 from llmlab.peft import ALL_LINEAR, LoRAConfig, apply_lora, merge_and_unload
+from llmlab.utils import reject_unknown_keys
 
 
+@reject_unknown_keys
 @dataclass(frozen=True)
 class ToolTuneConfig:
     steps: int = 150

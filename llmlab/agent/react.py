@@ -33,6 +33,7 @@ from llmlab.agent.json_schema import schema_to_regex
 from llmlab.agent.tools import Tool, ToolError, call_schema, parse_call, run_call
 from llmlab.rag.generate import complete
 from llmlab.serve import TokenAutomaton
+from llmlab.utils import reject_unknown_keys
 
 FREE_LINE = "[^\\n]{0,80}\\n"
 
@@ -43,6 +44,7 @@ def line_regex(tools: Sequence[Tool]) -> str:
             f"|Answer: {FREE_LINE})")
 
 
+@reject_unknown_keys
 @dataclass
 class AgentConfig:
     max_steps: int = 6          # model-written lines before the loop gives up

@@ -21,9 +21,11 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
+
+from llmlab.model.sampling import SamplingParams
 
 
 @dataclass(frozen=True)
@@ -52,16 +54,19 @@ TASKS = (
 )
 
 
+SAMPLING = SamplingParams(max_new_tokens=24, temperature=0.8, top_k=50, seed=0)
+
+
 def sample_completions(model: torch.nn.Module, tokenizer, prompt: str, n: int,
-                       max_new_tokens: int = 24, temperature: float = 0.8, top_k: int = 50,
-                       seed: int = 0) -> list[str]:
+                       params: SamplingParams | None = None, **sampling) -> list[str]:
     """``n`` sampled continuations of ``prompt`` (the text after it), from the model's
-    ``generate``; the one place this chapter calls the decoding API."""
+    ``generate``: ``params`` (default 24 new tokens at temperature 0.8, top-k 50, seed 0) with
+    keyword overrides named like its fields, as ``llmlab.model.generate`` takes them."""
     from llmlab.model import generate
 
+    params = replace(params or SAMPLING, **sampling)
     ids = torch.tensor([tokenizer.encode(prompt)] * n)
-    out = generate(model, ids, max_new_tokens, temperature=temperature, top_k=top_k,
-                   generator=torch.Generator().manual_seed(seed))
+    out = generate(model, ids, params)
     return [tokenizer.decode(row[ids.shape[1]:].tolist()) for row in out]
 
 

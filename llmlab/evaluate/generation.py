@@ -11,9 +11,13 @@ Taught in chapter 11 (solutions/11_eval).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 
+from llmlab.model.sampling import SamplingParams
+
+GREEDY = SamplingParams(max_new_tokens=48, temperature=0.0, seed=0)
 CODE_STOPS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\n@", "\nassert")
 
 
@@ -23,29 +27,23 @@ def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
     return text[:cut]
 
 
-def decode(model: torch.nn.Module, idx: torch.Tensor, max_new_tokens: int, temperature: float,
-           top_p: float | None, generator: torch.Generator | None) -> torch.Tensor:
-    """The book's decoding API, in one place: ``llmlab.model.generate``. idx: (batch, seq)."""
-    from llmlab.model import generate
-
-    return generate(model, idx, max_new_tokens=max_new_tokens, temperature=temperature,
-                    top_p=1.0 if top_p is None else top_p, generator=generator)
-
-
 @torch.no_grad()
 def generate_until(model: torch.nn.Module, tokenizer, prompt: str, stop: Sequence[str] = CODE_STOPS,
-                   max_new_tokens: int = 48, temperature: float = 0.0, top_p: float | None = None,
-                   n: int = 1, seed: int = 0) -> list[str]:
-    """``n`` continuations of ``prompt``, each cut at the first stop sequence."""
-    if n < 1 or max_new_tokens < 1:
-        raise ValueError(f"need n >= 1 and max_new_tokens >= 1, got n={n}, {max_new_tokens}")
+                   params: SamplingParams | None = None, *, n: int = 1, **sampling) -> list[str]:
+    """``n`` continuations of ``prompt``, each cut at the first stop sequence. ``params`` (default
+    greedy, 48 new tokens, seed 0) with keyword overrides named like its fields, as
+    ``llmlab.model.generate`` takes them; the ``n`` rows are drawn in one seeded batch."""
+    from llmlab.model import generate
+
+    params = replace(params or GREEDY, **sampling)
+    if n < 1 or params.max_new_tokens < 1:
+        raise ValueError(f"need n >= 1 and max_new_tokens >= 1, got n={n}, {params.max_new_tokens}")
     device = next(model.parameters()).device
     ids = tokenizer.encode(prompt)
-    window = model.config.block_size - max_new_tokens
+    window = model.config.block_size - params.max_new_tokens
     idx = torch.tensor([ids[-window:]] * n, device=device)
-    generator = torch.Generator().manual_seed(seed) if temperature > 0 else None
-    out = decode(model, idx, max_new_tokens, temperature, top_p, generator)
+    out = generate(model, idx, params)
     return [truncate_at_stop(tokenizer.decode(row[idx.shape[1]:].tolist()), stop) for row in out]
 
 
-__all__ = ["CODE_STOPS", "decode", "generate_until", "truncate_at_stop"]
+__all__ = ["CODE_STOPS", "GREEDY", "generate_until", "truncate_at_stop"]

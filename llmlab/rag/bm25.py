@@ -33,6 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from llmlab.utils import reject_unknown_keys
+
 _WORD = re.compile(r"[A-Za-z][a-z]+|[A-Z]+(?![a-z])|\d+")
 
 
@@ -42,6 +44,7 @@ def words(text: str) -> list[str]:
     return [w.lower() for w in _WORD.findall(text) if len(w) > 1]
 
 
+@reject_unknown_keys
 @dataclass(frozen=True)
 class BM25Config:
     """``k1`` term-frequency saturation, ``b`` length normalisation, ``method`` "lucene" or

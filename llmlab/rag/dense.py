@@ -31,6 +31,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from llmlab.align import hidden_states
+from llmlab.utils import reject_unknown_keys
 
 
 def info_nce(q: torch.Tensor, d: torch.Tensor, temperature: float = 0.05) -> torch.Tensor:
@@ -45,6 +46,7 @@ def info_nce(q: torch.Tensor, d: torch.Tensor, temperature: float = 0.05) -> tor
     return F.cross_entropy(logits, torch.arange(len(q), device=q.device))
 
 
+@reject_unknown_keys
 @dataclass(frozen=True)
 class BiEncoderConfig:
     """Encoder and training settings."""

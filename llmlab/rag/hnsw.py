@@ -25,8 +25,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from llmlab.rag.flat import as_matrix
+from llmlab.utils import reject_unknown_keys
 
 
+@reject_unknown_keys
 @dataclass(frozen=True)
 class HNSWConfig:
     """``M`` links per node per layer (``2M`` on layer 0), ``ef_construction`` the beam while

@@ -27,13 +27,18 @@ def _trees():
     return [(f, ast.parse(f.read_text())) for f in _library_files()]
 
 
+# Draws that are not decoding: they pick items, not tokens.
+NOT_DECODING = {"curate/semdedup.py": "k-means++ seeding draws centroids"}
+
+
 def test_only_the_pipeline_draws_or_filters():
     offenders = []
     for f, tree in _trees():
         if f == PIPELINE:
             continue
         for node in ast.walk(tree):
-            if isinstance(node, ast.Attribute) and node.attr == "multinomial":
+            if (isinstance(node, ast.Attribute) and node.attr == "multinomial"
+                    and str(f.relative_to(PACKAGE)) not in NOT_DECODING):
                 offenders.append(f"{f.relative_to(PACKAGE)}:{node.lineno} calls multinomial")
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 args = {a.arg for a in node.args.args + node.args.kwonlyargs}

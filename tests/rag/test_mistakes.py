@@ -11,8 +11,8 @@ import torch.nn.functional as F
 import llmlab.agent as agent
 import llmlab.rag as rag
 from llmlab import grading
-from llmlab_book import ch12_rag_agents as m
 from llmlab.serve import regex_to_dfa
+from llmlab_book import ch12_rag_agents as m
 
 
 def named(fn, ref, cases, catalogue, label):
