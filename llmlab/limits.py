@@ -1,8 +1,8 @@
 """Limits for a child process that runs code nobody reviewed: resource limits, a session of its
 own, death with its parent, and a kill that takes everything it started.
 
-The generic piece of a sandbox, shared by the notebook grader (which adds namespaces, cgroups, a
-private root and a watchdog around it: ``llmlab.grading.sandbox``), the execution-based
+The generic piece of a sandbox, shared by the notebook grader's sandbox (which adds namespaces,
+cgroups, a private root and a watchdog around it), the execution-based
 evaluation of generated programs (:mod:`llmlab.evaluate.execution`) and the agent's Python tool
 (:mod:`llmlab.agent.python_tool`). Exceeding a limit fails cleanly (``MemoryError``, ``SIGXCPU``,
 ``EFBIG``, ``EMFILE``) instead of taking the machine with it. ``processes`` is applied by whoever

@@ -571,7 +571,7 @@ def with_cost(fn):
 
 
 def ref_search_layer(index, q, entry, ef, layer):
-    return index.search_layer(q, entry, ef, layer)
+    return rag.HNSWIndex.search_layer(index, q, entry, ef, layer)  # llmlab's, not a subclass's
 
 
 def clustered_vectors(n, d, seed):

@@ -78,7 +78,7 @@ def test_quality_accuracy_equals_the_fasttext_package(crawl, texts):
         for d, t in train:
             f.write(f"__label__{'good' if good(d) else 'bad'} {' '.join(t[:3000].lower().split())}\n")
         f.flush()
-        ft = fasttext.train_supervised(f.name, dim=16, wordNgrams=2, epoch=5, lr=1.0, bucket=1 << 16,
+        ft = fasttext.train_supervised(f.name, dim=16, wordNgrams=2, epoch=5, lr=0.5, bucket=1 << 16,
                                        seed=0, thread=1, verbose=0)
     theirs = sum((ft.predict(" ".join(t[:3000].lower().split()))[0][0] == "__label__good") == good(d)
                  for d, t in val)

@@ -182,7 +182,7 @@ def warm_cache(tmp_path_factory):
     try:
         with Workspace() as ws:
             for chapter in ("00_intro", "01_tokenization"):
-                autograde.reference(ROOT / "solutions" / chapter / f"{chapter}.ipynb", ws, 60)
+                autograde.reference(ROOT / "solutions" / chapter / f"{chapter}.ipynb", ws, 600)
         yield folder
     finally:
         if saved is None:

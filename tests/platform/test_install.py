@@ -89,17 +89,34 @@ def _pypi_answers() -> bool:
         return False
 
 
-def _resolve(python: str, target: Path) -> subprocess.CompletedProcess:
+# Pure-Python dependencies published as a source archive only (no wheel on PyPI): pip builds each
+# into one universal wheel on a user's machine; the check builds them the same way first.
+SDIST_ONLY = ("sqlitedict", "word2number")  # both from lm-eval
+
+
+def _public_env() -> dict[str, str]:
+    env = {**os.environ, "PIP_CONFIG_FILE": os.devnull}
+    return {k: v for k, v in env.items() if not k.startswith("PIP_") or k == "PIP_CONFIG_FILE"}
+
+
+def _build_sdist_only(wheels: Path) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--isolated", "--no-deps", "--no-cache-dir",
+                    "--disable-pip-version-check", "--quiet", "--no-binary=:all:", "-w", str(wheels),
+                    "-c", str(ROOT / "constraints.txt"), *SDIST_ONLY],
+                   check=True, capture_output=True, text=True, env=_public_env(), timeout=600)
+    built = sorted(p.name for p in wheels.glob("*.whl"))
+    assert len(built) == len(SDIST_ONLY) and all(n.endswith("-py3-none-any.whl") for n in built), built
+
+
+def _resolve(python: str, target: Path, wheels: Path) -> subprocess.CompletedProcess:
     platforms = [a for tag in MANYLINUX for a in ("--platform", f"{tag}_x86_64")]
     cmd = [sys.executable, "-m", "pip", "install", "--isolated", "--dry-run", "--ignore-installed",
            "--disable-pip-version-check", "--quiet", "--python-version", python,
            # metadata by HTTP range requests, not whole wheels (CUDA torch's NVIDIA wheels are GBs)
-           "--use-feature=fast-deps", "--no-cache-dir",
+           "--use-feature=fast-deps", "--no-cache-dir", "--find-links", str(wheels),
            "--only-binary=:all:", *platforms, "--target", str(target),
            "-c", str(ROOT / "constraints.txt"), *_requirements()]
-    env = {**os.environ, "PIP_CONFIG_FILE": os.devnull}
-    env = {k: v for k, v in env.items() if not k.startswith("PIP_") or k == "PIP_CONFIG_FILE"}
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    return subprocess.run(cmd, capture_output=True, text=True, env=_public_env(), timeout=900)
 
 
 @pytest.mark.network
@@ -107,8 +124,10 @@ def _resolve(python: str, target: Path) -> subprocess.CompletedProcess:
 def test_the_pinned_set_resolves_from_the_public_index_on_every_supported_python(tmp_path):
     if not _pypi_answers():
         pytest.skip("PyPI does not answer from this machine: the install check needs the public index")
+    wheels = tmp_path / "sdist-only"
+    _build_sdist_only(wheels)
     with ThreadPoolExecutor(len(SUPPORTED)) as pool:
-        runs = dict(zip(SUPPORTED, pool.map(lambda v: _resolve(v, tmp_path / v), SUPPORTED)))
+        runs = dict(zip(SUPPORTED, pool.map(lambda v: _resolve(v, tmp_path / v, wheels), SUPPORTED)))
     failed = {v: (r.stderr or r.stdout)[-2000:] for v, r in runs.items() if r.returncode != 0}
     assert not failed, f"the pinned set does not resolve from PyPI alone on {sorted(failed)}:\n" + \
         "\n".join(f"--- Python {v}\n{err}" for v, err in failed.items())
