@@ -1,6 +1,6 @@
 """``llmlab pretrain --preset NAME``: the command that trains (and resumes) the book's model.
 
-The lead's ``llmlab/cli.py`` calls ``register(subparsers)``; the parser dispatches to ``run``.
+The top-level ``llmlab/cli.py`` calls ``register(subparsers)``; the parser dispatches to ``run``.
 Taught in chapter 02 (solutions/02_gpt).
 """
 
