@@ -86,7 +86,14 @@ def load_hf_directory(directory: str | os.PathLike, dtype: torch.dtype = torch.f
     if not (directory / "tokenizer.json").exists():
         raise ValueError(f"{directory} has no tokenizer.json (a fast tokenizer); llmlab reads "
                          "byte-level BPE tokenizers from it")
-    tok = tokenizer_from_hf(directory / "tokenizer.json")
+    try:
+        tok = tokenizer_from_hf(directory / "tokenizer.json")
+    except (ValueError, KeyError) as error:
+        raise ValueError(
+            f"{directory / 'tokenizer.json'}: {error}. llmlab's tokenizer reads byte-level BPE "
+            "(GPT-2, Llama 3, SmolLM, Qwen); SentencePiece-style BPE (Llama 1/2, TinyLlama, "
+            "Mistral 7B) is not supported — the weights alone load with llmlab.model.from_hf"
+        ) from error
     tok.chat_template = _chat_template(directory)
     return model, tok
 

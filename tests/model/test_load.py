@@ -72,6 +72,19 @@ def test_load_hf_directory(tmp_path, family):
     assert bf16.tok_emb.weight.dtype == torch.bfloat16
 
 
+def test_sentencepiece_style_tokenizer_is_refused_clearly(tmp_path):
+    """Llama 2 / TinyLlama tokenizers are Metaspace BPE, not byte-level: a clear error."""
+    from tokenizers import models, pre_tokenizers, trainers
+
+    _save(tmp_path, transformers.LlamaConfig)
+    sp = tokenizers.Tokenizer(models.BPE(unk_token="<unk>"))
+    sp.pre_tokenizer = pre_tokenizers.Metaspace()
+    sp.train_from_iterator(TEXT, trainers.BpeTrainer(vocab_size=120, special_tokens=["<unk>"]))
+    sp.save(str(tmp_path / "tokenizer.json"))
+    with pytest.raises(ValueError, match="SentencePiece-style BPE"):
+        load(tmp_path, device="cpu")
+
+
 def test_load_book_and_unknown_specs(tmp_path):
     model, tok = load("book", device="cpu")
     book, book_tok = load_book_model()
