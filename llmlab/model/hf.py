@@ -199,9 +199,11 @@ def _rope_permute(sd: StateDict, c: GPTConfig, inverse: bool) -> StateDict:
 def from_hf(
     hf_model_or_state_dict: Any, hf_config: Any = None, rope_layout: str = "half"
 ) -> GPT:
-    """Build a ``GPT`` holding the weights of a HF ``GPT2LMHeadModel`` or ``LlamaForCausalLM``.
+    """Build a ``GPT`` holding the weights of a HF GPT-2, Llama, Mistral, Qwen2 or Qwen3
+    causal LM.
 
-    Pass the model (its ``.config`` is used) or a state dict plus its config.
+    Pass the model (its ``.config`` is used) or a state dict plus its config (a transformers
+    config or the dict of a ``config.json``).
     ``rope_layout="interleaved"`` returns the same function in the RoFormer layout.
     """
     if isinstance(hf_model_or_state_dict, dict):
@@ -215,18 +217,16 @@ def from_hf(
     sd = {k: v.detach().float().clone() for k, v in sd.items()}
     _check_tied(sd, c)
     if c.norm == "layernorm":
+        if "wte.weight" in sd:  # GPT2Model's names, as OpenAI's hub checkpoint stores them
+            sd = {k if k.startswith("lm_head.") else f"transformer.{k}": v for k, v in sd.items()}
+        used = set(_gpt2_names(c))
+        _check_present(sd, used)
         ours = _gpt2_to_llmlab(sd, c)
-        used = {f"transformer.{n}" for n in ("wte.weight", "wpe.weight", "ln_f.weight",
-                                             "ln_f.bias")}
-        used |= {k for k in sd if k.startswith("transformer.h.") and not k.endswith("attn.bias")
-                 and not k.endswith("attn.masked_bias")}
     else:
         names = _llama_names(c)
-        missing = sorted(h for h in names.values() if h not in sd)
-        if missing:
-            raise ValueError(f"weights missing from the checkpoint: {missing[:5]} …")
-        ours = {o: sd[h] for o, h in names.items()}
         used = set(names.values())
+        _check_present(sd, used)
+        ours = {o: sd[h] for o, h in names.items()}
         if rope_layout == "interleaved":
             ours = _rope_permute(ours, c, inverse=True)
     _check_unused(sd, used | {"lm_head.weight"}, hf_config)
@@ -236,7 +236,24 @@ def from_hf(
     return model
 
 
-_BUFFERS = ("rotary_emb.inv_freq", "attn.bias", "attn.masked_bias")  # derived, not weights
+_BUFFERS = (".rotary_emb.inv_freq", ".attn.bias", ".attn.masked_bias")  # derived, not weights
+
+
+def _gpt2_names(c: GPTConfig) -> list[str]:
+    """The HF GPT-2 weights ``_gpt2_to_llmlab`` reads."""
+    names = [f"transformer.{n}" for n in ("wte.weight", "wpe.weight", "ln_f.weight", "ln_f.bias")]
+    for i in range(c.n_layer):
+        names += [f"transformer.h.{i}.{m}.{p}" for m in ("attn.c_attn", "attn.c_proj", "mlp.c_fc",
+                                                         "mlp.c_proj", "ln_1", "ln_2")
+                  for p in ("weight", "bias")]
+    return names
+
+
+def _check_present(sd: StateDict, names: set[str]) -> None:
+    missing = sorted(names - set(sd))
+    if missing:
+        raise ValueError(f"weights missing from the checkpoint: {missing[:5]}"
+                         f"{' …' if len(missing) > 5 else ''}")
 
 
 def _check_unused(sd: StateDict, used: set[str], hf_config: Any) -> None:

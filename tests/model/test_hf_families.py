@@ -105,6 +105,20 @@ def test_greedy_generate_matches_transformers(pair):
     assert torch.equal(mine, theirs)
 
 
+def test_left_padded_batch_generate_matches_transformers(pair):
+    """Prompts of different lengths, left-padded: the cache masks the padding and counts
+    positions from each row's first real token, as transformers does."""
+    hf, ours = pair
+    prompt = _ids(t=7, seed=3)
+    mask = torch.ones_like(prompt)
+    mask[0, :3] = 0
+    prompt = prompt.masked_fill(mask == 0, 0)
+    with torch.no_grad():
+        theirs = hf.generate(prompt, attention_mask=mask, max_new_tokens=6, do_sample=False,
+                             pad_token_id=0)
+    assert torch.equal(generate(ours, prompt, attention_mask=mask, max_new_tokens=6), theirs)
+
+
 def test_family_features_are_mapped():
     assert from_hf(_hf(FAMILIES["qwen2"]())).config.qkv_bias
     qwen3 = from_hf(_hf(FAMILIES["qwen3"]())).config
@@ -251,3 +265,19 @@ def test_config_options_belong_to_gqa_and_default_off():
     scaling = {k: v for k, v in LLAMA3_ROPE.items() if k != "rope_theta"}
     with pytest.raises(ValueError, match="position='rope'"):
         GPTConfig.gpt2_style(rope_scaling=scaling)
+
+
+def test_gpt2_hub_names_and_missing_weights():
+    """OpenAI's GPT-2 checkpoint stores GPT2Model names (no ``transformer.`` prefix)."""
+    hf = _hf(FAMILIES["gpt2"]())
+    bare = {k.removeprefix("transformer."): v for k, v in hf.state_dict().items()
+            if k != "lm_head.weight"}
+    idx = _ids()
+    with torch.no_grad():
+        _close(from_hf(bare, hf.config).eval()(idx), hf(idx).logits)
+    del bare["h.1.mlp.c_fc.bias"]
+    with pytest.raises(ValueError, match=r"missing .*h\.1\.mlp\.c_fc\.bias"):
+        from_hf(bare, hf.config)
+    extra = hf.state_dict() | {"transformer.h.0.attn.q_norm.weight": torch.ones(8)}
+    with pytest.raises(ValueError, match="cannot represent"):
+        from_hf(extra, hf.config)
