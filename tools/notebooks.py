@@ -1,6 +1,7 @@
 """Build, check and release the book's notebooks.
 
     python tools/notebooks.py build solutions/00_intro [...]   # .py -> executed .ipynb
+    python tools/notebooks.py prose solutions/00_intro [...]   # .py's text -> .ipynb, no re-run
     python tools/notebooks.py check                            # every .ipynb matches its .py
     python tools/notebooks.py release                          # solutions/ -> chapters/ (nbgrader)
 
@@ -107,6 +108,31 @@ def build(folder: Path) -> Path:
     return out
 
 
+def prose(folder: Path) -> Path:
+    """Carry edits of the script's markdown cells into the executed notebook without running it
+    again: every code cell keeps its saved outputs. Refuses (ValueError) when a code cell or the
+    cell layout changed, since those outputs would then no longer be the code's."""
+    folder = folder.resolve()
+    out = folder / f"{folder.name}.ipynb"
+    shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
+    new, old = from_script(folder / f"{folder.name}.py"), nbformat.read(out, 4)
+    def code(nb: nbformat.NotebookNode) -> list:
+        return [(c.cell_type, c.source if c.cell_type == "code" else "",
+                 c.metadata.get("nbgrader", {}), c.metadata.get("tags", [])) for c in nb.cells]
+    if code(new) != code(old):
+        changed = next(i for i, (a, b) in enumerate(zip(code(new), code(old))) if a != b) \
+            if len(new.cells) == len(old.cells) else "the cell count"
+        raise ValueError(f"{shown}: code changed (cell {changed}); "
+                         "run tools/notebooks.py build instead")
+    for fresh, saved in zip(new.cells, old.cells):
+        if fresh.cell_type == "code":
+            fresh.outputs, fresh.execution_count = saved.outputs, saved.execution_count
+    new.metadata = old.metadata
+    nbformat.write(new, out)
+    print(f"updated the text of {shown}")
+    return out
+
+
 def sources(nb: nbformat.NotebookNode) -> list[tuple[str, str, dict, list]]:
     return [(c.cell_type, c.source, c.metadata.get("nbgrader", {}), c.metadata.get("tags", []))
             for c in nb.cells]
@@ -185,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="convert and execute chapters (default: all)")
     b.add_argument("folders", nargs="*", type=Path)
+    t = sub.add_parser("prose", help="carry markdown edits into executed notebooks, no re-run")
+    t.add_argument("folders", nargs="+", type=Path)
     sub.add_parser("check", help="fail when a notebook differs from its script")
     r = sub.add_parser("release", help="regenerate chapters/ from solutions/")
     r.add_argument("--dest", type=Path, default=ROOT / "chapters")
@@ -193,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
         # Chapter 00 lists every chapter's budget, so it is built after the others.
         for folder in args.folders or sorted(chapters(), key=lambda p: p.name == "00_intro"):
             build(folder)
+    elif args.cmd == "prose":
+        for folder in args.folders:
+            prose(folder)
     elif args.cmd == "check":
         problems = check()
         print("\n".join(problems) or "all notebooks match their scripts")

@@ -21,14 +21,7 @@ def layer_attention(attn: CausalSelfAttention, x: torch.Tensor,
                     positions: torch.Tensor | None = None) -> torch.Tensor:
     """Causal attention probabilities of one layer: x (batch, seq, d_model) ->
     (batch, n_head, seq, seq)."""
-    b, t, _ = x.shape
-    q = attn.q_proj(x).view(b, t, attn.n_head, attn.d_head)
-    k = attn.k_proj(x).view(b, t, attn.n_kv_head, attn.d_head)
-    if attn.rope is not None:
-        positions = torch.arange(t, device=x.device).expand(b, t) if positions is None \
-            else positions
-        cos, sin = attn.rope(positions)
-        q, k = attn.rope.rotate(q, cos, sin), attn.rope.rotate(k, cos, sin)
+    q, k, _ = attn.project(x, positions)
     k = repeat_kv(k.transpose(1, 2), attn.n_head // attn.n_kv_head)
     return softmax(attention_scores(q.transpose(1, 2), k, is_causal=True).float(), dim=-1)
 

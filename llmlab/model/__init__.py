@@ -1,6 +1,9 @@
 """The GPT model of chapter 02: config, model, counting, Hugging Face interop, the book's model,
 and decoding — one ``SamplingParams``, one logits pipeline, one ``generate``.
 
+- ``load(spec)`` -> (model, tokenizer) for ``"book"``, a Hugging Face directory or a hub id;
+  ``resolve()`` reads the ``LLMLAB_MODEL`` / ``LLMLAB_DEVICE`` switch (:mod:`llmlab.model.spec`).
+
 - ``generate(model, ids, params, **overrides)`` is the one entry point; it decodes through a
   ``ContiguousKVCache`` by default (``use_cache=False``: chapter 02's recomputing loop).
 - ``decode_loop`` is its loop, which ``llmlab.kvcache.generate_paged`` and prefix tuning run
@@ -15,7 +18,7 @@ from llmlab.model.cache import ContiguousKVCache
 from llmlab.model.config import GPTConfig
 from llmlab.model.generate import decode_loop, generate
 from llmlab.model.gpt import GPT
-from llmlab.model.hf import config_from_hf, from_hf, to_hf
+from llmlab.model.hf import config_from_hf, from_hf, hf_model_type, to_hf
 from llmlab.model.io import load_model, save_model
 from llmlab.model.sampling import (
     SamplingParams,
@@ -25,6 +28,7 @@ from llmlab.model.sampling import (
     process_logits,
     sample_from,
 )
+from llmlab.model.spec import load, load_hf_directory, resolve
 
 __all__ = [
     "BOOK_MODEL_DIR",
@@ -38,10 +42,14 @@ __all__ = [
     "filter_logits",
     "from_hf",
     "generate",
+    "hf_model_type",
+    "load",
     "load_book_model",
+    "load_hf_directory",
     "load_model",
     "next_token",
     "process_logits",
+    "resolve",
     "sample_from",
     "save_model",
     "to_hf",

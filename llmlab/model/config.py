@@ -13,6 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmlab.nn.rope import check_rope_scaling
 from llmlab.utils import reject_unknown_keys
 
 _CHOICES = {
@@ -34,6 +35,8 @@ class GPTConfig:
     up to a multiple of 64 for SwiGLU (equal FLOPs). ``attention_options`` holds extra keyword
     arguments of attention variants (e.g. the latent sizes of ``"mla"``, chapter 03);
     ``mlp_options`` those of registered MLP kinds (``"moe"``: ``llmlab.parallel.MoE``, chapter 04).
+    ``qkv_bias``, ``qk_norm`` and ``rope_scaling`` are the features of Qwen2, Qwen3 and Llama 3.1
+    checkpoints (:mod:`llmlab.model.hf`); all are off by default.
     """
 
     vocab_size: int = 4096
@@ -52,8 +55,11 @@ class GPTConfig:
     attention: str = "gqa"
     attention_options: dict[str, Any] = field(default_factory=dict)
     mlp_options: dict[str, Any] = field(default_factory=dict)  # e.g. MoE experts (chapter 04)
+    rope_scaling: dict[str, Any] = field(default_factory=dict)  # {} or Llama 3.1's "llama3"
     tie_embeddings: bool = True
     bias: bool = False
+    qkv_bias: bool = False  # biases on q/k/v only (Qwen2); ``bias`` puts them everywhere
+    qk_norm: bool = False  # per-head RMSNorm of queries and keys before RoPE (Qwen3)
     norm_eps: float = 1e-6
     init_std: float = 0.02
 
@@ -73,6 +79,13 @@ class GPTConfig:
             if self.d_model % self.n_head:
                 raise ValueError(f"d_model ({self.d_model}) not divisible by n_head ({self.n_head})")
             self.d_head = self.d_model // self.n_head
+        for key in ("qkv_bias", "qk_norm"):
+            if getattr(self, key) and self.attention != "gqa":
+                raise ValueError(f"GPTConfig.{key} is an option of attention='gqa', not "
+                                 f"{self.attention!r}")
+        check_rope_scaling(self.rope_scaling)
+        if self.rope_scaling and self.position != "rope":
+            raise ValueError(f"rope_scaling {self.rope_scaling} needs position='rope'")
         if self.position == "rope" and self.d_head % 2:
             raise ValueError(f"RoPE needs an even d_head, got {self.d_head}")
         if self.d_ff is None:

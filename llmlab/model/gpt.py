@@ -48,7 +48,8 @@ class GPT(nn.Module):
         self.tok_emb = Embedding(c.vocab_size, c.d_model)
         self.pos_emb = Embedding(c.block_size, c.d_model) if c.position == "learned" else None
         self.rope = (
-            RotaryEmbedding(c.d_head, c.rope_base, c.rope_layout, max_seq_len=c.block_size)
+            RotaryEmbedding(c.d_head, c.rope_base, c.rope_layout, max_seq_len=c.block_size,
+                            scaling=c.rope_scaling)
             if c.position == "rope" else None
         )
         self.blocks = nn.ModuleList(TransformerBlock(c, self.rope, kinds) for _ in range(c.n_layer))

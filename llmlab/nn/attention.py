@@ -23,6 +23,7 @@ from torch import nn
 from llmlab.nn.context import StepContext, step_positions
 from llmlab.nn.functional import softmax
 from llmlab.nn.linear import Linear
+from llmlab.nn.norm import RMSNorm
 from llmlab.nn.rope import RotaryEmbedding
 
 
@@ -166,6 +167,12 @@ class CausalSelfAttention(nn.Module):
     mask (None: causal) and the KV cache: ``ctx.cache.update(layer_idx, k, v)`` with k, v laid out
     (batch, seq, n_kv_head, d_head) after RoPE returns the (batch, T, ...) keys and values to
     attend to.
+
+    Two options of later model families, both off by default: ``qkv_bias`` gives q/k/v (not the
+    output projection) a bias, as Qwen2 does (``bias`` gives all four one, as GPT-2 does);
+    ``qk_norm`` RMS-normalises every query and key head over ``d_head`` before RoPE, with one
+    learned gain shared by the heads (``q_norm``, ``k_norm``), as Qwen3 does (Qwen Team, "Qwen3
+    Technical Report", arXiv:2505.09388; Dehghani et al., arXiv:2302.05442, "QK-norm").
     """
 
     def __init__(
@@ -177,6 +184,9 @@ class CausalSelfAttention(nn.Module):
         bias: bool = False,
         rope: RotaryEmbedding | None = None,
         fast: bool = True,
+        qkv_bias: bool = False,
+        qk_norm: bool = False,
+        norm_eps: float = 1e-6,
     ) -> None:
         super().__init__()
         n_kv_head = n_kv_head or n_head
@@ -184,25 +194,40 @@ class CausalSelfAttention(nn.Module):
             raise ValueError(f"n_head ({n_head}) must be a multiple of n_kv_head ({n_kv_head})")
         d_head = d_head or d_model // n_head
         self.n_head, self.n_kv_head, self.d_head = n_head, n_kv_head, d_head
-        self.q_proj = Linear(d_model, n_head * d_head, bias=bias)
-        self.k_proj = Linear(d_model, n_kv_head * d_head, bias=bias)
-        self.v_proj = Linear(d_model, n_kv_head * d_head, bias=bias)
+        self.q_proj = Linear(d_model, n_head * d_head, bias=bias or qkv_bias)
+        self.k_proj = Linear(d_model, n_kv_head * d_head, bias=bias or qkv_bias)
+        self.v_proj = Linear(d_model, n_kv_head * d_head, bias=bias or qkv_bias)
         self.o_proj = Linear(n_head * d_head, d_model, bias=bias)
+        if qk_norm:  # only then are they modules: the default layer's state dict is unchanged
+            self.q_norm, self.k_norm = RMSNorm(d_head, norm_eps), RMSNorm(d_head, norm_eps)
+        else:
+            self.q_norm = self.k_norm = None
         self.rope = rope
         self.attend = fast_causal_attention if fast else causal_attention
+
+    def project(self, x: torch.Tensor, positions: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries (b, t, n_head, d_head) and keys, values (b, t, n_kv_head, d_head) of
+        x (b, t, d_model): projected, q/k-normalised when ``qk_norm``, rotated at ``positions``
+        (b, t) (default ``0 .. t-1``) when the layer has RoPE."""
+        b, t, _ = x.shape
+        q = self.q_proj(x).view(b, t, self.n_head, self.d_head)  # (b, t, n_head, d_head)
+        k = self.k_proj(x).view(b, t, self.n_kv_head, self.d_head)  # (b, t, n_kv_head, d_head)
+        v = self.v_proj(x).view(b, t, self.n_kv_head, self.d_head)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if self.rope is not None:
+            positions = step_positions(b, t, x.device) if positions is None else positions
+            cos, sin = self.rope(positions)  # (b, t, d_head/2)
+            q, k = self.rope.rotate(q, cos, sin), self.rope.rotate(k, cos, sin)
+        return q, k, v
 
     def forward(self, x: torch.Tensor, ctx: StepContext | None = None,
                 layer_idx: int = 0) -> torch.Tensor:
         if x.dim() != 3:
             raise ValueError(f"attention expects x (batch, seq, d_model), got {tuple(x.shape)}")
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.n_head, self.d_head)  # (b, t, n_head, d_head)
-        k = self.k_proj(x).view(b, t, self.n_kv_head, self.d_head)  # (b, t, n_kv_head, d_head)
-        v = self.v_proj(x).view(b, t, self.n_kv_head, self.d_head)
-        if self.rope is not None:
-            positions = ctx.positions if ctx is not None else step_positions(b, t, x.device)
-            cos, sin = self.rope(positions)  # (b, t, d_head/2)
-            q, k = self.rope.rotate(q, cos, sin), self.rope.rotate(k, cos, sin)
+        q, k, v = self.project(x, None if ctx is None else ctx.positions)
         mask = None if ctx is None else ctx.mask  # (b | 1, 1, t, T) bool, or None = causal
         if ctx is not None and ctx.cache is not None:  # the KV cache: past + new keys and values
             ctx.cache.observe_queries(layer_idx, q)  # (b, t, n_head, d_head) after RoPE

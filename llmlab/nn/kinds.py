@@ -71,9 +71,11 @@ def _factory(known: Mapping[str, Callable], what: str, kind: str) -> Callable:
 
 
 def gqa_attention(config, rope: RotaryEmbedding | None) -> nn.Module:
-    """MHA, GQA or MQA by ``config.n_kv_head`` (:class:`CausalSelfAttention`)."""
+    """MHA, GQA or MQA by ``config.n_kv_head`` (:class:`CausalSelfAttention`), with Qwen2's
+    q/k/v biases (``config.qkv_bias``) and Qwen3's per-head q/k RMSNorm (``config.qk_norm``)."""
     return CausalSelfAttention(config.d_model, config.n_head, config.n_kv_head, config.d_head,
-                               bias=config.bias, rope=rope)
+                               bias=config.bias, rope=rope, qkv_bias=config.qkv_bias,
+                               qk_norm=config.qk_norm, norm_eps=config.norm_eps)
 
 
 def gelu_mlp(config) -> nn.Module:

@@ -13,10 +13,17 @@ Which channels form pair i is a layout choice:
 
 Both give the same model once the rows of W_q and W_k are permuted
 (``interleaved_to_half_permutation``); that is how checkpoints are converted between them.
-Taught in chapter 02 (solutions/02_gpt).
+``scale_frequencies`` stretches theta for a longer context the way Llama 3.1 does (Grattafiori
+et al., "The Llama 3 Herd of Models", arXiv:2407.21783, and Meta's ``apply_scaling``): low
+frequencies (wavelength > original context / low_freq_factor) are divided by ``factor``, high
+ones (wavelength < original context / high_freq_factor) are kept, and those between are
+interpolated. Taught in chapter 02 (solutions/02_gpt).
 """
 
 from __future__ import annotations
+
+import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,6 +36,43 @@ def rope_frequencies(d_head: int, base: float = 10000.0) -> torch.Tensor:
     if d_head % 2:
         raise ValueError(f"RoPE needs an even head dimension, got d_head={d_head}")
     return 1.0 / base ** (torch.arange(0, d_head, 2, dtype=torch.float32) / d_head)
+
+
+LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+
+
+def check_rope_scaling(scaling: dict[str, Any]) -> None:
+    """Raise ``ValueError`` unless ``scaling`` is empty (no scaling) or Llama 3.1's
+    ``{"rope_type": "llama3", "factor", "low_freq_factor", "high_freq_factor",
+    "original_max_position_embeddings"}``."""
+    if not scaling:
+        return
+    kind = scaling.get("rope_type")
+    if kind != "llama3":
+        raise ValueError(f"rope_scaling type {kind!r} is not implemented (only 'llama3'; "
+                         "linear, dynamic, yarn and longrope are not)")
+    missing = [k for k in LLAMA3_KEYS if k not in scaling]
+    unknown = sorted(set(scaling) - {"rope_type", *LLAMA3_KEYS})
+    if missing or unknown:
+        raise ValueError(f"llama3 rope_scaling needs exactly {LLAMA3_KEYS}; missing {missing}, "
+                         f"unknown {unknown}")
+    if not float(scaling["high_freq_factor"]) > float(scaling["low_freq_factor"]):
+        raise ValueError("llama3 rope_scaling needs high_freq_factor > low_freq_factor, got "
+                         f"{scaling['high_freq_factor']} and {scaling['low_freq_factor']}")
+
+
+def scale_frequencies(inv_freq: torch.Tensor, scaling: dict[str, Any]) -> torch.Tensor:
+    """theta (d_head/2,) after ``scaling`` (see ``check_rope_scaling``; empty: unchanged)."""
+    check_rope_scaling(scaling)
+    if not scaling:
+        return inv_freq
+    factor, low, high = (float(scaling[k]) for k in LLAMA3_KEYS[:3])
+    context = float(scaling["original_max_position_embeddings"])
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > context / low, inv_freq / factor, inv_freq)
+    smooth = (context / wavelen - low) / (high - low)  # 0 at the low edge, 1 at the high edge
+    between = (wavelen >= context / high) & (wavelen <= context / low)
+    return torch.where(between, (1 - smooth) * scaled / factor + smooth * scaled, scaled)
 
 
 def rope_cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor):
@@ -75,13 +119,14 @@ class RotaryEmbedding(nn.Module):
     """
 
     def __init__(
-        self, d_head: int, base: float = 10000.0, layout: str = "half", max_seq_len: int = 2048
+        self, d_head: int, base: float = 10000.0, layout: str = "half", max_seq_len: int = 2048,
+        scaling: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if layout not in ROPE_LAYOUTS:
             raise ValueError(f"unknown RoPE layout {layout!r}; expected one of {ROPE_LAYOUTS}")
         self.d_head, self.base, self.layout = d_head, base, layout
-        inv_freq = rope_frequencies(d_head, base)
+        inv_freq = scale_frequencies(rope_frequencies(d_head, base), scaling or {})
         cos, sin = rope_cos_sin(torch.arange(max_seq_len), inv_freq)
         # Not in the state dict: derived from (d_head, base), so checkpoints stay portable.
         self.register_buffer("inv_freq", inv_freq, persistent=False)

@@ -8,13 +8,19 @@ Taught in chapter 01 (solutions/01_tokenization). The public API:
 - interop: ``to_tiktoken``/``from_tiktoken``, ``to_hf``/``from_hf``, ``load_gpt2_files``/
   ``save_gpt2_files``, ``to_sentencepiece``/``from_sentencepiece``.
 - ``WordPiece``/``train_wordpiece``, ``Unigram``/``train_unigram``, ``encode_with_dropout``,
-  ``apply_chat_template``, and the metrics ``bytes_per_token``, ``fertility``,
+  ``apply_chat_template`` (ChatML), ``render_chat_template`` (a checkpoint's Jinja
+  template), and the metrics ``bytes_per_token``, ``fertility``,
   ``vocab_utilization``.
 """
 
 from llmlab.tokenizer.bpe import Tokenizer
 from llmlab.tokenizer.bpe_train import train_bpe
-from llmlab.tokenizer.chat import CHATML_SPECIAL_TOKENS, ChatEncoding, apply_chat_template
+from llmlab.tokenizer.chat import (
+    CHATML_SPECIAL_TOKENS,
+    ChatEncoding,
+    apply_chat_template,
+    render_chat_template,
+)
 from llmlab.tokenizer.dropout import encode_with_dropout
 from llmlab.tokenizer.interop import (
     from_hf,
@@ -46,6 +52,7 @@ __all__ = [
     "from_sentencepiece",
     "from_tiktoken",
     "load_gpt2_files",
+    "render_chat_template",
     "save_gpt2_files",
     "to_hf",
     "to_sentencepiece",

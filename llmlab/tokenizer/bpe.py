@@ -31,6 +31,10 @@ class Tokenizer:
             when the token's bytes are there, otherwise appended.
         pattern: the pre-tokenization regex.
         cache_size: pre-tokens remembered (cleared when full, so memory stays bounded).
+
+    ``chat_template`` is the Jinja chat template of a Hugging Face checkpoint's tokenizer (set by
+    :func:`llmlab.model.load`; render it with :func:`llmlab.tokenizer.render_chat_template`),
+    None for the book's tokenizers, which use ChatML (:func:`llmlab.tokenizer.apply_chat_template`).
     """
 
     def __init__(self, vocab: dict[int, bytes], merges: list[tuple[bytes, bytes]],
@@ -65,6 +69,7 @@ class Tokenizer:
             self._ranks.setdefault((ids[0], ids[1]), (rank, ids[2]))
         self._cache: dict[str, list[int]] = {}
         self._cache_size = cache_size
+        self.chat_template: str | None = None
 
     @property
     def vocab_size(self) -> int:

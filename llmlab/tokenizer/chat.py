@@ -71,3 +71,27 @@ def apply_chat_template(tok: Tokenizer, messages: list[dict[str, str]],
         mask.append(int(any(a <= pos < b for a, b in byte_spans)))
         pos += len(tok.vocab[i])
     return ChatEncoding(text, ids, mask)
+
+
+def render_chat_template(template: str, messages: list[dict[str, str]],
+                         add_generation_prompt: bool = False, **variables: object) -> str:
+    """Render a Hugging Face Jinja chat template (a checkpoint's ``chat_template``) as
+    ``transformers``' ``apply_chat_template(tokenize=False)`` does: in a sandbox, with
+    ``messages``, ``add_generation_prompt``, ``raise_exception`` and ``variables`` (e.g.
+    ``bos_token``, ``tools``). Needs ``jinja2`` (a dependency of ``transformers``)."""
+    try:
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+    except ImportError:
+        raise ImportError("rendering a chat template needs jinja2: pip install jinja2") from None
+    if not isinstance(template, str) or not template:
+        raise ValueError(f"chat template must be a non-empty string, got {template!r}")
+
+    def raise_exception(message: str) -> None:
+        raise ValueError(f"chat template: {message}")
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=["jinja2.ext.loopcontrols"])
+    env.globals["raise_exception"] = raise_exception
+    return env.from_string(template).render(messages=messages,
+                                            add_generation_prompt=add_generation_prompt,
+                                            **variables)

@@ -594,10 +594,11 @@ show_tokens("    def __init__(self, *args, **kwargs):")
 show_tokens("分词是大语言模型处理文本的第一步。")
 
 # %% [markdown]
-# The `�` pieces in the Chinese line are tokens that hold only part of a character's three
-# bytes: Chinese is a small share of this tokenizer's training text (half of the Chinese sample
-# against 800 kB of English and code; sizes printed at the top of the chapter), so many
-# characters never earned a merge and stay split into bytes (section 10 measures what that costs).
+# Each `�` piece in the Chinese line is a token that holds only part of a character's three
+# bytes: that character's bytes were never merged into one token, so it is spelled in pieces.
+# Chinese is a small share of this tokenizer's training text (half of the Chinese sample against
+# 800 kB of English and code; sizes printed at the top of the chapter): common characters and
+# words earned merges, rarer ones stay split (section 10 measures what that costs).
 
 # %% [markdown]
 # ## 4. Pre-tokenization: the regex before BPE
@@ -1045,8 +1046,9 @@ print([b.decode("utf-8", "replace") for b in unused[:8]])
 # `bench/bench_tokenizer.py` measures, side by side in one run, training time against HF
 # `tokenizers` and against the naive trainer, encoding throughput against tiktoken and HF, and
 # the peak memory of `encode_iterable` on a 100 MB stream. Regenerate with
-# `python bench/bench_tokenizer.py --size full`. Pure Python will not beat Rust, but it should
-# stay within the same order of magnitude:
+# `python bench/bench_tokenizer.py --size full`. Read each row's ratio before assuming "Rust
+# wins": a Python tokenizer whose hot paths are a compiled regex and cached merges can keep up
+# with a Rust one on some measures and not on others:
 
 # %% tags=["nbval-ignore-output"]
 bench_md = Path("../../bench/results/tokenizer.md")
@@ -1073,7 +1075,8 @@ display(Markdown(bench_md.read_text() if bench_md.exists() else
 # Devlin et al. 2018, arXiv:1810.04805; Raffel et al. 2019, arXiv:1910.10683 (T5).
 #
 # In production, **tiktoken** (Rust core, encode only) and Hugging Face **tokenizers** (Rust,
-# training too) run BPE tens of times faster than Python; **sentencepiece** (C++) trains and
+# training too) are the standard BPE implementations — far faster than a naive Python loop (the
+# naive trainer's row above), and compared with llmlab row by row in the table; **sentencepiece** (C++) trains and
 # runs BPE and Unigram directly on raw text. Models typically pad the embedding matrix to a
 # multiple of 64 or 128 (Qwen2's config says 151,936) so matrix multiplies stay efficient.
 # Where it breaks: non-English text and code cost more tokens per character; numbers split

@@ -96,7 +96,8 @@ print("shares of the parameters: " + " · ".join(f"{p} {s:.0%}" for p, s in shar
 # The parameters live in a handful of matrices. The token embedding is tied (the same matrix is
 # the LM head, so `lm_head` counts 0) and holds the share printed above; at this size it is a
 # large slice of the model, next to the MLPs, while in a 7B model it is a few percent and the
-# MLPs hold most of the weights (Llama 3 8B: 0.5 B of 8 B in the embedding, 5.6 B in the MLPs).
+# MLPs hold most of the weights (Llama 3 8B: 0.5 B of 8 B in the embedding, another 0.5 B in its
+# untied LM head, 5.6 B in the MLPs).
 # The text it reads is byte-level BPE from chapter 01, trained on the same corpus:
 
 # %%
@@ -123,8 +124,10 @@ print(" | ".join(tok.decode([i]) for i in ids))
 #
 # $$\operatorname{RMSNorm}(x) = \frac{x}{\sqrt{\tfrac{1}{d}\sum_i x_i^2 + \varepsilon}} \odot g .$$
 #
-# Llama computes it in float32 even when activations are bfloat16 (the mean of squares of small
-# numbers underflows otherwise) and casts back before multiplying by the gain $g$.
+# Llama computes it in float32 even when activations are bfloat16 and casts back before
+# multiplying by the gain $g$: bfloat16 has float32's exponent range but only 8 bits of
+# mantissa, so a sum of thousands of squares loses the small ones, and in float16 a square
+# overflows once $|x| > 256$.
 
 # %% [markdown]
 # ### Exercise 2.1 — RMSNorm · 2 points · difficulty 1 · ~5 min
@@ -1130,8 +1133,9 @@ print(f"tokens/param : {tokens_per_param:.2f} (Chinchilla's compute-optimal rati
 
 # %% [markdown]
 # Section 5 teaches that a compute-optimal run sees about **20 tokens per parameter**, and the
-# shipped model is sized by that rule: the budget was about 75 minutes of two CPU cores, which
-# buys ~31 M tokens at this width, so the model has 1.6 M parameters. The stdlib alone has only
+# shipped model is sized by that rule: the compute budget was set to ~31 M tokens at this width
+# (planned as a bit over an hour of two CPU cores; the card above prints the wall time the run
+# really took), so the model has 1.6 M parameters. The stdlib alone has only
 # 2.6 M tokens, so the training split adds the Python source of the pinned torch package (the
 # card records its version, file count and hash): each token is seen less than twice. A bigger
 # model in the same budget would see fewer tokens per parameter and end *worse* — section 5's
@@ -1284,7 +1288,7 @@ print(f"activations: estimated {est / 2**20:.2f} MiB, measured {saved_activation
 def memory_bars(d_model: int = 128, n_layer: int = 6, batch_size: int = 16, seq_len: int = 512,
                 bf16_activations: bool = False) -> None:
     c = cfg.replace(d_model=d_model, n_layer=n_layer, n_head=d_model // 32, n_kv_head=math.gcd(d_model // 32, 2),
-                    d_head=None, d_ff=None, block_size=seq_len)
+                    d_head=None, d_ff=cfg.d_ff if d_model == cfg.d_model else None, block_size=seq_len)
     m = memory_estimate(c, batch_size, seq_len, act_bytes=2 if bf16_activations else 4)
     parts = ["weights", "grads", "optimizer", "activations"]
     fig, ax = plt.subplots(figsize=(6.5, 1.6))
@@ -1453,9 +1457,11 @@ print(f"book model: 6·N·D = 6 × {n_book:,} × {d_book:,} = {training_flops(n_
       f"over {summary['wall_time_s'] / 60:.0f} min")
 
 # %% [markdown]
-# Small models on a CPU reach a few percent MFU: their matrices are too small to keep the
-# matmul units busy, and the element-wise work (norms, RoPE, softmax, the optimizer) is
-# memory-bound. Large GPU runs reach 35–55% (Llama 3 405B: 38–43% on 16k H100s).
+# These MFUs are fractions of the fp32 matmul peak *measured on this CPU* (section 7), not of
+# a datasheet peak, which is why a small model reaches a sizable share. What keeps it from 100%:
+# its matrices are too small to keep the matmul units busy, and the element-wise work (norms,
+# RoPE, softmax, the optimizer) is memory-bound. Large GPU runs reach 35–55% of the datasheet
+# bf16 peak (Llama 3 405B: 38–43% across its three 8k–16k-GPU configurations).
 #
 # ### A small scaling sweep
 #
@@ -1503,7 +1509,7 @@ plt.show()
 # | norm / MLP | LayerNorm / GELU 4× | RMSNorm / SwiGLU 14336 | RMSNorm / SwiGLU 18944 | RMSNorm / MoE: 1 shared + 8 of 256 routed experts | RMSNorm / SwiGLU 320 |
 # | vocabulary | 50,257 | 128,256 | 151,646 | 129,280 | 4,096 |
 # | parameters | 124 M | 8.0 B | 7.6 B | 671 B (37 B active) | 1.6 M |
-# | training tokens | ~10 B (WebText) | 15 T | 7 T | 14.8 T | 31 M (20 per parameter) |
+# | training tokens | not published (WebText: ~40 GB of text) | 15 T | 7 T | 14.8 T | 31 M (20 per parameter) |
 # | precision | fp32 | bf16 | bf16 | FP8 mixed | bf16 autocast (CPU) |
 #
 # Sources: Radford et al. 2019 (GPT-2); Grattafiori et al., "The Llama 3 Herd of Models",

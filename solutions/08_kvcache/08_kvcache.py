@@ -2,8 +2,10 @@
 # # 08 · The KV cache
 #
 # A language model writes one token at a time, and every new token attends to all the tokens
-# before it. Recomputing their keys and values at every step would make generation quadratic;
-# keeping them — the **KV cache** — makes each step linear, and turns the memory the cache needs
+# before it. Recomputing their keys and values at every step would run the whole prefix through
+# the model again for each new token, so a step's cost would grow with the text so far;
+# keeping them — the **KV cache** — makes a step compute only the new token's keys and values
+# (its attention still reads all the cached ones), and turns the memory the cache needs
 # into the resource that limits how many requests a server can run at once. This chapter builds
 # the caches that production inference engines use, in `llmlab.kvcache`, and measures them on
 # the book's model.
@@ -26,6 +28,7 @@
 # **Budget:** ~0.5 min on 2 CPU cores · peak RAM ~1 GB. No GPU and no network needed.
 
 # %% tags=["nbval-ignore-output"]
+import math
 import time
 from collections import deque
 from pathlib import Path
@@ -51,6 +54,7 @@ from llmlab.model import (
     process_logits,
 )
 from llmlab.quant.formats import minmax_quantize
+from llmlab.train.mfu import measure_matmul_peak
 from llmlab.utils import seed_all
 
 seed_all(0)
@@ -145,28 +149,34 @@ dst = torch.empty_like(W)
 bandwidth = 2 * W.numel() * 4 / best_time(lambda: dst.copy_(W))  # one thread: read + write
 tokens = [1, 2, 4, 8, 16, 32, 64, 128]
 measured = [best_time(lambda b=b: torch.randn(b, rows) @ W) for b in tokens]
-peak = 2 * 128 * rows * cols / measured[-1]  # the largest B is the nearest to compute-bound
+peak = measure_matmul_peak(torch.float32)  # a 1024² matmul: its operands fit in the caches
 print(f"LLC {llc / 2**20:.0f} MiB · W {W.numel() * 4 / 2**20:.0f} MiB · memory bandwidth "
-      f"{bandwidth / 1e9:.1f} GB/s · matmul at B=128 {peak / 1e9:.1f} GFLOP/s")
+      f"{bandwidth / 1e9:.1f} GB/s · compute peak (1024² fp32 matmul) {peak / 1e9:.1f} GFLOP/s · "
+      f"ridge at B ≈ {peak / (2 * bandwidth / 4):.0f}")
 fig, ax = plt.subplots(figsize=(6.5, 3.2))
 ax.plot(tokens, [t * 1e3 for t in measured], "o-", label="measured x @ W")
 roof = [max(W.numel() * 4 / bandwidth, 2 * b * rows * cols / peak) * 1e3 for b in tokens]
 ax.plot(tokens, roof, "--", color="gray", label="roofline: max(bytes / bandwidth, FLOPs / peak)")
 ax.set_xscale("log", base=2), ax.set_xlabel("tokens per forward (B)"), ax.set_ylabel("ms")
-ax.set_title(f"a {W.numel() * 4 / 2**20:.0f} MiB weight matrix: the first tokens ride along free")
+ax.set_title(f"a {W.numel() * 4 / 2**20:.0f} MiB weight matrix: "
+             f"8 tokens cost {measured[3] / measured[0]:.1f}× one token's time")
 ax.legend(fontsize=8)
 plt.tight_layout()
 plt.show()
 for b, t in zip(tokens, measured):
     print(f"B={b:3d}: {t * 1e3:7.2f} ms · {W.numel() * 4 / t / 1e9:5.1f} GB/s of W · "
           f"{2 * b * rows * cols / t / 1e9:5.1f} GFLOP/s")
+print(f"8 tokens in one forward: {measured[3] / measured[0]:.1f}× the time of one token, for 8× the FLOPs")
+assert measured[3] < 8 * measured[0], "below the ridge, a batch costs less than its tokens one at a time"
 del W, dst
 
 # %% [markdown]
-# Read it with the machine's numbers above: at small `B` the time is close to what reading `W`
-# at the measured bandwidth takes, so extra tokens cost little; past the ridge point
-# ($\text{peak}/\text{bandwidth}$ FLOPs per byte, i.e. $B \approx$ peak/(2·bandwidth/4) here for
-# fp32) the time grows with `B`. On a laptop CPU the ridge is at a few tokens; on an H100 it is
+# Read it with the machine's numbers above. Below the ridge point
+# ($\text{peak}/\text{bandwidth}$ FLOPs per byte, i.e. $B \approx$ peak/(2·bandwidth/4) for fp32,
+# printed on the first line) the time is set by reading `W`, so a batch of tokens costs far less
+# than the same tokens one forward each (the last line, asserted); past it the time grows with `B`. A CPU's
+# curve is not smooth: B = 1 runs a matrix-vector kernel, larger B a matrix-matrix kernel with
+# its own packing cost. On a laptop CPU the ridge is at a few to a few tens of tokens; on an H100 it is
 # near 300 — which is why GPU servers batch so many sequences per decode step. The book's model
 # (6 MB) fits in the LLC of most machines, so on it the same experiment mostly measures
 # Python and kernel-launch overheads rather than memory; a real model does not fit.
@@ -580,7 +590,9 @@ print(f"contiguous wastes {100 * w16.contiguous_waste:.1f}% · paged (16-token b
 # request and retry — then each layer's `ctx.cache.update` scatters the new keys and values into
 # their slots and gathers every row's sequence through its block table, and `cache.commit(ctx)`
 # counts them. Rows may be at different lengths: the step context carries their positions and
-# the mask.
+# the mask. Gathering each sequence into a contiguous tensor before attention is this book's
+# readable version; production PagedAttention kernels (vLLM, FlashInfer) never build that copy —
+# the attention kernel itself follows the block table and reads each block where it lies.
 #
 # The same four prompts, of lengths 9, 3, 14 and 6, through a paged cache and a padded
 # contiguous batch give the same tokens:
@@ -893,11 +905,13 @@ display(widgets.HBox([play, slider]), widgets.interactive_output(draw_frame, {"s
 # Sampling several continuations of one prompt (`n > 1` in an API, or beam search) forks a
 # sequence: the child gets a copy of the parent's *block table* and every block's refcount goes
 # up — no key or value is copied. Only when a sequence writes into a block someone else still
-# holds does the cache copy that one block (copy-on-write).
+# holds does the cache copy that one block (copy-on-write): here the prompt's last, partly filled
+# block, which each sample then extends with its own tokens; the full blocks stay shared.
 
 # %%
-fork_cache = paged_cache(64, 8)
-prompt_ids = tokenizer.encode("def parse(text):\n    ")
+fork_cache, fork_block = paged_cache(64, 8), 8
+prompt_ids = tokenizer.encode('def parse(text: str) -> list[str]:\n'
+                              '    """Split text into lines, strip each one and drop the empty ones."""\n    ')
 fork_cache.add_sequence("parent")
 ctx = fork_cache.prepare(["parent"], tokens=[prompt_ids])
 with torch.no_grad():
@@ -905,7 +919,8 @@ with torch.no_grad():
 fork_cache.commit(ctx)
 for i in range(3):
     fork_cache.fork("parent", f"sample {i}")
-print("blocks used after 3 forks:", fork_cache.used_blocks(), "(the prompt's, shared 4 ways)")
+print(f"the prompt: {len(prompt_ids)} tokens in blocks of {fork_block}; blocks used after 3 forks: "
+      f"{fork_cache.used_blocks()} (the prompt's, shared 4 ways)")
 samples = ["parent"] + [f"sample {i}" for i in range(3)]
 params, draws = SamplingParams(temperature=0.8, top_k=40), torch.Generator().manual_seed(0)
 sample = lambda logits: next_token(process_logits(logits, params), params, draws)  # noqa: E731
@@ -919,7 +934,9 @@ with torch.no_grad():
         tok = sample(logits)[:, None]
         for o, t in zip(outs, tok[:, 0].tolist()):
             o.append(t)
-print("blocks used after 16 sampled tokens each:", fork_cache.used_blocks())
+unshared = 4 * math.ceil((len(prompt_ids) + 16) / fork_block)
+print(f"blocks used after 16 sampled tokens each: {fork_cache.used_blocks()}, against {unshared} "
+      f"for 4 sequences that share nothing")
 for s, o in zip(samples, outs):
     print(f"{s:>9}: {tokenizer.decode(prompt_ids + o)!r}")
 
@@ -1166,7 +1183,9 @@ for label, r in rows + [(f"{n} ({r['bits']:.1f} bits)", r) for n, r in quantized
 # found in large models trained at length, and one the book's model barely has (chapter 03) —
 # so four sinks roughly break even at 32 and 64 slots and lose at 16, where they are a quarter
 # of the budget. H2O spends half its budget on older tokens that drew attention so far; on code,
-# where what predicts the next token is mostly nearby, that buys little over the plain window.
+# where what predicts the next token is mostly nearby, that loses to the plain window at 16 and
+# 32 slots and, by KL, at every budget: the tokens that drew attention so far are not the ones
+# the next predictions need.
 # Quantization costs far less than eviction: int8 is nearly exact at under a third of the
 # memory, and at 4 bits KIVI's per-channel keys cut the KL of per-token keys several-fold — the
 # ranking the KL column shows far more sharply than perplexity can.
@@ -1175,7 +1194,7 @@ for label, r in rows + [(f"{n} ({r['bits']:.1f} bits)", r) for n, r in quantized
 #
 # `python -m bench.bench_kvcache` measures decode throughput with and without the cache and
 # against `transformers.generate` on the same weights, and the memory contiguous allocation
-# wastes on a mixed workload (numbers from the last run on this machine):
+# wastes on a mixed workload (numbers from the last committed run; its footer names the machine):
 
 # %% tags=["nbval-ignore-output"]
 bench_md = Path(kv.__file__).parents[2] / "bench" / "results" / "kvcache.md"  # the repository's

@@ -972,6 +972,13 @@ except openai.NotFoundError as err:
     print("404:", err.body["code"])
 
 # %% [markdown]
+# The completion reads like the code it was trained on; the streamed chat reply does not. The
+# book's model is a *base* model: it has never seen a conversation, so the chat template's role
+# markers are just unfamiliar tokens to it, and it answers by repeating pieces of them. The
+# server did its job (the template, the streaming, the stop); what a chat endpoint needs from the
+# model is supervised fine-tuning on conversations, chapter 06's first step. The rest of this
+# chapter serves completions, which a base model does well.
+#
 # ## 10. A load test: throughput, latency percentiles, goodput
 #
 # Users arrive at random: a **Poisson process** (exponential gaps). For each streaming request

@@ -1,7 +1,8 @@
 """``torch.compile(model, fullgraph=True)``: no graph break in forward + backward of the GPT-2
-and Llama configs, nor in a KV-cached decode step, and the compiled model computes what the
-eager one does. Tiny sizes and the aot_eager backend (the graph capture is what is tested;
-inductor code generation takes minutes on 2 cores), so the tests are few."""
+and Llama configs (and Llama with the Qwen/Llama 3.1 options), nor in a KV-cached decode step,
+and the compiled model computes what the eager one does. Tiny sizes and the aot_eager backend
+(the graph capture is what is tested; inductor code generation takes minutes on 2 cores), so the
+tests are few."""
 
 from __future__ import annotations
 
@@ -17,6 +18,11 @@ CONFIGS = {
     "llama": GPTConfig.llama_style(vocab_size=61, block_size=32, d_model=32, n_head=4,
                                    n_kv_head=2, n_layer=2),
     "gpt2": GPTConfig.gpt2_style(vocab_size=61, block_size=32, d_model=32, n_head=4, n_layer=2),
+    "qwen_options": GPTConfig.llama_style(  # Qwen2's q/k/v biases, Qwen3's q/k norm, Llama 3.1 RoPE
+        vocab_size=61, block_size=32, d_model=32, n_head=4, n_kv_head=2, n_layer=2,
+        qkv_bias=True, qk_norm=True,
+        rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                      "high_freq_factor": 4.0, "original_max_position_embeddings": 16}),
 }
 
 

@@ -83,6 +83,27 @@ def test_release_leaks_nothing(name):
     assert notebooks.leaks(solution_nb(name), release_nb(name)) == []
 
 
+def test_prose_keeps_outputs_and_refuses_changed_code(tmp_path):
+    folder = tmp_path / "00_intro"
+    folder.mkdir()
+    script = folder / "00_intro.py"
+    for suffix in (".py", ".ipynb"):
+        source = ROOT / "solutions" / "00_intro" / f"00_intro{suffix}"
+        (folder / source.name).write_bytes(source.read_bytes())
+    saved = nbformat.read(folder / "00_intro.ipynb", 4)
+    text = script.read_text()
+    first_md = next(c.source for c in saved.cells if c.cell_type == "markdown").splitlines()[0]
+    script.write_text(text.replace(f"# {first_md}\n", f"# {first_md} (edited)\n", 1))
+    notebooks.prose(folder)
+    edited = nbformat.read(folder / "00_intro.ipynb", 4)
+    first = next(c.source for c in edited.cells if c.cell_type == "markdown")
+    assert first.startswith(f"{first_md} (edited)")
+    assert [c.get("outputs") for c in edited.cells] == [c.get("outputs") for c in saved.cells]
+    script.write_text(text.replace("import torch\n", "import torch  # changed\n", 1))
+    with pytest.raises(ValueError, match="code changed"):
+        notebooks.prose(folder)
+
+
 def test_a_pasted_solution_line_is_caught():
     source, release = solution_nb("00_intro"), release_nb("00_intro")
     line = "z = x - x.amax(dim=dim, keepdim=True)"

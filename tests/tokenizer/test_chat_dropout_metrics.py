@@ -104,3 +104,35 @@ def test_metrics(trained, english, chinese):
     u = vocab_utilization(trained.encode, english + chinese, trained.vocab_size)
     assert 0.2 < u <= 1.0
     assert vocab_utilization(lambda t: [0, 0, 1], "x", 4) == 0.5
+
+
+LLAMA3_LIKE_JINJA = (  # Llama 3's shape: bos_token, a loop with `continue`, raise_exception
+    "{{ bos_token }}{% for message in messages %}"
+    "{% if message['role'] not in ['system', 'user', 'assistant'] %}"
+    "{{ raise_exception('unknown role ' + message['role']) }}{% endif %}"
+    "{% if message['content'] == '' %}{% continue %}{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n\\n' + message['content'] | trim + '<|im_end|>' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n\\n' }}{% endif %}"
+)
+
+
+@pytest.mark.parity
+def test_render_chat_template_matches_transformers(chat_tok):
+    transformers = pytest.importorskip("transformers")
+    from llmlab.tokenizer import render_chat_template
+
+    hf = transformers.PreTrainedTokenizerFast(tokenizer_object=to_hf(chat_tok),
+                                              bos_token="<|im_start|>")
+    messages = [*MESSAGES[:3], {"role": "user", "content": ""}, {"role": "user", "content": " x "}]
+    for gen in (False, True):
+        ref = hf.apply_chat_template(messages, chat_template=LLAMA3_LIKE_JINJA, tokenize=False,
+                                     add_generation_prompt=gen)
+        ours = render_chat_template(LLAMA3_LIKE_JINJA, messages, add_generation_prompt=gen,
+                                    bos_token="<|im_start|>")
+        assert ours == ref
+    assert ours.endswith("x<|im_end|><|im_start|>assistant\n\n") and "user\n\n<|im_end|>" not in ours
+    with pytest.raises(ValueError, match="unknown role tool"):
+        render_chat_template(LLAMA3_LIKE_JINJA, [{"role": "tool", "content": "1"}],
+                             bos_token="")
+    with pytest.raises(ValueError, match="non-empty string"):
+        render_chat_template(None, messages)
