@@ -791,6 +791,8 @@ grading.check_function(
         grading.Case(2, ["attn.o_proj", "blocks.0.mlp.down_proj"], 3, 6.0,
                      note="dotted suffixes and a full name"),
         grading.Case(3, r".*_proj", 1, 1.0, note="a regex matching every linear layer, rank 1"),
+        grading.Case(4, r"blocks\.0\.attn\.q_proj|v_proj", 2, 4.0,
+                     note="a regex matches the whole name: 'v_proj' alone is no full name"),
         grading.Case(4, "q_proj", 2, 4.0, note="a string is a regex: 'q_proj' matches no full name"),
         grading.Case(5, ["tok_emb", "norm1"], 2, 4.0, note="names of layers that are not linear"),
         grading.Case(6, ["q_proj"], 0, 4.0, note="r = 0 is not a rank"),
@@ -847,6 +849,7 @@ LoRA = use_learner("LoRALayer", LoRALayer, peft.LoRALinear,
 Injector = grading.prefer_yours(
     LoRAModel, _RefLoRAModel, [grading.Case(0, ("q_proj", "v_proj"), 4, 8.0)], name="LoRAModel",
     probe=lambda cls: (lambda *a: _inject_trace(cls, *a)), block=_inject_blocked)
+seed_all(0)  # the same adapters whichever LoRAModel and LoRALayer run
 lora = Injector(fresh_model(), peft.ALL_LINEAR, r=8, alpha=16.0, layer=LoRA)
 lora_model = lora.model
 n_train, n_total = peft.count_trainable(lora_model)
@@ -887,9 +890,12 @@ print(f"{right} of 4 samples exactly right; held-out exact match "
 # Same task, same 40 steps, ranks 1, 8 and 32. The pretraining validation loss measures
 # **forgetting**: how much worse the model predicts the stdlib code it was trained on. The LoRA
 # paper reports that small ranks already match full fine-tuning; "LoRA Learns Less and Forgets
-# Less" (Biderman et al., 2024) that LoRA also forgets less than full fine-tuning.
+# Less" (Biderman et al., 2024) that LoRA also forgets less than full fine-tuning. The last
+# line says which ranks do here: a large rank at this learning rate comes close to full
+# fine-tuning's forgetting.
 
 # %% tags=["grading-skip", "nbval-ignore-output"]
+seed_all(0)
 sweep = {8: (n_train, lora_metrics)}
 for r in (1, 32):
     m = peft.apply_lora(fresh_model(), peft.LoRAConfig(r=r, alpha=2 * r, target_modules=peft.ALL_LINEAR))
@@ -904,10 +910,13 @@ print(f"{'full':>6}{n_total:>11,}{full_metrics['task loss']:>11.2f}"
       f"{100 * full_metrics['token accuracy']:>8.0f}%"
       f"{full_metrics['pretrain loss'] - before['pretrain loss']:>+12.3f}")
 # Training at this learning rate amplifies round-off, so the last digits depend on the CPU's
-# BLAS; the claims hold everywhere: every rank forgets less than full fine-tuning, and a small
-# rank learns the task as well as full fine-tuning does.
+# BLAS; the claims hold everywhere: the small ranks forget less than full fine-tuning, and a
+# small rank learns the task as well as full fine-tuning does.
 forgetting = {r: m["pretrain loss"] - before["pretrain loss"] for r, (_, m) in sweep.items()}
-assert max(forgetting.values()) < full_metrics["pretrain loss"] - before["pretrain loss"], forgetting
+full_forgetting = full_metrics["pretrain loss"] - before["pretrain loss"]
+print("forgetting less than full fine-tuning: rank",
+      ", ".join(str(r) for r in sorted(sweep) if forgetting[r] < full_forgetting))
+assert max(forgetting[1], forgetting[8]) < full_forgetting, forgetting
 assert min(sweep[1][1]["task loss"], sweep[8][1]["task loss"]) <= full_metrics["task loss"] + 0.05
 
 # %% [markdown]
