@@ -28,6 +28,7 @@ import logging
 import re
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import ipywidgets as widgets
@@ -52,6 +53,7 @@ if HF_PEFT:  # Hugging Face's libraries, to load this chapter's adapter (`peft` 
     import peft as hf_peft
     import transformers
     logging.disable(logging.NOTSET)
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
 
 seed_all(0)
 torch.set_num_threads(1)  # small matmuls: one thread is as fast, and steadier
@@ -891,8 +893,7 @@ print(f"{right} of 4 samples exactly right; held-out exact match "
 # **forgetting**: how much worse the model predicts the stdlib code it was trained on. The LoRA
 # paper reports that small ranks already match full fine-tuning; "LoRA Learns Less and Forgets
 # Less" (Biderman et al., 2024) that LoRA also forgets less than full fine-tuning. The last
-# line says which ranks do here: a large rank at this learning rate comes close to full
-# fine-tuning's forgetting.
+# line says which ranks do in this run.
 
 # %% tags=["grading-skip", "nbval-ignore-output"]
 seed_all(0)
