@@ -59,6 +59,8 @@ def _strict() -> bool:
 
 
 def failure_text(name: str, failure: str, hint: str | None) -> str:
+    if failure.startswith(f"{name}: "):  # check_value's explanation already names the value
+        failure = failure[len(name) + 2:]
     text = f"✗ {name}: {failure}"
     if hint:
         text += f"\n  Hint: {hint}"

@@ -25,7 +25,13 @@ from llmlab.peft.dora import DoRALinear, dora_forward
 from llmlab.peft.galore import GaLoreAdamW, galore_adam_step, galore_projector, galore_state_numbers
 from llmlab.peft.ia3 import IA3Linear, apply_ia3
 from llmlab.peft.inject import count_trainable, freeze, name_matches, replace_modules, targets
-from llmlab.peft.interop import from_peft_state_dict, hf_module_names, to_peft_state_dict
+from llmlab.peft.interop import (
+    from_peft_state_dict,
+    hf_module_names,
+    load_peft_adapter,
+    save_peft_adapter,
+    to_peft_state_dict,
+)
 from llmlab.peft.io import adapter_state_dict, load_adapter, load_adapter_state_dict, save_adapter
 from llmlab.peft.lora import (
     LoRAConfig,
@@ -110,6 +116,8 @@ __all__ = [
     "save_adapter",
     "targets",
     "to_peft_state_dict",
+    "save_peft_adapter",
+    "load_peft_adapter",
     "trainable_params",
     "unmerge",
 ]

@@ -15,6 +15,9 @@ MLP). Not covered: GPT-2's fused ``c_attn``
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -112,3 +115,46 @@ def from_peft_state_dict(model: nn.Module, state: dict[str, torch.Tensor],
         name = f"{module}.{kind}" if f"{module}.{kind}" in ours else f"model.{module}.{kind}"
         out[name] = t.reshape(-1) if kind in ("ia3_l", "lora_E") else t
     return load_adapter_state_dict(model, out)
+
+
+ADAPTER_WEIGHTS, ADAPTER_CONFIG = "adapter_model.safetensors", "adapter_config.json"
+
+
+def save_peft_adapter(model: nn.Module, directory: str | Path, r: int, alpha: float,
+                      config: GPTConfig | None = None, **lora_config: object) -> Path:
+    """Write a LoRA-adapted llmlab ``GPT``'s adapter as ``peft``'s ``save_pretrained`` does:
+    ``adapter_model.safetensors`` (:func:`to_peft_state_dict`) and ``adapter_config.json`` (a
+    ``LoraConfig`` targeting the HF names of the adapted modules), so that
+    ``peft.PeftModel.from_pretrained(hf_model, directory)`` loads it onto the exported model
+    (``llmlab.model.to_hf``). ``lora_config``: more ``LoraConfig`` fields (``use_rslora=True``).
+    """
+    from safetensors.torch import save_file
+
+    inner = getattr(model, "model", model)
+    state = to_peft_state_dict(model, config or inner.config)
+    if not state or not all(k.endswith(("lora_A.weight", "lora_B.weight")) for k in state):
+        raise ValueError("save_peft_adapter writes LoRA adapters only; the model's trainable "
+                         f"tensors are {sorted(state)[:4]}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(directory / ADAPTER_WEIGHTS))
+    modules = sorted({k[len(PEFT_PREFIX):].rsplit(".", 2)[0] for k in state})
+    (directory / ADAPTER_CONFIG).write_text(json.dumps({
+        "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": r, "lora_alpha": alpha,
+        "target_modules": modules, "lora_dropout": 0.0, "bias": "none", **lora_config}, indent=2))
+    return directory
+
+
+def load_peft_adapter(model: nn.Module, directory: str | Path,
+                      config: GPTConfig | None = None) -> dict:
+    """Load a ``peft`` LoRA adapter directory (``save_pretrained``'s layout) into an llmlab model
+    adapted with the same targets and rank; return the adapter's config."""
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    settings = json.loads((directory / ADAPTER_CONFIG).read_text())
+    if settings.get("peft_type") != "LORA":
+        raise ValueError(f"{directory}: expected a LoRA adapter, got peft_type "
+                         f"{settings.get('peft_type')!r}")
+    from_peft_state_dict(model, load_file(str(directory / ADAPTER_WEIGHTS)), config)
+    return settings

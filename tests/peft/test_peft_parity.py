@@ -257,3 +257,34 @@ def test_multi_lora_mixed_batch_matches_peft():
 # peft's PrefixTuningConfig(prefix_projection=False), covered by test_prefix_tuning_llama. peft's
 # AdaLoRA rank pattern (matrices resized after training) has no llmlab counterpart: the adapters
 # exchanged here are the full-rank P, λ, Q with the masked λ_i at zero.
+
+
+@pytest.mark.parametrize("rslora", [False, True])
+def test_adapter_directory_loads_in_peft_from_pretrained(tmp_path, rslora):
+    """An llmlab model exported with ``to_hf`` plus the adapter directory ``save_peft_adapter``
+    writes: ``PeftModel.from_pretrained`` gives the llmlab model's logits; ``load_peft_adapter``
+    reads peft's own ``save_pretrained`` output back."""
+    from llmlab.model import to_hf
+    from tests.peft.conftest import tiny_model
+
+    ours = peft.apply_lora(tiny_model(), peft.LoRAConfig(
+        r=4, alpha=8, target_modules=(r"blocks\.1\..*", "q_proj"), use_rslora=rslora))
+    randomize(ours, seed=11)
+    peft.save_peft_adapter(ours, tmp_path / "a", r=4, alpha=8, use_rslora=rslora)
+    sd, cfg = to_hf(tiny_model())
+    hf = transformers.AutoModelForCausalLM.from_config(cfg).eval()
+    hf.load_state_dict(sd, strict=False)
+    pm = hf_peft.PeftModel.from_pretrained(hf, tmp_path / "a").eval()
+    wrapped = {n for n, m in pm.named_modules() if isinstance(m, hf_peft.tuners.lora.LoraLayer)}
+    assert len(wrapped) == 1 + 7, wrapped  # q_proj of block 0, every linear of block 1
+    x, _ = batch()
+    with torch.no_grad():
+        torch.testing.assert_close(pm(input_ids=x).logits, ours(x), rtol=1e-4, atol=1e-5)
+    pm.save_pretrained(tmp_path / "b")
+    again = peft.apply_lora(tiny_model(), peft.LoRAConfig(
+        r=4, alpha=8, target_modules=(r"blocks\.1\..*", "q_proj"), use_rslora=rslora))
+    assert peft.load_peft_adapter(again, tmp_path / "b")["r"] == 4
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), ours(x), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="LoRA adapters only"):
+        peft.save_peft_adapter(peft.apply_ia3(tiny_model()), tmp_path / "c", r=4, alpha=8)
