@@ -343,11 +343,14 @@ def new_group(processes: int) -> Path | None:
         return None
 
 
-def remove_group(group: Path, rounds: int = 50) -> None:
-    """Kill every process in ``group`` (new ones too, until it is empty), then remove it."""
+def remove_group(group: Path, seconds: float = 10.0) -> None:
+    """Kill every process in ``group`` (new ones too, until it is empty), then remove it. A killed
+    process leaves the group only once the kernel has torn it down, which on a loaded machine can
+    take well over a second: keep trying for ``seconds``."""
     import time
 
-    for _ in range(rounds):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
         try:
             pids = [int(p) for p in (group / "cgroup.procs").read_text().split()]
         except (OSError, ValueError):
@@ -522,7 +525,8 @@ try:
                 group = f.read().strip()
         except OSError:
             group = ""
-        for _ in range(50 if group else 0):  # the sandbox's cgroup: kill its members, remove it
+        deadline = time.monotonic() + 10  # the sandbox's cgroup: kill its members, remove it
+        while group and time.monotonic() < deadline:
             try:
                 with open(os.path.join(group, "cgroup.procs")) as f:
                     for pid in f.read().split():
