@@ -14,11 +14,12 @@
 # 3. derive the policy gradient, add a baseline, and build PPO (KL-penalised reward, GAE,
 #    clipping) for a language model;
 # 4. derive DPO from the KL-regularised RLHF objective and write its loss;
-# 5. write GRPO's group advantages and loss, and the k3 KL estimator;
+# 5. build GRPO yourself — completion log-probs, group rollouts through the KV cache, the
+#    loss with its k3 KL — and run the chapter's GRPO on your trainer;
 # 6. see what the KL coefficient β trades, and watch a policy exploit an imperfect reward.
 
 # %% [markdown]
-# **Budget:** ~1 min on 2 CPU cores · peak RAM ~1 GB. No GPU and no network needed.
+# **Budget:** ~2 min on 2 CPU cores (at most 3) · peak RAM ~1 GB. No GPU and no network needed.
 
 # %% tags=["nbval-ignore-output"]
 import copy
