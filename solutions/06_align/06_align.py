@@ -1087,7 +1087,7 @@ grading.check_function(_grpo_probe(GRPOTrainer), _grpo_probe(_GRPOTrainerChecked
 # The same verifiable task as PPO, with GRPO: 2 prompts × groups of 8, one update per batch — on
 # your trainer once it passes the check above (the note says which one runs).
 
-# %%
+# %% tags=["nbval-ignore-output"]
 Trainer = grading.prefer_yours(GRPOTrainer, _GRPOTrainerChecked, _GRPO_CASES[:1], name="GRPOTrainer",
                                probe=_grpo_probe, block=_GRPO_BLOCK, atol=1e-4)
 
@@ -1195,7 +1195,7 @@ widgets.interact(show_beta, beta=widgets.FloatLogSlider(value=0.2, base=10, min=
 # proxy is a careless checker: it counts the word `return` (up to 4). The true reward is the
 # parser check from before. GRPO on the proxy, β = 0:
 
-# %%
+# %% tags=["nbval-ignore-output"]
 proxy = al.text_reward(al.keyword_reward, tok)
 torch.manual_seed(0)
 hacker = Trainer(copy.deepcopy(base), al.GRPOConfig(group_size=8, max_new_tokens=8, lr=1e-3, beta=0.0),
