@@ -17,7 +17,7 @@ Taught in chapter 06 (solutions/06_align). One file per method, named after its 
 """
 
 from llmlab.align.dpo import dpo_loss, preference_log_probs, train_dpo
-from llmlab.align.grpo import GRPOConfig, GRPOTrainer, group_advantages, grpo_loss
+from llmlab.align.grpo import GRPOConfig, GRPOTrainer, group_advantages, grpo_loss, grpo_token_losses
 from llmlab.align.ipo import ipo_loss
 from llmlab.align.kl_estimators import kl_estimate
 from llmlab.align.kto import kto_loss, kto_reference_point
@@ -28,6 +28,7 @@ from llmlab.align.logprobs import (
     masked_normalize,
     masked_whiten,
     prompt_response_batch,
+    require_tokens,
     sequence_log_probs,
     token_log_probs,
     tokenize_prompt_and_output,
@@ -40,6 +41,7 @@ from llmlab.align.ppo import (
     gae,
     kl_penalized_rewards,
     ppo_policy_loss,
+    ppo_token_losses,
     ppo_value_loss,
 )
 from llmlab.align.reinforce import reinforce_loss
@@ -97,6 +99,7 @@ __all__ = [
     "get_response_log_probs",
     "group_advantages",
     "grpo_loss",
+    "grpo_token_losses",
     "hidden_states",
     "ipo_loss",
     "keyword_reward",
@@ -113,11 +116,13 @@ __all__ = [
     "packed_sft_loss",
     "pad_batch",
     "ppo_policy_loss",
+    "ppo_token_losses",
     "ppo_value_loss",
     "preference_accuracy",
     "preference_log_probs",
     "prompt_response_batch",
     "reinforce_loss",
+    "require_tokens",
     "return_statement_reward",
     "reward_scores",
     "sample_rollout",

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from llmlab.align.kl_estimators import kl_estimate
-from llmlab.align.logprobs import masked_mean
+from llmlab.align.logprobs import masked_mean, require_tokens
 from llmlab.align.rollout import Rollout, completion_log_probs, sample_rollout
 from llmlab.utils import reject_unknown_keys
 
@@ -46,6 +46,35 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale_by_std: bool 
     return adv.reshape(-1)
 
 
+def grpo_token_losses(log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor,
+                      beta: float = 0.0, ref_log_probs: torch.Tensor | None = None,
+                      eps_low: float = 0.2, eps_high: float | None = None,
+                      kl_ratio_correction: bool = False) -> dict[str, torch.Tensor]:
+    """GRPO's per-token losses, before any reduction (the terms ``grpo_loss`` averages).
+
+    log_probs/old/ref: (batch, C); advantages: (batch,). -> {"loss": (batch, C)
+    -min(ratio A, clip(ratio, 1-eps_low, 1+eps_high) A) + beta * k3, "kl": (batch, C) k3 (zeros
+    when beta = 0), "clipped": (batch, C) bool, where the clip removed the gradient}.
+    """
+    if beta and ref_log_probs is None:
+        raise ValueError("beta > 0 needs ref_log_probs")
+    if advantages.dim() != 1 or advantages.shape[0] != log_probs.shape[0]:
+        raise ValueError(f"advantages must be (batch,) = ({log_probs.shape[0]},), "
+                         f"got {tuple(advantages.shape)}")
+    eps_high = eps_low if eps_high is None else eps_high
+    A = advantages.unsqueeze(1)  # (batch, 1)
+    ratio = torch.exp(log_probs - old_log_probs)
+    per_token = -torch.min(ratio * A, torch.clamp(ratio, 1 - eps_low, 1 + eps_high) * A)
+    kl = torch.zeros_like(per_token)
+    if beta:
+        kl = kl_estimate(log_probs, ref_log_probs, "k3")
+        if kl_ratio_correction:
+            kl = kl * ratio
+        per_token = per_token + beta * kl
+    clipped = ((ratio < 1 - eps_low) & (A < 0)) | ((ratio > 1 + eps_high) & (A > 0))
+    return {"loss": per_token, "kl": kl, "clipped": clipped}
+
+
 def grpo_loss(log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor,
               mask: torch.Tensor, loss_type: str = "grpo", beta: float = 0.0,
               ref_log_probs: torch.Tensor | None = None, eps_low: float = 0.2,
@@ -53,37 +82,31 @@ def grpo_loss(log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantages: 
               kl_ratio_correction: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
     """The GRPO-family loss. log_probs/old/ref, mask: (batch, C); advantages: (batch,).
 
-    per-token l = -min(ratio A, clip(ratio, 1-eps_low, 1+eps_high) A) + beta * k3-KL, reduced by
-    ``loss_type``: grpo = mean over sequences of each sequence's token mean; bnpo/dapo = token mean
-    over the batch; dr_grpo = token sum / (batch * max_completion_length). -> (loss, stats).
+    The per-token losses of :func:`grpo_token_losses` reduced by ``loss_type``: grpo = mean
+    over sequences of each sequence's token mean (a sequence whose mask is empty counts 0, as
+    ``trl``); bnpo/dapo = token mean over the batch; dr_grpo = token sum / (batch *
+    max_completion_length). -> (loss, stats). A mask that keeps no token raises ``ValueError``.
     ``kl_ratio_correction`` multiplies the KL term by the ratio (importance-sampled KL when the
     samples came from pi_old, as ``trl``'s ``use_bias_correction_kl``).
     """
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
-    if beta and ref_log_probs is None:
-        raise ValueError("beta > 0 needs ref_log_probs")
-    eps_high = eps_low if eps_high is None else eps_high
-    A = advantages.unsqueeze(1)  # (batch, 1)
-    ratio = torch.exp(log_probs - old_log_probs)
-    per_token = -torch.min(ratio * A, torch.clamp(ratio, 1 - eps_low, 1 + eps_high) * A)
+    require_tokens(mask)
+    terms = grpo_token_losses(log_probs, old_log_probs, advantages, beta, ref_log_probs, eps_low,
+                              eps_high, kl_ratio_correction)
+    per_token = terms["loss"]
+    mask = mask.to(per_token.dtype)
     stats = {}
     if beta:
-        kl = kl_estimate(log_probs, ref_log_probs, "k3")
-        if kl_ratio_correction:
-            kl = kl * ratio
-        per_token = per_token + beta * kl
-        stats["kl"] = float(masked_mean(kl.detach(), mask))
-    mask = mask.to(per_token.dtype)
+        stats["kl"] = float(masked_mean(terms["kl"].detach(), mask))
     if loss_type == "grpo":
         loss = ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
     elif loss_type in ("bnpo", "dapo"):
-        loss = (per_token * mask).sum() / mask.sum().clamp(min=1.0)
+        loss = masked_mean(per_token, mask)
     else:
         C = max_completion_length or mask.shape[1]
         loss = (per_token * mask).sum() / (per_token.shape[0] * C)
-    clipped = ((ratio < 1 - eps_low) & (A < 0)) | ((ratio > 1 + eps_high) & (A > 0))
-    stats["clipfrac"] = float(masked_mean(clipped.float(), mask))
+    stats["clipfrac"] = float(masked_mean(terms["clipped"].float(), mask))
     return loss, stats
 
 

@@ -103,11 +103,26 @@ def masked_normalize(
 
 
 def masked_mean(tensor: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
-    """Mean of ``tensor`` over positions where ``mask`` is set (all, or along ``dim``)."""
+    """Mean of ``tensor`` over positions where ``mask`` is set (all, or along ``dim``).
+
+    An empty slice (a mask with no set entry there) has no mean: it gives NaN, as
+    ``torch.mean`` of no elements does, never a silent 0. Callers that may meet an empty slice
+    decide what it means (``grpo_loss`` gives an empty completion no weight; the losses raise
+    ``ValueError`` on a batch whose mask keeps no token).
+    """
+    if tensor.shape != mask.shape:
+        raise ValueError(f"tensor {tuple(tensor.shape)} and mask {tuple(mask.shape)} must match")
     m = mask.to(tensor.dtype)
     if dim is None:
-        return (tensor * m).sum() / m.sum().clamp(min=1.0)
-    return (tensor * m).sum(dim) / m.sum(dim).clamp(min=1.0)
+        return (tensor * m).sum() / m.sum()
+    return (tensor * m).sum(dim) / m.sum(dim)
+
+
+def require_tokens(mask: torch.Tensor, what: str = "mask") -> None:
+    """Raise ``ValueError`` when ``mask`` keeps no position: a loss over no token is undefined."""
+    if not bool(mask.bool().any()):
+        raise ValueError(f"{what} keeps no token (all zeros, shape {tuple(mask.shape)}): "
+                         "there is nothing to average the loss over")
 
 
 def masked_whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True,

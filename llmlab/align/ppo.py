@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from llmlab.align.logprobs import masked_mean, masked_whiten
+from llmlab.align.logprobs import masked_mean, masked_whiten, require_tokens
 from llmlab.align.reward_model import ScalarHeadModel
 from llmlab.align.rollout import Rollout, completion_log_probs, sample_rollout
 from llmlab.utils import reject_unknown_keys
@@ -64,18 +64,28 @@ def ppo_policy_loss(log_probs: torch.Tensor, old_log_probs: torch.Tensor, advant
                     mask: torch.Tensor, clip_range: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
     """Clipped surrogate: masked mean of max(-A ratio, -A clip(ratio, 1-eps, 1+eps)).
 
-    All (batch, C) -> (loss scalar, clip fraction scalar).
+    All (batch, C) -> (loss scalar, clip fraction scalar); the per-token losses are
+    :func:`ppo_token_losses`. A mask that keeps no token raises ``ValueError``.
     """
+    require_tokens(mask)
+    per_token, clipped = ppo_token_losses(log_probs, old_log_probs, advantages, clip_range)
+    return masked_mean(per_token, mask), masked_mean(clipped.float(), mask)
+
+
+def ppo_token_losses(log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor,
+                     clip_range: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token clipped surrogate max(-A ratio, -A clip(ratio, 1-eps, 1+eps)), before any
+    reduction. All (batch, C) -> (losses (batch, C), clipped (batch, C) bool)."""
     ratio = torch.exp(log_probs - old_log_probs)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
-    loss = masked_mean(torch.max(unclipped, clipped), mask)
-    return loss, masked_mean((clipped > unclipped).float(), mask)
+    return torch.max(unclipped, clipped), clipped > unclipped
 
 
 def ppo_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor,
                    mask: torch.Tensor, clip_range_value: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
     """0.5 * masked mean of max((V - R)^2, (clip(V, V_old +- eps) - R)^2). -> (loss, clip fraction)."""
+    require_tokens(mask)
     v_clipped = old_values + torch.clamp(values - old_values, -clip_range_value, clip_range_value)
     l1, l2 = (values - returns) ** 2, (v_clipped - returns) ** 2
     return 0.5 * masked_mean(torch.max(l1, l2), mask), masked_mean((l2 > l1).float(), mask)

@@ -14,11 +14,12 @@
 # 3. derive the policy gradient, add a baseline, and build PPO (KL-penalised reward, GAE,
 #    clipping) for a language model;
 # 4. derive DPO from the KL-regularised RLHF objective and write its loss;
-# 5. write GRPO's group advantages and loss, and the k3 KL estimator;
+# 5. build GRPO yourself — completion log-probs, group rollouts through the KV cache, the
+#    loss with its k3 KL — and run the chapter's GRPO on your trainer;
 # 6. see what the KL coefficient β trades, and watch a policy exploit an imperfect reward.
 
 # %% [markdown]
-# **Budget:** ~1 min on 2 CPU cores · peak RAM ~1 GB. No GPU and no network needed.
+# **Budget:** ~2 min on 2 CPU cores (at most 3) · peak RAM ~1 GB. No GPU and no network needed.
 
 # %% tags=["nbval-ignore-output"]
 import copy
@@ -33,13 +34,13 @@ from tqdm.auto import tqdm
 import llmlab.align as al
 from llmlab import grading
 from llmlab.data import load_documents
-from llmlab.model import load_book_model
+from llmlab.model import GPT, GPTConfig, SamplingParams, generate, load_book_model
 from llmlab.nn import StepContext
 from llmlab.tokenizer import apply_chat_template
 from llmlab.utils import seed_all
 
 seed_all(0)
-torch.set_num_threads(1)  # a 3 M-parameter model runs fastest on one thread: ops are too small to split
+torch.set_num_threads(1)  # the book's model is small: its ops run fastest unsplit, on one thread
 base, tok = load_book_model()
 EOS = tok.special_ids["<|endoftext|>"]
 print(f"the book's model: {base.num_params() / 1e6:.2f} M parameters, vocabulary {tok.vocab_size}")
@@ -87,7 +88,7 @@ print("".join(f"[{chat_tok.decode([i])}]" if m else chat_tok.decode([i])
 #
 # Write `sft_labels(ids, assistant_mask)`: two equal-length lists of ints in, one list of labels
 # out (same length): `labels[t] = ids[t+1]` if `assistant_mask[t+1] == 1`, else `-100`; the last
-# label is `-100`.
+# label is `-100`. Lists of different lengths raise `ValueError`.
 #
 # <details><summary>Hint 1</summary>Loop over t from 0 to len(ids) - 2 and look one token ahead.</details>
 # <details><summary>Hint 2</summary>Do not forget the final -100: the last token predicts nothing.</details>
@@ -96,19 +97,27 @@ print("".join(f"[{chat_tok.decode([i])}]" if m else chat_tok.decode([i])
 def sft_labels(ids: list[int], assistant_mask: list[int]) -> list[int]:
     """ids, assistant_mask: length T -> labels: length T (-100 where no loss)."""
     ### BEGIN SOLUTION
+    if len(ids) != len(assistant_mask):
+        raise ValueError(f"ids has {len(ids)} tokens but assistant_mask {len(assistant_mask)}")
     return [ids[t + 1] if assistant_mask[t + 1] else -100 for t in range(len(ids) - 1)] + [-100]
     ### END SOLUTION
 
 
 # %% check="sft_labels" points=1
+from llmlab_book.ch06_align import CATALOGUE
+
+
 def _ref_sft_labels(ids, assistant_mask):
+    if len(ids) != len(assistant_mask):
+        raise ValueError("lengths differ")
     return [ids[t + 1] if assistant_mask[t + 1] else -100 for t in range(len(ids) - 1)] + [-100]
 
 
 grading.check_function(sft_labels, _ref_sft_labels, cases=[
     grading.Case([5, 6, 7, 8], [0, 0, 1, 1], note="reply at the end"),
     grading.Case(enc.ids, enc.assistant_mask, note="a two-turn ChatML conversation"),
-], block=[al.sft_example], hint="the label at t is the token at t+1, kept only if t+1 is an assistant token")
+], block=[al.sft_example], mistakes=CATALOGUE.mistakes("sft_labels"),
+    hint="the label at t is the token at t+1, kept only if t+1 is an assistant token")
 
 # %% hidden="sft_labels" points=1
 ### BEGIN HIDDEN TESTS
@@ -117,7 +126,8 @@ grading.check_function(sft_labels, _ref_sft_labels, cases=[
     grading.Case([1, 2, 3, 4, 5], [1, 1, 0, 1, 0], note="mask starting at 0 and gaps"),
     grading.Case(*[apply_chat_template(chat_tok, CONVS[2]).ids, apply_chat_template(chat_tok, CONVS[2]).assistant_mask],
                  note="with a system prompt"),
-], block=[al.sft_example])
+    grading.Case([1, 2, 3], [0, 1], note="lists of different lengths"),
+], block=[al.sft_example], mistakes=CATALOGUE.mistakes("sft_labels"))
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -133,15 +143,18 @@ grading.check_function(sft_labels, _ref_sft_labels, cases=[
 #
 # Write `document_mask(doc_ids)`: `doc_ids` `(batch, T)` long (document index of each token,
 # -1 for padding) → bool `(batch, 1, T, T)`, True where query `i` may attend to key `j`: `j <= i`
-# and same document. (Padding tokens then see only padding, which is harmless.)
+# and same document. (Padding tokens then see only padding, which is harmless.) `doc_ids` that
+# is not 2-D raises `ValueError`.
 #
-# <details><summary>Hint 1</summary>Compare doc_ids[:, :, None] with doc_ids[:, None, :].</details>
-# <details><summary>Hint 2</summary>AND it with a lower-triangular (T, T) matrix, then add the head axis.</details>
+# <details><summary>Hint 1 (the idea)</summary>Two conditions, each a (T, T) comparison: "same document" and "not in the future".</details>
+# <details><summary>Hint 2 (the structure)</summary>Broadcast doc_ids[:, :, None] against doc_ids[:, None, :]; AND with a lower-triangular matrix; add the head axis.</details>
 
 # %% solution="document_mask"
 def document_mask(doc_ids: torch.Tensor) -> torch.Tensor:
     """doc_ids: (batch, T) -> (batch, 1, T, T) bool, True = may attend."""
     ### BEGIN SOLUTION
+    if doc_ids.dim() != 2:
+        raise ValueError(f"doc_ids must be (batch, T), got shape {tuple(doc_ids.shape)}")
     T = doc_ids.shape[1]
     causal = torch.ones(T, T, dtype=torch.bool).tril()
     return ((doc_ids[:, :, None] == doc_ids[:, None, :]) & causal)[:, None]
@@ -149,17 +162,25 @@ def document_mask(doc_ids: torch.Tensor) -> torch.Tensor:
 
 
 # %% check="document_mask" points=1
-grading.check_function(document_mask, al.document_causal_mask, cases=[
+def _ref_document_mask(doc_ids):
+    if doc_ids.dim() != 2:
+        raise ValueError("doc_ids must be (batch, T)")
+    return al.document_causal_mask(doc_ids)
+
+
+grading.check_function(document_mask, _ref_document_mask, cases=[
     grading.Case(torch.tensor([[0, 0, 1, 1, 1]]), note="two documents"),
     grading.Case(torch.tensor([[0, 0, 0, -1], [0, 1, 2, 2]]), note="padding and three documents"),
-], block=[torch.block_diag], hint="a token sees earlier tokens of its own document only")
+], block=[torch.block_diag, al.document_causal_mask], mistakes=CATALOGUE.mistakes("document_mask"),
+    hint="a token sees earlier tokens of its own document only")
 
 # %% hidden="document_mask" points=1
 ### BEGIN HIDDEN TESTS
-grading.check_function(document_mask, al.document_causal_mask, cases=[
+grading.check_function(document_mask, _ref_document_mask, cases=[
     grading.Case(torch.zeros(2, 6, dtype=torch.long), note="one document: plain causal"),
     grading.Case(torch.arange(5)[None], note="every token its own document: the diagonal"),
-])
+    grading.Case(torch.zeros(5, dtype=torch.long), note="a 1-D doc_ids"),
+], block=[torch.block_diag, al.document_causal_mask], mistakes=CATALOGUE.mistakes("document_mask"))
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -264,13 +285,14 @@ def predict_bt() -> tuple[float, float]:
 bt_margins = torch.tensor([0.0, 2.0])  # r_chosen - r_rejected: equal rewards, then a margin of 2
 grading.check_prediction(predict_bt, tuple((-F.logsigmoid(bt_margins)).tolist()),
                          what="(loss at equal rewards, loss at a margin of 2)", atol=2e-3, rtol=0,
+                         mistakes=CATALOGUE.mistakes("predict_bt"),
                          hint="return two losses in nats; the loss of a pair is -log sigmoid(margin)")
 
 # %% hidden="predict_bt" points=1
 ### BEGIN HIDDEN TESTS
 grading.check_function(predict_bt, lambda: (math.log(2), math.log1p(math.exp(-2))),
                        cases=[grading.Case(note="your two losses")], atol=2e-3, rtol=0,
-                       hint="-log sigmoid(d) = log(1 + exp(-d))")
+                       mistakes=CATALOGUE.mistakes("predict_bt"), hint="-log sigmoid(d) = log(1 + exp(-d))")
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -278,30 +300,42 @@ grading.check_function(predict_bt, lambda: (math.log(2), math.log1p(math.exp(-2)
 #
 # Write `bt_loss(r_chosen, r_rejected)`: `(batch,)` rewards → the mean of
 # $-\log\sigma(r_w - r_l)$, computed stably (it must not overflow for a difference of ±100).
+# Rewards of different shapes raise `ValueError` (no broadcasting).
 #
-# <details><summary>Hint 1</summary>log(sigmoid(x)) computed naively is -inf for x = -100.</details>
-# <details><summary>Hint 2</summary>-log sigmoid(x) = softplus(-x).</details>
+# <details><summary>Hint 1 (the idea)</summary>log(sigmoid(x)) computed in two steps is -inf for x = -100: sigmoid underflows to 0 first.</details>
+# <details><summary>Hint 2 (the key formula)</summary>-log sigmoid(x) = softplus(-x), which torch computes stably.</details>
 
 # %% solution="bt_loss"
 def bt_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
     """(batch,), (batch,) -> scalar mean of -log sigmoid(r_chosen - r_rejected)."""
     ### BEGIN SOLUTION
+    if r_chosen.shape != r_rejected.shape:
+        raise ValueError(f"r_chosen {tuple(r_chosen.shape)} and r_rejected {tuple(r_rejected.shape)} differ")
     return F.softplus(r_rejected - r_chosen).mean()
     ### END SOLUTION
 
 
 # %% check="bt_loss" points=1
-grading.check_function(bt_loss, al.bradley_terry_loss, cases=[
+def _ref_bt_loss(r_chosen, r_rejected):
+    if r_chosen.shape != r_rejected.shape:
+        raise ValueError("shapes differ")
+    return al.bradley_terry_loss(r_chosen, r_rejected)
+
+
+grading.check_function(bt_loss, _ref_bt_loss, cases=[
     grading.Case(torch.tensor([1.0, 0.5]), torch.tensor([0.0, 1.0]), note="one right, one wrong"),
     grading.Case(torch.tensor([100.0]), torch.tensor([-100.0]), note="stability: a huge margin"),
-], block=[al.bradley_terry_loss], hint="the loss is -log sigmoid(difference), averaged")
+    grading.Case(torch.tensor([-100.0, 0.0]), torch.tensor([100.0, 0.0]), note="stability: a huge wrong margin"),
+], block=[al.bradley_terry_loss], mistakes=CATALOGUE.mistakes("bt_loss"),
+    hint="the loss is -log sigmoid(difference), averaged")
 
 # %% hidden="bt_loss" points=1
 ### BEGIN HIDDEN TESTS
-grading.check_function(bt_loss, al.bradley_terry_loss, cases=[
-    grading.Case(torch.tensor([-100.0, 0.0]), torch.tensor([100.0, 0.0]), note="a huge wrong margin"),
+grading.check_function(bt_loss, _ref_bt_loss, cases=[
+    grading.Case(torch.tensor([-60.0, 3.0]), torch.tensor([60.0, -3.0]), note="a huge wrong margin"),
     grading.Case(torch.randn(7), torch.randn(7), note="random"),
-], block=[al.bradley_terry_loss])
+    grading.Case(torch.zeros(3), torch.zeros(1), note="shapes that would broadcast"),
+], block=[al.bradley_terry_loss], mistakes=CATALOGUE.mistakes("bt_loss"))
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -321,12 +355,13 @@ acc_before = held_out_accuracy(rm)
 rm_losses = al.train_reward_model(rm, [p + c for p, c, _ in train_pairs], [p + r for p, _, r in train_pairs],
                                   EOS, steps=30, batch_size=16, lr=3e-4, progress=tqdm)
 print(f"held-out accuracy: {acc_before:.2f} before -> {held_out_accuracy(rm):.2f} after "
-      f"({len(held_out)} pairs); loss {rm_losses[0]:.2f} -> {rm_losses[-1]:.2f}")
+      f"({len(held_out)} pairs); loss {rm_losses[0]:.2f} -> {rm_losses[-1]:.2f}; "
+      f"a {base.num_params() / 1e6:.2f} M-parameter trunk, {len(rm_losses)} steps")
 
 # %% [markdown]
 # (Before training every score is equal, and a tie counts as wrong: accuracy 0.) Judging
 # whether six tokens are shuffled from one number at the last position is not easy for a
-# 3 M-parameter trunk after 30 steps; production reward models reach roughly 65–75% on human
+# trunk this small (its size is printed above) after 30 steps; production reward models reach roughly 65–75% on human
 # preference data, where labellers themselves agree about as often.
 #
 # ## 3. Policy gradients: a bandit, REINFORCE and a baseline
@@ -368,13 +403,19 @@ def bandit_run(baseline: bool, steps: int = 150, batch: int = 8, seed: int = 0):
 no_base, var_no = bandit_run(False)
 with_base, var_b = bandit_run(True)
 print(f"expected reward after 150 steps: {no_base[-1]:.2f} without a baseline, {with_base[-1]:.2f} with one "
-      f"(best arm 0.80); variance of the per-sample gradient {var_no:.1f} vs {var_b:.2f}")
+      f"(best arm 0.80); variance of the per-sample gradient {var_no:.1f} vs {var_b:.2f} "
+      f"({var_no / var_b:.0f}x smaller with the baseline)")
+# what the prose below says: neither run is near the best arm yet, they end close to each other,
+# and the baseline's gain is in the variance
+assert max(no_base[-1], with_base[-1]) < 0.7 and abs(no_base[-1] - with_base[-1]) < 0.1 and var_no > 10 * var_b
 
 # %% [markdown]
-# Same expected gradient, far less variance: with every reward near 5, the unbaselined estimate
-# pushes *every* sampled arm up, and only the small differences between pushes carry signal.
-# On this easy bandit both runs still get there; on a language model, where one sample is one
-# sequence and the batch is small, that variance is the difference between learning and not.
+# Same expected gradient, far less variance (the ratio is printed above): with every reward near
+# 5, the unbaselined estimate pushes *every* sampled arm up, and only the small differences
+# between pushes carry signal. After 150 steps neither run is near the best arm (0.80), and they
+# end close to each other: on this bandit the baseline's benefit shows in the variance, not yet
+# in the mean. On a language model, where one sample is one sequence and the batch is small,
+# that variance is the difference between learning and not.
 #
 # ## 4. PPO for language models
 #
@@ -396,19 +437,30 @@ print(f"expected reward after 150 steps: {no_base[-1]:.2f} without a baseline, {
 #
 # ### Exercise 6.5 — GAE · 3 points · difficulty 3 · ~25 min
 #
-# Write `gae_advantages(rewards, values, mask, gamma, lam)`: all `(batch, T)` (mask float, 1 on
-# real tokens — a prefix of each row). Treat values and rewards after a row's last real token as
-# 0 (the episode ends there; $V_{T}$ = 0). Return `(advantages, returns)` with
-# `returns = advantages + values` (masked values). Positions after the end get advantage 0.
+# Write `gae_advantages(rewards, values, mask, gamma, lam)` → `(advantages, returns)`.
 #
-# <details><summary>Hint 1</summary>Multiply values and rewards by the mask first; then one backwards loop over t serves every row.</details>
-# <details><summary>Hint 2</summary>Keep a running A_{t+1} (zeros at the start); next value is values[:, t+1] or 0 at the last column.</details>
+# - **Shapes:** `rewards`, `values`, `mask` all `(batch, T)`; `mask` is float, 1 on real tokens,
+#   and its ones are a prefix of each row (rows have different lengths). Both outputs `(batch, T)`.
+# - **Invariants:** an episode ends at its row's last real token: nothing after it (value or
+#   reward) may influence any advantage, and the value after the end is 0; positions after the
+#   end get advantage 0; `returns = advantages + values` with the values after the end counted as 0.
+#   With `lam = 1` the advantage is the discounted return minus the value; with `lam = 0` it is the
+#   one-step TD error.
+# - **Errors:** inputs of different shapes raise `ValueError`.
+# - **Forbidden:** `llmlab.align.gae`.
+#
+# <details><summary>Hint 1 (the idea)</summary>The formula above is a recursion backwards in time: each advantage is known once the next one is.</details>
+# <details><summary>Hint 2 (the structure)</summary>Clear what lies after each row's end first; then a single backward pass over t computes every row at once, carrying one running quantity.</details>
+# <details><summary>Hint 3 (the key formula)</summary>delta_t = r_t + gamma V_{t+1} - V_t (V_{t+1} = 0 past the last column); A_t = delta_t + gamma lam A_{t+1}.</details>
 
 # %% solution="gae_advantages"
 def gae_advantages(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
                    gamma: float = 1.0, lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
     """rewards, values, mask: (batch, T) -> (advantages, returns), each (batch, T)."""
     ### BEGIN SOLUTION
+    if not rewards.shape == values.shape == mask.shape:
+        raise ValueError(f"rewards {tuple(rewards.shape)}, values {tuple(values.shape)} and mask "
+                         f"{tuple(mask.shape)} must all be (batch, T)")
     values, rewards = values * mask, rewards * mask
     T = rewards.shape[1]
     adv = torch.zeros_like(rewards)
@@ -429,7 +481,8 @@ grading.check_function(gae_advantages, al.gae, cases=[
                  note="a single final reward, no value: the return"),
     grading.Case(torch.randn(2, 4, generator=_g), torch.randn(2, 4, generator=_g), _mask, 0.9, 0.8,
                  note="two rows of different lengths"),
-], block=[al.gae], hint="A_t = delta_t + gamma * lam * A_{t+1}; the value after the last real token is 0")
+], block=[al.gae], mistakes=CATALOGUE.mistakes("gae_advantages"),
+    hint="A_t = delta_t + gamma * lam * A_{t+1}; the value after the last real token is 0")
 
 # %% hidden="gae_advantages" points=1
 ### BEGIN HIDDEN TESTS
@@ -438,7 +491,8 @@ grading.check_function(gae_advantages, al.gae, cases=[
                  torch.tensor([[1.0] * 6, [1.0] * 3 + [0.0] * 3, [1.0] + [0.0] * 5]), 1.0, 0.0,
                  note="lambda = 0: one-step TD errors"),
     grading.Case(torch.randn(2, 5, generator=_g), torch.randn(2, 5, generator=_g), torch.ones(2, 5), 0.99, 0.95),
-], block=[al.gae])
+    grading.Case(torch.zeros(2, 5), torch.zeros(2, 4), torch.ones(2, 5), 1.0, 0.95, note="shapes that disagree"),
+], block=[al.gae], mistakes=CATALOGUE.mistakes("gae_advantages"))
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -452,16 +506,19 @@ grading.check_function(gae_advantages, al.gae, cases=[
 # ### Exercise 6.6 — the PPO clipped policy loss · 3 points · difficulty 2 · ~10 min
 #
 # Write `ppo_clip_loss(log_probs, old_log_probs, advantages, mask, clip)`: all `(batch, T)` → the
-# masked mean (over real tokens of the whole batch) of the expression above.
+# masked mean (over real tokens of the whole batch) of the expression above. A mask that keeps
+# no token has no mean: raise `ValueError` (as `llmlab.align` does), never return NaN.
 #
-# <details><summary>Hint 1</summary>ratio = exp(log_probs - old_log_probs).</details>
-# <details><summary>Hint 2</summary>The max of the two negated terms is the pessimistic (clipped) bound.</details>
+# <details><summary>Hint 1 (the idea)</summary>The ratio comes from the two log-probs; the loss is the pessimistic of two per-token terms.</details>
+# <details><summary>Hint 2 (the key formula)</summary>ratio = exp(log_probs - old_log_probs); per token max(-A ratio, -A clamp(ratio, 1 - clip, 1 + clip)); then sum over kept tokens / their count.</details>
 
 # %% solution="ppo_clip_loss"
 def ppo_clip_loss(log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor,
                   mask: torch.Tensor, clip: float = 0.2) -> torch.Tensor:
     """All (batch, T) -> scalar clipped surrogate loss."""
     ### BEGIN SOLUTION
+    if not bool(mask.bool().any()):
+        raise ValueError("mask keeps no token: the loss has no mean")
     ratio = torch.exp(log_probs - old_log_probs)
     per_token = torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - clip, 1 + clip))
     return (per_token * mask).sum() / mask.sum()
@@ -478,14 +535,16 @@ _adv, _m = torch.randn(2, 5, generator=_g), torch.tensor([[1.0] * 5, [1.0] * 2 +
 grading.check_function(ppo_clip_loss, _ref_ppo_clip, cases=[
     grading.Case(_lp, _lp, _adv, torch.ones(2, 5), 0.2, note="on-policy: ratio 1, loss = -mean(A)"),
     grading.Case(_lp, _old, _adv, _m, 0.2, note="off-policy with a mask: some ratios clip"),
-], block=[al.ppo_policy_loss], hint="max(-A * ratio, -A * clamp(ratio, 1 - clip, 1 + clip)), masked mean")
+], block=[al.ppo_policy_loss, al.ppo_token_losses], mistakes=CATALOGUE.mistakes("ppo_clip_loss"),
+    hint="max(-A * ratio, -A * clamp(ratio, 1 - clip, 1 + clip)), masked mean")
 
 # %% hidden="ppo_clip_loss" points=1
 ### BEGIN HIDDEN TESTS
 grading.check_function(ppo_clip_loss, _ref_ppo_clip, cases=[
     grading.Case(_lp * 3, _old, _adv, _m, 0.1, note="far off-policy, tight clip"),
     grading.Case(_lp, _old, -_adv.abs(), torch.ones(2, 5), 0.3, note="negative advantages"),
-], block=[al.ppo_policy_loss])
+    grading.Case(_lp, _old, _adv, torch.zeros(2, 5), 0.2, note="a mask that keeps no token"),
+], block=[al.ppo_policy_loss, al.ppo_token_losses], mistakes=CATALOGUE.mistakes("ppo_clip_loss"))
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -547,13 +606,14 @@ def predict_beta() -> tuple[float, float]:
 beta_rewards, beta_ref = torch.tensor([1.0, 0.0]), torch.tensor([0.5, 0.5])
 grading.check_prediction(
     predict_beta, tuple(float(torch.softmax(beta_ref.log() + beta_rewards / b, 0)[0]) for b in (0.5, 2.0)),
-    what="(pi*(answer 1) at beta 0.5, at beta 2)", atol=2e-3, rtol=0,
+    what="(pi*(answer 1) at beta 0.5, at beta 2)", atol=2e-3, rtol=0, mistakes=CATALOGUE.mistakes("predict_beta"),
     hint="return two probabilities of answer 1; a larger beta stays closer to the reference's 0.5")
 
 # %% hidden="predict_beta" points=1
 ### BEGIN HIDDEN TESTS
 grading.check_function(predict_beta, lambda: (1 / (1 + math.exp(-2)), 1 / (1 + math.exp(-0.5))),
                        cases=[grading.Case(note="your two probabilities")], atol=2e-3, rtol=0,
+                       mistakes=CATALOGUE.mistakes("predict_beta"),
                        hint="pi* is proportional to 0.5 * exp(r / beta); normalise over the two answers")
 ### END HIDDEN TESTS
 
@@ -565,8 +625,8 @@ grading.check_function(predict_beta, lambda: (1 / (1 + math.exp(-2)), 1 / (1 + m
 # Write `dpo(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)`: summed response
 # log-probs, each `(batch,)` → the mean DPO loss (a scalar).
 #
-# <details><summary>Hint 1</summary>Compute the two log-ratios first, then their difference times beta.</details>
-# <details><summary>Hint 2</summary>Use F.logsigmoid for stability.</details>
+# <details><summary>Hint 1 (the idea)</summary>The loss is the Bradley–Terry loss of exercise 6.4 with the implicit rewards in place of a reward model's.</details>
+# <details><summary>Hint 2 (the key formula)</summary>h = beta * ((chosen - ref chosen) - (rejected - ref rejected)); loss = mean of -logsigmoid(h), computed stably.</details>
 
 # %% solution="dpo"
 def dpo(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
@@ -587,7 +647,8 @@ _lps = [-torch.rand(4, generator=_g) * 30 for _ in range(4)]
 grading.check_function(dpo, _ref_dpo, cases=[
     grading.Case(*[x.clone() for x in _lps], 0.1, note="random log-probs, beta 0.1"),
     grading.Case(_lps[0], _lps[1], _lps[0], _lps[1], 0.5, note="policy = reference: loss log 2"),
-], block=[al.dpo_loss, al.simpo_loss, al.ipo_loss], hint="-logsigmoid(beta * (chosen log-ratio - rejected log-ratio))")
+], block=[al.dpo_loss, al.simpo_loss, al.ipo_loss], mistakes=CATALOGUE.mistakes("dpo"),
+    hint="-logsigmoid(beta * (chosen log-ratio - rejected log-ratio))")
 
 # %% hidden="dpo" points=1
 ### BEGIN HIDDEN TESTS
@@ -595,7 +656,7 @@ grading.check_function(dpo, _ref_dpo, cases=[
     grading.Case(_lps[1], _lps[0], _lps[2], _lps[3], 2.0, note="large beta"),
     grading.Case(torch.tensor([-500.0]), torch.tensor([-1.0]), torch.tensor([-1.0]), torch.tensor([-500.0]), 1.0,
                  note="stability: a huge wrong margin"),
-], block=[al.dpo_loss])
+], block=[al.dpo_loss], mistakes=CATALOGUE.mistakes("dpo"))
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -652,60 +713,106 @@ for name, v in table.items():
 # | GRPO | $\frac1G\sum_i \frac1{|y_i|}\sum_t \ell_{i,t}$ | long wrong answers are penalised less per token (length bias) |
 # | DAPO | $\frac{1}{\sum_i |y_i|}\sum_{i,t}\ell_{i,t}$ | every token weighs the same; clip-higher $\epsilon_\text{high} > \epsilon_\text{low}$ |
 # | Dr. GRPO | $\frac{1}{G\,L_\text{max}}\sum_{i,t}\ell_{i,t}$, no std scaling | unbiased; constant normaliser |
-#
-# ### Exercise 6.9 — the k3 KL estimator · 2 points · difficulty 1 · ~5 min
-#
-# Write `k3(log_probs, ref_log_probs)`: per-token log-probs of the sampled tokens under the policy
-# and the reference (same shape) → per-token k3 estimates (same shape).
-#
-# <details><summary>Hint 1</summary>log rho = ref_log_probs - log_probs.</details>
 
-# %% solution="k3"
-def k3(log_probs: torch.Tensor, ref_log_probs: torch.Tensor) -> torch.Tensor:
-    """(...), (...) -> (...) per-token k3 estimate of KL(pi || pi_ref)."""
+# %% [markdown]
+# You now write GRPO from the ground up: three pieces — the log-probs of a completion, the loss
+# (k3 included), the group rollouts — then the trainer that assembles them; the chapter's GRPO
+# runs, here and in section 8, use your trainer once it passes.
+#
+# ### Exercise 6.9 — log-probs of a completion · 3 points · difficulty 2 · ~15 min
+#
+# Every policy-gradient method scores the sampled tokens under a model: one forward pass over
+# prompt + completion, and for each completion token the log-probability the model gave it *one
+# position earlier*. Write `completion_log_probs(model, ids, prompt_len, mask)`:
+#
+# - **Inputs:** `model` maps `(batch, L)` token ids to `(batch, L, vocab)` logits (the book's
+#   GPT); `ids` `(batch, P + C)` — prompt then completion; `prompt_len` = P; `mask` `(batch, C)`
+#   float, 1 on completion tokens that count.
+# - **Output:** `(batch, C)`: entry `t` is $\log \pi(\text{ids}[:, P+t] \mid \text{ids}[:, :P+t])$
+#   where `mask` is 1, and exactly 0 where it is 0. Differentiable with respect to the model's
+#   weights; one forward pass.
+# - **Errors:** `ValueError` when `prompt_len` is not in `[1, P + C - 1]` or `mask` is not `(batch, C)`.
+# - **Forbidden:** `llmlab.align`'s log-prob helpers and `F.cross_entropy`.
+#
+# <details><summary>Hint 1 (the idea)</summary>The logits at position i predict token i + 1: which positions' logits predict the completion?</details>
+# <details><summary>Hint 2 (the structure)</summary>Run the model on all ids but the last; keep the last C positions; normalise over the vocabulary in log space; pick each target token's entry.</details>
+# <details><summary>Hint 3 (the key formula)</summary>log_softmax(logits[:, P-1:], -1).gather(-1, ids[:, P:, None]).squeeze(-1), then zero where mask is 0 (with torch.where: a masked -inf times 0 is NaN).</details>
+
+# %% solution="completion_log_probs"
+def completion_log_probs(model: torch.nn.Module, ids: torch.Tensor, prompt_len: int,
+                         mask: torch.Tensor) -> torch.Tensor:
+    """ids: (batch, P + C), mask: (batch, C) -> (batch, C) log-probs of the completion tokens, 0 where masked."""
     ### BEGIN SOLUTION
-    log_rho = ref_log_probs - log_probs
-    return torch.exp(log_rho) - log_rho - 1
+    if not 1 <= prompt_len < ids.shape[1]:
+        raise ValueError(f"prompt_len must be in [1, {ids.shape[1] - 1}], got {prompt_len}")
+    C = ids.shape[1] - prompt_len
+    if tuple(mask.shape) != (ids.shape[0], C):
+        raise ValueError(f"mask must be (batch, C) = {(ids.shape[0], C)}, got {tuple(mask.shape)}")
+    logits = model(ids[:, :-1])[:, prompt_len - 1:]
+    taken = torch.log_softmax(logits.float(), dim=-1).gather(-1, ids[:, prompt_len:, None]).squeeze(-1)
+    return torch.where(mask.bool(), taken, torch.zeros_like(taken))
     ### END SOLUTION
 
 
-# %% check="k3" points=1
-def _ref_k3(lp, ref):
-    return al.kl_estimate(lp, ref, "k3")
+# %% check="completion_log_probs" points=2
+def _ref_completion_log_probs(model, ids, prompt_len, mask):
+    if not 1 <= prompt_len < ids.shape[1] or tuple(mask.shape) != (ids.shape[0], ids.shape[1] - prompt_len):
+        raise ValueError("bad prompt_len or mask")
+    lp = al.completion_log_probs(model, al.Rollout(ids, prompt_len, mask))
+    return torch.where(mask.bool(), lp, torch.zeros_like(lp))
 
 
-grading.check_function(k3, _ref_k3, cases=[
-    grading.Case(torch.tensor([-1.0, -2.0]), torch.tensor([-1.0, -2.0]), note="identical policies: 0"),
-    grading.Case(-torch.rand(3, 4, generator=_g) * 3, -torch.rand(3, 4, generator=_g) * 3, note="random"),
-], block=[al.kl_estimate], hint="k3 = rho - log rho - 1 with rho = pi_ref / pi")
+def _tiny_gpt(seed: int = 0, vocab: int = 8) -> GPT:
+    """A one-layer GPT of a few thousand weights, for checks that run a model."""
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(vocab_size=vocab, block_size=32, n_layer=1, n_head=2, d_model=16))
 
-# %% hidden="k3" points=1
+
+_cg = torch.Generator().manual_seed(6)
+_cids = torch.randint(0, 8, (3, 9), generator=_cg)
+_cmask = torch.tensor([[1.0] * 5, [1.0] * 2 + [0.0] * 3, [1.0] * 4 + [0.0]])
+grading.check_function(completion_log_probs, _ref_completion_log_probs, cases=[
+    grading.Case(_tiny_gpt(), _cids, 4, torch.ones(3, 5), note="prompt of 4, completions of 5"),
+    grading.Case(_tiny_gpt(1), _cids, 4, _cmask, note="completions that end early: masked"),
+    grading.Case(_tiny_gpt(), _cids, 0, torch.ones(3, 9), note="prompt_len 0 is invalid"),
+], block=[al.completion_log_probs, al.token_log_probs, al.get_response_log_probs, F.cross_entropy],
+    mistakes=CATALOGUE.mistakes("completion_log_probs"),
+    hint="the logits at position i predict token i + 1; zero the masked entries")
+
+# %% hidden="completion_log_probs" points=1
 ### BEGIN HIDDEN TESTS
-grading.check_function(k3, _ref_k3, cases=[
-    grading.Case(torch.tensor([-0.1]), torch.tensor([-5.0]), note="reference much less likely"),
-    grading.Case(torch.tensor([-5.0]), torch.tensor([-0.1]), note="reference much more likely"),
-], block=[al.kl_estimate])
+grading.check_function(completion_log_probs, _ref_completion_log_probs, cases=[
+    grading.Case(_tiny_gpt(2, 16), torch.randint(0, 16, (2, 7), generator=_cg), 1,
+                 torch.tensor([[1.0] * 6, [1.0] * 3 + [0.0] * 3]), note="a prompt of one token"),
+    grading.Case(_tiny_gpt(3), _cids, 8, torch.tensor([[1.0], [0.0], [1.0]]), note="a completion of one token"),
+    grading.Case(_tiny_gpt(), _cids, 4, torch.ones(3, 4), note="a mask of the wrong length"),
+], block=[al.completion_log_probs, al.token_log_probs, al.get_response_log_probs, F.cross_entropy],
+    mistakes=CATALOGUE.mistakes("completion_log_probs"))
 ### END HIDDEN TESTS
 
 # %% [markdown]
-# ### Exercise 6.10 — group advantages and the GRPO loss · 4 points · difficulty 3 · ~30 min
+# ### Exercise 6.10 — group advantages and the GRPO loss · 4 points · difficulty 2 · ~20 min
 #
 # Predict first: rewards `[1, 0, 0, 0]` in one group. Work out their advantages by hand
 # (unbiased std, ε ignored) before you write code — the check prints them.
 #
-# Write `grpo_objective(log_probs, old_log_probs, ref_log_probs, rewards, mask, group_size, beta, eps)`:
+# Write `grpo_objective(log_probs, old_log_probs, ref_log_probs, rewards, mask, group_size, beta, eps)`
+# → the scalar GRPO loss of the table's first row, with the k3 term above:
 #
-# - `rewards` `(B,)`, groups of `group_size` consecutive rows; advantages $(r - \text{mean})/(\text{std} + 10^{-4})$
-#   with the unbiased std of each group;
-# - per token: $-\min(\rho_t A, \mathrm{clip}(\rho_t, 1-\epsilon, 1+\epsilon) A) + \beta\,k_3$ with
-#   $\rho_t = \exp(\text{log\_probs} - \text{old\_log\_probs})$ (use your `k3` or write it again);
-# - reduce the GRPO way: each sequence's masked token mean, then the mean over sequences.
+# - **Shapes:** `log_probs`, `old_log_probs`, `ref_log_probs`, `mask`: `(B, T)`; `rewards`
+#   `(B,)`, in groups of `group_size` *consecutive* rows (one group per prompt).
+# - **Definitions:** the advantage of a row is its reward standardised within its group, with
+#   the group's unbiased std plus $10^{-4}$ in the denominator; the policy term is PPO's clipped
+#   surrogate with range `eps`, the ratio taken against `old_log_probs`; `beta` weighs k3 to the
+#   reference; a sequence's loss is the mean of its kept tokens, and the batch's the mean over
+#   sequences (a sequence with no kept token counts 0, as in `trl`).
+# - **Errors:** `ValueError` when `rewards` is not 1-D with a multiple of `group_size` entries,
+#   or when `mask` keeps no token at all.
+# - **Forbidden:** `llmlab.align`'s GRPO, advantage and KL functions.
 #
-# `log_probs`, `old_log_probs`, `ref_log_probs`, `mask`: `(B, T)`. Return the scalar loss.
-#
-# <details><summary>Hint 1</summary>rewards.view(-1, group_size) gives one row per group; .std(1) is unbiased.</details>
-# <details><summary>Hint 2</summary>The advantage is per sequence: unsqueeze it to (B, 1) to broadcast over tokens.</details>
-# <details><summary>Hint 3</summary>Sequence mean: (per_token * mask).sum(-1) / mask.sum(-1).</details>
+# <details><summary>Hint 1 (the idea)</summary>Everything is per token except the advantage, which is per sequence and comes from the group.</details>
+# <details><summary>Hint 2 (the structure)</summary>Reshape the rewards to (groups, group_size) for the statistics; broadcast each sequence's advantage over its tokens as (B, 1).</details>
+# <details><summary>Hint 3 (the key formula)</summary>per token: -min(ratio A, clamp(ratio, 1 - eps, 1 + eps) A) + beta (exp(ref - lp) - (ref - lp) - 1); sequence mean (per_token * mask).sum(-1) / mask.sum(-1).</details>
 
 # %% solution="grpo_objective"
 def grpo_objective(log_probs: torch.Tensor, old_log_probs: torch.Tensor, ref_log_probs: torch.Tensor,
@@ -713,13 +820,18 @@ def grpo_objective(log_probs: torch.Tensor, old_log_probs: torch.Tensor, ref_log
                    eps: float = 0.2) -> torch.Tensor:
     """(B, T) x 3, rewards (B,), mask (B, T) -> scalar GRPO loss."""
     ### BEGIN SOLUTION
+    if rewards.dim() != 1 or rewards.numel() % group_size:
+        raise ValueError(f"rewards must be 1-D with a multiple of group_size={group_size} entries, "
+                         f"got shape {tuple(rewards.shape)}")
+    if not bool(mask.bool().any()):
+        raise ValueError("mask keeps no token: the loss has no mean")
     g = rewards.view(-1, group_size)
     adv = ((g - g.mean(1, keepdim=True)) / (g.std(1, keepdim=True) + 1e-4)).reshape(-1, 1)
     ratio = torch.exp(log_probs - old_log_probs)
     per_token = -torch.min(ratio * adv, ratio.clamp(1 - eps, 1 + eps) * adv)
     log_rho = ref_log_probs - log_probs
     per_token = per_token + beta * (torch.exp(log_rho) - log_rho - 1)
-    return ((per_token * mask).sum(-1) / mask.sum(-1)).mean()
+    return ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1)).mean()
     ### END SOLUTION
 
 
@@ -740,7 +852,8 @@ _grew = torch.tensor([1.0, 0, 0, 1, 0.5, 0.5, 0, 1])
 grading.check_function(grpo_objective, _ref_grpo, cases=[
     grading.Case(_glp, _glp.clone(), _glp.clone(), _grew, torch.ones(_B, _T), 4, 0.0, note="on-policy, no KL"),
     grading.Case(_glp, _gold, _gref, _grew, _gm, 4, 0.04, note="off-policy, KL, unequal lengths"),
-], block=[al.grpo_loss, al.group_advantages, al.kl_estimate],
+], block=[al.grpo_loss, al.grpo_token_losses, al.group_advantages, al.kl_estimate],
+    mistakes=CATALOGUE.mistakes("grpo_objective"),
     hint="advantages per group with the unbiased std; then per-sequence token means, then the mean")
 
 # %% hidden="grpo_objective" points=1
@@ -748,38 +861,272 @@ grading.check_function(grpo_objective, _ref_grpo, cases=[
 grading.check_function(grpo_objective, _ref_grpo, cases=[
     grading.Case(_glp, _gold, _gref, _grew, _gm, 2, 0.1, 0.1, note="groups of 2, tight clip"),
     grading.Case(_glp, _gold, _gref, _grew, _gm, 8, 0.0, 0.3, note="one group of 8"),
-], block=[al.grpo_loss, al.group_advantages, al.kl_estimate])
+    grading.Case(_glp, _gold, _gref, _grew, _gm * (torch.arange(_B) != 2)[:, None], 4, 0.04, 0.2,
+                 note="one completion with no kept token"),
+    grading.Case(_glp, _gold, _gref, _grew, _gm, 3, 0.04, 0.2, note="8 rewards in groups of 3"),
+    grading.Case(_glp, _gold, _gref, _grew, torch.zeros(_B, _T), 4, 0.04, 0.2, note="a mask that keeps no token"),
+], block=[al.grpo_loss, al.grpo_token_losses, al.group_advantages, al.kl_estimate],
+    mistakes=CATALOGUE.mistakes("grpo_objective"))
 ### END HIDDEN TESTS
 
 # %% [markdown]
-# The same verifiable task as PPO, with GRPO: 2 prompts × groups of 8, one update per batch.
+# ### Exercise 6.11 — group rollouts through the KV cache · 3 points · difficulty 2 · ~15 min
+#
+# GRPO samples a *group* of completions per prompt. Write
+# `group_rollout(model, prompt_ids, group_size, params, generator)` → `(ids, mask)`:
+#
+# - **Inputs:** `prompt_ids` `(n, P)`; `params` a `SamplingParams` (its `max_new_tokens` = C,
+#   `temperature`, `eos_token_id`); `generator` the `torch.Generator` every draw uses.
+# - **Outputs:** `ids` `(n · group_size, P + C)`: rows `i·G … i·G + G − 1` continue prompt `i`;
+#   `mask` `(n · group_size, C)` float: 1 on completion tokens up to **and including** a row's
+#   first `eos_token_id` (the model must learn to stop), 0 after it. Every row has exactly C
+#   completion columns: after its end a row holds `eos_token_id` (also when every row stops early).
+#   With `eos_token_id=None` every completion token counts.
+# - **Invariants:** sampling is `llmlab.model.generate` (it decodes through the KV cache) on the
+#   repeated prompts with `params`, `generator` and `pad_token_id` = the end token, so the same
+#   generator state gives the same tokens as llmlab's rollout; the model's train/eval mode is
+#   unchanged on return.
+# - **Errors:** `ValueError` when `prompt_ids` is not 2-D or `group_size < 1`.
+# - **Forbidden:** `llmlab.align.sample_rollout`, `llmlab.align.completion_mask`.
+#
+# <details><summary>Hint 1 (the idea)</summary>A group is the same prompt several times; the sampler's randomness makes the members differ. Where a row stops is where its first end token is.</details>
+# <details><summary>Hint 2 (the structure)</summary>Repeat each prompt in place (not the whole batch), generate in eval mode, pad to C columns, then build the mask from the completion's end tokens.</details>
+# <details><summary>Hint 3 (the key formula)</summary>is_eos = (completion == eos).int(); a position is after the end when is_eos.cumsum(1) - is_eos > 0.</details>
 
-# %%
-def grpo_run(reward_fn, steps: int, beta: float = 0.0, lr: float = 1e-3, seed: int = 0, desc="GRPO"):
+# %% solution="group_rollout"
+def group_rollout(model: torch.nn.Module, prompt_ids: torch.Tensor, group_size: int,
+                  params: SamplingParams, generator: torch.Generator | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """prompt_ids: (n, P) -> ids (n * group_size, P + C), mask (n * group_size, C) float."""
+    ### BEGIN SOLUTION
+    if prompt_ids.dim() != 2:
+        raise ValueError(f"prompt_ids must be (n, P), got shape {tuple(prompt_ids.shape)}")
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}")
+    eos = params.eos_token_id
+    prompts = prompt_ids.repeat_interleave(group_size, dim=0)
+    was_training = model.training
+    model.eval()
+    ids = generate(model, prompts, params, generator=generator, pad_token_id=0 if eos is None else eos)
+    model.train(was_training)
+    P, C = prompts.shape[1], params.max_new_tokens
+    if ids.shape[1] < P + C:  # every row stopped early
+        ids = torch.cat([ids, torch.full((ids.shape[0], P + C - ids.shape[1]), eos)], 1)
+    completion = ids[:, P:]
+    if eos is None:
+        return ids, torch.ones(completion.shape)
+    is_eos = (completion == eos).int()
+    return ids, ((is_eos.cumsum(1) - is_eos) == 0).float()
+    ### END SOLUTION
+
+
+# %% check="group_rollout" points=2
+def _ref_group_rollout(model, prompt_ids, group_size, params, generator=None):
+    if prompt_ids.dim() != 2 or group_size < 1:
+        raise ValueError("bad prompt_ids or group_size")
+    ro = al.sample_rollout(model, prompt_ids.repeat_interleave(group_size, dim=0), params, generator=generator)
+    return ro.ids, ro.mask
+
+
+_rp = torch.tensor([[1, 2, 3], [4, 5, 6]])
+grading.check_function(group_rollout, _ref_group_rollout, cases=[
+    grading.Case(_tiny_gpt(), _rp, 3, SamplingParams(max_new_tokens=6, temperature=1.0, eos_token_id=0),
+                 torch.Generator().manual_seed(0), note="2 prompts x groups of 3, some rows end early"),
+    grading.Case(_tiny_gpt(), _rp[:1], 4, SamplingParams(max_new_tokens=4, temperature=1.0),
+                 torch.Generator().manual_seed(1), note="no end token"),
+    grading.Case(_tiny_gpt(), _rp[0], 2, SamplingParams(max_new_tokens=4, temperature=1.0),
+                 torch.Generator().manual_seed(1), note="1-D prompts are invalid"),
+], block=[al.sample_rollout, al.completion_mask], mistakes=CATALOGUE.mistakes("group_rollout"),
+    hint="repeat each prompt group_size times in place; the mask keeps the first end token")
+
+# %% hidden="group_rollout" points=1
+### BEGIN HIDDEN TESTS
+grading.check_function(group_rollout, _ref_group_rollout, cases=[
+    grading.Case(_tiny_gpt(4), _rp, 4, SamplingParams(max_new_tokens=5, temperature=1.0, eos_token_id=3,
+                                                      logit_bias={3: 50.0}),
+                 torch.Generator().manual_seed(2), note="every row stops at its first token"),
+    grading.Case(_tiny_gpt(5), torch.tensor([[7, 1], [2, 2], [5, 0]]), 2,
+                 SamplingParams(max_new_tokens=7, temperature=0.7, eos_token_id=1),
+                 torch.Generator().manual_seed(3), note="3 prompts, temperature 0.7"),
+], block=[al.sample_rollout, al.completion_mask], mistakes=CATALOGUE.mistakes("group_rollout"))
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ### Exercise 6.12 — capstone: the GRPO trainer · 8 points · difficulty 3 · ~60 min
+#
+# Assemble GRPO from your pieces: `group_rollout` (6.11), `completion_log_probs` (6.9) and
+# `grpo_objective` (6.10). Write the class `GRPOTrainer(policy, config, eos_token_id=None, seed=0)`
+# with `step(prompt_ids, reward_fn) -> dict`, a drop-in for `llmlab.align.GRPOTrainer`: the
+# chapter's GRPO runs below use yours once it passes.
+#
+# - **Construction:** `policy` a GPT that the trainer updates in place; `config` an
+#   `al.GRPOConfig` (`group_size`, `max_new_tokens`, `temperature`, `lr`, `num_iterations` = μ
+#   policy updates per batch of rollouts, `beta`, `eps_low`). Keep a frozen reference: the policy
+#   as it was at construction. Optimiser `torch.optim.AdamW(policy.parameters(), lr=config.lr,
+#   weight_decay=0.0)`; draws from `torch.Generator().manual_seed(seed)`.
+# - **One `step`:** samples `group_size` completions of each prompt of `prompt_ids` `(n, P)` at
+#   the config's temperature and length, ending at `eos_token_id`; scores them with
+#   `reward_fn(al.Rollout(ids, P, mask))` → `(n · group_size,)` rewards; then makes `num_iterations`
+#   updates on that one batch, each on the GRPO loss with clip range `eps_low` and KL weight `beta`,
+#   whose ratio is taken against the policy **that sampled the batch** — so the first update is
+#   on-policy and later ones are not. Each update clips the gradient's global norm to 1.0.
+# - **Returns** `{"reward": mean reward, "loss": the last update's loss, "kl": the mean k3 KL to
+#   the reference over kept tokens, under the policy of the last update (before its step)}`, as floats.
+# - **Equal to llmlab's:** on the same seed, policy and prompts, the weights after a step agree with
+#   `llmlab.align.GRPOTrainer`'s.
+# - **Errors:** `ValueError` for a config this trainer does not implement (`loss_type` other than
+#   `"grpo"`, `scale_rewards=False`, `eps_high` not None), `group_size < 2` or `num_iterations < 1`,
+#   and for rewards that are not `(n · group_size,)`.
+# - **Forbidden:** `llmlab.align.GRPOTrainer`, `grpo_loss`, `sample_rollout`, `completion_log_probs`,
+#   `group_advantages`, `kl_estimate`.
+#
+# <details><summary>Hint 1 (the idea)</summary>Three models' views of one batch: the policy being trained, the policy that sampled (fixed for the whole step), and the reference (fixed for the whole run). Which ones need gradients?</details>
+# <details><summary>Hint 2 (the structure)</summary>Sample and score once; compute the sampler's and the reference's log-probs once, without gradients; then loop μ times over: log-probs with gradients, loss, backward, clip, optimiser step.</details>
+# <details><summary>Hint 3 (the key formula)</summary>The frozen reference is copy.deepcopy(policy).eval().requires_grad_(False) made in __init__; the loss is grpo_objective(lp, old_lp, ref_lp, rewards, mask, G, beta, eps_low); clipping is torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0).</details>
+
+# %% solution="grpo_trainer"
+class GRPOTrainer:
+    """GRPO with a frozen reference, from group_rollout, completion_log_probs and grpo_objective."""
+
+    def __init__(self, policy: torch.nn.Module, config: al.GRPOConfig, eos_token_id: int | None = None,
+                 seed: int = 0) -> None:
+        ### BEGIN SOLUTION
+        if config.loss_type != "grpo" or not config.scale_rewards or config.eps_high is not None:
+            raise ValueError(f"this trainer implements loss_type='grpo' with std scaling and one clip range, got "
+                             f"loss_type={config.loss_type!r}, scale_rewards={config.scale_rewards}, "
+                             f"eps_high={config.eps_high}")
+        if config.group_size < 2 or config.num_iterations < 1:
+            raise ValueError(f"need group_size >= 2 and num_iterations >= 1, got {config.group_size} "
+                             f"and {config.num_iterations}")
+        self.policy, self.cfg = policy, config
+        self.ref = copy.deepcopy(policy).eval().requires_grad_(False)
+        self.opt = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=0.0)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.params = SamplingParams(max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                                     eos_token_id=eos_token_id)
+        ### END SOLUTION
+
+    def step(self, prompt_ids: torch.Tensor, reward_fn) -> dict[str, float]:
+        """prompt_ids: (n, P); reward_fn(al.Rollout) -> (n * group_size,). -> {"reward", "loss", "kl"}."""
+        ### BEGIN SOLUTION
+        c, P = self.cfg, prompt_ids.shape[1]
+        ids, mask = group_rollout(self.policy, prompt_ids, c.group_size, self.params, self.gen)
+        with torch.no_grad():
+            rewards = reward_fn(al.Rollout(ids, P, mask)).float()
+            if tuple(rewards.shape) != (ids.shape[0],):
+                raise ValueError(f"reward_fn must return ({ids.shape[0]},) rewards, got {tuple(rewards.shape)}")
+            old_lp = completion_log_probs(self.policy, ids, P, mask)
+            ref_lp = completion_log_probs(self.ref, ids, P, mask)
+        for _ in range(c.num_iterations):
+            lp = completion_log_probs(self.policy, ids, P, mask)
+            loss = grpo_objective(lp, old_lp, ref_lp, rewards, mask, c.group_size, c.beta, c.eps_low)
+            self.opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), 1.0)
+            self.opt.step()
+        log_rho = ref_lp - lp.detach()
+        kl = ((torch.exp(log_rho) - log_rho - 1) * mask).sum() / mask.sum()
+        return {"reward": float(rewards.mean()), "loss": float(loss.detach()), "kl": float(kl)}
+        ### END SOLUTION
+
+
+# %% check="grpo_trainer" points=5
+def _parity_reward(rollout: al.Rollout) -> torch.Tensor:
+    """Share of a completion's kept tokens whose parity matches its prompt's first token's."""
+    same = (rollout.completion % 2 == rollout.ids[:, :1] % 2).float()
+    return (same * rollout.mask).sum(1) / rollout.mask.sum(1)
+
+
+def _grpo_probe(trainer_cls):
+    """A trainer class -> f(config, steps, seed): that many steps on a tiny GPT; the logs and the weights."""
+    def run(config: dict, steps: int, seed: int):
+        policy = _tiny_gpt(seed)
+        prompts = torch.randint(1, 8, (2, 3), generator=torch.Generator().manual_seed(seed))
+        trainer = trainer_cls(policy, al.GRPOConfig(**config), eos_token_id=0, seed=seed)
+        log = [trainer.step(prompts, _parity_reward) for _ in range(steps)]
+        return {"reward, loss, kl per step": torch.tensor([[s["reward"], s["loss"], s["kl"]] for s in log]),
+                "weights after the steps": {k: v.detach().clone() for k, v in policy.state_dict().items()}}
+    return run
+
+
+class _GRPOTrainerChecked(al.GRPOTrainer):
+    """llmlab's trainer, refusing the configurations the exercise's trainer need not implement."""
+
+    def __init__(self, policy, config, eos_token_id=None, seed=0):
+        if config.loss_type != "grpo" or not config.scale_rewards or config.eps_high is not None \
+                or config.group_size < 2 or config.num_iterations < 1:
+            raise ValueError(f"not a configuration of the exercise: {config}")
+        super().__init__(policy, config, eos_token_id, seed)
+
+
+_GRPO_BLOCK = [al.GRPOTrainer, al.grpo_loss, al.grpo_token_losses, al.sample_rollout, al.completion_log_probs,
+               al.group_advantages, al.kl_estimate]
+_GRPO_CASES = [
+    grading.Case(dict(group_size=4, max_new_tokens=5, lr=1e-2, num_iterations=2, beta=0.04), 2, 0,
+                 note="2 steps, 2 updates per batch, KL 0.04"),
+    grading.Case(dict(group_size=4, loss_type="dapo"), 1, 0, note="a loss type it does not implement"),
+]
+grading.check_function(_grpo_probe(GRPOTrainer), _grpo_probe(_GRPOTrainerChecked), cases=_GRPO_CASES,
+                       name="GRPOTrainer", block=_GRPO_BLOCK, atol=1e-4,
+                       mistakes={k: _grpo_probe(v) for k, v in CATALOGUE.mistakes("grpo_trainer").items()},
+                       hint="the ratio is against the policy that sampled the batch; the reference is frozen at construction")
+
+# %% hidden="grpo_trainer" points=3
+### BEGIN HIDDEN TESTS
+grading.check_function(_grpo_probe(GRPOTrainer), _grpo_probe(_GRPOTrainerChecked), cases=[
+    grading.Case(dict(group_size=3, max_new_tokens=4, lr=5e-3, num_iterations=3, beta=0.1, eps_low=0.1,
+                      temperature=0.8), 2, 1, note="3 updates per batch, tight clip"),
+    grading.Case(dict(group_size=2, max_new_tokens=6, lr=1e-2, num_iterations=1, beta=0.0), 2, 2,
+                 note="on-policy, no KL"),
+    grading.Case(dict(group_size=1), 1, 0, note="a group of 1 has no baseline"),
+], name="GRPOTrainer", block=_GRPO_BLOCK, atol=1e-4,
+    mistakes={k: _grpo_probe(v) for k, v in CATALOGUE.mistakes("grpo_trainer").items()})
+### END HIDDEN TESTS
+
+# %% [markdown]
+# The same verifiable task as PPO, with GRPO: 2 prompts × groups of 8, one update per batch — on
+# your trainer once it passes the check above (the note says which one runs).
+
+# %% tags=["nbval-ignore-output"]
+Trainer = grading.prefer_yours(GRPOTrainer, _GRPOTrainerChecked, _GRPO_CASES[:1], name="GRPOTrainer",
+                               probe=_grpo_probe, block=_GRPO_BLOCK, atol=1e-4)
+
+
+def grpo_run(reward_fn, steps: int, beta: float = 0.0, lr: float = 1e-3, seed: int = 0, desc="GRPO",
+             max_new_tokens: int = 6):
     torch.manual_seed(seed)
-    tr = al.GRPOTrainer(copy.deepcopy(base), al.GRPOConfig(group_size=8, max_new_tokens=6, lr=lr, beta=beta),
-                        eos_token_id=EOS, seed=seed)
+    tr = Trainer(copy.deepcopy(base), al.GRPOConfig(group_size=8, max_new_tokens=max_new_tokens, lr=lr, beta=beta),
+                 eos_token_id=EOS, seed=seed)
     return tr, [tr.step(prompt_ids[:2], reward_fn) for _ in tqdm(range(steps), desc=desc)]
 
 
 grpo, grpo_log = grpo_run(true_reward, 12)
-print("mean reward per step:", " ".join(f"{s['reward']:.2f}" for s in grpo_log))
+grpo_rewards = [s["reward"] for s in grpo_log]
+print("mean reward per step:", " ".join(f"{r:.2f}" for r in grpo_rewards))
+first, last = sum(grpo_rewards[:3]) / 3, sum(grpo_rewards[-3:]) / 3
+print(f"mean of the first 3 steps {first:.2f} -> of the last 3 {last:.2f}")
+assert last > first  # the reward rises
+
+# %% [markdown]
+# PPO logs the KL of whole sequences with the k1 estimator (the log-ratio summed over a
+# completion, as its per-token penalty uses it); GRPO logs k3 averaged per token. They measure
+# different quantities, so they get their own axes.
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+fig, axes = plt.subplots(1, 4, figsize=(15, 3.2))
 axes[0].plot([s["score"] for s in ppo_log], "o-", label="PPO")
-axes[0].plot([s["reward"] for s in grpo_log], "s-", label="GRPO")
+axes[0].plot(grpo_rewards, "s-", label="GRPO")
 axes[0].set(title="verifiable reward (return statement)", xlabel="step", ylabel="mean reward")
 axes[0].legend()
-axes[1].plot([s["kl"] for s in ppo_log], "o-", label="PPO (sequence KL, k1)")
-axes[1].plot([s["kl"] for s in grpo_log], "s-", label="GRPO (per-token KL, k3)")
-axes[1].set(title="KL to the reference", xlabel="step")
-axes[1].legend()
-axes[2].plot(sft_losses, label="SFT loss")
-axes[2].plot(rm_losses, label="reward-model loss")
-axes[2].plot([h["loss"] for h in dpo_hist], label="DPO loss")
-axes[2].set(title="losses", xlabel="step")
-axes[2].legend()
+axes[1].plot([s["kl"] for s in ppo_log], "o-", color="C0")
+axes[1].set(title="PPO: sequence KL (k1)", xlabel="step", ylabel="nats per sequence")
+axes[2].plot([s["kl"] for s in grpo_log], "s-", color="C1")
+axes[2].set(title="GRPO: per-token KL (k3)", xlabel="step", ylabel="nats per token")
+axes[3].plot(sft_losses, label="SFT loss")
+axes[3].plot(rm_losses, label="reward-model loss")
+axes[3].plot([h["loss"] for h in dpo_hist], label="DPO loss")
+axes[3].set(title="losses", xlabel="step")
+axes[3].legend()
 fig.tight_layout()
 plt.show()
 
@@ -848,11 +1195,11 @@ widgets.interact(show_beta, beta=widgets.FloatLogSlider(value=0.2, base=10, min=
 # proxy is a careless checker: it counts the word `return` (up to 4). The true reward is the
 # parser check from before. GRPO on the proxy, β = 0:
 
-# %%
+# %% tags=["nbval-ignore-output"]
 proxy = al.text_reward(al.keyword_reward, tok)
 torch.manual_seed(0)
-hacker = al.GRPOTrainer(copy.deepcopy(base), al.GRPOConfig(group_size=8, max_new_tokens=8, lr=1e-3, beta=0.0),
-                        eos_token_id=EOS)
+hacker = Trainer(copy.deepcopy(base), al.GRPOConfig(group_size=8, max_new_tokens=8, lr=1e-3, beta=0.0),
+                 eos_token_id=EOS)
 hack_log, gen = [], torch.Generator().manual_seed(1)
 for _ in tqdm(range(12), desc="GRPO on the proxy"):
     st = hacker.step(prompt_ids[:2], proxy)
@@ -862,6 +1209,10 @@ for _ in tqdm(range(12), desc="GRPO on the proxy"):
 print("proxy reward:", " ".join(f"{p:.2f}" for p, _ in hack_log))
 print("true reward: ", " ".join(f"{t:.2f}" for _, t in hack_log))
 print("samples:", al.decode_completions(ro, tok)[:3])
+proxy_first, proxy_last = hack_log[0][0], hack_log[-1][0]
+true_first, true_last = hack_log[0][1], hack_log[-1][1]
+print(f"proxy {proxy_first:.2f} -> {proxy_last:.2f}; true {true_first:.2f} -> {true_last:.2f}")
+assert proxy_last > proxy_first and true_last < true_first  # what the prose below says
 
 # %%
 plt.figure(figsize=(5, 3))
@@ -875,8 +1226,9 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# The proxy saturates while the true reward stays at zero: the policy learned to repeat the
-# keyword, which no parser accepts. The defences the industry uses are the knobs of this
+# The proxy rises while the true reward falls (both printed above): the policy learns to repeat
+# the keyword, and the well-formed `return` lines it sometimes wrote at first, which the parser
+# accepts, disappear. The defences the industry uses are the knobs of this
 # chapter: a KL penalty (β) that keeps the policy near the reference, rewards that are checked
 # (unit tests, parsers, exact answers) rather than guessed, reward-model ensembles, and
 # stopping early by a held-out gold measure.
