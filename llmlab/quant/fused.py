@@ -1,0 +1,115 @@
+"""Fused weight-only quantized matmul for decode: dequantize inside the reduction, never in memory.
+
+At decode a linear layer multiplies a handful of rows (batch 1–8) by its weight, so it is bound by
+memory traffic, not arithmetic: fp32 streams 32 bits per weight, a ``QuantLinear`` 8 or 4. The
+reference path (``QuantLinear.forward_reference``) throws that saving away by dequantizing the whole
+weight to fp32 first. This module instead writes the matmul with the scale and zero point moved out
+of the inner sum — for output ``n``, group ``g`` of ``G`` input columns, codes ``q``::
+
+    y[b, n] = sum_g s[n, g] * (sum_{k in g} x[b, k] q[n, k]  -  z[n, g] * sum_{k in g} x[b, k])
+
+and lets ``torch.compile`` (inductor's C++ backend) turn it into one vectorized loop nest that
+reads each code byte once, converts it in registers and accumulates — the structure of
+llama.cpp's and Marlin's weight-only kernels (Frantar et al., "Marlin", arXiv:2408.11743).
+Two kernels: one for a code per byte (5–8 bits), one for two 4-bit codes per byte (2–4 bits,
+column ``2j`` in the high nibble); the nibble kernel takes the even and odd input columns as two
+contiguous vectors so both its loads stay unit-stride.
+
+Each kernel compiles once per shape bucket: a layer shape at batch 1, and the same shape at batch
+2–8 (the batch size marked dynamic, every other size static — with every size dynamic, inductor's
+AVX2 code for the byte kernel came out wrong on torch 2.13, which the tests catch). Where no
+working C++ compiler is available the first call fails: the layer warns once and uses the
+reference path from then on. Taught in chapter 07 (solutions/07_quant).
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable
+
+import torch
+
+MAX_ROWS = 8  # decode batch sizes; above this the matmul is compute-bound: dequantize + GEMM wins
+RECOMPILE_LIMIT = 64  # buckets kept per kernel (two per layer shape); dynamo's default keeps 8
+
+
+def byte_kernel(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor,
+                zeros: torch.Tensor) -> torch.Tensor:
+    """x (B, K) float32, codes (N, K) uint8, scales (N, G) fp16, zeros (N, G) uint8 -> (B, N).
+
+    Rows of the batch are the fastest output index, so a weight row is read once for all B."""
+    b, (n, g) = x.shape[0], scales.shape
+    xg = x.view(1, b, g, -1)
+    part = (codes.view(n, 1, g, -1).float() * xg).sum(-1)  # (N, B, G): sum_k q x per group
+    z, s = zeros.float().view(n, 1, g), scales.float().view(n, 1, g)
+    return ((part - z * xg.sum(-1)) * s).sum(-1).t()
+
+
+def nibble_kernel(x_even: torch.Tensor, x_odd: torch.Tensor, packed: torch.Tensor,
+                  scales: torch.Tensor, zeros: torch.Tensor) -> torch.Tensor:
+    """x_even, x_odd (B, K/2) float32 (input columns 0, 2, ... and 1, 3, ...), packed (N, K/2)
+    uint8 with column 2j's code in the high nibble, scales (N, G) fp16, zeros (N, G) uint8 ->
+    (B, N). Needs an even group size, so that a group's columns pair up inside one byte row."""
+    b, (n, g) = x_even.shape[0], scales.shape
+    p = packed.view(n, 1, g, -1).to(torch.int32)
+    xe, xo = x_even.view(1, b, g, -1), x_odd.view(1, b, g, -1)
+    part = ((p >> 4).float() * xe + (p & 15).float() * xo).sum(-1)  # (N, B, G)
+    z, s = zeros.float().view(n, 1, g), scales.float().view(n, 1, g)
+    return ((part - z * (xe.sum(-1) + xo.sum(-1))) * s).sum(-1).t()
+
+
+@functools.cache
+def compiled(kernel: Callable) -> Callable:
+    """``kernel`` compiled with static sizes except a batch dimension marked dynamic (inductor's
+    C++ backend on CPU); each bucket compiles on its first call."""
+    run = torch.compile(kernel, dynamic=False)
+
+    def call(*args: torch.Tensor) -> torch.Tensor:
+        with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+            return run(*args)
+    return call
+
+
+def batch_bucket(*rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Mark the batch dimension of (B, K) inputs dynamic when B > 1: batch 2–8 share one bucket."""
+    if rows[0].shape[0] > 1:
+        for r in rows:
+            torch._dynamo.mark_dynamic(r, 0)
+    return rows
+
+
+def supports(layer: torch.nn.Module, x: torch.Tensor) -> bool:
+    """Whether the fused path applies: a weight-only layer on CPU, an fp32 input with at most
+    :data:`MAX_ROWS` rows that needs no gradient, and (4-bit codes) an even group size."""
+    rows = x.numel() // max(x.shape[-1], 1)
+    return (layer.act_bits is None and x.device.type == "cpu" and x.dtype == torch.float32
+            and 1 <= rows <= MAX_ROWS and not (torch.is_grad_enabled() and x.requires_grad)
+            and (layer.bits > 4 or layer.group_size % 2 == 0))
+
+
+def fused_linear(layer: torch.nn.Module, x: torch.Tensor,
+                 compile_fn: Callable[[Callable], Callable] | None = None) -> torch.Tensor:
+    """``layer``'s output for ``x`` (..., in) through the compiled kernel; raises what the compiler
+    raises (the caller falls back). ``compile_fn`` maps a kernel to the function that runs it
+    (default :func:`compiled`; ``lambda k: k`` runs the kernel eagerly)."""
+    compile_fn = compile_fn or compiled
+    rows = x.reshape(-1, layer.in_features)
+    if layer.bits <= 4:
+        pairs = rows.view(rows.shape[0], -1, 2)
+        x_even, x_odd = batch_bucket(pairs[..., 0].contiguous(), pairs[..., 1].contiguous())
+        y = compile_fn(nibble_kernel)(x_even, x_odd, layer.qweight, layer.scales, layer.zeros)
+    else:
+        (rows,) = batch_bucket(rows.contiguous().view(rows.shape))
+        y = compile_fn(byte_kernel)(rows, layer.qweight, layer.scales, layer.zeros)
+    if layer.bias is not None:
+        y = y + layer.bias
+    return y.reshape(*x.shape[:-1], layer.out_features)
+
+
+def warn_fallback(error: BaseException) -> None:
+    """The one-line warning when the compiled kernel cannot run on this machine."""
+    first = (str(error).strip().splitlines() or [""])[0][:160]
+    warnings.warn(f"QuantLinear: the fused kernel could not be compiled ({type(error).__name__}: "
+                  f"{first}); using the dequantize-then-matmul reference path", RuntimeWarning,
+                  stacklevel=3)
