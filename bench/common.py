@@ -123,6 +123,19 @@ def speedup_label(peer: str) -> str:
     return f"speed-up vs {peer} (>1 = llmlab faster)"
 
 
+SPEEDUP_VS_PEER = speedup_label("peer")
+SIZE_VS_PEER = "llmlab ÷ peer (memory, counts)"
+SPEED_UNITS = {"s": "time", "ms": "time", "tok/s": "throughput", "MB/s": "throughput"}
+
+
+def ratio_columns(ours: float, peer: float, unit: str) -> dict[str, Any]:
+    """The two ratio columns of a llmlab-vs-peer row: a speed-up when ``unit`` is a time or a
+    throughput (:data:`SPEED_UNITS`), else llmlab ÷ peer of a size or count; the other is "—"."""
+    kind = SPEED_UNITS.get(unit)
+    return {SPEEDUP_VS_PEER: speedup(ours, peer, kind) if kind else "—",
+            SIZE_VS_PEER: "—" if kind else ours / peer}
+
+
 def parser(description: str, threads: bool = False) -> argparse.ArgumentParser:
     """The standard benchmark arguments: ``--size tiny|full``, ``--out DIR``, ``--device``, and
     with ``threads`` a ``--threads N`` (default 1) that :func:`parse_args` applies to torch."""
