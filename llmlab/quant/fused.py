@@ -25,13 +25,13 @@ reference path from then on. Taught in chapter 07 (solutions/07_quant).
 from __future__ import annotations
 
 import functools
+import types
 import warnings
 from collections.abc import Callable
 
 import torch
 
 MAX_ROWS = 8  # decode batch sizes; above this the matmul is compute-bound: dequantize + GEMM wins
-RECOMPILE_LIMIT = 64  # buckets kept per kernel (two per layer shape); dynamo's default keeps 8
 
 
 def byte_kernel(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor,
@@ -60,15 +60,13 @@ def nibble_kernel(x_even: torch.Tensor, x_odd: torch.Tensor, packed: torch.Tenso
 
 
 @functools.cache
-def compiled(kernel: Callable) -> Callable:
-    """``kernel`` compiled with static sizes except a batch dimension marked dynamic (inductor's
-    C++ backend on CPU); each bucket compiles on its first call."""
-    run = torch.compile(kernel, dynamic=False)
-
-    def call(*args: torch.Tensor) -> torch.Tensor:
-        with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
-            return run(*args)
-    return call
+def compiled(kernel: Callable, shape: tuple[int, ...]) -> Callable:
+    """``kernel`` compiled for one layer ``shape`` (inductor's C++ backend on CPU): static sizes
+    except a batch dimension marked dynamic. Each shape gets its own copy of the kernel's code,
+    because dynamo keeps its compiled entries per code object (8 by default) and checks them in
+    turn on every call: one copy per shape keeps that list at two buckets."""
+    copy = types.FunctionType(kernel.__code__.replace(), kernel.__globals__, kernel.__name__)
+    return torch.compile(copy, dynamic=False)
 
 
 def batch_bucket(*rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -89,19 +87,21 @@ def supports(layer: torch.nn.Module, x: torch.Tensor) -> bool:
 
 
 def fused_linear(layer: torch.nn.Module, x: torch.Tensor,
-                 compile_fn: Callable[[Callable], Callable] | None = None) -> torch.Tensor:
+                 compile_fn: Callable[[Callable, tuple], Callable] | None = None) -> torch.Tensor:
     """``layer``'s output for ``x`` (..., in) through the compiled kernel; raises what the compiler
-    raises (the caller falls back). ``compile_fn`` maps a kernel to the function that runs it
-    (default :func:`compiled`; ``lambda k: k`` runs the kernel eagerly)."""
+    raises (the caller falls back). ``compile_fn(kernel, shape)`` gives the function that runs
+    ``kernel`` (default :func:`compiled`; ``lambda k, shape: k`` runs it eagerly)."""
     compile_fn = compile_fn or compiled
+    shape = (layer.out_features, layer.in_features, layer.scales.shape[1])
     rows = x.reshape(-1, layer.in_features)
     if layer.bits <= 4:
         pairs = rows.view(rows.shape[0], -1, 2)
         x_even, x_odd = batch_bucket(pairs[..., 0].contiguous(), pairs[..., 1].contiguous())
-        y = compile_fn(nibble_kernel)(x_even, x_odd, layer.qweight, layer.scales, layer.zeros)
+        y = compile_fn(nibble_kernel, shape)(x_even, x_odd, layer.qweight, layer.scales,
+                                             layer.zeros)
     else:
         (rows,) = batch_bucket(rows.contiguous().view(rows.shape))
-        y = compile_fn(byte_kernel)(rows, layer.qweight, layer.scales, layer.zeros)
+        y = compile_fn(byte_kernel, shape)(rows, layer.qweight, layer.scales, layer.zeros)
     if layer.bias is not None:
         y = y + layer.bias
     return y.reshape(*x.shape[:-1], layer.out_features)

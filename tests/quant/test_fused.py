@@ -19,7 +19,7 @@ from llmlab.quant import QuantLinear, set_fused
 from llmlab.quant import fused as fused_mod
 from llmlab.quant.fused import MAX_ROWS, fused_linear, supports
 
-EAGER = lambda kernel: kernel  # noqa: E731  (runs the kernels' arithmetic without compiling)
+EAGER = lambda kernel, shape: kernel  # noqa: E731  (runs the kernels' arithmetic without compiling)
 
 
 def close(fast: torch.Tensor, ref: torch.Tensor) -> None:
@@ -126,7 +126,7 @@ def test_no_compiler_falls_back_with_one_warning(monkeypatch):
     warns in one line, returns the reference result, and does not try again."""
     calls = []
 
-    def broken(kernel):
+    def broken(kernel, shape):
         def run(*args):
             calls.append(kernel.__name__)
             raise torch._inductor.exc.InvalidCxxCompiler()
