@@ -15,6 +15,11 @@ Two kernels: one for a code per byte (5–8 bits), one for two 4-bit codes per b
 column ``2j`` in the high nibble); the nibble kernel takes the even and odd input columns as two
 contiguous vectors so both its loads stay unit-stride.
 
+For bf16 inputs, 4-bit layers instead call torch's packed int4 CPU kernel
+(``aten._weight_int4pack_mm_for_cpu``), which measured faster than anything compiled here (see
+bench/results/quant.md); it computes in bf16, so it serves only inputs that already are bf16.
+For fp32 inputs the compiled kernels measured faster than torch's packed int8/int4 kernels.
+
 Each kernel compiles once per shape bucket: a layer shape at batch 1, and the same shape at batch
 2–8 (the batch size marked dynamic, every other size static — with every size dynamic, inductor's
 AVX2 code for the byte kernel came out wrong on torch 2.13, which the tests catch). Where no
@@ -104,6 +109,44 @@ def fused_linear(layer: torch.nn.Module, x: torch.Tensor,
         y = compile_fn(byte_kernel, shape)(rows, layer.qweight, layer.scales, layer.zeros)
     if layer.bias is not None:
         y = y + layer.bias
+    return y.reshape(*x.shape[:-1], layer.out_features)
+
+
+PACKED_INT4_GROUPS = (32, 64, 128, 256)  # the group sizes torch's packed int4 kernel takes
+
+
+def supports_packed_int4(layer: torch.nn.Module, x: torch.Tensor) -> bool:
+    """Whether torch's packed int4 kernel applies: a weight-only 4-bit layer on CPU with
+    out_features a multiple of 16 and a group size it takes, a bf16 input needing no gradient."""
+    return (layer.act_bits is None and layer.bits == 4 and x.device.type == "cpu"
+            and x.dtype == torch.bfloat16 and layer.out_features % 16 == 0
+            and layer.group_size in PACKED_INT4_GROUPS
+            and not (torch.is_grad_enabled() and x.requires_grad))
+
+
+def packed_int4_weight(layer: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """``layer``'s codes in torch's packed int4 layout and its (G, N, 2) bf16 scales and zeros.
+    torch dequantizes (q - 8) * scale + zero, so zero = (8 - z) * s gives QuantLinear's
+    (q - z) * s. Cached on the layer until its codes, scales or zeros change."""
+    version = (layer.qweight._version, layer.scales._version, layer.zeros._version)
+    cached = getattr(layer, "_packed_int4", None)
+    if cached is None or cached[0] != version:
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(
+            layer.codes().to(torch.int32), 1)
+        s = layer.scales.float()
+        sz = torch.stack([s.t(), ((8 - layer.zeros.float()) * s).t()], -1)
+        cached = (version, packed, sz.contiguous().to(torch.bfloat16))
+        layer._packed_int4 = cached
+    return cached[1], cached[2]
+
+
+def packed_int4_linear(layer: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``layer``'s output for a bf16 ``x`` (..., in) through torch's packed int4 kernel."""
+    packed, sz = packed_int4_weight(layer)
+    y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.reshape(-1, layer.in_features), packed,
+                                                   layer.group_size, sz)
+    if layer.bias is not None:
+        y = y + layer.bias.to(y.dtype)
     return y.reshape(*x.shape[:-1], layer.out_features)
 
 

@@ -6,8 +6,9 @@ dequantizes the weight and calls one matmul (``forward_reference``, the readable
 ``fused = True`` (or :func:`set_fused`), decode-sized fp32 inputs (1–8 rows) instead go through
 :mod:`llmlab.quant.fused`, which dequantizes inside the reduction — what weight-only kernels
 (Marlin, llama.cpp's k-quants) do in their tiles — so the matmul streams 4 or 8 bits per weight
-from memory instead of 32. An optional per-input-channel ``smooth`` vector divides the input
-first (AWQ/SmoothQuant scales that could not be folded into a previous layer). With
+from memory instead of 32 (bf16 inputs to 4-bit layers: torch's packed int4 CPU kernel). An
+optional per-input-channel ``smooth`` vector divides the input first (AWQ/SmoothQuant scales
+that could not be folded into a previous layer). With
 ``act_bits=8`` it runs W8A8: the input is quantized per token and the matmul is done in integers
 (:mod:`llmlab.quant.w8a8`).
 
@@ -27,7 +28,13 @@ from torch import nn
 
 from llmlab.nn import Linear
 from llmlab.quant.formats import quant_params, quantize_codes
-from llmlab.quant.fused import fused_linear, supports, warn_fallback
+from llmlab.quant.fused import (
+    fused_linear,
+    packed_int4_linear,
+    supports,
+    supports_packed_int4,
+    warn_fallback,
+)
 from llmlab.quant.llm_int8 import llm_int8_linear
 from llmlab.quant.nf4 import pack_nibbles, unpack_nibbles
 from llmlab.quant.w8a8 import w8a8_linear
@@ -124,6 +131,8 @@ class QuantLinear(nn.Module):
         return w.reshape(self.out_features, self.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused and x.shape[-1] == self.in_features and supports_packed_int4(self, x):
+            return packed_int4_linear(self, x if self.smooth is None else x / self.smooth.to(x.dtype))
         if self.fused and x.shape[-1] == self.in_features and supports(self, x):
             try:
                 return fused_linear(self, x if self.smooth is None else x / self.smooth)

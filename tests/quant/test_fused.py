@@ -15,9 +15,9 @@ import pytest
 import torch
 import torch._inductor.exc
 
-from llmlab.quant import QuantLinear, set_fused
+from llmlab.quant import QuantLinear, pack_int4, set_fused
 from llmlab.quant import fused as fused_mod
-from llmlab.quant.fused import MAX_ROWS, fused_linear, supports
+from llmlab.quant.fused import MAX_ROWS, fused_linear, supports, supports_packed_int4
 
 EAGER = lambda kernel, shape: kernel  # noqa: E731  (runs the kernels' arithmetic without compiling)
 
@@ -144,3 +144,33 @@ def test_no_compiler_falls_back_with_one_warning(monkeypatch):
     assert "No working C++ compiler" in messages[0] and "reference" in messages[0]
     assert calls == ["nibble_kernel"] and not q.fused
     assert torch.equal(y, q.forward_reference(x)) and torch.equal(y2, y)
+
+
+@pytest.mark.parametrize("out_f,in_f,group", [(48, 64, 32), (32, 256, 128), (16, 128, 64)])
+@pytest.mark.parametrize("batch", [1, 4])
+def test_bf16_int4_uses_torch_packed_kernel_and_matches_reference(out_f, in_f, group, batch):
+    """bf16 inputs to 4-bit layers go through torch's packed int4 CPU kernel; the reference in
+    bf16 rounds the dequantized weight and the output to bf16 too, so they agree to bf16
+    precision (rtol 2e-2, atol 1e-2 * max|reference|)."""
+    q = set_fused(layer(out_f, in_f, 4, group, bias=True, seed=batch))
+    x = torch.randn(batch, in_f).bfloat16()
+    assert supports_packed_int4(q, x) and not supports(q, x)
+    with torch.no_grad():
+        y, ref = q(x), q.forward_reference(x)
+    assert y.dtype == torch.bfloat16 and hasattr(q, "_packed_int4")
+    torch.testing.assert_close(y.float(), ref.float(), rtol=2e-2,
+                               atol=1e-2 * ref.abs().max().item())
+    q.qweight.copy_(pack_int4(torch.randint(0, 16, (out_f, in_f))))  # new codes: repacked
+    with torch.no_grad():
+        ref = q.forward_reference(x).float()
+        torch.testing.assert_close(q(x).float(), ref, rtol=2e-2, atol=1e-2 * ref.abs().max().item())
+
+
+def test_bf16_outside_the_packed_kernel_stays_on_the_reference():
+    x = torch.randn(1, 64).bfloat16()
+    assert not supports_packed_int4(layer(40, 64, 4, 32), x)  # out_features not a multiple of 16
+    assert not supports_packed_int4(layer(48, 64, 4, 16), x)  # group size torch does not take
+    assert not supports_packed_int4(layer(48, 64, 8, 32), x)  # 8-bit codes
+    q = set_fused(layer(40, 64, 4, 32))
+    with torch.no_grad():
+        assert torch.equal(q(x), q.forward_reference(x))
