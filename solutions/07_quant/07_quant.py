@@ -780,10 +780,10 @@ with torch.no_grad():
         runs[f"{bits} reference"] = lambda q=q: q.forward_reference(x1)
     times = {k: [] for k in runs}
     for _ in range(9):  # interleaved, so load on the machine hits every run alike
-        for k, fn in runs.items():
-            start = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - start)
+        for k, run_once in runs.items():
+            t0 = time.perf_counter()
+            run_once()
+            times[k].append(time.perf_counter() - t0)
 ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
 for k, v in ms.items():
     print(f"{k:16s} {v:7.2f} ms   speed-up vs fp32 {ms['fp32 nn.Linear'] / v:5.2f}x")
