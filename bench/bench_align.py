@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from bench.common import measure, parse_args, parser, write_results
+from bench.common import measure, parse_args, parser, speedup, speedup_label, write_results
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -31,6 +31,7 @@ SIZES = {  # width, depth, prompts, group, new tokens, timed repeats, reward-run
 }
 PROMPTS = ["def get(self):\n        ", "def size(x):\n    ", "def name(self):\n        ",
            "def value(self):\n        "]
+SPEEDUP_TRL = speedup_label("trl")
 
 
 def setup(s: dict):
@@ -165,19 +166,20 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         o, t = bench_dpo(s, tok, hf_tok, hf, ours, tmp)
-        rows.append({"step": "DPO (optimiser step)", "llmlab s": o, "trl s": t, "llmlab / trl": o / t})
+        rows.append({"step": "DPO (optimiser step)", "llmlab s": o, "trl s": t,
+                     SPEEDUP_TRL: speedup(o, t, "time"), "reward gained per minute": "—"})
         o, t = bench_grpo(s, tok, hf_tok, hf, ours, tmp)
         rows.append({"step": "GRPO (sample + score + update)", "llmlab s": o, "trl s": t,
-                     "llmlab / trl": o / t})
+                     SPEEDUP_TRL: speedup(o, t, "time"), "reward gained per minute": "—"})
     o = bench_ppo(s, tok, ours)
     rows.append({"step": "PPO (sample + score + 2 epochs)", "llmlab s": o, "trl s": "n/a",
-                 "llmlab / trl": "n/a"})
+                 SPEEDUP_TRL: "n/a", "reward gained per minute": "—"})
     gain, minutes, rewards = reward_per_minute(s, book, tok)
     rows.append({"step": f"GRPO on the book model, {len(rewards)} steps: reward gained per minute",
-                 "llmlab s": minutes * 60, "trl s": "n/a", "llmlab / trl": gain / minutes})
+                 "llmlab s": minutes * 60, "trl s": "n/a", SPEEDUP_TRL: "n/a",
+                 "reward gained per minute": gain / minutes})
     notes = (f"Model: random Llama d={s['d']}, {s['layers']} layer(s), {s['prompts']} prompts x group "
-             f"{s['group']}, {s['new']} new tokens. trl 1.x has no PPO trainer. The last row's ratio "
-             f"column is "
+             f"{s['group']}, {s['new']} new tokens. trl 1.x has no PPO trainer. The last row: "
              f"the mean-reward gain per minute (rewards {', '.join(f'{r:.2f}' for r in rewards)}).")
     path = write_results("align", rows, args.out, title="Alignment steps", notes=notes, size=args.size)
     print(path.read_text())

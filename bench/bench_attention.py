@@ -2,7 +2,8 @@
 
 1. Forward + backward of causal attention (batch 1, fp32, d_head 64) at growing sequence
    lengths: wall time (interleaved, median) and peak tensor memory
-   (:func:`llmlab.attention.peak_memory`). Ratios: llmlab's flash ÷ naive and ÷ PyTorch SDPA.
+   (:func:`llmlab.attention.peak_memory`). Speed-ups (naive or SDPA time ÷ llmlab flash time,
+   > 1 = llmlab faster) and memory flash ÷ naive.
 2. KV-cache bytes per token of each attention variant on real configs
    (:data:`llmlab.attention.REAL_CONFIGS`).
 
@@ -23,7 +24,15 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from bench.common import interleaved, markdown_table, parser, require_device, write_results
+from bench.common import (
+    interleaved,
+    markdown_table,
+    parser,
+    require_device,
+    speedup,
+    speedup_label,
+    write_results,
+)
 from llmlab.attention import (
     REAL_CONFIGS,
     flash_attention,
@@ -77,8 +86,9 @@ def attention_rows(size: dict) -> list[dict]:
             "naive ms": ms["naive"], "flash ms": ms["flash"], "SDPA ms": ms["sdpa"],
             "naive MiB": mem["naive"], "flash MiB": mem["flash"], "SDPA MiB": mem["sdpa"],
             "memory flash ÷ naive": mem["flash"] / mem["naive"],
-            "time flash ÷ naive": ms["flash"] / ms["naive"],
-            "time flash ÷ SDPA": ms["flash"] / ms["sdpa"],
+            "speed-up of flash vs naive (>1 = flash faster)": speedup(ms["flash"], ms["naive"],
+                                                                       "time"),
+            speedup_label("SDPA"): speedup(ms["flash"], ms["sdpa"], "time"),
             "max spread": max(st["spread"] for st in stats.values()),
         })
     return rows
@@ -109,7 +119,7 @@ def gpu_rows(size: dict, device: torch.device) -> list[dict]:
         stats = interleaved(runs, size["repeat"], warmup=2, device=device)
         ms = {n: 1000 * st["median"] for n, st in stats.items()}
         rows.append({"seq": seq, "Triton flash ms": ms["triton"], "SDPA ms": ms["sdpa"],
-                     "time Triton ÷ SDPA": ms["triton"] / ms["sdpa"],
+                     speedup_label("SDPA"): speedup(ms["triton"], ms["sdpa"], "time"),
                      "Triton MiB": mem["triton"], "SDPA MiB": mem["sdpa"],
                      "max spread": max(st["spread"] for st in stats.values())})
     return rows

@@ -2,7 +2,8 @@
 
 1. Decode tokens/s of llmlab's cached greedy generation, its uncached baseline (recompute the
    whole sequence each step) and Hugging Face ``transformers`` ``generate`` (its own KV cache) on
-   the same random Llama-style weights and lengths, at batch 1 and 8. Reported as ratios.
+   the same random Llama-style weights and lengths, at batch 1 and 8. Reported as speed-ups
+   (> 1 = llmlab faster).
 2. KV memory reserved for a mixed-length workload by static preallocation (every request
    reserves the maximum length up front, as a static cache does) vs paging (a real
    ``PagedKVCache`` run, blocks of 16 tokens).
@@ -21,7 +22,14 @@ from functools import partial
 
 import torch
 
-from bench.common import interleaved, parse_args, parser, require_device, write_results
+from bench.common import (
+    interleaved,
+    parse_args,
+    parser,
+    ratio_columns,
+    require_device,
+    write_results,
+)
 from llmlab.attention import REAL_CONFIGS
 from llmlab.kvcache import PagedKVCache, kv_cache_bytes, layout_waste, mixed_lengths
 from llmlab.model import from_hf, generate
@@ -47,7 +55,7 @@ def hf_and_ours(d_model: int, n_layer: int):
 
 def row(measure_name: str, ours: float, peer: float, unit: str, spread: str = "") -> dict:
     return {"measure": measure_name, "llmlab": f"{ours:.4g} {unit}", "peer": f"{peer:.4g} {unit}",
-            "llmlab ÷ peer": ours / peer, "spread (llmlab / peer)": spread or "—"}
+            **ratio_columns(ours, peer, unit), "spread (llmlab / peer)": spread or "—"}
 
 
 def decode_rows(size: dict, device: torch.device) -> list[dict]:

@@ -23,7 +23,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bench.common import interleaved, parser, require_device, write_results
+from bench.common import (
+    interleaved,
+    parser,
+    require_device,
+    speedup,
+    speedup_label,
+    write_results,
+)
 from llmlab.model import from_hf
 from llmlab.model.counting import flops_per_token
 from llmlab.nn import fast_cross_entropy
@@ -120,7 +127,7 @@ def bench_family(name: str, hf, s: dict, peak: float, device: torch.device,
         rows.append({"model": name, "run": run, "params": ours.num_params(),
                      "tokens/s (median)": round(tps),
                      "spread": st["spread"],
-                     "÷ transformers (same mode)": peer["median"] / st["median"],
+                     speedup_label("transformers, same mode"): speedup(st["median"], peer["median"], "time"),
                      "MFU": tps * fpt / peak})
     return rows
 
@@ -141,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
              f"clip + `torch.optim.AdamW(foreach=True)` on a batch of {s['batch']} × {s['seq']} "
              f"tokens; same weights, batches, optimizer and clipping code for both libraries, "
              f"timed alternately after {s['warmup']} warm-up steps; median of {s['steps']} steps, "
-             "spread = (max - min) / median. ÷ transformers > 1 means llmlab is faster. MFU = "
+             "spread = (max - min) / median. speed-up > 1 means llmlab is faster. MFU = "
              "tokens/s × model FLOPs per token (6N + attention) ÷ measured bf16 matmul peak "
              f"({peak / 1e12:,.2f} TFLOP/s).")
     name = "model_cuda" if gpu else "model"

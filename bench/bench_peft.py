@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bench.common import interleaved, parse_args, parser, write_results
+from bench.common import interleaved, parse_args, parser, ratio_columns, write_results
 from llmlab import peft
 from llmlab.model import from_hf, load_book_model
 from llmlab.model.counting import saved_activation_bytes
@@ -32,7 +32,7 @@ TARGETS = peft.ALL_LINEAR
 
 def row(measure_name: str, ours: float, peer: float, unit: str, spread: str = "") -> dict:
     return {"measure": measure_name, "llmlab": f"{ours:.4g} {unit}".strip(),
-            "peer": f"{peer:.4g} {unit}".strip(), "llmlab ÷ peer": ours / peer,
+            "peer": f"{peer:.4g} {unit}".strip(), **ratio_columns(ours, peer, unit),
             "spread (llmlab / peer)": spread or "—"}
 
 

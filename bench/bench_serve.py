@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from bench.common import parse_args, parser, write_results
+from bench.common import SIZE_VS_PEER, SPEEDUP_VS_PEER, parse_args, parser, ratio_columns, write_results
 from llmlab.model import generate, load_book_model, to_hf
 from llmlab.serve import (
     EngineConfig,
@@ -89,7 +89,7 @@ def run_static(hf, reqs, batch: int) -> tuple[float, list[float], list[list[int]
 
 def ratio_row(name: str, ours: float, peer: float, unit: str) -> dict:
     return {"measure": name, "llmlab": f"{ours:.4g} {unit}", "peer": f"{peer:.4g} {unit}",
-            "llmlab ÷ peer": ours / peer}
+            **ratio_columns(ours, peer, unit)}
 
 
 def engine_rows(model, tok, hf, size) -> list[dict]:
@@ -128,9 +128,9 @@ def engine_rows(model, tok, hf, size) -> list[dict]:
             ratio_row(f"p50 TTFT, {mem_name}: engine vs static transformers generate",
                       1e3 * m_ttft, 1e3 * s_ttft, "ms"),
             {"measure": "static batching's generated tokens ÷ useful tokens (padded steps)",
-             "llmlab": padded, "peer": useful, "llmlab ÷ peer": padded / useful},
+             "llmlab": padded, "peer": useful, SPEEDUP_VS_PEER: "—", SIZE_VS_PEER: padded / useful},
             {"measure": "greedy outputs equal to transformers (requests)", "llmlab": agree,
-             "peer": len(reqs), "llmlab ÷ peer": agree / len(reqs)}]
+             "peer": len(reqs), SPEEDUP_VS_PEER: "—", SIZE_VS_PEER: agree / len(reqs)}]
 
 
 def spec_rows(model, tok, size) -> list[dict]:

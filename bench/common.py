@@ -1,7 +1,9 @@
 """Shared helpers for the benchmarks: machine facts, side-by-side timing, result files.
 
 Every benchmark measures llmlab and its peer in the same process, interleaved, and reports
-ratios (llmlab ÷ peer) with the machine they ran on. Results are written as JSON (for tools) and
+speed-ups that read one way — peer time ÷ llmlab time, or llmlab throughput ÷ peer throughput,
+so > 1 always means llmlab is faster (:func:`speedup`, :func:`speedup_label`) — with the machine
+they ran on. Results are written as JSON (for tools) and
 as a markdown table (for the book) under ``bench/results/``.
 """
 
@@ -104,6 +106,34 @@ def interleaved(runs: dict[str, Callable[[], Any]], repeat: int, warmup: int = 1
             synchronize(device)
             times[k].append(time.perf_counter() - start)
     return {k: spread(v) for k, v in times.items()}
+
+
+def speedup(ours: float, peer: float, kind: str) -> float:
+    """How many times faster llmlab is: peer ÷ llmlab for a ``"time"`` (lower is better),
+    llmlab ÷ peer for a ``"throughput"`` (higher is better). > 1 = llmlab faster."""
+    if kind == "time":
+        return peer / ours
+    if kind == "throughput":
+        return ours / peer
+    raise ValueError(f"kind must be 'time' or 'throughput', got {kind!r}")
+
+
+def speedup_label(peer: str) -> str:
+    """The column heading every speed-up carries: the peer named, the direction stated."""
+    return f"speed-up vs {peer} (>1 = llmlab faster)"
+
+
+SPEEDUP_VS_PEER = speedup_label("peer")
+SIZE_VS_PEER = "llmlab ÷ peer (memory, counts)"
+SPEED_UNITS = {"s": "time", "ms": "time", "tok/s": "throughput", "MB/s": "throughput"}
+
+
+def ratio_columns(ours: float, peer: float, unit: str) -> dict[str, Any]:
+    """The two ratio columns of a llmlab-vs-peer row: a speed-up when ``unit`` is a time or a
+    throughput (:data:`SPEED_UNITS`), else llmlab ÷ peer of a size or count; the other is "—"."""
+    kind = SPEED_UNITS.get(unit)
+    return {SPEEDUP_VS_PEER: speedup(ours, peer, kind) if kind else "—",
+            SIZE_VS_PEER: "—" if kind else ours / peer}
 
 
 def parser(description: str, threads: bool = False) -> argparse.ArgumentParser:

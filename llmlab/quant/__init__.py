@@ -51,6 +51,7 @@ from llmlab.quant.linear import (
     quantize_model,
     replace_module,
     rtn_quantize_model,
+    set_fused,
     unpack_int4,
 )
 from llmlab.quant.llm_int8 import llm_int8_linear, outlier_columns
@@ -97,7 +98,7 @@ __all__ = [
     "outlier_ratio", "pack_int4", "pack_nibbles", "perplexity", "prepare_qat", "prune_model",
     "quant_params", "quantize", "quantize_codes", "quantize_int8", "quantize_model",
     "random_hadamard", "relative_error", "replace_module", "rotate", "round_to_code",
-    "round_to_float", "rtn_quantize_model", "smoothquant_model", "smoothquant_scales",
+    "round_to_float", "rtn_quantize_model", "set_fused", "smoothquant_model", "smoothquant_scales",
     "sparsegpt_model", "sparsegpt_prune", "sparsity_of", "svd_factors", "to_nf4", "unpack_int4",
     "unpack_nibbles", "unstructured_mask", "w8a8_linear", "w8a8_model", "wanda_score",
     "zeropoint_quantize",

@@ -2,11 +2,15 @@
 
 Weights are kept as integer codes (two int4 codes per byte), one fp16 scale and one integer zero
 point per group of ``group_size`` input columns (GPTQ/AWQ's checkpoint layout). ``forward``
-dequantizes the weight and calls one matmul — what weight-only kernels (Marlin, llama.cpp's
-k-quants) do inside their tiles, so the model streams ~4 bits per weight from memory instead of 16
-or 32. An optional per-input-channel ``smooth`` vector divides the input first (AWQ/SmoothQuant
-scales that could not be folded into a previous layer). With ``act_bits=8`` it runs W8A8: the
-input is quantized per token and the matmul is done in integers (:mod:`llmlab.quant.w8a8`).
+dequantizes the weight and calls one matmul (``forward_reference``, the readable definition). With
+``fused = True`` (or :func:`set_fused`), decode-sized fp32 inputs (1–8 rows) instead go through
+:mod:`llmlab.quant.fused`, which dequantizes inside the reduction — what weight-only kernels
+(Marlin, llama.cpp's k-quants) do in their tiles — so the matmul streams 4 or 8 bits per weight
+from memory instead of 32 (bf16 inputs to 4-bit layers: torch's packed int4 CPU kernel). An
+optional per-input-channel ``smooth`` vector divides the input first (AWQ/SmoothQuant scales
+that could not be folded into a previous layer). With
+``act_bits=8`` it runs W8A8: the input is quantized per token and the matmul is done in integers
+(:mod:`llmlab.quant.w8a8`).
 
 ``quantize_model`` swaps every ``Linear`` of the transformer blocks for a ``QuantLinear`` built from
 (possibly GPTQ/AWQ-updated) weights; the tied embedding / LM head stays in float, as in most
@@ -24,6 +28,13 @@ from torch import nn
 
 from llmlab.nn import Linear
 from llmlab.quant.formats import quant_params, quantize_codes
+from llmlab.quant.fused import (
+    fused_linear,
+    packed_int4_linear,
+    supports,
+    supports_packed_int4,
+    warn_fallback,
+)
 from llmlab.quant.llm_int8 import llm_int8_linear
 from llmlab.quant.nf4 import pack_nibbles, unpack_nibbles
 from llmlab.quant.w8a8 import w8a8_linear
@@ -45,6 +56,7 @@ class QuantLinear(nn.Module):
 
     qweight: (out, in/2) uint8 for <= 4 bits (two codes per byte), (out, in) uint8 above;
     scales: (out, in/group) fp16; zeros: (out, in/group) uint8. x: (..., in) -> (..., out).
+    ``fused``: use the compiled fused kernel where it applies (see :mod:`llmlab.quant.fused`).
     """
 
     def __init__(self, in_features: int, out_features: int, bits: int = 4, group_size: int = 128,
@@ -71,6 +83,7 @@ class QuantLinear(nn.Module):
         self.register_buffer("zeros", torch.zeros(out_features, n_groups, dtype=torch.uint8))
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
         self.register_buffer("smooth", None)
+        self.fused = False
 
     @classmethod
     @torch.no_grad()
@@ -118,6 +131,18 @@ class QuantLinear(nn.Module):
         return w.reshape(self.out_features, self.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused and x.shape[-1] == self.in_features and supports_packed_int4(self, x):
+            return packed_int4_linear(self, x if self.smooth is None else x / self.smooth.to(x.dtype))
+        if self.fused and x.shape[-1] == self.in_features and supports(self, x):
+            try:
+                return fused_linear(self, x if self.smooth is None else x / self.smooth)
+            except Exception as error:  # no working compiler here: warn once, use the reference
+                warn_fallback(error)
+                self.fused = False
+        return self.forward_reference(x)
+
+    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        """Dequantize the whole weight, then one matmul: the definition the fused path matches."""
         if x.shape[-1] != self.in_features:
             raise ValueError(f"QuantLinear expected input (..., {self.in_features}), "
                              f"got {tuple(x.shape)}")
@@ -139,6 +164,14 @@ class QuantLinear(nn.Module):
         act = f", act_bits={self.act_bits} ({self.act_granularity})" if self.act_bits else ""
         return (f"{self.in_features} -> {self.out_features}, bits={self.bits}, "
                 f"group_size={self.group_size}{act}")
+
+
+def set_fused(model: nn.Module, fused: bool = True) -> nn.Module:
+    """Turn the fused decode kernel on (or off) for every :class:`QuantLinear` in ``model``."""
+    for m in model.modules():
+        if isinstance(m, QuantLinear):
+            m.fused = fused
+    return model
 
 
 def block_linears(model: nn.Module) -> dict[str, nn.Module]:
