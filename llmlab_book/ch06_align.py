@@ -220,13 +220,15 @@ def grpo_objective(log_probs, old_log_probs, ref_log_probs, rewards, mask, group
 def grpo_objective_population_std(log_probs, old_log_probs, ref_log_probs, rewards, mask, group_size,
                                   beta=0.04, eps=0.2):
     """Advantages scaled by the population std (divides by G) instead of the unbiased one."""
-    return _grpo(log_probs, old_log_probs, ref_log_probs, rewards, mask, group_size, beta, eps, unbiased=False)
+    return _grpo(log_probs, old_log_probs, ref_log_probs, rewards, mask, group_size, beta, eps,
+                 unbiased=False)
 
 
 def grpo_objective_token_mean(log_probs, old_log_probs, ref_log_probs, rewards, mask, group_size,
                               beta=0.04, eps=0.2):
     """One token mean over the whole batch (DAPO's reduction) instead of per-sequence means."""
-    return _grpo(log_probs, old_log_probs, ref_log_probs, rewards, mask, group_size, beta, eps, token_mean=True)
+    return _grpo(log_probs, old_log_probs, ref_log_probs, rewards, mask, group_size, beta, eps,
+                 token_mean=True)
 
 
 def grpo_objective_k1(log_probs, old_log_probs, ref_log_probs, rewards, mask, group_size, beta=0.04, eps=0.2):
