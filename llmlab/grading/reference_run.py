@@ -23,6 +23,7 @@ from __future__ import annotations
 import ast
 import base64
 import contextlib
+import functools
 import hashlib
 import json
 import marshal
@@ -459,10 +460,24 @@ def test_cells(nb: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
 
 
 def cache_key(twin: Path) -> str:
+    """What a cached reference run must have been recorded under to be reused: the notebook, the
+    cache format, Python, torch, and the code of llmlab and the courseware (its cases pickle
+    llmlab objects, which another version's classes may not unpickle into)."""
     h = hashlib.sha256(twin.read_bytes())
-    for part in (str(FORMAT), sys.version, _torch_version()):
+    for part in (str(FORMAT), sys.version, _torch_version(), _code_digest()):
         h.update(part.encode())
-    h.update(Path(__file__).read_bytes())
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def _code_digest() -> str:
+    """sha256 over the sources of the installed ``llmlab`` and ``llmlab_book`` packages."""
+    h = hashlib.sha256()
+    package = Path(__file__).resolve().parents[1]
+    for root in (package, package.parent / "llmlab_book"):
+        for path in sorted(root.rglob("*.py")) if root.is_dir() else []:
+            h.update(path.relative_to(root.parent).as_posix().encode())
+            h.update(path.read_bytes())
     return h.hexdigest()
 
 

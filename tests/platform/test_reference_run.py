@@ -75,3 +75,15 @@ def test_skipped_cells_never_run_when_grading(tmp_path):
     nbformat.write(nb, folder / f"{NAME}.ipynb")
     report = grade_notebook(submission(tmp_path / "learner", RIGHT), tmp_path / "solutions")
     assert scores(report) == MAX
+
+
+def test_a_cached_reference_run_is_reused_only_under_the_same_code(tmp_path, monkeypatch):
+    """Cases pickle llmlab objects: a run recorded under other llmlab code must not be reused."""
+    import llmlab.grading.reference_run as reference_run
+
+    twin = tmp_path / "00_intro.ipynb"
+    twin.write_text("{}")
+    key = reference_run.cache_key(twin)
+    assert reference_run.cache_key(twin) == key
+    monkeypatch.setattr(reference_run, "_code_digest", lambda: "another version of llmlab")
+    assert reference_run.cache_key(twin) != key
