@@ -51,7 +51,7 @@ try:
 except ImportError:  # not a POSIX system: no resource limits (see weaker_guarantees)
     resource = None  # type: ignore[assignment]
 
-from llmlab.limits import Limits, enforceable, set_limits
+from llmlab.limits import Limits, enforceable, kill_session, set_limits
 
 _RO_SCRIPT = ('while [ "$1" != "--" ]; do mount --bind "$1" "$1" && '
               'mount -o remount,bind,ro "$1" || exit 97; shift; done; shift; exec "$@"')
@@ -496,15 +496,8 @@ def protected_paths() -> list[Path]:
 
 
 def kill(proc: subprocess.Popen) -> None:
-    """Kill ``proc``'s whole session (everything it started), then reap it."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
+    """Kill ``proc``'s whole session (everything it started), reap it, and remove its cgroup."""
+    kill_session(proc)
     group = getattr(proc, "cgroup", None)
     if group is not None:  # members that left the session, and the group itself
         remove_group(group)
