@@ -461,22 +461,43 @@ def test_cells(nb: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
 
 def cache_key(twin: Path) -> str:
     """What a cached reference run must have been recorded under to be reused: the notebook, the
-    cache format, Python, torch, and the code of llmlab and the courseware (its cases pickle
-    llmlab objects, which another version's classes may not unpickle into)."""
+    cache format, Python, torch, and the code of llmlab and of the packages beside it that the
+    notebook imports (its cases pickle their objects, which another version's classes may not
+    unpickle into)."""
     h = hashlib.sha256(twin.read_bytes())
-    for part in (str(FORMAT), sys.version, _torch_version(), _code_digest()):
+    packages = _imported_packages(nbformat.read(twin, 4))
+    for part in (str(FORMAT), sys.version, _torch_version(), _code_digest(packages)):
         h.update(part.encode())
     return h.hexdigest()
 
 
-@functools.lru_cache(maxsize=1)
-def _code_digest() -> str:
-    """sha256 over the sources of the installed ``llmlab`` and ``llmlab_book`` packages."""
+def _imported_packages(nb: nbformat.NotebookNode) -> tuple[str, ...]:
+    """``llmlab`` and the top-level packages the notebook's code imports that sit beside it."""
+    beside = Path(__file__).resolve().parents[2]
+    names = {"llmlab"}
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        try:
+            tree = ast.parse(cell.source)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.add(node.module.split(".")[0])
+    return tuple(sorted(n for n in names if (beside / n / "__init__.py").is_file()))
+
+
+@functools.lru_cache(maxsize=8)
+def _code_digest(packages: tuple[str, ...]) -> str:
+    """sha256 over the sources of ``packages``, each a directory beside ``llmlab``."""
     h = hashlib.sha256()
-    package = Path(__file__).resolve().parents[1]
-    for root in (package, package.parent / "llmlab_book"):
-        for path in sorted(root.rglob("*.py")) if root.is_dir() else []:
-            h.update(path.relative_to(root.parent).as_posix().encode())
+    beside = Path(__file__).resolve().parents[2]
+    for name in packages:
+        for path in sorted((beside / name).rglob("*.py")):
+            h.update(path.relative_to(beside).as_posix().encode())
             h.update(path.read_bytes())
     return h.hexdigest()
 

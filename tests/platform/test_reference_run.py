@@ -82,8 +82,8 @@ def test_a_cached_reference_run_is_reused_only_under_the_same_code(tmp_path, mon
     import llmlab.grading.reference_run as reference_run
 
     twin = tmp_path / "00_intro.ipynb"
-    twin.write_text("{}")
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import llmlab")]), twin)
     key = reference_run.cache_key(twin)
     assert reference_run.cache_key(twin) == key
-    monkeypatch.setattr(reference_run, "_code_digest", lambda: "another version of llmlab")
+    monkeypatch.setattr(reference_run, "_code_digest", lambda packages: "another version of llmlab")
     assert reference_run.cache_key(twin) != key
