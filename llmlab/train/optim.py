@@ -17,7 +17,7 @@ Taught in chapter 02 (solutions/02_gpt).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -50,6 +50,10 @@ class AdamW(torch.optim.Optimizer):
 
     State per parameter: ``step`` (int), ``exp_avg`` (m), ``exp_avg_sq`` (v) — the same names
     as ``torch.optim.AdamW``, so the memory it costs is visible: two fp32 tensors per weight.
+
+    ``step_fn``: a per-tensor step ``(p, grad, m, v, step, lr, betas, eps, weight_decay) ->
+    (p, m, v)`` run in place of the multi-tensor arithmetic (chapter 02 plugs in the reader's
+    ``adamw_step_``); it may return new tensors, which become the weight and the moments.
     """
 
     def __init__(
@@ -59,10 +63,12 @@ class AdamW(torch.optim.Optimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.01,
+        step_fn: Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None,
     ) -> None:
         if lr < 0 or eps < 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
             raise ValueError(f"invalid AdamW hyper-parameters lr={lr}, betas={betas}, eps={eps}")
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+        self.step_fn = step_fn
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -84,6 +90,13 @@ class AdamW(torch.optim.Optimizer):
                 by_step.setdefault(state["step"], []).append(p)
             for step, params in by_step.items():
                 states = [self.state[p] for p in params]
+                if self.step_fn is not None:
+                    for p, st in zip(params, states):
+                        new, st["exp_avg"], st["exp_avg_sq"] = self.step_fn(
+                            p.detach().clone(), p.grad, st["exp_avg"], st["exp_avg_sq"], step,
+                            group["lr"], group["betas"], group["eps"], group["weight_decay"])
+                        p.copy_(new)
+                    continue
                 adamw_step_foreach(params, [p.grad for p in params],
                                    [st["exp_avg"] for st in states],
                                    [st["exp_avg_sq"] for st in states], step, group["lr"],

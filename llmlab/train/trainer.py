@@ -125,23 +125,33 @@ class Trainer:
                              c.eval_batches, self.precision)
         return {"step": self.step, "val_loss": loss, "val_ppl": math.exp(loss)}
 
-    def fit(self, progress: bool = True) -> list[dict]:
-        """Train to ``max_steps`` (continuing from ``self.step`` after a resume)."""
+    def fit(self, progress: bool = True, until: int | None = None) -> list[dict]:
+        """Train to ``max_steps`` (continuing from ``self.step`` after a resume).
+
+        ``until``: stop once this many steps are done in all, as a job with a time limit does
+        (the schedule still runs to ``max_steps``); the run then saves a checkpoint to
+        ``config.checkpoint_path`` when one is set, and ``resume`` continues it exactly."""
+        c = self.config
+        stop = c.max_steps if until is None else until
+        if not 0 <= stop <= c.max_steps:
+            raise ValueError(f"until must be in [0, max_steps={c.max_steps}], got {until}")
         threads = torch.get_num_threads()
-        if self.config.threads:
-            torch.set_num_threads(self.config.threads)
+        if c.threads:
+            torch.set_num_threads(c.threads)
         try:
-            self._fit(progress)
+            self._fit(progress, stop)
         finally:
             torch.set_num_threads(threads)
+        if until is not None and c.checkpoint_path:
+            self.save(c.checkpoint_path)
         return self.log
 
-    def _fit(self, progress: bool) -> None:
+    def _fit(self, progress: bool, stop: int) -> None:
         c = self.config
-        bar = tqdm(total=c.max_steps, initial=self.step, desc="pretraining", disable=not progress)
+        bar = tqdm(total=stop, initial=min(self.step, stop), desc="pretraining", disable=not progress)
         tokens_per_step = c.batch_size * c.grad_accum * self.seq_len
         t_last, steps_last = time.perf_counter(), 0
-        while self.step < c.max_steps:
+        while self.step < stop:
             row = self.train_step()
             steps_last += 1
             if self.step % c.log_every == 0 or self.step == c.max_steps:

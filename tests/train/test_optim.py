@@ -136,3 +136,33 @@ def test_foreach_step_equals_the_per_tensor_step():
             adamw_step(ref[i], gs[i], ref[2 + i], ref[4 + i], 3, 1e-2, (0.9, 0.95), 1e-8, 0.1)
     for got, want in zip(ps + ms + vs, ref):
         torch.testing.assert_close(got.detach(), want, atol=1e-7, rtol=1e-6)
+
+
+def test_a_step_function_plugged_in_runs_in_place_of_the_arithmetic():
+    def out_of_place(p, grad, m, v, step, lr, betas, eps, weight_decay):
+        p, m, v = p.clone(), m.clone(), v.clone()
+        adamw_step(p, grad, m, v, step, lr, betas, eps, weight_decay)
+        return p, m, v
+
+    calls = []
+
+    def counted(*args):
+        calls.append(args[4])
+        return out_of_place(*args)
+
+    ours, plugged = _params(), _params()
+    opt_a = AdamW(decay_groups_of(ours), lr=1e-2, betas=(0.9, 0.95))
+    opt_b = AdamW(decay_groups_of(plugged), lr=1e-2, betas=(0.9, 0.95), step_fn=counted)
+    for step in range(3):
+        for params, opt in ((ours, opt_a), (plugged, opt_b)):
+            for p, g in zip(params, _grads(step)):
+                p.grad = g.clone()
+            opt.step()
+    assert calls == [1, 1, 2, 2, 3, 3]  # every tensor, with its step count
+    for p, q in zip(ours, plugged):
+        torch.testing.assert_close(p, q, atol=1e-7, rtol=1e-6)
+    assert set(opt_b.state[plugged[0]]) == {"step", "exp_avg", "exp_avg_sq"}
+
+
+def decay_groups_of(params):
+    return [{"params": params[:1], "weight_decay": 0.1}, {"params": params[1:], "weight_decay": 0.0}]

@@ -94,6 +94,26 @@ def test_resume_gives_identical_continuation(tmp_path, precision, one_thread):
         assert torch.equal(p, q)
 
 
+def test_a_run_stopped_by_until_saves_and_resumes_to_the_same_weights_and_log(tmp_path, one_thread):
+    straight = _trainer(precision="fp32", eval_every=3)
+    straight.fit(progress=False)
+
+    path = str(tmp_path / "ckpt.pt")
+    first = _trainer(precision="fp32", eval_every=3, checkpoint_path=path)
+    first.fit(progress=False, until=5)  # a job stopped by its time limit
+    assert first.step == 5 and (tmp_path / "ckpt.pt").exists()
+    resumed = _trainer(seed=99, precision="fp32", eval_every=3, checkpoint_path=path)
+    resumed.resume(path)
+    resumed.fit(progress=False)
+    for p, q in zip(straight.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(p, q)
+    keys = ("step", "loss", "grad_norm", "lr", "val_loss")
+    assert [{k: r[k] for k in keys if k in r} for r in resumed.log] == \
+        [{k: r[k] for k in keys if k in r} for r in straight.log]
+    with pytest.raises(ValueError, match="until"):
+        _trainer().fit(progress=False, until=first.config.max_steps + 1)
+
+
 def test_bf16_autocast_runs_matmuls_in_bf16_and_keeps_fp32_master_weights():
     tr = _trainer(precision="bf16", max_steps=2)
     seen = []
