@@ -347,6 +347,7 @@ def _generate(model, idx, n, temperature, top_k, top_p, generator, crossing_kept
         if top_p < 1.0:
             probs, order = torch.sort(torch.softmax(logits, -1), -1, descending=True)
             drop = (probs.cumsum(-1) - probs >= top_p) if crossing_kept else (probs.cumsum(-1) > top_p)
+            drop[..., 0] = False  # the most probable token always stays
             logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
         nxt = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)
         idx = torch.cat((idx, nxt), 1)
