@@ -786,7 +786,8 @@ def serve_trace(step, workload, num_blocks=64, block_size=4, budget=32, max_num_
             "requests left in engine.requests": sorted(eng.requests),
             "free KV blocks when idle": eng.cache.num_free_blocks,
             "greedy outputs equal to decoding alone": {
-                r: q.seq.output == solo_greedy(workload[int(r[1:])][1], q.params.max_new_tokens)[:len(q.seq.output)]
+                r: q.seq.output == solo_greedy(workload[int(r[1:])][1],
+                                               q.params.max_new_tokens)[:len(q.seq.output)]
                 for r, q in reqs.items() if workload[int(r[1:])][2].get("temperature") == 0}}
 
 
@@ -794,8 +795,8 @@ def greedy_fields(n, **more):
     return dict(max_new_tokens=n, temperature=0, **more)
 
 
-_engine_blocked = [serve.LLMEngine.step, serve.LLMEngine._append, serve.LLMEngine._forward, serve.process_logits,
-                   serve.next_token]
+_engine_blocked = [serve.LLMEngine.step, serve.LLMEngine._append, serve.LLMEngine._forward,
+                   serve.process_logits, serve.next_token]
 _engine_mistakes = {k: (lambda *a, v=v: serve_trace(v, *a))
                     for k, v in CATALOGUE.mistakes("engine_step").items()}
 grading.check_function(
@@ -855,9 +856,23 @@ EngineStep = grading.prefer_yours(
 
 
 def book_engine(config: serve.EngineConfig | None = None) -> serve.LLMEngine:
-    """An engine whose step is yours (when passing), built from your earlier pieces."""
+    """An engine whose step is yours (when passing), built from your earlier pieces; the times a
+    server reports (to the first token, per output token) are taken around your step."""
     eng = serve.LLMEngine(model, tokenizer, config)
-    eng.step = lambda: EngineStep(eng, scheduler_step, top_p_fn, step_fn)
+
+    def step() -> list[serve.RequestOutput]:
+        live = dict(eng.requests)
+        outputs = EngineStep(eng, scheduler_step, top_p_fn, step_fn)
+        now = time.perf_counter()
+        for out in outputs:
+            req = live[out.request_id]
+            req.first_token_time = req.first_token_time or now
+            if out.finished:
+                req.finish_time = now
+                out.latency = req.latency()
+        return outputs
+
+    eng.step = step
     return eng
 
 
@@ -1233,11 +1248,12 @@ grading.check_function(sse_event, serve.sse_event, cases=[
 ], mistakes=CATALOGUE.mistakes("sse_event"))
 
 # %% [markdown]
-# Start the server on a free port of 127.0.0.1 in a background thread and talk to it with the
+# Start the server on a free port of 127.0.0.1 in a background thread — on your engine: your
+# step with your scheduler, filter and stop check, where they pass — and talk to it with the
 # official client:
 
 # %% tags=["nbval-ignore-output"]
-engine = serve.LLMEngine(model, tokenizer, serve.EngineConfig(num_blocks=128, block_size=16))
+engine = book_engine(serve.EngineConfig(num_blocks=128, block_size=16))
 server = serve_in_thread(create_app(engine, "book"))
 url = server.__enter__()
 client = openai.OpenAI(base_url=url + "/v1", api_key="not-needed", max_retries=0, timeout=30)
