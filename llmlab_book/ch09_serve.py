@@ -179,8 +179,7 @@ def chunks_one_more():
 # ------------------------------------------------------------------ 9.7 capstone: the engine's step
 
 
-def _engine_step(engine, schedule, top_p_min_p, stop_step, free=True, temperature_first=True,
-                 pending_kept=True):
+def _engine_step(engine, schedule, top_p_min_p, stop_step, free=True, pending_kept=True):
     """A right step, except where a flag says otherwise."""
     batch = schedule(engine.scheduler)
     if not batch.rows:
@@ -203,11 +202,8 @@ def _engine_step(engine, schedule, top_p_min_p, stop_step, free=True, temperatur
         p = req.params
         if p.temperature == 0:
             token = int(logits[row].argmax())
-        elif temperature_first:
-            probs = top_p_min_p(logits[row] / p.temperature, p.top_p, p.min_p).softmax(-1)
-            token = int(torch.multinomial(probs, 1, generator=req.generator))
         else:
-            probs = top_p_min_p(logits[row], p.top_p, p.min_p).softmax(-1) / p.temperature
+            probs = top_p_min_p(logits[row] / p.temperature, p.top_p, p.min_p).softmax(-1)
             token = int(torch.multinomial(probs, 1, generator=req.generator))
         seq.output.append(token)
         eos = engine.eos_id if p.eos_token_id is None else p.eos_token_id
@@ -241,12 +237,6 @@ def _engine_step(engine, schedule, top_p_min_p, stop_step, free=True, temperatur
 def engine_step_keeping_blocks(engine, schedule, top_p_min_p, stop_step):
     """A finished sequence leaves the batch without freeing its KV blocks."""
     return _engine_step(engine, schedule, top_p_min_p, stop_step, free=False)
-
-
-def engine_step_temperature_after_softmax(engine, schedule, top_p_min_p, stop_step):
-    """The temperature divides the probabilities after the softmax (the draw renormalizes them,
-    so it has no effect), not the logits before the filter."""
-    return _engine_step(engine, schedule, top_p_min_p, stop_step, temperature_first=False)
 
 
 def engine_step_forgetting_pending(engine, schedule, top_p_min_p, stop_step):
@@ -365,8 +355,6 @@ CATALOGUE = Catalogue({
     "engine_step": [
         Mistake("finished sequences leave the batch without freeing their KV blocks",
                 engine_step_keeping_blocks),
-        Mistake("temperature applied after the softmax (no effect), not to the logits before the "
-                "filter", engine_step_temperature_after_softmax),
         Mistake("each token's text checked for stop strings alone: the held-back text is dropped",
                 engine_step_forgetting_pending),
     ],
