@@ -1,8 +1,8 @@
 """A safe format for values crossing from a process that ran a learner's code to the grader.
 
 ``encode`` turns results (tensors, arrays, numbers, strings, bytes, lists, tuples, dicts, sets,
-and dataclass instances, carried as :class:`Fields`) into JSON; ``decode`` rebuilds them from JSON alone — no pickle, no code — so reading a record
-can never run anything. Anything else is kept as its (truncated) ``repr``, which compares as text.
+and dataclass instances, carried as :class:`Fields`) into JSON; ``decode`` rebuilds them from
+JSON alone — no pickle, no code — so reading a record can never run anything. Anything else is kept as its (truncated) ``repr``, which compares as text.
 """
 
 from __future__ import annotations
