@@ -2,7 +2,8 @@
 
 ``encode`` turns results (tensors, arrays, numbers, strings, bytes, lists, tuples, dicts, sets,
 and dataclass instances, carried as :class:`Fields`) into JSON; ``decode`` rebuilds them from
-JSON alone — no pickle, no code — so reading a record can never run anything. Anything else is kept as its (truncated) ``repr``, which compares as text.
+JSON alone — no pickle, no code — so reading a record can never run anything. Anything else is
+kept as its (truncated) ``repr``, which compares as text.
 """
 
 from __future__ import annotations
