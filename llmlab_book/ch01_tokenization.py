@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+
+import regex
 
 from llmlab.tokenizer.bpe_basics import count_pairs, merge_pair
 from llmlab.tokenizer.chat import IM_END, render_chatml
@@ -252,7 +254,119 @@ def mask_without_im_end(tok, messages):
     return _mask_from_byte_spans(tok, messages, _spans_without_im_end)
 
 
-# ------------------------------------------------------------------ 1.8 WordPiece
+# ------------------------------------------------------------------ 1.8 capstone: the tokenizer
+
+
+class _BPETokenizerBase:
+    """A right tokenizer with one overridable step per part (the variants change one)."""
+
+    CUT = regex.compile(r"(?r)(?<=\S)(?= )|(?<=\S\n)(?=\S)")
+
+    def __init__(self, vocab, merges, special_tokens=None, pattern=GPT2_PATTERN):
+        if any(vocab.get(i) != bytes([i]) for i in range(256)):
+            raise ValueError("vocab must map every id 0..255 to its single byte")
+        self.vocab = dict(vocab)
+        ids = {b: i for i, b in vocab.items()}
+        self.ranks = {}
+        for a, b in merges:
+            if a not in ids or b not in ids or a + b not in ids:
+                raise ValueError(f"merge {(a, b)!r}: its parts and result must be in vocab")
+            self.ranks.setdefault((ids[a], ids[b]), ids[a + b])
+        self.special = {}
+        for t in special_tokens or []:
+            if t.encode("utf-8") not in ids:
+                raise ValueError(f"special token {t!r} is not in vocab")
+            self.special[t] = ids[t.encode("utf-8")]
+        alternatives = "|".join(regex.escape(t) for t in self._order(self.special))
+        self.special_re = regex.compile(f"({alternatives})") if self.special else None
+        self.pattern = regex.compile(pattern)
+        self.cache = {}
+
+    def _order(self, tokens):
+        return sorted(tokens, key=len, reverse=True)
+
+    def encode(self, text: str) -> list[int]:
+        out = []
+        parts = self.special_re.split(text) if self.special_re else [text]
+        for k, part in enumerate(parts):
+            if k % 2:
+                out.append(self.special[part])
+                continue
+            for piece in self.pattern.findall(part):
+                if piece not in self.cache:
+                    self.cache[piece] = self._merge(list(piece.encode("utf-8")))
+                out.extend(self.cache[piece])
+        return out
+
+    def _merge(self, ids):
+        # merges by rank, written out: the variant reads none of the learner's earlier answers
+        while len(ids) > 1:
+            pair = min(zip(ids, ids[1:]), key=lambda p: self.ranks.get(p, float("inf")))
+            if pair not in self.ranks:
+                return ids
+            out, i = [], 0
+            while i < len(ids):
+                if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
+                    out.append(self.ranks[pair])
+                    i += 2
+                else:
+                    out.append(ids[i])
+                    i += 1
+            ids = out
+        return ids
+
+    def encode_iterable(self, chunks: Iterable[str]) -> Iterator[int]:
+        hold = max(map(len, self.special), default=1) - 1
+        buf = ""
+        for chunk in chunks:
+            buf += chunk
+            end, start, cut = len(buf) - hold, 0, 0
+            for m in self.special_re.finditer(buf) if self.special_re else ():
+                if m.start() >= end:
+                    break
+                start, cut = m.end(), m.start()
+            if start <= end:
+                m = self.CUT.search(buf, start, max(end, start))
+                cut = m.start() if m else start
+            if cut:
+                yield from self.encode(buf[:cut])
+                buf = buf[cut:]
+        yield from self.encode(buf)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        try:
+            data = b"".join(self.vocab[i] for i in ids)
+        except KeyError as e:
+            raise ValueError(f"unknown token id {e.args[0]}") from None
+        return data.decode("utf-8", errors="replace")
+
+
+class BPETokenizerSpecialsInGivenOrder(_BPETokenizerBase):
+    """Special tokens tried in the order given: a shorter one shadows a longer one it begins."""
+
+    def _order(self, tokens):
+        return list(tokens)
+
+
+class BPETokenizerDecodingEachToken(_BPETokenizerBase):
+    """Each token decoded on its own and the strings joined: a split character becomes U+FFFD."""
+
+    def decode(self, ids):
+        try:
+            return "".join(self.vocab[i].decode("utf-8", errors="replace") for i in ids)
+        except KeyError as e:
+            raise ValueError(f"unknown token id {e.args[0]}") from None
+
+
+class BPETokenizerEncodingEachChunk(_BPETokenizerBase):
+    """Each chunk of the stream encoded on its own: a word cut between two chunks changes ids."""
+
+    def encode_iterable(self, chunks):
+        for chunk in chunks:
+            yield from self.encode(chunk)
+
+
+# ------------------------------------------------------------------ 1.9 WordPiece
 
 
 def wordpiece_shortest_first(word, vocab, unk="[UNK]", prefix="##", max_chars=100):
@@ -291,7 +405,7 @@ def wordpiece_unk_per_piece(word, vocab, unk="[UNK]", prefix="##", max_chars=100
     return pieces
 
 
-# ------------------------------------------------------------------ 1.9 Viterbi segmentation
+# ------------------------------------------------------------------ 1.10 Viterbi segmentation
 
 
 def _viterbi(text, scores, unk_score, max_len, reverse=True):
@@ -332,7 +446,7 @@ def viterbi_greedy_longest(text, scores, unk_score=-100.0, max_len=None):
     return pieces
 
 
-# ------------------------------------------------------------------ 1.10 predict: the embedding
+# ------------------------------------------------------------------ 1.11 predict: the embedding
 
 
 def embedding_counted_twice() -> float:
@@ -382,6 +496,14 @@ CATALOGUE = Catalogue({
     "chat_mask": [
         Mistake("character spans used as byte offsets", mask_with_character_spans),
         Mistake("leaving out the closing <|im_end|>", mask_without_im_end),
+    ],
+    "tokenizer": [
+        Mistake("special tokens tried in the order given, not the longest first",
+                BPETokenizerSpecialsInGivenOrder),
+        Mistake("decoding each token on its own: a character split between tokens becomes U+FFFD",
+                BPETokenizerDecodingEachToken),
+        Mistake("each chunk of the stream encoded on its own: a pre-token cut between chunks "
+                "gets other ids", BPETokenizerEncodingEachChunk),
     ],
     "wordpiece_word": [
         Mistake("the shortest matching piece first instead of the longest", wordpiece_shortest_first),

@@ -217,3 +217,109 @@ def strings_with_raw_quotes(schema):
     from llmlab.agent.json_schema import STRING_CHAR, schema_to_regex
 
     return schema_to_regex(schema).replace(STRING_CHAR, '[^\\n]')
+
+
+# ------------------------------------------------------------------ 12.11 the agent loop
+
+
+class ScriptedLines:
+    """A stand-in for the model in the agent loop's checks: ``writer(transcripts)`` returns, for
+    each transcript, the next of the lines scripted for its task (``(line, cut)`` pairs; a run
+    past its script answers ``?``). It refuses more calls than the longest run of its first call
+    has lines: a loop that writes one run at a time, not one batch per step, is caught."""
+
+    def __init__(self, script: dict[str, list[tuple[str, bool]]]) -> None:
+        self.script = script
+        self.tasks: list[str] = []
+        self.calls = 0
+
+    def _length(self, task: str) -> int:
+        """Lines a run of ``task`` writes before it ends (an answer or an unknown line)."""
+        for k, (line, _) in enumerate(self.script.get(task, [])):
+            if not line.startswith(("Thought:", "Call:")):
+                return k + 1
+        return len(self.script.get(task, [])) + 1
+
+    def __call__(self, transcripts):
+        tasks = [text.splitlines()[0].removeprefix("Task: ") for text in transcripts]
+        if self.calls == 0:
+            self.tasks = tasks
+        self.calls += 1
+        longest = max((self._length(t) for t in self.tasks), default=0)
+        if self.calls > longest:
+            raise ValueError(f"write_lines was called {self.calls} times, but no run writes more "
+                             f"than {longest} lines: call it once per step, with every run still going")
+        out = []
+        for task, text in zip(tasks, transcripts):
+            written = sum(1 for ln in text.splitlines()[1:] if not ln.startswith("Result:"))
+            script = self.script.get(task, [])
+            out.append(script[written] if written < len(script) else ("Answer: ?\n", False))
+        return out
+
+
+def _add(a: int, b: int) -> str:
+    return str(a + b)
+
+
+def _echo(text: str) -> str:
+    return text
+
+
+def _divide(a: int, b: int) -> str:
+    return str(a // b)
+
+
+def _tool(name, description, properties, fn):
+    from llmlab.agent import Tool
+
+    return Tool(name, description, {"type": "object", "properties": properties,
+                                    "required": sorted(properties)}, fn)
+
+
+def check_tools():
+    """Three pure tools for the checks: ``add``, ``echo`` and ``divide`` (which can raise)."""
+    integer = {"type": "integer"}
+    return [_tool("add", "Add two integers.", {"a": integer, "b": integer}, _add),
+            _tool("echo", "Repeat a text.", {"text": {"type": "string"}}, _echo),
+            _tool("divide", "Integer division.", {"a": integer, "b": integer}, _divide)]
+
+
+def agent_counting_cut_as_invalid(write_lines, tools, tasks, max_steps=6, max_observation=160):
+    """A call cut at the token limit counted as an invalid call."""
+    from llmlab.agent import run_agent
+
+    runs = run_agent(write_lines, tools, tasks, max_steps, max_observation)
+    for run in runs:
+        run.invalid_calls, run.cut_calls = run.invalid_calls + run.cut_calls, 0
+    return runs
+
+
+def agent_stopping_on_a_bad_call(write_lines, tools, tasks, max_steps=6, max_observation=160):
+    """A call that does not parse (or was cut) ends its run: no ``Result: error`` line to retry
+    from. (Runs are independent, so each is the right run cut after its first bad call.)"""
+    from llmlab.agent import ToolError, parse_call, run_agent
+
+    runs = run_agent(write_lines, tools, tasks, max_steps, max_observation)
+    for run in runs:
+        lines = run.transcript.splitlines(keepends=True)
+        calls = 0
+        for k, line in enumerate(lines):
+            if not line.startswith("Call:"):
+                continue
+            calls += 1
+            try:
+                parse_call(line[len("Call:"):].strip(), tools)
+            except ToolError:
+                first = run.errors[0]
+                cut = first == "the call was cut before its end"
+                run.transcript, run.answer, run.calls = "".join(lines[:k + 1]), None, calls
+                run.errors, run.cut_calls, run.invalid_calls = [first], int(cut), int(not cut)
+                break
+    return runs
+
+
+def agent_with_uncut_observations(write_lines, tools, tasks, max_steps=6, max_observation=160):
+    """A tool's output shown whole, not cut to ``max_observation`` characters."""
+    from llmlab.agent import run_agent
+
+    return run_agent(write_lines, tools, tasks, max_steps, 10**9)

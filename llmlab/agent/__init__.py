@@ -14,7 +14,16 @@ from llmlab.agent.json_schema import literal, schema_to_regex, validate
 from llmlab.agent.mcp_client import MCPToolSource
 from llmlab.agent.mcp_server import build_server, python_tool, search_tool, serve_stdio
 from llmlab.agent.python_tool import TOOL_LIMITS, PythonResult, PythonTool, run_python
-from llmlab.agent.react import AgentConfig, AgentRun, ReActAgent, line_regex, observation
+from llmlab.agent.react import (
+    AgentConfig,
+    AgentRun,
+    LineWriter,
+    ReActAgent,
+    apply_line,
+    line_regex,
+    observation,
+    run_agent,
+)
 from llmlab.agent.tools import Tool, ToolCall, ToolError, call_schema, parse_call, run_call
 from llmlab.agent.traces import Task, arithmetic_tasks, lookup_tasks, solution_lines, trace_example
 
@@ -22,6 +31,7 @@ __all__ = [
     "TOOL_LIMITS",
     "AgentConfig",
     "AgentRun",
+    "LineWriter",
     "MCPToolSource",
     "PythonResult",
     "PythonTool",
@@ -31,6 +41,7 @@ __all__ = [
     "ToolCall",
     "ToolError",
     "ToolTuneConfig",
+    "apply_line",
     "arithmetic_tasks",
     "build_server",
     "call_schema",
@@ -42,6 +53,7 @@ __all__ = [
     "pad_examples",
     "parse_call",
     "python_tool",
+    "run_agent",
     "run_call",
     "run_python",
     "schema_to_regex",

@@ -71,6 +71,74 @@ def observation(text: str, limit: int) -> str:
     return flat if len(flat) <= limit else flat[:limit - 3] + "..."
 
 
+@dataclass
+class LineWriter:
+    """``writer(transcripts) -> [(line, cut)]``: the model's next line of every transcript, in one
+    batch through the engine (:func:`llmlab.rag.generate.complete`), and whether it was cut:
+    under the automaton a finished line ends with its newline, so one without ran out of
+    ``max_tokens``."""
+
+    model: nn.Module
+    tokenizer: object
+    max_tokens: int = 96
+    automaton: TokenAutomaton | None = None
+
+    def __call__(self, transcripts: Sequence[str]) -> list[tuple[str, bool]]:
+        lines = complete(self.model, self.tokenizer, list(transcripts), self.max_tokens, ("\n",),
+                         self.automaton)
+        return [(line, self.automaton is not None and not line.endswith("\n")) for line in lines]
+
+
+def apply_line(run: AgentRun, line: str, cut: bool, tools: Sequence[Tool],
+               max_observation: int = 160) -> bool:
+    """Apply one model-written line to ``run``; True when the run is over. ``cut``: the line
+    ran out of tokens before its end."""
+    line = line.rstrip("\n")
+    run.transcript += line + "\n"
+    if line.startswith("Answer:"):
+        run.answer = line[len("Answer:"):].strip()
+        return True
+    if line.startswith("Thought:"):
+        return False
+    if not line.startswith("Call:"):
+        run.errors.append(f"not a Thought/Call/Answer line: {line[:40]!r}")
+        return True
+    run.calls += 1
+    try:
+        if cut:
+            raise ToolError("the call was cut before its end")
+        call = parse_call(line[len("Call:"):].strip(), tools)
+        result = run_call(call, tools)
+    except ToolError as exc:
+        if cut:
+            run.cut_calls += 1
+        else:
+            run.invalid_calls += 1
+        run.errors.append(str(exc))
+        result = f"error: {exc}"
+    run.transcript += f"Result: {observation(result, max_observation)}\n"
+    return False
+
+
+def run_agent(write_lines, tools: Sequence[Tool], tasks: Sequence[str], max_steps: int = 6,
+              max_observation: int = 160) -> list[AgentRun]:
+    """Run every task to an answer or ``max_steps`` model-written lines; the lines of all live
+    runs are written in one call of ``write_lines`` (a :class:`LineWriter`) per step."""
+    if not tools:
+        raise ValueError("an agent needs at least one tool")
+    if max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+    runs = [AgentRun(f"Task: {t}\n") for t in tasks]
+    live = list(range(len(runs)))
+    for _ in range(max_steps):
+        if not live:
+            break
+        written = write_lines([runs[i].transcript for i in live])
+        live = [i for i, (line, cut) in zip(live, written)
+                if not apply_line(runs[i], line, cut, tools, max_observation)]
+    return runs
+
+
 class ReActAgent:
     """``ReActAgent(model, tokenizer, tools, config).run_many(tasks)`` -> [AgentRun]."""
 
@@ -80,53 +148,21 @@ class ReActAgent:
             raise ValueError("an agent needs at least one tool")
         self.model, self.tokenizer, self.tools = model, tokenizer, list(tools)
         self.config = config or AgentConfig()
-        self.automaton = None
+        automaton = None
         if self.config.constrained:
             eos = tokenizer.special_ids["<|endoftext|>"]
-            self.automaton = TokenAutomaton.build(line_regex(self.tools), tokenizer, eos)
+            automaton = TokenAutomaton.build(line_regex(self.tools), tokenizer, eos)
+        self.writer = LineWriter(model, tokenizer, self.config.max_tokens, automaton)
 
     def step(self, run: AgentRun, line: str, cut: bool = False) -> bool:
-        """Apply one model-written line to ``run``; True when the run is over. ``cut``: the line
-        ran out of ``max_tokens`` before its end."""
-        line = line.rstrip("\n")
-        run.transcript += line + "\n"
-        if line.startswith("Answer:"):
-            run.answer = line[len("Answer:"):].strip()
-            return True
-        if line.startswith("Thought:"):
-            return False
-        if not line.startswith("Call:"):
-            run.errors.append(f"not a Thought/Call/Answer line: {line[:40]!r}")
-            return True
-        run.calls += 1
-        try:
-            if cut:
-                raise ToolError(f"the call was cut at {self.config.max_tokens} tokens")
-            call = parse_call(line[len("Call:"):].strip(), self.tools)
-            result = run_call(call, self.tools)
-        except ToolError as exc:
-            if cut:
-                run.cut_calls += 1
-            else:
-                run.invalid_calls += 1
-            run.errors.append(str(exc))
-            result = f"error: {exc}"
-        run.transcript += f"Result: {observation(result, self.config.max_observation)}\n"
-        return False
+        """:func:`apply_line` with this agent's tools and observation limit."""
+        return apply_line(run, line, cut, self.tools, self.config.max_observation)
 
     def run_many(self, tasks: Sequence[str]) -> list[AgentRun]:
         """Run every task to an answer or ``max_steps``; lines of all live runs decode as one batch."""
-        runs = [AgentRun(f"Task: {t}\n") for t in tasks]
-        live = list(range(len(runs)))
-        for _ in range(self.config.max_steps):
-            if not live:
-                break
-            lines = complete(self.model, self.tokenizer, [runs[i].transcript for i in live],
-                             self.config.max_tokens, ("\n",), self.automaton)
-            # under the automaton a finished line ends with its newline; one without was cut
-            cut = [self.automaton is not None and not line.endswith("\n") for line in lines]
-            live = [i for i, line, c in zip(live, lines, cut) if not self.step(runs[i], line, c)]
-        return runs
+        return run_agent(self.writer, self.tools, tasks, self.config.max_steps,
+                         self.config.max_observation)
 
 
-__all__ = ["AgentConfig", "AgentRun", "ReActAgent", "line_regex", "observation"]
+__all__ = ["AgentConfig", "AgentRun", "LineWriter", "ReActAgent", "apply_line", "line_regex",
+           "observation", "run_agent"]

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from llmlab.grading.record import Fields, as_fields
+
 MAX_REPR = 160
 
 
@@ -42,6 +44,15 @@ def short(value: Any) -> str:
 def explain(got: Any, expected: Any, atol: float = 1e-5, rtol: float = 1e-4,
             path: str = "the result") -> str | None:
     """None if ``got`` matches ``expected``; otherwise what differs, in words."""
+    got, expected = as_fields(got), as_fields(expected)
+    if isinstance(expected, Fields):
+        if not isinstance(got, Fields) or got.kind != expected.kind:
+            return f"{path}: expected a {expected.kind}, got {short(got)}."
+        for key, value in expected.items():
+            msg = explain(got.get(key), value, atol, rtol, f"{path}.{key}")
+            if msg:
+                return msg
+        return None
     if isinstance(expected, np.ndarray):
         expected = torch.from_numpy(expected)
         if isinstance(got, np.ndarray):

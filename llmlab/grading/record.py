@@ -1,13 +1,15 @@
 """A safe format for values crossing from a process that ran a learner's code to the grader.
 
-``encode`` turns results (tensors, arrays, numbers, strings, bytes, lists, tuples, dicts, sets)
-into JSON; ``decode`` rebuilds them from JSON alone — no pickle, no code — so reading a record
-can never run anything. Anything else is kept as its (truncated) ``repr``, which compares as text.
+``encode`` turns results (tensors, arrays, numbers, strings, bytes, lists, tuples, dicts, sets,
+and dataclass instances, carried as :class:`Fields`) into JSON; ``decode`` rebuilds them from
+JSON alone — no pickle, no code — so reading a record can never run anything. Anything else is
+kept as its (truncated) ``repr``, which compares as text.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import math
 from typing import Any
@@ -33,6 +35,31 @@ class Opaque:
 
     def __repr__(self) -> str:
         return self.text
+
+
+class Fields(dict):
+    """A dataclass instance as the format carries it: its class's name (``kind``) and its fields,
+    compared field by field (:func:`llmlab.grading.compare.explain`)."""
+
+    def __init__(self, kind: str, fields: dict[str, Any]) -> None:
+        super().__init__(fields)
+        self.kind = kind
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Fields) and other.kind == self.kind and dict.__eq__(self, other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"{self.kind}({', '.join(f'{k}={v!r}' for k, v in self.items())})"
+
+
+def as_fields(value: Any) -> Any:
+    """A dataclass instance as :class:`Fields` (its fields, not copied deeper); else ``value``."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return Fields(type(value).__name__,
+                      {f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
+    return value
 
 
 def encode(value: Any, budget: list[int] | None = None) -> Any:
@@ -63,6 +90,9 @@ def encode(value: Any, budget: list[int] | None = None) -> Any:
         return {"list" if isinstance(value, list) else "tuple": [encode(v, budget) for v in value]}
     if isinstance(value, (set, frozenset)):
         return {"set": [encode(v, budget) for v in sorted(value, key=repr)]}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = as_fields(value)
+        return {"fields": fields.kind, "items": [[k, encode(v, budget)] for k, v in fields.items()]}
     if isinstance(value, dict):
         return {"dict": [[encode(k, budget), encode(v, budget)] for k, v in value.items()]}
     return {"repr": _repr(value)}
@@ -120,6 +150,8 @@ def decode(data: Any) -> Any:
             k = decode(k)
             out[k if _hashable(k) else repr(k)] = decode(v)
         return out
+    if "fields" in data:
+        return Fields(str(data["fields"]), {str(k): decode(v) for k, v in data["items"]})
     if "repr" in data:
         return Opaque(str(data["repr"]))
     raise ValueError("malformed record")

@@ -25,9 +25,10 @@
 #    and measure what each costs in perplexity.
 
 # %% [markdown]
-# **Budget:** ~0.5 min on 2 CPU cores · peak RAM ~1 GB. No GPU and no network needed.
+# **Budget:** ~1 min on 2 CPU cores · peak RAM ~1 GB. No GPU and no network needed.
 
 # %% tags=["nbval-ignore-output"]
+import logging
 import math
 import time
 from collections import deque
@@ -36,26 +37,30 @@ from pathlib import Path
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import torch
+import transformers
 from IPython.display import Markdown, display
 from tqdm.auto import tqdm
 
 import llmlab.kvcache as kv
 from llmlab import grading
-from llmlab_book import ch08_kvcache as mistakes
 from llmlab.attention import REAL_CONFIGS
 from llmlab.data import load_documents
 from llmlab.kvcache.blocks import replay
 from llmlab.model import (
+    GPT,
+    GPTConfig,
     SamplingParams,
     decode_loop,
     generate,
     load_book_model,
     next_token,
     process_logits,
+    to_hf,
 )
 from llmlab.quant.formats import minmax_quantize
 from llmlab.train.mfu import measure_matmul_peak
 from llmlab.utils import seed_all
+from llmlab_book.ch08_kvcache import CATALOGUE
 
 seed_all(0)
 torch.set_num_threads(1)  # a small model decodes fastest on one thread: ops are too small to split
@@ -103,13 +108,12 @@ def predict_decode_tokens_per_s() -> float:
 # %% check="predict_decode" points=1
 grading.check_function(predict_decode_tokens_per_s, lambda: 3.35e12 / 14e9,
                        [grading.Case(note="7 B parameters, bf16, 3.35 TB/s")], rtol=0.03,
-                       mistakes={"4 bytes per parameter (fp32, not bf16)": lambda: 3.35e12 / 28e9,
-                                 "1 byte per parameter": lambda: 3.35e12 / 7e9},
+                       mistakes=CATALOGUE.mistakes("predict_decode"),
                        hint="bf16 is 2 bytes per parameter; tokens/s = bytes/s ÷ bytes per token")
 
 # %% hidden="predict_decode" points=1
 grading.check_function(predict_decode_tokens_per_s, lambda: 239.0, [grading.Case(note="tokens/s")],
-                       rtol=0.03)
+                       rtol=0.03, mistakes=CATALOGUE.mistakes("predict_decode"))
 
 # %% [markdown]
 # Real engines reach 60–80% of that bound at batch 1. To see the bound on this machine we need
@@ -243,7 +247,8 @@ def _buffer(*shape: int) -> torch.Tensor:
 
 
 APPEND_TWINS = [kv.ContiguousKVCache]
-grading.check_function(append_kv, kv.append_kv, block=APPEND_TWINS, cases=[
+grading.check_function(append_kv, kv.append_kv, block=APPEND_TWINS,
+                       mistakes=CATALOGUE.mistakes("append_kv"), cases=[
     grading.Case(torch.zeros(1, 4, 2, 3), 0, _buffer(1, 1, 2, 3), note="first token"),
     grading.Case(_buffer(2, 6, 1, 2), 3, -_buffer(2, 2, 1, 2), note="append after 3 tokens"),
 ], hint="write new into buffer[:, length:length + t_new] and return buffer[:, :length + t_new]")
@@ -253,7 +258,8 @@ buf = torch.zeros(2, 5, 3)
 out = append_kv(buf, 1, torch.ones(2, 2, 3))
 grading.expect(out.data_ptr() == buf.data_ptr() and bool(buf[:, 1:3].eq(1).all()),
                "append_kv must write into the buffer in place and return a view of it")
-grading.check_function(append_kv, kv.append_kv, block=APPEND_TWINS, cases=[
+grading.check_function(append_kv, kv.append_kv, block=APPEND_TWINS,
+                       mistakes=CATALOGUE.mistakes("append_kv"), cases=[
     grading.Case(_buffer(3, 8, 2, 2), 0, _buffer(3, 8, 2, 2), note="fill the whole buffer"),
     grading.Case(torch.zeros(1, 3, 4), 2, _buffer(1, 1, 4), note="a latent cache (MLA)"),
 ])
@@ -308,7 +314,8 @@ DECODE_TWINS = [kv.paged_attention, torch.nn.functional.scaled_dot_product_atten
                 llmlab_attention.flash_decode, llmlab_attention.flash_attention,
                 llmlab.nn.causal_attention, llmlab.nn.fast_causal_attention]
 g = torch.Generator().manual_seed(0)
-grading.check_function(decode_attention, kv.decode_attention, block=DECODE_TWINS, cases=[
+grading.check_function(decode_attention, kv.decode_attention, block=DECODE_TWINS,
+                       mistakes=CATALOGUE.mistakes("decode_attention"), cases=[
     grading.Case(torch.randn(1, 2, 4, generator=g), torch.randn(1, 5, 2, 4, generator=g),
                  torch.randn(1, 5, 2, 4, generator=g), note="multi-head, one sequence"),
     grading.Case(torch.randn(2, 4, 8, generator=g), torch.randn(2, 6, 2, 8, generator=g),
@@ -318,7 +325,8 @@ grading.check_function(decode_attention, kv.decode_attention, block=DECODE_TWINS
 
 # %% hidden="decode_attention" points=2
 g = torch.Generator().manual_seed(1)
-grading.check_function(decode_attention, kv.decode_attention, block=DECODE_TWINS, cases=[
+grading.check_function(decode_attention, kv.decode_attention, block=DECODE_TWINS,
+                       mistakes=CATALOGUE.mistakes("decode_attention"), cases=[
     grading.Case(torch.randn(3, 4, 8, generator=g), torch.randn(3, 7, 2, 8, generator=g),
                  torch.randn(3, 7, 2, 8, generator=g), torch.tensor([7, 3, 1]),
                  note="padded rows: lengths 7, 3, 1"),
@@ -412,8 +420,7 @@ def _left_padded(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 DECODE_BLOCK = [generate, decode_loop, kv.generate_paged]
-DECODE_MISTAKES = {"a cache blind to the left padding (no key_valid)": mistakes.cached_generate_blind_to_padding,
-                   "steps never committed to the cache": mistakes.cached_generate_without_commit}
+DECODE_MISTAKES = CATALOGUE.mistakes("cached_generate")
 _ids, _mask = _left_padded(["import os\n", "class A:\n    def "])
 grading.check_function(cached_generate_, generate_reference, [
     grading.Case(model, torch.tensor([tokenizer.encode("def main():\n")]), 12, note="one prompt"),
@@ -523,13 +530,12 @@ def predict_kv_bytes_per_token() -> int:
 # %% check="predict_kv_bytes" points=1
 grading.check_function(predict_kv_bytes_per_token, lambda: 32 * 2 * 8 * 128 * 2,
                        [grading.Case(note="Llama 3 8B, bf16")],
-                       mistakes={"caching all 32 query heads (no GQA)": lambda: 32 * 2 * 32 * 128 * 2,
-                                 "only keys, or only values": lambda: 32 * 8 * 128 * 2,
-                                 "4 bytes per number (fp32)": lambda: 32 * 2 * 8 * 128 * 4},
+                       mistakes=CATALOGUE.mistakes("predict_kv_bytes"),
                        hint="layers × 2 (K and V) × KV heads × d_head × bytes per number")
 
 # %% hidden="predict_kv_bytes" points=1
-grading.check_function(predict_kv_bytes_per_token, lambda: 131_072, [grading.Case(note="bytes")])
+grading.check_function(predict_kv_bytes_per_token, lambda: 131_072, [grading.Case(note="bytes")],
+                       mistakes=CATALOGUE.mistakes("predict_kv_bytes"))
 
 # %%
 gpt2_small = {"n_layer": 12, "n_head": 12, "n_embd": 768}  # GPT-2 124M config.json
@@ -666,9 +672,11 @@ def _trace(allocator_cls, ops):
     return replay(allocator_cls, 4, ops)
 
 
+ALLOC_MISTAKES = {k: (lambda ops, v=v: _trace(v, ops)) for k, v in CATALOGUE.mistakes("allocator").items()}
+
 grading.check_function(lambda ops: _trace(FreeListAllocator, ops),
                        lambda ops: _trace(kv.BlockAllocator, ops), block=[kv.BlockAllocator],
-                       name="FreeListAllocator", cases=[
+                       name="FreeListAllocator", mistakes=ALLOC_MISTAKES, cases=[
     grading.Case([("allocate", 2), ("allocate", 1)], note="allocate from the head"),
     grading.Case([("allocate", 3), ("release", 1), ("allocate", 2)],
                  note="a released block goes to the tail"),
@@ -677,7 +685,7 @@ grading.check_function(lambda ops: _trace(FreeListAllocator, ops),
 # %% hidden="allocator" points=2
 grading.check_function(lambda ops: _trace(FreeListAllocator, ops),
                        lambda ops: _trace(kv.BlockAllocator, ops), block=[kv.BlockAllocator],
-                       name="FreeListAllocator", cases=[
+                       name="FreeListAllocator", mistakes=ALLOC_MISTAKES, cases=[
     grading.Case([("allocate", 3), ("allocate", 2), ("allocate", 1)],
                  note="out of blocks: raise kv.OutOfBlocksError(n, free), allocate nothing"),
     grading.Case([("allocate", 2), ("share", 0), ("release", 0), ("allocate", 3),
@@ -789,11 +797,12 @@ def fork_and_append(append, parent_len: int, child_appends: int, block_size: int
 
 
 COW_BLOCK = [kv.PagedKVCache, kv.copy_on_write, kv.token_slots]
+COW_MISTAKES = {k: (lambda *a, v=v: fork_and_append(v, *a)) for k, v in CATALOGUE.mistakes("cow").items()}
 grading.check_function(lambda *a: fork_and_append(append_token, *a),
                        lambda *a: fork_and_append(append_token_reference, *a), [
     grading.Case(6, 0, note="one sequence growing over two blocks"),
     grading.Case(6, 1, note="a fork writes into the shared, half-full tail block"),
-], name="append_token", block=COW_BLOCK,
+], name="append_token", block=COW_BLOCK, mistakes=COW_MISTAKES,
    hint="copy a shared tail only when it is partly filled; never write into a block you share")
 
 # %% hidden="cow" points=3
@@ -803,7 +812,7 @@ grading.check_function(lambda *a: fork_and_append(append_token, *a),
     grading.Case(5, 2, 4, 2, note="child, then parent append: the parent owns its tail again"),
     grading.Case(3, 6, 2, note="block size 2, the child grows across blocks"),
     grading.Case(1, 1, 1, note="block size 1: every block is full"),
-], name="append_token", block=COW_BLOCK)
+], name="append_token", block=COW_BLOCK, mistakes=COW_MISTAKES)
 
 # %% [markdown]
 # Your function at work on a tiny pool: a parent with 6 tokens (blocks of 4) forks; the child
@@ -941,6 +950,277 @@ for s, o in zip(samples, outs):
     print(f"{s:>9}: {tokenizer.decode(prompt_ids + o)!r}")
 
 # %% [markdown]
+# ### Exercise 8.8 — capstone: a paged cache the book's model decodes through · 10 points · difficulty 3 · ~60 min
+#
+# Now the whole of it, from your own pieces: a paged KV cache that plugs into the model through
+# the step-context seam of section 2, so that the model stores its keys and values in blocks
+# handed out by your allocator and attends to each sequence read back through its block table.
+# Rows of one forward are sequences at different lengths — a long prompt being prefilled next to
+# sequences decoding one token each — the situation chapter 09's server is in at every step.
+#
+# Write `class PagedCache`:
+#
+# - `PagedCache(n_layer, allocator, block_size)`: `allocator` (kept as `self.allocator`; the
+#   chapter passes your `FreeListAllocator` when it passed) hands out every block, and the pool
+#   has `len(allocator.refcount)` of them. Per layer, keys and values live in pools of
+#   `num_blocks * block_size` token slots, `(slots, n_kv_head, d_head)`, made at the layer's
+#   first `update` (the cache does not know the model's shapes before).
+# - `add_sequence(seq_id)` registers an empty sequence (`ValueError` if it exists);
+#   `free(seq_id)` gives all its blocks back.
+# - `prepare(seq_ids, n_new) -> kv.StepContext`: the next forward's rows are the sequences
+#   `seq_ids`, row `b` bringing `n_new[b] >= 1` new tokens (an int: the same for every row). The
+#   model's input is **right-padded**: row `b`'s real tokens are its first `n_new[b]` columns. The
+#   context holds `positions (batch, t)` (a token's index in its own sequence), a complete bool
+#   `mask (batch, 1, t, T)` (True = may attend; `T` the longest sequence after the step) under
+#   which every real token sees exactly its own sequence up to itself, and `cache=self`. Reserve
+#   the step's blocks here: if the pool cannot hold them, raise
+#   `kv.OutOfBlocksError(needed, free)` with nothing changed, so a scheduler can free a
+#   sequence and prepare again.
+# - `observe_queries(layer_idx, q)`: nothing to do (the model calls it).
+# - `update(layer_idx, k, v)` with `k, v (batch, t, n_kv_head, d_head)`: store the real new
+#   tokens in their slots and return `(k_all, v_all)`, each `(batch, T, n_kv_head, d_head)`: every
+#   row's sequence read through its block table (what lies past a row's end is masked).
+# - `commit(ctx)`: the step's tokens become part of their sequences (`ValueError` for a context
+#   that is not the latest prepared one).
+#
+# Token `j` of a sequence lives in slot `table[j // block_size] * block_size + j % block_size`,
+# as in exercise 8.7. Do not use `kv.PagedKVCache`, `kv.token_slots`, `kv.copy_on_write` or
+# `kv.generate_paged`. The check runs your cache and llmlab's on a tiny model: prompts of
+# different lengths across block boundaries, decode steps, a sequence joining mid-run, a pool
+# that runs out; it compares the logits of every step and the free blocks after it.
+#
+# <details><summary>Hint 1 — the idea</summary>Everything the layers need is known before the
+# forward: which slot each new token goes to and which slot each row's key `j` comes from.
+# Compute both once in `prepare`; each layer's `update` is then a scatter and a gather with the
+# same indices.</details>
+# <details><summary>Hint 2 — the structure</summary>`prepare`: count the blocks each row is
+# missing, check the total against `allocator.num_free`, allocate; then positions
+# (`past + column`), the slot tensors, and the mask as (key is inside the row's sequence) and
+# (key position ≤ query position). Keep the step's indices on `self` for `update` and
+# `commit`.</details>
+# <details><summary>Hint 3 — the key formulas</summary>Blocks a sequence needs for `L` tokens:
+# `ceil(L / block_size)`. With `tables (batch, width)` (rows padded with any block id) and key
+# positions `j (batch, T)` clamped to each row's last token: slots =
+# `tables.gather(1, j // block_size) * block_size + j % block_size`; the real new tokens of `k`
+# are `k[cols < n_new[:, None]]`, in the order of their slots.</details>
+
+# %% solution="paged_cache"
+class PagedCache:
+    """A paged KV cache (vLLM's PagedAttention, arXiv 2309.06180) behind the model's step seam."""
+
+    def __init__(self, n_layer: int, allocator, block_size: int) -> None:
+        ### BEGIN SOLUTION
+        if n_layer < 1 or block_size < 1:
+            raise ValueError(f"need n_layer, block_size >= 1, got {n_layer}, {block_size}")
+        self.n_layer, self.block_size, self.allocator = n_layer, block_size, allocator
+        self.num_blocks = len(allocator.refcount)
+        self.tables: dict = {}  # sequence -> its block ids, in order
+        self.lengths: dict = {}  # sequence -> tokens stored
+        self.pools: list = [None] * n_layer  # per layer: (keys, values), (slots, n_kv_head, d)
+        self.step = None  # the prepared step: (ctx, seq_ids, n_new, real, write, gather)
+        ### END SOLUTION
+
+    def add_sequence(self, seq_id) -> None:
+        ### BEGIN SOLUTION
+        if seq_id in self.tables:
+            raise ValueError(f"sequence {seq_id!r} already exists")
+        self.tables[seq_id], self.lengths[seq_id] = [], 0
+        ### END SOLUTION
+
+    def free(self, seq_id) -> None:
+        ### BEGIN SOLUTION
+        for block in self.tables.pop(seq_id):
+            self.allocator.release(block)
+        del self.lengths[seq_id]
+        ### END SOLUTION
+
+    def prepare(self, seq_ids, n_new) -> kv.StepContext:
+        ### BEGIN SOLUTION
+        seq_ids = list(seq_ids)
+        n_new = [n_new] * len(seq_ids) if isinstance(n_new, int) else list(n_new)
+        if not seq_ids or any(s not in self.tables for s in seq_ids) or \
+                len(n_new) != len(seq_ids) or min(n_new) < 1:
+            raise ValueError(f"need added sequences and n_new >= 1 each, got {seq_ids}, {n_new}")
+        bs = self.block_size
+        missing = [-(-(self.lengths[s] + n) // bs) - len(self.tables[s])
+                   for s, n in zip(seq_ids, n_new)]
+        if sum(missing) > self.allocator.num_free:
+            raise kv.OutOfBlocksError(sum(missing), self.allocator.num_free)
+        for s, m in zip(seq_ids, missing):
+            self.tables[s] += self.allocator.allocate(m)
+        past = torch.tensor([self.lengths[s] for s in seq_ids])
+        n = torch.tensor(n_new)
+        total = past + n  # (batch,) tokens per row after the step
+        width = max(len(self.tables[s]) for s in seq_ids)
+        tables = torch.tensor([self.tables[s] + [0] * (width - len(self.tables[s])) for s in seq_ids])
+        cols = torch.arange(int(n.max()))[None]  # (1, t)
+        positions = past[:, None] + cols  # (batch, t)
+        real = cols < n[:, None]  # (batch, t): the real new tokens
+
+        def slots(pos: torch.Tensor) -> torch.Tensor:  # (batch, m) positions -> pool slots
+            pos = torch.minimum(pos, total[:, None] - 1)
+            return tables.gather(1, pos // bs) * bs + pos % bs
+
+        keys = torch.arange(int(total.max()))[None].expand(len(seq_ids), -1)  # (batch, T)
+        mask = (keys < total[:, None])[:, None, :] & (keys[:, None, :] <= positions[:, :, None])
+        ctx = kv.StepContext(positions, mask[:, None], self)
+        self.step = (ctx, seq_ids, n_new, real, slots(positions)[real], slots(keys))
+        return ctx
+        ### END SOLUTION
+
+    def observe_queries(self, layer_idx: int, q: torch.Tensor) -> None:
+        pass
+
+    def update(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ### BEGIN SOLUTION
+        if self.step is None:
+            raise ValueError("update outside a prepared step: call prepare first")
+        _, _, _, real, write, gather = self.step
+        if self.pools[layer_idx] is None:
+            size = self.num_blocks * self.block_size
+            self.pools[layer_idx] = tuple(t.new_zeros(size, *t.shape[2:]) for t in (k, v))
+        out = []
+        for pool, new in zip(self.pools[layer_idx], (k, v)):
+            pool[write] = new[real].to(pool.dtype)
+            out.append(pool[gather])  # (batch, T, n_kv_head, d)
+        return out[0], out[1]
+        ### END SOLUTION
+
+    def commit(self, ctx: kv.StepContext) -> None:
+        ### BEGIN SOLUTION
+        if self.step is None or ctx is not self.step[0]:
+            raise ValueError("commit the context the latest prepare() returned")
+        for s, n in zip(self.step[1], self.step[2]):
+            self.lengths[s] += n
+        self.step = None
+        ### END SOLUTION
+
+
+# %% check="paged_cache" points=4
+seed_all(0)
+tiny = GPT(GPTConfig(vocab_size=64, block_size=64, n_layer=2, n_head=4, n_kv_head=2, d_model=32)).eval()
+
+
+@torch.no_grad()
+def paged_run(cache_cls, prompts: list[int], n_steps: int, block_size: int, num_blocks: int = 32,
+              join_at: int | None = None) -> dict:
+    """Feed prompts of the given lengths, then ``n_steps`` tokens each, through ``tiny`` over a
+    cache of ``cache_cls``; a prompt of 5 tokens joins at step ``join_at``. Out of blocks, the
+    newest sequence is dropped and the step prepared again. Returns the last logits of every row
+    at every step and the free blocks after each step and after freeing everything."""
+    g = torch.Generator().manual_seed(block_size)
+    cache = cache_cls(tiny.config.n_layer, kv.BlockAllocator(num_blocks), block_size)
+    todo = {i: torch.randint(64, (n,), generator=g).tolist() for i, n in enumerate(prompts)}
+    for s in todo:
+        cache.add_sequence(s)
+    out = {"logits": [], "free blocks": [], "out of blocks": []}
+    for step in range(n_steps + 1):
+        if step == join_at:
+            cache.add_sequence("late")
+            todo["late"] = torch.randint(64, (5,), generator=g).tolist()
+        seqs = list(todo)
+        try:
+            ctx = cache.prepare(seqs, [len(todo[s]) for s in seqs])
+        except kv.OutOfBlocksError:
+            out["out of blocks"].append((step, cache.allocator.num_free))
+            cache.free(seqs[-1])
+            del todo[seqs[-1]]
+            seqs = seqs[:-1]
+            ctx = cache.prepare(seqs, [len(todo[s]) for s in seqs])
+        width = max(len(todo[s]) for s in seqs)
+        x = torch.tensor([todo[s] + [0] * (width - len(todo[s])) for s in seqs])
+        logits = tiny(x, ctx)
+        cache.commit(ctx)
+        out["logits"].append(logits[torch.arange(len(seqs)), [len(todo[s]) - 1 for s in seqs]])
+        out["free blocks"].append(cache.allocator.num_free)
+        todo = {s: torch.randint(64, (1,), generator=g).tolist() for s in seqs}
+    for s in todo:
+        cache.free(s)
+    out["free blocks at the end"] = cache.allocator.num_free
+    return out
+
+
+def paged_reference(n_layer: int, allocator, block_size: int) -> kv.PagedKVCache:
+    """llmlab's paged cache, its blocks handed out by ``allocator``."""
+    cache = kv.PagedKVCache(n_layer, len(allocator.refcount), block_size)
+    cache.allocator = allocator
+    return cache
+
+
+PAGED_BLOCK = [kv.PagedKVCache, kv.token_slots, kv.copy_on_write, kv.generate_paged]
+PAGED_MISTAKES = {k: (lambda *a, v=v: paged_run(v, *a))
+                  for k, v in CATALOGUE.mistakes("paged_cache").items()}
+grading.check_function(lambda *a: paged_run(PagedCache, *a),
+                       lambda *a: paged_run(paged_reference, *a), name="PagedCache",
+                       block=PAGED_BLOCK, mistakes=PAGED_MISTAKES, cases=[
+    grading.Case([5, 3], 3, 4, note="two prompts, blocks of 4, three decode steps"),
+    grading.Case([2], 3, 2, note="one prompt, blocks of 2"),
+], hint="compare the first step whose logits differ with the contract: slots, positions, mask")
+
+# %% hidden="paged_cache" points=6
+grading.check_function(lambda *a: paged_run(PagedCache, *a),
+                       lambda *a: paged_run(paged_reference, *a), name="PagedCache",
+                       block=PAGED_BLOCK, mistakes=PAGED_MISTAKES, cases=[
+    grading.Case([1, 6, 9], 4, 4, note="three rows of lengths 1, 6, 9; blocks of 4"),
+    grading.Case([3, 7], 4, 4, 32, 2, note="a 5-token prompt joins at step 2"),
+    grading.Case([4, 4], 2, 1, note="blocks of one token"),
+    grading.Case([7, 6], 4, 4, 6, 2, note="the pool runs out: the newest sequence is dropped"),
+])
+
+# %% [markdown]
+# From here on the chapter's paged decoding runs on your `PagedCache` when it passes. The
+# headline check of this section: greedy decoding of four prompts of different lengths, batched
+# as sequences of your paged cache — each stored without padding, in 8-token blocks of one shared
+# pool — gives, token for token, what Hugging Face `transformers` generates one prompt at a time
+# on the book's model exported to a `transformers` Llama (`llmlab.model.to_hf`).
+
+# %%
+paged_cls = grading.prefer_yours(PagedCache, paged_reference, [grading.Case([5, 3], 3, 4)],
+                                 name="PagedCache", block=PAGED_BLOCK,
+                                 probe=lambda cls: lambda *a: paged_run(cls, *a))
+
+
+@torch.no_grad()
+def paged_greedy(model, prompts: list[list[int]], cache, max_new_tokens: int) -> list[list[int]]:
+    """Greedy decoding of token lists of different lengths as the sequences of a paged cache;
+    one forward per new token, every row's last real token's logits picked."""
+    seqs = list(range(len(prompts)))
+    for s in seqs:
+        cache.add_sequence(s)
+    feed, out = [list(p) for p in prompts], [[] for _ in prompts]
+    for _ in range(max_new_tokens):
+        ctx = cache.prepare(seqs, [len(f) for f in feed])
+        width = max(map(len, feed))
+        logits = model(torch.tensor([f + [0] * (width - len(f)) for f in feed]), ctx)
+        cache.commit(ctx)
+        tok = logits[torch.arange(len(feed)), [len(f) - 1 for f in feed]].argmax(-1).tolist()
+        for o, t in zip(out, tok):
+            o.append(t)
+        feed = [[t] for t in tok]
+    used = len(cache.allocator.refcount) - cache.allocator.num_free
+    for s in seqs:
+        cache.free(s)
+    print(f"{len(prompts)} sequences of {sum(map(len, prompts)) + len(prompts) * max_new_tokens} "
+          f"tokens held in {used} blocks of {cache.block_size} slots")
+    return out
+
+
+transformers.logging.set_verbosity_error()
+hf_state, hf_config = to_hf(model)
+logging.disable(logging.WARNING)  # transformers' optional GPU kernels announce they are absent
+hf_model = transformers.AutoModelForCausalLM.from_config(hf_config).eval()
+logging.disable(logging.NOTSET)
+hf_model.load_state_dict(hf_state, strict=False)
+yours = paged_greedy(model, prompts, paged_cls(cfg.n_layer, allocator_cls(64), 8), 24)
+with torch.no_grad():
+    theirs = [hf_model.generate(torch.tensor([p]), max_new_tokens=24, do_sample=False,
+                                pad_token_id=0)[0, len(p):].tolist() for p in prompts]
+print(f"{type(hf_model).__name__}.generate, one prompt at a time == paged decoding: {yours == theirs}")
+assert yours == theirs, "paged greedy decoding must give transformers' tokens"
+for p, o in zip(prompts, yours):
+    print(f"{tokenizer.decode(p)!r:>28} → {tokenizer.decode(o)!r}")
+
+# %% [markdown]
 # ## 7. Prefix caching: compute a shared prompt once
 #
 # Chat requests often start with the same system prompt; agents resend a growing history.
@@ -952,7 +1232,7 @@ for s, o in zip(samples, outs):
 # recently used first when the pool needs them.
 
 # %% [markdown]
-# ### Exercise 8.8 — the prefix hash chain · 2 points · difficulty 1 · ~10 min
+# ### Exercise 8.9 — the prefix hash chain · 2 points · difficulty 1 · ~10 min
 #
 # Write `prefix_block_hashes(tokens, block_size)`: the chained hashes of the *full* blocks of
 # `tokens`, in order, using `kv.hash_block(prev_hash, block_tokens)` (with `prev_hash=None` for
@@ -974,13 +1254,15 @@ def prefix_block_hashes(tokens: list[int], block_size: int) -> list[bytes]:
 
 
 # %% check="prefix_hashes" points=1
-grading.check_function(prefix_block_hashes, kv.prefix_block_hashes, cases=[
+grading.check_function(prefix_block_hashes, kv.prefix_block_hashes,
+                       mistakes=CATALOGUE.mistakes("prefix_hashes"), cases=[
     grading.Case([1, 2, 3, 4, 5, 6], 3, note="two full blocks"),
     grading.Case([7, 8, 9, 10, 11], 2, note="a partial last block gets no hash"),
 ], hint="chain: pass the previous block's hash into kv.hash_block for the next block")
 
 # %% hidden="prefix_hashes" points=1
-grading.check_function(prefix_block_hashes, kv.prefix_block_hashes, cases=[
+grading.check_function(prefix_block_hashes, kv.prefix_block_hashes,
+                       mistakes=CATALOGUE.mistakes("prefix_hashes"), cases=[
     grading.Case([5, 5], 4, note="shorter than one block: no hashes"),
     grading.Case(list(range(16)), 4, note="exactly four blocks"),
     grading.Case([3, 1, 2, 3, 1, 2], 3, note="equal blocks after different prefixes differ"),
@@ -1081,7 +1363,7 @@ eviction = {name: [compare(next_token_logprobs(make(b))) for b in tqdm(budgets, 
             for name, make in policies.items()}
 
 # %% [markdown]
-# ### Exercise 8.9 — a KIVI quantizer · 3 points · difficulty 2 · ~15 min
+# ### Exercise 8.10 — a KIVI quantizer · 3 points · difficulty 2 · ~15 min
 #
 # Asymmetric min-max quantization with `bits` bits along one axis:
 # $\text{scale} = (\max - \min)/(2^\text{bits} - 1)$,
@@ -1116,13 +1398,13 @@ grading.check_function(kivi_quantize, kv.kivi_quantize, block=KIVI_TWINS, cases=
                  note="4 bits"),
     grading.Case(torch.randn(2, 16, 1, 8, generator=g), torch.randn(2, 16, 1, 8, generator=g),
                  2, note="2 bits"),
-], mistakes={"keys per token and values per channel (the axes swapped)":
-             lambda k, v, bits=4: tuple(reversed(kv.kivi_quantize(v, k, bits)))},
+], mistakes=CATALOGUE.mistakes("kivi"),
    hint="keys: min/max over the token axis; values: over the channel axis; keep the reduced axis")
 
 # %% hidden="kivi" points=2
 g = torch.Generator().manual_seed(1)
-grading.check_function(kivi_quantize, kv.kivi_quantize, block=KIVI_TWINS, cases=[
+grading.check_function(kivi_quantize, kv.kivi_quantize, block=KIVI_TWINS,
+                       mistakes=CATALOGUE.mistakes("kivi"), cases=[
     grading.Case(torch.randn(2, 32, 2, 16, generator=g) * 5, torch.randn(2, 32, 2, 16, generator=g),
                  8, note="8 bits, large keys"),
     grading.Case(torch.ones(1, 4, 1, 4), torch.zeros(1, 4, 1, 4), 4,

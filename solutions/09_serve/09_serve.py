@@ -44,6 +44,7 @@ from llmlab.model import generate, load_book_model
 from llmlab.serve.scheduler import Scheduler, Status
 from llmlab.serve.server import create_app, serve_in_thread
 from llmlab.utils import seed_all
+from llmlab_book.ch09_serve import CATALOGUE
 
 seed_all(0)
 torch.set_num_threads(1)  # the book's model decodes fastest on one thread
@@ -130,7 +131,7 @@ grading.check_function(filter_top_p_min_p, ref_top_p_min_p, cases=[
     grading.Case(torch.tensor([[2.0, 1.0, 0.5, -1.0]]), 0.8, note="top-p on 4 tokens"),
     grading.Case(torch.tensor([[2.0, 1.0, 0.5, -1.0]]), 1.0, 0.3, note="min-p only"),
     grading.Case(torch.randn(3, 20, generator=g), 0.9, 0.05, note="both, a batch of 3"),
-], block=[serve.filter_logits],
+], block=[serve.filter_logits], mistakes=CATALOGUE.mistakes("top_p_min_p"),
    hint="keep a token while the mass *before* it is < top_p; min-p compares with min_p * p_max")
 
 # %% hidden="top_p_min_p" points=2
@@ -140,7 +141,7 @@ grading.check_function(filter_top_p_min_p, ref_top_p_min_p, cases=[
     grading.Case(torch.randn(5, 30, generator=g), 0.5, 0.2, note="both filters"),
     grading.Case(torch.randn(2, 3, 40, generator=g), 0.95, note="3-d input"),
     grading.Case(torch.randn(4, 10, generator=g), 1.0, 1.0, note="min_p = 1 keeps only the max"),
-], block=[serve.filter_logits])
+], block=[serve.filter_logits], mistakes=CATALOGUE.mistakes("top_p_min_p"))
 x = torch.randn(2, 10)
 x0 = x.clone()
 filter_top_p_min_p(x, 0.5, 0.1)
@@ -166,12 +167,14 @@ probs6 = torch.tensor([0.40, 0.25, 0.15, 0.10, 0.06, 0.04])
 kept = serve.filter_logits(probs6.log()[None], 0, 0.75)
 kept_minp = serve.filter_logits(probs6.log()[None], 0, 1.0, 0.2)
 survivors = (int(torch.isfinite(kept).sum()), int(torch.isfinite(kept_minp).sum()))
-grading.check_prediction(predict_survivors, survivors, what="(top-p survivors, min-p survivors)",
+grading.check_prediction(predict_survivors, mistakes=CATALOGUE.mistakes("predict_survivors"),
+                         expected=survivors, what="(top-p survivors, min-p survivors)",
                          hint="top-p keeps the smallest prefix whose mass reaches p; min-p keeps "
                               "tokens with at least p_min times the top probability")
 
 # %% hidden="predict_survivors" points=1
-grading.check_prediction(predict_survivors, survivors, what="(top-p survivors, min-p survivors)",
+grading.check_prediction(predict_survivors, mistakes=CATALOGUE.mistakes("predict_survivors"),
+                         expected=survivors, what="(top-p survivors, min-p survivors)",
                          hint="top-p: 0.40 + 0.25 = 0.65 < 0.75, so the third token still enters; "
                          "min-p: the threshold is 0.2 × 0.40")
 
@@ -269,7 +272,8 @@ grading.check_function(stop_step, ref_stop_step, cases=[
     grading.Case("", "hello", ["END"], note="no stop in sight"),
     grading.Case("", "helloE", ["END"], note="hold back a possible start"),
     grading.Case("E", "ND!", ["END"], note="the stop completes across tokens"),
-], block=[serve.StopChecker, serve.stop_holdback],
+    grading.Case("", "a###b\n\n", ["\n\n", "###"], note="two stop strings"),
+], block=[serve.StopChecker, serve.stop_holdback], mistakes=CATALOGUE.mistakes("stop_step"),
    hint="search pending + delta, not only delta")
 
 # %% hidden="stop_step" points=2
@@ -279,7 +283,8 @@ grading.check_function(stop_step, ref_stop_step, cases=[
     grading.Case("", "x###y\n\nz", ["\n\n", "###"], note="the earliest occurrence wins"),
     grading.Case("", "abcab", ["abd", "bca"], note="the longest held-back suffix"),
     grading.Case("", "", ["END"], note="an empty delta"),
-], block=[serve.StopChecker, serve.stop_holdback])
+    grading.Case("#", "##x", ["\n\n", "###"], note="a stop string begun in the held-back text"),
+], block=[serve.StopChecker, serve.stop_holdback], mistakes=CATALOGUE.mistakes("stop_step"))
 
 # %% [markdown]
 # The engine streams through exactly this. Below, a stream whose stop string `"\n\n"` arrives
@@ -323,11 +328,13 @@ def predict_static() -> tuple[int, float]:
 # %% check="predict_static" points=1
 out_lens = [12, 3, 7, 30]
 static_answer = (max(out_lens), 1 - sum(out_lens) / (4 * max(out_lens)))
-grading.check_prediction(predict_static, static_answer, what="(steps, idle fraction)", atol=1e-3,
+grading.check_prediction(predict_static, mistakes=CATALOGUE.mistakes("predict_static"),
+                         expected=static_answer, what="(steps, idle fraction)", atol=1e-3,
                          hint="return (steps, idle_fraction): a tuple of two numbers")
 
 # %% hidden="predict_static" points=1
-grading.check_prediction(predict_static, static_answer, what="(steps, idle fraction)", atol=1e-3,
+grading.check_prediction(predict_static, mistakes=CATALOGUE.mistakes("predict_static"),
+                         expected=static_answer, what="(steps, idle fraction)", atol=1e-3,
                     hint="the batch runs until its longest row is done; count row-steps 4 × steps")
 
 # %% [markdown]
@@ -351,8 +358,9 @@ def static_timeline(lens, batch):
     return spans, t
 
 
-def continuous_timeline(prompts, lens, max_seqs):
-    engine = serve.LLMEngine(model, tokenizer, serve.EngineConfig(max_num_seqs=max_seqs))
+def continuous_timeline(prompts, lens, max_seqs, make=None):
+    config = serve.EngineConfig(max_num_seqs=max_seqs)
+    engine = make(config) if make else serve.LLMEngine(model, tokenizer, config)
     ids = [engine.add_request(p, serve.SamplingParams(max_new_tokens=n, temperature=0, ignore_eos=True))
            for p, n in zip(prompts, lens)]
     first, last, step = {}, {}, 0
@@ -402,32 +410,49 @@ print(f"{sum(work_lens)} tokens: static needs {static_steps} decode steps, conti
 #
 # ### Exercise 9.5 — the scheduler's step · 5 points · difficulty 3 · ~40 min
 #
-# Write `schedule_step(sched)` that performs one step on a `Scheduler` and returns a
-# `serve.ScheduledBatch(rows, preempted, admitted)`, where `rows` is a list of
-# `(sequence, n_tokens)`. Use:
-# - `sched.running` (list, oldest first), `sched.waiting` (deque), `sched.config`
-#   (`max_num_batched_tokens`, `max_num_seqs`);
-# - `sched.kv.num_free_blocks`, `sched.kv.blocks_needed(seq.seq_id, n)`,
-#   `sched.kv.add_sequence(seq.seq_id, seq.tokens)` (returns the cached token count) and
-#   `sched.kv.free(seq.seq_id)`;
-# - a `Sequence` has `num_uncomputed`, `num_computed`, `num_cached`, `status`,
-#   `num_preemptions`; `Status.RUNNING` / `Status.WAITING`.
+# Write `schedule_step(sched)`: one step of `sched` (a `Scheduler`), returning
+# `serve.ScheduledBatch(rows, preempted, admitted)` with `rows` a list of
+# `(sequence, n_tokens)` — the tokens of each sequence the next forward computes.
 #
-# Keep a running total of blocks *reserved* this step (they are allocated only at the forward):
-# a row fits when `reserved + need <= num_free_blocks`. Preempt with: remove from `running`,
-# `kv.free`, `num_computed = 0`, status `WAITING`, `num_preemptions += 1`,
-# `waiting.appendleft`. Admission: `add_sequence` first (set `num_computed` and `num_cached` to
-# its result), take `n = min(num_uncomputed, budget left)`; if it does not fit, `kv.free` it
-# again, reset `num_computed = 0` and stop admitting. Your step is compared trace for trace with
-# llmlab's on whole workloads (`serve.simulate`).
+# **What you may use.** `sched.running` (a list, oldest first), `sched.waiting` (a deque, next
+# first), `sched.config.max_num_batched_tokens` and `max_num_seqs`; the cache only through
+# `sched.kv.num_free_blocks`, `sched.kv.blocks_needed(seq_id, n)` (new blocks `n` more tokens
+# take), `sched.kv.add_sequence(seq_id, tokens)` (gives a sequence its table, reusing cached
+# prompt blocks; returns how many tokens were cached) and `sched.kv.free(seq_id)`. A `Sequence`
+# has `tokens`, `num_computed`, `num_uncomputed`, `num_cached`, `status` (`Status.RUNNING`,
+# `Status.WAITING`) and `num_preemptions`.
 #
-# <details><summary>Hint 1</summary>
-# Walk the running sequences from a copy of the list; the victim of a preemption is the last
-# sequence of that copy not visited yet — or the current one if none is left (then stop).
-# </details>
-# <details><summary>Hint 2</summary>
-# Admission is a <code>while</code> loop on: nothing preempted, queue non-empty, budget left,
-# <code>len(running) &lt; max_num_seqs</code>.</details>
+# **The contract** (your step is compared with llmlab's, trace for trace, on whole workloads run
+# by `serve.simulate`):
+# - **Budget.** The rows hold at most `max_num_batched_tokens` tokens in all; a row gets all its
+#   uncomputed tokens or, when the budget has less left, what is left (chunked prefill). Blocks
+#   are allocated only at the forward, so the blocks all the rows need together never exceed
+#   `num_free_blocks`.
+# - **Priority.** Running sequences come first, oldest first. Waiting ones are admitted only in a
+#   step that preempted nothing, in queue order, while fewer than `max_num_seqs` run; the first
+#   one that does not fit ends admission (no overtaking).
+# - **Preemption by recompute.** When a running sequence's row does not fit, the newest running
+#   sequence that has no row yet this step is preempted — possibly that sequence itself, which
+#   then gets no row and ends the walk — until the row fits. A preempted sequence holds no
+#   blocks, has nothing computed, is waiting, has its preemption counted, and is the next in the
+#   queue.
+# - **Admission.** An admitted sequence runs (last in `running`), with the prompt tokens the
+#   prefix cache holds counted as computed (`num_computed` and `num_cached`); a waiting sequence
+#   that does not fit leaves the cache, and itself, as they were.
+# - **Forbidden:** `Scheduler.schedule` (the check blocks it).
+#
+# <details><summary>Hint 1 (the idea)</summary>Two passes, one over the running sequences and
+# one over the queue, sharing two running totals: the budget left and the blocks reserved so
+# far. "Fits" means <em>reserved + needed ≤ free</em>.</details>
+#
+# <details><summary>Hint 2 (the structure)</summary>Walk a copy of <code>running</code> from the
+# front, so that its back holds the newest sequences not visited yet: they are the victims. An
+# inner loop preempts while the current row does not fit and the current sequence still
+# runs.</details>
+#
+# <details><summary>Hint 3 (the key detail)</summary>A waiting sequence's need depends on its
+# cache hits, so call <code>add_sequence</code> before <code>blocks_needed</code>, and undo it
+# (<code>free</code>, <code>num_computed = 0</code>) when it does not fit.</details>
 
 # %% solution="schedule_step"
 def schedule_step(sched: Scheduler) -> serve.ScheduledBatch:
@@ -479,23 +504,30 @@ def trace_with(step):
     return lambda requests, **kw: serve.simulate(requests, schedule_fn=step, **kw)
 
 
+_schedule_mistakes = {k: trace_with(v) for k, v in CATALOGUE.mistakes("schedule_step").items()}
+
+
 grading.check_function(trace_with(schedule_step), trace_with(Scheduler.schedule), cases=[
     grading.Case([(0, 5, 3), (0, 3, 2)], num_blocks=16, budget=32, note="two short requests"),
     grading.Case([(0, 20, 2), (0, 4, 4)], num_blocks=32, budget=8, note="chunked prefill"),
     grading.Case([(0, 12, 2), (0, 8, 2), (0, 1, 2)], num_blocks=4, budget=64,
                  note="admission waits for free blocks, first come first served"),
-], block=[Scheduler.schedule], name="schedule_step",
+    grading.Case([(0, 1, 7), (0, 2, 5), (2, 1, 3)], num_blocks=4, budget=64,
+                 note="the pool runs out: a preemption"),
+], block=[Scheduler.schedule], name="schedule_step", mistakes=_schedule_mistakes,
    hint="compare the trace step by step: rows (id, tokens), admitted, preempted, free blocks")
 
 # %% hidden="schedule_step" points=3
 grading.check_function(trace_with(schedule_step), trace_with(Scheduler.schedule), cases=[
     grading.Case([(0, 4, 8), (0, 4, 8)], num_blocks=3, budget=64, note="preemption by recompute"),
+    grading.Case([(0, 8, 4), (1, 3, 7), (2, 5, 7)], num_blocks=6, budget=64,
+                 note="the newest running sequence is the victim"),
     grading.Case([(0, 10, 5), (0, 30, 3), (2, 6, 8), (3, 12, 4)], num_blocks=10, budget=12,
                  note="arrivals, chunks and preemption together"),
     grading.Case([(0, 6, 2)] * 5, num_blocks=32, budget=64, max_num_seqs=2, note="max_num_seqs"),
     grading.Case([(0, 14, 1), (1, 13, 2), (2, 15, 2)], num_blocks=16, budget=64, prefix_caching=True,
                  shared_prefix=12, note="prefix-cache hits at admission"),
-], block=[Scheduler.schedule], name="schedule_step")
+], block=[Scheduler.schedule], name="schedule_step", mistakes=_schedule_mistakes)
 
 # %% [markdown]
 # A workload that overflows a tiny pool — 10 KV blocks of 4 tokens — traced step by step. Slide
@@ -554,11 +586,13 @@ chunk_trace = serve.simulate([(0, 2, 40)] * 8 + [(3, 300, 1)], num_blocks=256, b
                              budget=64, max_num_seqs=16)
 first_step = next(i for i, t in enumerate(chunk_trace) if 8 in t["admitted"])
 last_step = next(i for i, t in enumerate(chunk_trace) if 8 not in t["running"] and i > first_step)
-grading.check_prediction(predict_chunks, last_step - first_step + 1, what="forwards",
+grading.check_prediction(predict_chunks, mistakes=CATALOGUE.mistakes("predict_chunks"),
+                         expected=last_step - first_step + 1, what="forwards",
                          hint="return an integer number of forwards")
 
 # %% hidden="predict_chunks" points=1
-grading.check_prediction(predict_chunks, last_step - first_step + 1, what="forwards",
+grading.check_prediction(predict_chunks, mistakes=CATALOGUE.mistakes("predict_chunks"),
+                         expected=last_step - first_step + 1, what="forwards",
                     hint="each forward has 64 - 8 tokens left for the prompt's chunk")
 
 # %% [markdown]
@@ -572,28 +606,298 @@ for i, t in enumerate(chunk_trace[3:10], start=3):
           f"prompt chunk {dict(t['rows']).get(8, 0):3d}")
 
 # %% [markdown]
-# ## 5. The engine: outputs equal solo runs, whatever the batch
+# ## 5. The engine: your step, on the paged cache
 #
-# `serve.LLMEngine` is the thin tensor layer: per step it asks the scheduler for rows, reserves
-# their slots in the `PagedKVCache`, runs the model on the right-padded rows (each with its own
-# positions and mask; decode rows and prefill chunks as two forwards, so a one-token row is not
-# padded to a chunk's width — production engines pack both into one "varlen" forward), samples a
-# token for every row whose prompt is complete, and streams text. The KV cache only *stores* what would be
-# recomputed, so greedy outputs must equal running each request alone — even when requests are
-# chunked, preempted and recomputed. Here with a pool so small that preemption happens:
+# `serve.LLMEngine` is the thin tensor layer beside the scheduler (nano-vllm's split of
+# `Scheduler` and `ModelRunner`): per step it asks the scheduler for rows, reserves their slots
+# in the `PagedKVCache`, runs the model once over the right-padded rows (each with its own
+# positions and mask), samples a token for every row whose prompt is complete, streams text, and
+# retires the requests that are done. The KV cache only *stores* what would be recomputed, so
+# greedy outputs must equal running each request alone — even when requests arrive mid-run, are
+# chunked, preempted and recomputed. You now write that step from your own pieces.
+#
+# ### Exercise 9.7 — capstone: the engine's step · 8 points · difficulty 3 · ~60 min
+#
+# Write `engine_step(engine, schedule, top_p_min_p, stop_step)`: one step of continuous batching
+# on `engine` (a `serve.LLMEngine`; your function replaces its `step`), made of the pieces passed
+# in — a scheduler `schedule(scheduler) -> ScheduledBatch` (your 9.5), a filter
+# `top_p_min_p(logits, top_p, min_p)` (your 9.1) and `stop_step(pending, delta, stops)` (your
+# 9.3). Return a list of `serve.RequestOutput(request_id, token_ids, text, finished,
+# finish_reason)`: one per request that received a token this step, in the order of the batch's
+# rows, `token_ids` that one token, `text` the text it releases now; `[]` when nothing was
+# scheduled.
+#
+# **What the engine holds.**
+# - `engine.scheduler` (`finish(seq)` retires a sequence), `engine.cache` (the `PagedKVCache`),
+#   `engine.model`, `engine.device`, `engine.eos_id`, `engine.max_model_len`, `engine.tokenizer`;
+# - `engine.requests[seq_id]`: a `Request` with `seq`, `request_id`, `params` (a
+#   `SamplingParams`: `temperature`, `top_p`, `min_p`, `max_new_tokens`, `stop`,
+#   `stop_token_ids`, `eos_token_id`, `ignore_eos`), `generator` (its seeded `torch.Generator`
+#   or `None`), `detok` (`push(token) -> str`, `flush() -> str`: whole characters only),
+#   `stop.pending` (the text held back so far), `text` and `finish_reason`;
+# - the model↔cache seam of chapter 08: `ctx = engine.cache.prepare(seq_ids, tokens=chunks,
+#   device=engine.device, last_logits=True)` makes room for each row's chunk of new tokens,
+#   `engine.model(ids, ctx)` on the right-padded `(rows, width)` ids returns `(rows, vocab)`
+#   logits at each row's last new token, and `engine.cache.commit(ctx)` records the step.
+#
+# **The contract.**
+# - **One forward** per step, over every scheduled row, without gradients. A row whose
+#   sequence still has uncomputed tokens after its chunk receives no token.
+# - **Sampling.** Temperature 0 is greedy: the argmax of the logits. Otherwise the token is
+#   `torch.multinomial(probs, 1, generator=request.generator)`, `probs` the distribution your
+#   `top_p_min_p` leaves of the logits divided by the temperature — so a seeded request draws the
+#   same tokens whatever shares its batch.
+# - **Stopping.** A request finishes with `"stop"` on its EOS token (`params.eos_token_id`, else
+#   `engine.eos_id`; never with `ignore_eos`), on a token of `stop_token_ids`, or when its text
+#   reaches a stop string; with `"length"` once it has `max_new_tokens` output tokens or fills
+#   the model's context. Every sampled token joins the sequence's output; an EOS or stop token
+#   adds no text.
+# - **Text.** A request's `text` is the concatenation of its outputs' texts. Text that may begin
+#   a stop string is held back (`stop_step`); a stop string and what follows it are never sent;
+#   when a request ends otherwise, everything still held back — by the detokenizer or the stop
+#   check — is sent, up to a stop string it completes.
+# - **Accounting.** No request is lost: each ends with its `finish_reason` and leaves
+#   `engine.requests`; a finished sequence's KV blocks go back to the pool exactly once, in the
+#   step it finishes; an idle engine has every block free.
+# - **Equivalence.** Your step's outputs equal `LLMEngine.step`'s, step for step — hence greedy
+#   outputs equal decoding each request alone, whatever the arrivals, chunks and preemptions.
+# - **Forbidden:** `LLMEngine.step` and its helpers, `serve.process_logits`, `next_token` (the
+#   check blocks them).
+#
+# The check runs a few requests arriving at different steps through your step on the book's
+# model (llmlab's scheduler, filter and stop check passed in), and compares every step's outputs,
+# the free blocks after each step, the texts and finish reasons with llmlab's engine, and greedy
+# outputs with decoding alone. The chapter's continuous-batching runs below then run on your
+# engine with your scheduler, filter and stop check, once they pass.
+#
+# <details><summary>Hint 1 (the idea)</summary>The scheduler has already decided everything
+# about <em>which</em> tokens; the step makes it real in three parts: one tensor batch through
+# the model and the cache, then, row by row, a token and its text, then the bookkeeping of the
+# requests that ended.</details>
+#
+# <details><summary>Hint 2 (the structure)</summary>A row's chunk is
+# <code>seq.tokens[seq.num_computed:seq.num_computed + n]</code>; after the forward it is
+# computed, so <code>seq.num_computed += n</code>, and the row samples only if nothing is left
+# uncomputed. Decide the finish in a fixed order: the EOS and stop tokens (no text), then the
+# text through <code>stop_step</code> (keep its <code>pending</code> in
+# <code>request.stop.pending</code>), then the length. <code>engine.scheduler.finish(seq)</code>
+# frees the blocks; take the request out of <code>engine.requests</code> too.</details>
+#
+# <details><summary>Hint 3 (the key detail)</summary>When a request ends without a stop string,
+# push <code>request.detok.flush()</code> through <code>stop_step</code> once more and append what
+# it still holds back, unless that push reached a stop string. Pad the chunks with any id (0):
+# the cache's mask never lets a real token see the padding.</details>
+
+# %% solution="engine_step"
+def engine_step(engine: serve.LLMEngine, schedule, top_p_min_p, stop_step) -> list[serve.RequestOutput]:
+    """One continuous-batching step: schedule, one forward over the paged cache, sample, stop."""
+    ### BEGIN SOLUTION
+    batch = schedule(engine.scheduler)
+    if not batch.rows:
+        return []
+    engine.num_steps += 1
+    chunks = [seq.tokens[seq.num_computed:seq.num_computed + n] for seq, n in batch.rows]
+    ctx = engine.cache.prepare([seq.seq_id for seq, _ in batch.rows], tokens=chunks,
+                               device=engine.device, last_logits=True)
+    width = max(len(c) for c in chunks)
+    ids = torch.tensor([c + [0] * (width - len(c)) for c in chunks], device=engine.device)
+    with torch.no_grad():
+        logits = engine.model(ids, ctx).float()  # (rows, vocab) at each row's last new token
+    engine.cache.commit(ctx)
+    outputs = []
+    for row, (seq, n) in enumerate(batch.rows):
+        seq.num_computed += n
+        if seq.num_uncomputed > 0:  # a prefill chunk: the prompt is not complete yet
+            continue
+        req = engine.requests[seq.seq_id]
+        p = req.params
+        if p.temperature == 0:
+            token = int(logits[row].argmax())
+        else:
+            probs = top_p_min_p(logits[row] / p.temperature, p.top_p, p.min_p).softmax(-1)
+            token = int(torch.multinomial(probs, 1, generator=req.generator))
+        seq.output.append(token)
+        eos = engine.eos_id if p.eos_token_id is None else p.eos_token_id
+        text, reason, hit = "", None, False
+        if (token == eos and not p.ignore_eos) or token in p.stop_token_ids:
+            reason = "stop"
+        else:
+            text, req.stop.pending, hit = stop_step(req.stop.pending, req.detok.push(token), p.stop)
+            if hit:
+                reason = "stop"
+            elif len(seq.output) >= p.max_new_tokens or len(seq.tokens) >= engine.max_model_len:
+                reason = "length"
+        if reason is not None:
+            if not hit:  # what was held back was no stop string after all
+                tail, rest, hit = stop_step(req.stop.pending, req.detok.flush(), p.stop)
+                text += tail + ("" if hit else rest)
+                req.stop.pending = ""
+            req.finish_reason = reason
+            engine.scheduler.finish(seq)  # its blocks go back to the pool, once
+            del engine.requests[req.request_id]
+        req.text += text
+        outputs.append(serve.RequestOutput(req.request_id, [token], text, reason is not None, reason))
+    return outputs
+    ### END SOLUTION
+
+
+# %% check="engine_step" points=3
+def ref_engine_step(engine, schedule, top_p_min_p, stop_step):
+    return serve.LLMEngine.step(engine)
+
+
+_solo_outputs: dict = {}
+
+
+def solo_greedy(prompt: str, n: int) -> list[int]:
+    """The first ``n`` greedy tokens of ``prompt`` decoded alone: no engine, no batch, no cache
+    (every step recomputes the whole sequence)."""
+    if (prompt, n) not in _solo_outputs:
+        ids = tokenizer.encode(prompt)
+        with torch.no_grad():
+            for _ in range(n):
+                ids.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
+        _solo_outputs[prompt, n] = ids[len(ids) - n:]
+    return _solo_outputs[prompt, n]
+
+
+def serve_trace(step, workload, num_blocks=64, block_size=4, budget=32, max_num_seqs=4) -> dict:
+    """Run ``workload`` — ``(arrival step, prompt, SamplingParams fields)`` per request — through
+    an engine whose step is ``step`` (with llmlab's scheduler, filter and stop check); record
+    what the contract says."""
+    eng = serve.LLMEngine(model, tokenizer, serve.EngineConfig(
+        num_blocks=num_blocks, block_size=block_size, max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=budget, prefix_caching=False))
+    reqs, steps, free = {}, [], []
+    for t in range(80):
+        for i, (arrival, prompt, fields) in enumerate(workload):
+            if arrival == t:
+                rid = eng.add_request(prompt, serve.SamplingParams(**fields), request_id=f"r{i}")
+                reqs[rid] = eng.requests[rid]
+        if t > max(a for a, _, _ in workload) and not eng.has_unfinished():
+            break
+        outs = step(eng, Scheduler.schedule, ref_top_p_min_p, ref_stop_step)
+        steps.append([(o.request_id, o.token_ids, o.text, o.finished, o.finish_reason) for o in outs])
+        free.append(eng.cache.num_free_blocks)
+    return {"outputs of each step (id, tokens, text, finished, reason)": steps,
+            "free KV blocks after each step": free,
+            "texts": {r: q.text for r, q in reqs.items()},
+            "finish reasons": {r: q.finish_reason for r, q in reqs.items()},
+            "requests left in engine.requests": sorted(eng.requests),
+            "free KV blocks when idle": eng.cache.num_free_blocks,
+            "greedy outputs equal to decoding alone": {
+                r: q.seq.output == solo_greedy(workload[int(r[1:])][1],
+                                               q.params.max_new_tokens)[:len(q.seq.output)]
+                for r, q in reqs.items() if workload[int(r[1:])][2].get("temperature") == 0}}
+
+
+def greedy_fields(n, **more):
+    return dict(max_new_tokens=n, temperature=0, **more)
+
+
+_engine_blocked = [serve.LLMEngine.step, serve.LLMEngine._append, serve.LLMEngine._forward,
+                   serve.process_logits, serve.next_token]
+_engine_mistakes = {k: (lambda *a, v=v: serve_trace(v, *a))
+                    for k, v in CATALOGUE.mistakes("engine_step").items()}
+grading.check_function(
+    lambda *a: serve_trace(engine_step, *a), lambda *a: serve_trace(ref_engine_step, *a),
+    name="engine_step", block=_engine_blocked, mistakes=_engine_mistakes, cases=[
+        grading.Case([(0, "import os\n", greedy_fields(10, stop=["s\nimp"])),
+                      (1, "def main():\n", greedy_fields(6)),
+                      (3, "class Stack:\n", greedy_fields(9, stop=["zz", "Autocast"]))],
+                     note="arrivals at steps 0, 1 and 3; stop strings across tokens"),
+        grading.Case([(0, "import os\n", dict(max_new_tokens=10, temperature=0.7, top_p=0.9,
+                                              min_p=0.05, seed=1)),
+                      (0, "# utilities\n", greedy_fields(8)),
+                      (2, "def f(x):\n", dict(max_new_tokens=8, temperature=1.3, top_p=0.8,
+                                              seed=7))],
+                     12, 4, 6, 2, note="seeded sampling; a tiny pool, a budget of 6, 2 rows"),
+    ],
+    hint="compare the first entry that differs with the contract above; the hints go from the "
+         "idea to the key detail")
+
+# %% hidden="engine_step" points=5
+### BEGIN HIDDEN TESTS
+grading.check_function(
+    lambda *a: serve_trace(engine_step, *a), lambda *a: serve_trace(ref_engine_step, *a),
+    name="engine_step", block=_engine_blocked, mistakes=_engine_mistakes, cases=[
+        grading.Case([(0, "def main():\n", greedy_fields(8, eos_token_id=10)),
+                      (0, "def main():\n", greedy_fields(5, eos_token_id=10, ignore_eos=True)),
+                      (1, "import os\n", greedy_fields(8, stop_token_ids=[605])),
+                      (1, "class Stack:\n", greedy_fields(6))],
+                     note="an EOS token, ignore_eos, a stop token"),
+        grading.Case([(0, "import os\n", greedy_fields(12)),
+                      (1, "# Copyright 2001 Python Software Foundation\n" * 2, greedy_fields(4)),
+                      (2, "def main():\n", greedy_fields(10)),
+                      (4, "class Stack:\n", greedy_fields(8))],
+                     10, 4, 8, 3, note="chunked prefill beside decoding; preemption in 10 blocks"),
+        grading.Case([(0, "for i in range(10):\n", greedy_fields(12, stop=["_default_", "(\n"])),
+                      (0, "class Stack:\n", greedy_fields(5, stop=["Autoc"])),
+                      (3, "def add(a, b):\n", dict(max_new_tokens=9, temperature=0.9, min_p=0.1,
+                                                   seed=3, stop=["):"]))],
+                     note="held-back text released at the end; two stop strings; min-p"),
+        grading.Case([(t, "import os\n", dict(max_new_tokens=3, temperature=1.0, seed=t))
+                      for t in range(5)], 16, 4, 16, 2, note="one request per step, two rows"),
+    ])
+### END HIDDEN TESTS
+
+# %% [markdown]
+# Your engine from here on: your step, with your scheduler, filter and stop check where they
+# pass (llmlab's where they do not). First a pool so small that preemption happens: greedy
+# outputs must equal each request decoded alone, and seeded samples must equal llmlab's engine.
 
 # %%
-engine = serve.LLMEngine(model, tokenizer, serve.EngineConfig(
-    num_blocks=20, block_size=4, max_num_batched_tokens=16, max_num_seqs=4))
-engine.scheduler.schedule = lambda: scheduler_step(engine.scheduler)  # your scheduler, if passing
+EngineStep = grading.prefer_yours(
+    engine_step, ref_engine_step,
+    [grading.Case([(0, "import os\n", greedy_fields(6, stop=["s\nimp"])),
+                   (1, "def f(x):\n", dict(max_new_tokens=6, temperature=1.3, top_p=0.8, seed=7))],
+                  10, 4, 6, 2)],
+    name="engine_step", probe=lambda f: (lambda *a: serve_trace(f, *a)), block=_engine_blocked)
+
+
+def book_engine(config: serve.EngineConfig | None = None) -> serve.LLMEngine:
+    """An engine whose step is yours (when passing), built from your earlier pieces; the times a
+    server reports (to the first token, per output token) are taken around your step."""
+    eng = serve.LLMEngine(model, tokenizer, config)
+
+    def step() -> list[serve.RequestOutput]:
+        live = dict(eng.requests)
+        outputs = EngineStep(eng, scheduler_step, top_p_fn, step_fn)
+        now = time.perf_counter()
+        for out in outputs:
+            req = live[out.request_id]
+            req.first_token_time = req.first_token_time or now
+            if out.finished:
+                req.finish_time = now
+                out.latency = req.latency()
+        return outputs
+
+    eng.step = step
+    return eng
+
+
+config = serve.EngineConfig(num_blocks=20, block_size=4, max_num_batched_tokens=16, max_num_seqs=4)
 greedy = serve.SamplingParams(max_new_tokens=20, temperature=0, ignore_eos=True)
 batch_prompts = ["def fibonacci(n):\n    ", "import os\n", "class Foo:\n    def __init__(self",
                  "# Copyright 2001 Python Software Foundation\n" * 3]
-done = engine.generate(batch_prompts, greedy)
+done = book_engine(config).generate(batch_prompts, greedy)
 for p, r in zip(batch_prompts, done):
-    solo = generate(model, torch.tensor([tokenizer.encode(p)]), max_new_tokens=20)[0, len(tokenizer.encode(p)):]
-    print(f"equal to solo: {r.seq.output == solo.tolist()}  preemptions: {r.seq.num_preemptions}"
-          f"  {r.text[:40]!r}")
+    print(f"equal to solo: {r.seq.output == solo_greedy(p, 20)}  preemptions: "
+          f"{r.seq.num_preemptions}  {r.text[:40]!r}")
+sampled = serve.SamplingParams(max_new_tokens=20, temperature=0.8, top_p=0.9, min_p=0.05, seed=0)
+mine = [r.text for r in book_engine(config).generate(batch_prompts, sampled)]
+ours = [r.text for r in serve.LLMEngine(model, tokenizer, config).generate(batch_prompts, sampled)]
+print("seeded samples equal to llmlab's engine:", mine == ours)
+
+# %% [markdown]
+# And the continuous-batching run of section 3, now on your engine: the same 12 requests, at most
+# 4 rows per step. Continuous batching never changes *what* is generated, only *when*: the step
+# count and every request's span must be the ones llmlab's engine gave.
+
+# %%
+my_spans, my_steps = continuous_timeline(work_prompts, work_lens, 4, make=book_engine)
+print(f"your engine: {my_steps} steps for {sum(work_lens)} tokens (static batching: "
+      f"{static_steps}); the same timeline as llmlab's engine: {my_spans == cont_spans}")
 
 # %% [markdown]
 # ## 6. Prefix caching on a shared system prompt
@@ -712,7 +1016,7 @@ for (p, a), r in zip(plan, lora_reqs):
 # Greedy decoding is the case $p$ = one-hot on the argmax: accept while the draft equals the
 # target's argmax — identical output to plain greedy, with fewer forwards.
 #
-# ### Exercise 9.7 — the acceptance rule · 4 points · difficulty 3 · ~30 min
+# ### Exercise 9.8 — the acceptance rule · 4 points · difficulty 3 · ~30 min
 #
 # Write `accept_draft(p, q, draft, u)`: `p` `(k+1, vocab)` target probabilities, `q` `(k, vocab)`
 # draft probabilities **or `None`** for a deterministic drafter (then $q_i$ is one-hot on
@@ -753,7 +1057,7 @@ grading.check_function(accept_draft, serve.accept_draft, cases=[
     grading.Case(p3, q2, [0, 1], torch.tensor([0.9, 0.9]), note="p >= q: both accepted"),
     grading.Case(p3, q2, [1, 1], torch.tensor([0.7, 0.1]), note="rejected at the first draft"),
     grading.Case(p3, None, [0, 2], torch.tensor([0.4, 0.5]), note="deterministic draft (q one-hot)"),
-], block=[serve.rejection_sample, serve.greedy_verify],
+], block=[serve.rejection_sample, serve.greedy_verify], mistakes=CATALOGUE.mistakes("accept_draft"),
    hint="the residual is max(0, p - q) normalized; with q None, q is one-hot on the draft")
 
 # %% hidden="accept_draft" points=2
@@ -767,7 +1071,7 @@ grading.check_function(accept_draft, serve.accept_draft, cases=[
     grading.Case(pp[:2], pp[:1], [4], torch.tensor([0.99]), note="q == p: never rejected"),
     grading.Case(torch.tensor([[0.0, 1.0], [0.5, 0.5]]), None, [0], torch.tensor([0.5]),
                  note="p(x) = 0: the residual is the rest of p"),
-], block=[serve.rejection_sample, serve.greedy_verify])
+], block=[serve.rejection_sample, serve.greedy_verify], mistakes=CATALOGUE.mistakes("accept_draft"))
 
 # %% [markdown]
 # **Check it statistically.** A 5-token vocabulary, random $p$ and $q$: draft from $q$, verify
@@ -840,7 +1144,7 @@ for name, drafter in drafters.items():
 # *live* states (from which an accepting state is reachable), and `serve.TokenAutomaton` walks
 # every token's bytes from each state to build the mask — once per state, cached.
 #
-# ### Exercise 9.8 — the regex-to-token mask · 3 points · difficulty 2 · ~15 min
+# ### Exercise 9.9 — the regex-to-token mask · 3 points · difficulty 2 · ~15 min
 #
 # Write `token_mask(dfa, state, token_bytes)`: for each token (a `bytes` string), the DFA state
 # after reading all its bytes from `state`, or `None` when some byte has no transition
@@ -871,7 +1175,8 @@ grading.check_function(token_mask, serve.token_mask, cases=[
                  note="(yes|no) from the start"),
     grading.Case(dfa_yes, dfa_yes.walk(dfa_yes.start, b"y"), [b"e", b"es", b"s", b""],
                  note="after 'y'; an empty token"),
-], block=[serve.DFA.walk], hint="walk every byte; a missing or dead transition disallows the token")
+], block=[serve.DFA.walk], mistakes=CATALOGUE.mistakes("token_mask"),
+   hint="walk every byte; a missing or dead transition disallows the token")
 
 # %% hidden="token_mask" points=2
 dfa_num = serve.regex_to_dfa(r"\d{1,3}\.\d{2}")
@@ -879,9 +1184,9 @@ vocab_sample = [tokenizer.vocab[i] for i in range(0, len(tokenizer.vocab) - 1, 7
 grading.check_function(token_mask, serve.token_mask, cases=[
     grading.Case(dfa_num, dfa_num.start, vocab_sample, note="numbers over a real vocabulary"),
     grading.Case(dfa_num, dfa_num.walk(dfa_num.start, b"12"), vocab_sample, note="after '12'"),
-    grading.Case(serve.regex_to_dfa("ab*c"), 0, [b"abbb", b"abbbcx", b"abc", b"ac", b"b"],
+    grading.Case(serve.regex_to_dfa("ab*c"), 0, [b"abbb", b"abbbcx", b"abc", b"ac", b"b", b""],
                  note="a token that passes the end is dead"),
-], block=[serve.DFA.walk])
+], block=[serve.DFA.walk], mistakes=CATALOGUE.mistakes("token_mask"))
 
 # %% [markdown]
 # The engine applies the mask before sampling (`SamplingParams(regex=...)`; the server accepts
@@ -916,7 +1221,7 @@ serve.structured.token_mask = serve.token_mask
 # A streamed response is a sequence of SSE events, each `data: <json>` followed by a blank line,
 # and a final `data: [DONE]`:
 #
-# ### Exercise 9.9 — the SSE event formatter · 2 points · difficulty 1 · ~5 min
+# ### Exercise 9.10 — the SSE event formatter · 2 points · difficulty 1 · ~5 min
 #
 # Write `sse_event(data)`: a dict becomes compact JSON (`separators=(",", ":")`), a string is
 # sent as is; return `"data: " + payload + "\n\n"`.
@@ -934,20 +1239,21 @@ def sse_event(data: dict | str) -> str:
 grading.check_function(sse_event, serve.sse_event, cases=[
     grading.Case({"choices": [{"text": "hi"}]}, note="a chunk"),
     grading.Case("[DONE]", note="the end of the stream"),
-], hint="each event ends with a blank line: two newlines")
+], mistakes=CATALOGUE.mistakes("sse_event"), hint="each event ends with a blank line: two newlines")
 
 # %% hidden="sse_event" points=1
 grading.check_function(sse_event, serve.sse_event, cases=[
     grading.Case({"text": "a\nb", "x": None}, note="a newline inside the JSON stays escaped"),
     grading.Case({"text": "é"}, note="non-ASCII"),
-])
+], mistakes=CATALOGUE.mistakes("sse_event"))
 
 # %% [markdown]
-# Start the server on a free port of 127.0.0.1 in a background thread and talk to it with the
+# Start the server on a free port of 127.0.0.1 in a background thread — on your engine: your
+# step with your scheduler, filter and stop check, where they pass — and talk to it with the
 # official client:
 
 # %% tags=["nbval-ignore-output"]
-engine = serve.LLMEngine(model, tokenizer, serve.EngineConfig(num_blocks=128, block_size=16))
+engine = book_engine(serve.EngineConfig(num_blocks=128, block_size=16))
 server = serve_in_thread(create_app(engine, "book"))
 url = server.__enter__()
 client = openai.OpenAI(base_url=url + "/v1", api_key="not-needed", max_retries=0, timeout=30)

@@ -20,9 +20,9 @@
 # 5. measure RAG: the book's model completing unseen functions with and without retrieved
 #    context, against an oracle and with distractors; reuse the KV cache of retrieved chunks
 #    through the prefix cache, and with CacheBlend when they are not a prefix;
-# 6. constrain tool calls to a JSON Schema with chapter 09's token automaton, run a ReAct agent
-#    with a sandboxed Python tool and the retriever as a tool, fine-tune the model to call tools,
-#    and serve the tools over the Model Context Protocol;
+# 6. constrain tool calls to a JSON Schema with chapter 09's token automaton, write the ReAct
+#    agent loop and run it with a sandboxed Python tool and the retriever as tools, fine-tune
+#    the model to call tools, and serve the tools over the Model Context Protocol;
 # 7. run a small "deep research" loop that cites its sources, and measure its citation precision.
 
 # %% [markdown]
@@ -726,7 +726,7 @@ grading.check_function(rrf, rag.reciprocal_rank_fusion, cases=[
 # query likelihood, $\frac{1}{|q|}\log p(q \mid d)$ (arXiv:2204.07496); production systems use
 # a trained cross-encoder (Cohere Rerank, bge-reranker) the same way.
 #
-# ### Exercise 12.8 — capstone: the hybrid retriever · 6 points · difficulty 3 · ~60 min
+# ### Exercise 12.8 — the hybrid retriever · 6 points · difficulty 2 · ~40 min
 #
 # Assemble the retrieval stack. Write `hybrid_retrieve(kit, query, k=3, depth=10)` returning the
 # indices (into `kit.texts`) of the `k` best documents. The `kit` (a `rag.RetrievalKit`) holds the
@@ -1140,9 +1140,10 @@ print("parses and fits the schema:", agent.validate(json.loads(constrained), obj
 # Answer: 9591
 # ```
 #
-# `agent.ReActAgent` runs that loop: it decodes one line at a time through the engine, runs the
-# call, appends `Result:` (a tool's output, or the error a bad call earned), and stops at
-# `Answer:`. Two tools: `run_python`, which runs a snippet in a fresh process with a wall-clock
+# The loop decodes one line of every live run at a time through the engine, runs the call,
+# appends `Result:` (a tool's output, or the error a bad call earned), and stops at `Answer:`;
+# you write it in exercise 12.11, and `agent.ReActAgent` is llmlab's. Two tools: `run_python`,
+# which runs a snippet in a fresh process with a wall-clock
 # timeout, memory, CPU, file-size and open-file limits and no inherited environment
 # (`agent.run_python`), and `search`, your hybrid retriever over the held-out functions.
 #
@@ -1150,6 +1151,125 @@ print("parses and fits the schema:", agent.validate(json.loads(constrained), obj
 # whose answers a program can check, solved by calling the tools for real — and a LoRA
 # fine-tune (chapter 05's adapters, chapter 06's assistant-only SFT loss). Training tasks use
 # other numbers and other functions than the held-out ones.
+
+# %% [markdown]
+# ### Exercise 12.11 — capstone: the agent loop · 6 points · difficulty 3 · ~60 min
+#
+# Write the loop that every agent runs on: `run_agent(write_lines, tools, tasks, max_steps=6,
+# max_observation=160)` returns one `agent.AgentRun` per task, in order. The contract:
+#
+# - `write_lines(transcripts)` returns `[(line, cut), …]`, the model's next line for each
+#   transcript it is given; `cut` is true when the line ran out of tokens before its end. Here it
+#   is an `agent.LineWriter`, which decodes all its transcripts as one batch through the engine,
+#   so call it once per step with the transcripts of every run still going, and at most
+#   `max_steps` times.
+# - A run's `transcript` starts `Task: <task>` and gets each of its model lines with one newline
+#   at the end. The run ends at an `Answer:` line (its `answer` is the rest of the line,
+#   stripped), at a line that is none of `Thought:`, `Call:`, `Answer:` (its start recorded in
+#   `errors`, as `agent.ReActAgent` words it), or when `max_steps` lines are written.
+# - Every `Call:` line counts in `calls`. A call that `agent.parse_call` accepts runs
+#   (`agent.run_call`) and the run reads `Result: <agent.observation(output, max_observation)>`.
+#   A call that does not parse, or was cut, does not end the run: the model reads
+#   `Result: error: <message>` and may try again; the message (the `ToolError`'s, or
+#   `the call was cut before its end`) goes to `errors`, and the call counts in `cut_calls` if it
+#   was cut, else in `invalid_calls`.
+# - No tools, or `max_steps < 1`, is a `ValueError`.
+#
+# `agent.ReActAgent`, `agent.run_agent` and `agent.apply_line` are blocked. The held-out
+# evaluation below, and the run over MCP, use your loop once it passes.
+#
+# <details><summary>Hint 1 — idea</summary>Keep the indices of the runs still going; a step is one
+# call of <code>write_lines</code> and one update per returned line.</details>
+# <details><summary>Hint 2 — structure</summary>A helper <code>apply(run, line, cut) -> bool</code>
+# (True when the run is over) keeps the loop three lines long; the helper is a chain of
+# <code>startswith</code> tests.</details>
+# <details><summary>Hint 3 — the bad call</summary><code>try:</code> raise
+# <code>agent.ToolError</code> yourself for a cut line, else <code>parse_call</code> and
+# <code>run_call</code>; <code>except agent.ToolError</code> counts, records and shows the error.
+# </details>
+
+# %% solution="run_agent"
+def run_agent(write_lines, tools: list, tasks: list[str], max_steps: int = 6,
+              max_observation: int = 160) -> list:
+    """One `agent.AgentRun` per task: think, call a tool, observe, answer."""
+    ### BEGIN SOLUTION
+    if not tools:
+        raise ValueError("an agent needs at least one tool")
+    if max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+
+    def apply(run, line, cut):
+        line = line.rstrip("\n")
+        run.transcript += line + "\n"
+        if line.startswith("Answer:"):
+            run.answer = line[len("Answer:"):].strip()
+            return True
+        if line.startswith("Thought:"):
+            return False
+        if not line.startswith("Call:"):
+            run.errors.append(f"not a Thought/Call/Answer line: {line[:40]!r}")
+            return True
+        run.calls += 1
+        try:
+            if cut:
+                raise agent.ToolError("the call was cut before its end")
+            result = agent.run_call(agent.parse_call(line[len("Call:"):].strip(), tools), tools)
+        except agent.ToolError as exc:
+            run.cut_calls += cut
+            run.invalid_calls += not cut
+            run.errors.append(str(exc))
+            result = f"error: {exc}"
+        run.transcript += f"Result: {agent.observation(result, max_observation)}\n"
+        return False
+
+    runs = [agent.AgentRun(f"Task: {task}\n") for task in tasks]
+    live = list(range(len(runs)))
+    for _ in range(max_steps):
+        if not live:
+            break
+        written = write_lines([runs[i].transcript for i in live])
+        live = [i for i, (line, cut) in zip(live, written) if not apply(runs[i], line, cut)]
+    return runs
+    ### END SOLUTION
+
+
+# %% check="run_agent" points=2
+def call(name, **arguments):
+    return "Call: " + json.dumps({"name": name, "arguments": arguments}, separators=(",", ":")) + "\n"
+
+
+agent_tools = mistakes.check_tools()  # add, echo, divide: pure functions
+AGENT_SCRIPT = {  # the lines a model writes, per task: (line, cut)
+    "What is 2 + 3?": [("Thought: add them\n", False), (call("add", a=2, b=3), False), ("Answer: 5\n", False)],
+    "Say hi.": [(call("echo", text="hi there, " * 4), False), (call("add", a=2), False),
+                (call("echo", text="hihi")[:-8], True), ("Answer: hi\n", False)],
+    "Halve 9.": [(call("divide", a=9, b=0), False), ("I think it is 4\n", False)],
+}
+AGENT_MISTAKES = {"a cut call counted as an invalid one": mistakes.agent_counting_cut_as_invalid,
+                  "a bad call ends the run (no `Result: error` to retry from)": mistakes.agent_stopping_on_a_bad_call,
+                  "observations not cut to max_observation": mistakes.agent_with_uncut_observations}
+AGENT_BLOCK = [agent.ReActAgent, agent.run_agent, agent.apply_line]
+grading.check_function(run_agent, agent.run_agent, cases=[
+    grading.Case(mistakes.ScriptedLines(AGENT_SCRIPT), agent_tools, list(AGENT_SCRIPT), 6, 24,
+                 note="three scripted runs: a call, bad and cut calls, a tool that raises"),
+    grading.Case(agent.LineWriter(model, tokenizer, 16), agent_tools, ["What is 2 + 3?", "Say hi."], 2,
+                 note="the book's model writing, two steps"),
+], block=AGENT_BLOCK, mistakes=AGENT_MISTAKES,
+   hint="every run's lines in one write_lines call per step; a bad call is shown, not fatal")
+
+# %% hidden="run_agent" points=4
+grading.check_function(run_agent, agent.run_agent, cases=[
+    grading.Case(mistakes.ScriptedLines(AGENT_SCRIPT), agent_tools, list(AGENT_SCRIPT), 2, 12,
+                 note="max_steps = 2 cuts every run short"),
+    grading.Case(mistakes.ScriptedLines(AGENT_SCRIPT), agent_tools, ["Say hi.", "Say hi.", "Halve 9."], 5, 40,
+                 note="the same task twice"),
+    grading.Case(mistakes.ScriptedLines({"x": [(call("nope"), False), (call("echo", text=7), False),
+                                               ('Call: {"name"\n', False), ("Answer: done\n", False)]}),
+                 agent_tools, ["x"], 6, 160, note="an unknown tool, a wrong type, broken JSON"),
+    grading.Case(mistakes.ScriptedLines({}), agent_tools, [], 3, note="no tasks"),
+    grading.Case(mistakes.ScriptedLines({}), [], ["x"], note="no tools: ValueError"),
+    grading.Case(mistakes.ScriptedLines({}), agent_tools, ["x"], 0, note="max_steps = 0: ValueError"),
+], block=AGENT_BLOCK, mistakes=AGENT_MISTAKES)
 
 # %% tags=["grading-skip"]
 python = agent.python_tool(timeout=5.0)
@@ -1201,11 +1321,15 @@ test_tasks = agent.arithmetic_tasks(n_test // 2, seed=99)
 short_val = [p for p in val_pairs if len(p.query) <= SHORT]
 lookups = [(p.query, search_tool_fn(p.query, 1)) for p in random.Random(5).sample(short_val, n_test // 2)]
 test_tasks += agent.lookup_tasks(lookups, n_test // 2, seed=2)
+loop_fn = grading.prefer_yours(run_agent, agent.run_agent,
+                               [(mistakes.ScriptedLines(AGENT_SCRIPT), agent_tools, list(AGENT_SCRIPT), 6, 24)],
+                               block=AGENT_BLOCK)
+line_automaton = TokenAutomaton.build(agent.line_regex(tools), tokenizer, EOS)  # Thought | Call | Answer
 agent_rows = {}
 for label, m in [("base model", model), ("tool-tuned", tool_model)]:
     for constrained in (False, True):
-        runs = agent.ReActAgent(m, tokenizer, tools, agent.AgentConfig(max_steps=5, constrained=constrained)
-                                ).run_many([t.question for t in test_tasks])
+        writer = agent.LineWriter(m, tokenizer, 96, line_automaton if constrained else None)
+        runs = loop_fn(writer, tools, [t.question for t in test_tasks], 5, 160)
         success = float(np.mean([r.answer == t.answer for r, t in zip(runs, test_tasks)]))
         agent_rows[(label, constrained)] = (success, sum(r.calls for r in runs),
                                             sum(r.invalid_calls for r in runs), sum(r.cut_calls for r in runs), runs)
@@ -1257,9 +1381,10 @@ with agent.MCPToolSource(command) as source:
         source.call("run_python", {"code": 42})
     except agent.ToolError as exc:
         print("bad args: ", exc)
-    mcp_runs = agent.ReActAgent(tool_model, tokenizer, [search] + source.tools,
-                                agent.AgentConfig(max_steps=5, constrained=True)
-                                ).run_many([t.question for t in test_tasks[:4]])
+    mcp_tools = [search] + source.tools
+    mcp_writer = agent.LineWriter(tool_model, tokenizer, 96,
+                                  TokenAutomaton.build(agent.line_regex(mcp_tools), tokenizer, EOS))
+    mcp_runs = loop_fn(mcp_writer, mcp_tools, [t.question for t in test_tasks[:4]], 5, 160)
 print(mcp_runs[0].transcript)
 print("answers over MCP:", [r.answer for r in mcp_runs], "expected:", [t.answer for t in test_tasks[:4]])
 

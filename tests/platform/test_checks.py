@@ -358,3 +358,28 @@ def test_check_value_and_check_module_name_mistakes():
     with pytest.raises(AssertionError, match="known mistake gives: twice the output"):
         grading.check_module(Mine, Ref, dict(d=4), [grading.Case(torch.randn(2, 4))],
                              mistakes={"twice the output": Doubled})
+
+
+def test_a_dataclass_result_is_compared_field_by_field_in_both_places():
+    """A dataclass result (chapter 12's AgentRun) crosses to the grader as its fields, and a
+    mismatch names the field, in the notebook and after the safe format alike."""
+    import dataclasses
+    import json
+
+    from llmlab.grading.record import decode, encode
+
+    @dataclasses.dataclass
+    class Run:
+        transcript: str
+        answer: str | None = None
+        calls: int = 0
+
+    def carried(value):
+        return decode(json.loads(json.dumps(encode(value))))
+
+    right, wrong = Run("Task: 2+2\nAnswer: 4\n", "4", 1), Run("Task: 2+2\nAnswer: 4\n", "4", 2)
+    assert explain(right, right) is None and explain(carried(right), carried(right)) is None
+    assert explain(carried(right), right) is None  # the judge's record against the object
+    for got, expected in [(wrong, right), (carried(wrong), carried(right))]:
+        assert explain([got], [expected]) .startswith("the result[0].calls: expected 1, got 2")
+    assert "expected a Run" in explain({"calls": 1}, right)
