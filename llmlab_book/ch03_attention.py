@@ -16,7 +16,6 @@ import triton.language as tl
 
 import llmlab.kernels  # noqa: F401  (chooses Triton's interpreter without a GPU, before any kernel)
 from llmlab.attention.flash import flash_attention_backward, flash_attention_forward, tile_mask
-from llmlab.attention.rope_scaling import RopeScaling, scaled_frequencies, yarn_ramp
 from llmlab.nn import rope_frequencies
 from llmlab_book.catalogue import Catalogue, Mistake
 
@@ -31,11 +30,6 @@ def mla_key_and_value_latents():
 def mla_bytes_not_kib():
     """The count in bytes, not divided by 1,024."""
     return 61 * (512 + 64) * 2
-
-
-def mla_fp32():
-    """4 bytes per number (fp32), not bf16's 2."""
-    return 61 * (512 + 64) * 4 / 1024
 
 
 # ------------------------------------------------------------------ 3.2 repeat_kv
@@ -334,18 +328,30 @@ def linear_elu_without_one(q, k, v, eps=1e-6):
 # ------------------------------------------------------------------ 3.11 YaRN
 
 
+def _yarn(d_head, base, factor, original_max_len, beta_fast, beta_slow, reversed_ramp,
+          temperature):
+    """YaRN's frequencies written out (the exercise blocks llmlab's), ramp and factor as set."""
+    def channel(rotations):
+        return d_head * math.log(original_max_len / (2 * math.pi * rotations)) / (2 * math.log(base))
+
+    low = max(math.floor(channel(beta_fast)), 0)
+    high = min(math.ceil(channel(beta_slow)), d_head - 1)
+    high = high + 0.001 if high == low else high
+    gamma = ((torch.arange(d_head // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)
+    gamma = 1 - gamma if reversed_ramp else gamma
+    theta = rope_frequencies(d_head, base)
+    factor_out = (0.1 * math.log(factor) + 1.0) if temperature and factor > 1 else 1.0
+    return theta / factor * gamma + theta * (1 - gamma), factor_out
+
+
 def yarn_ramp_reversed(d_head, base, factor, original_max_len, beta_fast=32.0, beta_slow=1.0):
     """YaRN with the ramp the wrong way round: the fast dimensions interpolated, the slow kept."""
-    inv = rope_frequencies(d_head, base)
-    gamma = 1 - yarn_ramp(d_head, base, original_max_len, beta_fast, beta_slow)
-    return inv / factor * gamma + inv * (1 - gamma), 0.1 * math.log(factor) + 1.0
+    return _yarn(d_head, base, factor, original_max_len, beta_fast, beta_slow, True, True)
 
 
 def yarn_without_temperature(d_head, base, factor, original_max_len, beta_fast=32.0, beta_slow=1.0):
     """YaRN's frequencies with the attention factor left at 1."""
-    inv, _ = scaled_frequencies(d_head, base, RopeScaling("yarn", factor, original_max_len,
-                                                          beta_fast, beta_slow))
-    return inv, 1.0
+    return _yarn(d_head, base, factor, original_max_len, beta_fast, beta_slow, False, False)
 
 
 # ------------------------------------------------------------------ 3.12 the Triton tile loop
@@ -445,7 +451,6 @@ CATALOGUE = Catalogue({
     "predict_mla": [
         Mistake("a latent for the key and another for the value", mla_key_and_value_latents),
         Mistake("bytes, not KiB", mla_bytes_not_kib),
-        Mistake("4 bytes per number (fp32, not bf16)", mla_fp32),
     ],
     "repeat_kv": [
         Mistake("heads tiled (0, 1, 0, 1) by .repeat instead of interleaved (0, 0, 1, 1)",
