@@ -101,14 +101,17 @@ def answer_source(answer: Callable[..., Any], name: str, provided: frozenset[str
     imports: list[str] = []
     parts: list[str] = []
     done: set[str] = set()
-    module = inspect.getmodule(answer)
+    module = inspect.getmodule(_kernel_function(answer))
     scope = vars(module) if module else {}
 
     def add(obj: Any, as_name: str) -> None:
+        kernel = _kernel_function(obj) is not obj
+        obj = _kernel_function(obj)
         node = ast.parse(textwrap.dedent(inspect.getsource(obj))).body[0]
         if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             raise TypeError(f"{obj!r} is not a function or class defined with def/class")
-        node.decorator_list = []
+        # a Triton kernel's cell keeps what makes it a kernel
+        node.decorator_list = [ast.parse("triton.jit", mode="eval").body] if kernel else []
         node.name = as_name
         names = cell_names(ast.unparse(node))
         for g in sorted((names[1] if names else set()) - {as_name}):
@@ -135,6 +138,15 @@ def answer_source(answer: Callable[..., Any], name: str, provided: frozenset[str
 
     add(answer, name)
     return "\n".join(sorted(set(imports))) + ("\n\n\n" if imports else "") + "\n\n\n".join(parts) + "\n"
+
+
+def _kernel_function(obj: Any) -> Any:
+    """The Python function a Triton kernel (``triton.jit(fn)``) wraps; any other object itself.
+
+    A catalogue writes a kernel as ``name = triton.jit(_function)``: the two names let the
+    kernel pickle by reference, and its answer cell is written with ``@triton.jit``."""
+    fn = getattr(obj, "fn", None)
+    return fn if inspect.isfunction(fn) and type(obj).__module__.startswith("triton.") else obj
 
 
 def _importable(value: Any) -> bool:

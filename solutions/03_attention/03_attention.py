@@ -13,7 +13,9 @@
 # 2. implement grouped KV heads, a sliding-window mask with attention sinks, online softmax,
 #    the tile loop of FlashAttention, MLA's weight absorption and the recurrent form of linear
 #    attention — and check each against `llmlab`;
-# 3. measure that FlashAttention's memory grows linearly with sequence length while naive
+# 3. assemble your FlashAttention forward and backward into one differentiable op, plug it into
+#    a model with the book's architecture and train it, equal to PyTorch's fused attention;
+#    measure that FlashAttention's memory grows linearly with sequence length while naive
 #    attention's grows quadratically;
 # 4. read attention maps of the book's model, and stretch its context with position
 #    interpolation, NTK-aware scaling and YaRN, measuring what each does to perplexity.
@@ -32,6 +34,7 @@ from tqdm.auto import tqdm
 
 from llmlab import grading
 from llmlab.utils import seed_all
+from llmlab_book.ch03_attention import CATALOGUE
 
 seed_all(0)
 print(f"torch {torch.__version__} · {torch.get_num_threads()} threads")
@@ -88,14 +91,13 @@ def mla_kib_per_token() -> float:
     return REAL_CONFIGS["DeepSeek-V3"].bytes_per_token() / 1024
 
 
-MLA_MISTAKES = {"a latent for the key and another for the value": lambda: 61 * 2 * (512 + 64) * 2 / 1024,
-                "bytes, not KiB": lambda: 61 * (512 + 64) * 2,
-                "4 bytes per number (fp32, not bf16)": lambda: 61 * (512 + 64) * 4 / 1024}
+MLA_MISTAKES = CATALOGUE.mistakes("predict_mla")
 grading.check_function(predict_mla_kib_per_token, mla_kib_per_token, [grading.Case(note="DeepSeek-V3, bf16")],
                        mistakes=MLA_MISTAKES, hint="layers × (latent + RoPE key) numbers × 2 bytes, divided by 1,024")
 
 # %% hidden="predict_mla" points=1
-grading.check_function(predict_mla_kib_per_token, lambda: 68.625, [grading.Case(note="KiB per token")])
+grading.check_function(predict_mla_kib_per_token, lambda: 68.625, [grading.Case(note="KiB per token")],
+                       mistakes=MLA_MISTAKES)
 
 # %%
 mla_kib = grading.prefer_yours(predict_mla_kib_per_token, mla_kib_per_token, [grading.Case()],
@@ -174,13 +176,13 @@ grading.check_function(repeat_kv_, repeat_kv, [
     grading.Case(torch.arange(12.0).view(1, 3, 2, 2), 2, note="3 KV heads, groups of 2"),
     grading.Case(torch.randn(2, 1, 5, 4), 4, note="MQA: one KV head for 4 query heads"),
 ], hint="head h must be KV head h // n_rep: use repeat_interleave on dim 1 (or expand + "
-        "reshape), not .repeat, which tiles the heads")
+        "reshape), not .repeat, which tiles the heads", mistakes=CATALOGUE.mistakes("repeat_kv"))
 
 # %% hidden="repeat_kv" points=1
 grading.check_function(repeat_kv_, repeat_kv, [
     grading.Case(torch.randn(3, 4, 6, 8), 1, note="n_rep = 1 is MHA: unchanged"),
     grading.Case(torch.randn(1, 2, 3, 5, dtype=torch.float64), 3, note="float64, odd sizes"),
-])
+], mistakes=CATALOGUE.mistakes("repeat_kv"))
 
 # %% [markdown]
 # Copying KV heads is the readable form. Kernels do not copy: they fold each group's query heads
@@ -304,7 +306,8 @@ grading.check_function(sliding_window_mask_, sliding_window_mask, [
     grading.Case(6, 6, 2, 1, note="window 2 plus one sink"),
     grading.Case(2, 7, 3, note="2 new queries decoding against 7 keys"),
 ], hint="the window includes the query itself: key j is in when p - window < j <= p; compute "
-        "positions with the offset seq_k - seq_q", block=WINDOW_TWINS)
+        "positions with the offset seq_k - seq_q", block=WINDOW_TWINS,
+   mistakes=CATALOGUE.mistakes("sliding_window_mask"))
 
 # %% hidden="sliding_window_mask" points=1
 grading.check_function(sliding_window_mask_, sliding_window_mask, [
@@ -312,7 +315,7 @@ grading.check_function(sliding_window_mask_, sliding_window_mask, [
     grading.Case(4, 4, 10, note="window longer than the sequence: plain causal"),
     grading.Case(1, 10, 4, 2, note="one decoding query, 2 sinks"),
     grading.Case(8, 8, 2, 5, note="more sinks than the window"),
-], block=WINDOW_TWINS)
+], block=WINDOW_TWINS, mistakes=CATALOGUE.mistakes("sliding_window_mask"))
 
 # %% [markdown]
 # The masks of this chapter side by side, and the number of scores each computes (the rest
@@ -441,7 +444,7 @@ ONLINE_TWINS = [online_logsumexp, torch.softmax, torch.log_softmax,
 grading.check_function(online_softmax_, online_softmax, [
     grading.Case(torch.randn(3, 10), 4, note="3 rows of 10, blocks of 4"),
     grading.Case(torch.randn(2, 9) * 100, 3, note="large logits: the running max matters"),
-], block=ONLINE_TWINS,
+], block=ONLINE_TWINS, mistakes=CATALOGUE.mistakes("online_softmax"),
    hint="rescale the running sum by exp(m_old - m_new) whenever the maximum grows")
 
 # %% hidden="online_softmax" points=1
@@ -452,7 +455,7 @@ grading.check_function(online_softmax_, online_softmax, [
     grading.Case(torch.randn(5, 6, dtype=torch.float64), 50, note="one block bigger than the row"),
     grading.Case(x_masked, 4, note="a masked (-inf) entry"),
     grading.Case(torch.linspace(-5, 40, 16).view(1, 16), 4, note="maximum grows every block"),
-], block=ONLINE_TWINS)
+], block=ONLINE_TWINS, mistakes=CATALOGUE.mistakes("online_softmax"))
 
 # %% [markdown]
 # **Tiles.** Apply the same bookkeeping to attention. For a tile of queries `Q_i`, walk key/value
@@ -519,7 +522,8 @@ q1, k1, v1 = (torch.randn(1, 2, 32, 8, generator=gen) for _ in range(3))
 grading.check_function(flash_forward_, flash_attention_forward, [
     grading.Case(q1, k1, v1, block_q=8, block_k=8, note="not causal, 4x4 tiles"),
     grading.Case(q1, k1, v1, causal=True, block_q=8, block_k=16, note="causal"),
-], atol=1e-5, block=FLASH_TWINS, hint="rescale both l and the accumulator by exp(m_old - m_new); divide by l only "
+], atol=1e-5, block=FLASH_TWINS, mistakes=CATALOGUE.mistakes("flash_forward"),
+   hint="rescale both l and the accumulator by exp(m_old - m_new); divide by l only "
                    "after the last key tile; lse = m + log(l)")
 
 # %% hidden="flash_forward" points=1
@@ -529,14 +533,14 @@ grading.check_function(flash_forward_, flash_attention_forward, [
     grading.Case(q2, k2, v2, causal=True, block_q=5, block_k=7, note="seq not a multiple of the tiles"),
     grading.Case(q2, k3, v3, causal=True, block_q=8, block_k=8, note="21 queries after 19 cached keys"),
     grading.Case(q2[..., :1, :], k3, v3, block_q=1, block_k=3, note="one query, tiny tiles"),
-], atol=1e-5, block=FLASH_TWINS)
+], atol=1e-5, block=FLASH_TWINS, mistakes=CATALOGUE.mistakes("flash_forward"))
 
 # %% [markdown]
 # **Backward by recomputation.** The backward pass needs `P` again. Instead of storing it,
-# `flash_attention_backward` recomputes each tile as `P_ij = exp(S_ij − LSE_i)` and uses
-# `dS = P ⊙ (dP − D)` with `D_i = rowsum(dO_i ⊙ O_i)` (FlashAttention-2). `flash_attention` wraps
-# forward and backward in a `torch.autograd.Function` that saves only `q, k, v, o` and the
-# log-sum-exp. Its outputs *and gradients* equal naive attention's:
+# `flash_attention_backward` recomputes it one tile at a time from what the forward saved
+# (FlashAttention-2). `flash_attention` wraps forward and backward in a
+# `torch.autograd.Function` that saves only `q, k, v, o` and the log-sum-exp. Its outputs *and
+# gradients* equal naive attention's:
 
 # %%
 from llmlab.attention import flash_attention
@@ -557,34 +561,37 @@ print("saved for backward (q, k, v, o, lse):", saved)
 # %% [markdown]
 # ### Exercise 3.6 — the FlashAttention backward · 6 points · difficulty 3 · ~40 min
 #
-# Write the backward by recomputation, `flash_backward_(do, q, k, v, o, lse, causal, scale,
-# block_q, block_k)` → `(dq, dk, dv)`, all shaped like `q, k, v` (`(batch, heads, seq, d)`).
-# With $S = QK^\top\cdot\text{scale}$ and $P = \operatorname{softmax}(S)$, the chain rule through
-# $O = PV$ and the softmax gives
+# Write the backward of attention by recomputation: `flash_backward_(do, q, k, v, o, lse, causal,
+# scale, block_q, block_k)` → `(dq, dk, dv)`, the gradients of $\sum O \circ dO$ with respect to
+# `q, k, v` for $O = \operatorname{softmax}(QK^\top\cdot\text{scale})\,V$ — all shaped like
+# `q, k, v`, `(batch, heads, seq, d)`.
 #
-# $$dV = P^\top dO,\qquad dP = dO\,V^\top,\qquad dS = P \circ (dP - D),\quad
-# D_i = \textstyle\sum_j P_{ij}\,dP_{ij} = \operatorname{rowsum}(dO \circ O)_i,$$
-# $$dQ = dS\,K\cdot\text{scale},\qquad dK = dS^\top Q\cdot\text{scale}.$$
+# - **Given:** the forward's output `o (batch, heads, seq_q, d)` and its log-sum-exp
+#   `lse (batch, heads, seq_q)` (as your `flash_forward_` returns them), and `do`, the gradient
+#   of the output. `scale=None` means $1/\sqrt{d}$; compute in the inputs' dtype.
+# - **Causal:** with `causal=True`, query `i` sees keys `j <= i + seq_k - seq_q`;
+#   `tile_mask(qs, qe, ks, ke, offset, device)` (given) is one tile's boolean mask, or None when
+#   the whole tile is visible.
+# - **Forbidden:** any tensor of `(seq_q, seq_k)` numbers (the check measures the peak memory at
+#   512 tokens: it must stay under half of one score matrix), autograd (`torch.autograd.grad`,
+#   `.backward()`), and llmlab's flash functions. Work in `(block_q, block_k)` tiles.
 #
-# Never build the whole `(seq_q, seq_k)` matrix: loop over key/value tiles of `block_k` keys
-# (outer) and query tiles of `block_q` queries (inner), recompute each tile's
-# $P_{ij} = \exp(S_{ij} - \mathrm{LSE}_i)$ from the saved log-sum-exp `lse (batch, heads,
-# seq_q)`, and accumulate. With `causal=True`, query `i` sees keys `j <= i + seq_k - seq_q`;
-# `tile_mask(qs, qe, ks, ke, offset, device)` (given) returns a tile's boolean mask, or None when
-# the whole tile is visible. `scale=None` means $1/\sqrt{d}$. Compute in the inputs' dtype.
-#
-# <details><summary>Hint 1</summary>Why $D$ is a row sum of $dO \circ O$: $\sum_j P_{ij} dP_{ij}
-# = \sum_j P_{ij}\, dO_i \cdot V_j = dO_i \cdot O_i$. Compute it once, before the loops.</details>
-# <details><summary>Hint 2</summary>`dK` and `dV` of a key tile collect contributions from every
-# query tile: accumulate them in the inner loop and store them after it. `dQ` of a query tile
-# collects from every key tile: keep a full `dq` of zeros and add into its rows.</details>
-# <details><summary>Hint 3</summary>Masked entries must contribute nothing: set the recomputed
-# `P` to 0 there (not $-\infty$: it is already exponentiated).</details>
+# <details><summary>Hint 1 (the idea)</summary>Everything a tile of the backward needs can be
+# rebuilt from `q, k` and `lse`: the probabilities of a tile are the exponentials of its scores
+# minus the row's log-sum-exp. The softmax's Jacobian needs one more number per query row, and
+# it too can be had without `P` — from `o` and `do`.</details>
+# <details><summary>Hint 2 (the structure)</summary>Two loops: key/value tiles outside, query
+# tiles inside. `dK` and `dV` of a key tile collect from every query tile: accumulate them in the
+# inner loop. `dQ` of a query tile collects from every key tile: keep a full `dq` of zeros and add
+# into its rows. Masked entries contribute nothing: set the recomputed `P` to 0 there.</details>
+# <details><summary>Hint 3 (the key formulas)</summary>With $P = \exp(S - \mathrm{LSE})$:
+# $dV = P^\top dO$, $dP = dO\,V^\top$, $dS = P \circ (dP - D)$ with
+# $D_i = \sum_j P_{ij} dP_{ij} = \operatorname{rowsum}(dO \circ O)_i$ (computed once),
+# $dQ = dS\,K\cdot\text{scale}$, $dK = dS^\top Q\cdot\text{scale}$.</details>
 
 # %%
 from llmlab.attention import peak_memory  # noqa: E402
 from llmlab.attention.flash import flash_attention_backward, tile_mask  # noqa: E402
-from llmlab_book import ch03_attention as mistakes  # noqa: E402
 
 
 # %% solution="flash_backward"
@@ -626,7 +633,7 @@ def _backward_case(seq_q: int, seq_k: int, causal: bool, seed: int, note: str, *
 
 
 BACKWARD_BLOCK = [flash_attention_backward, flash_attention, torch.autograd.grad, torch.Tensor.backward]
-BACKWARD_MISTAKES = {"dS = P ∘ dP without subtracting D": mistakes.attention_backward_without_delta}
+BACKWARD_MISTAKES = CATALOGUE.mistakes("flash_backward")
 grading.check_function(flash_backward_, flash_attention_backward, [
     _backward_case(40, 40, False, 0, "one 40-token sequence, full attention"),
     _backward_case(40, 40, True, 1, "causal"),
@@ -647,33 +654,328 @@ grading.expect(_peak < _scores / 2,
                f"{_scores / 2**20:.1f} MiB: recompute P one tile at a time", what="flash_backward_ memory")
 
 # %% [markdown]
-# Your backward, wrapped in an autograd function as `flash_attention` does, trains like naive
-# attention: the gradients agree.
+# ## Capstone · FlashAttention as one differentiable op, in the model
+#
+# Your forward (3.5) and backward (3.6) are two halves of one operation. Autograd joins them: a
+# `torch.autograd.Function` has a `forward(ctx, ...)` that computes the output and saves on `ctx`
+# what the backward will need, and a `backward(ctx, grad_output)` that returns one gradient per
+# input of `forward` (None for the inputs that are not tensors). Then `Function.apply(...)` is
+# attention that trains: every layer of a model can call it.
+#
+# The book's model uses grouped KV heads (section 2): its layers hand attention `n_head` query
+# heads but only `n_kv_head` key and value heads, query head `h` reading KV head
+# `h // (n_head / n_kv_head)`. Kernels never copy K and V for every query head — the point of GQA
+# is to read each KV head once — and neither will yours.
+#
+# ### Exercise 3.7 — capstone: FlashAttention as an `autograd.Function` · 8 points · difficulty 3 · ~60 min
+#
+# Write `FlashAttention_`, a `torch.autograd.Function`, used as
+# `FlashAttention_.apply(q, k, v, causal, block_q, block_k)` (`apply` takes positional arguments
+# only):
+#
+# - **Shapes:** `q (batch, n_head, t_q, d)`, `k, v (batch, n_kv_head, t_k, d)` with `n_kv_head`
+#   dividing `n_head` → `o (batch, n_head, t_q, d)`; query head `h` attends with KV head
+#   `h // (n_head // n_kv_head)`. Scale `1/√d`; `causal` as in 3.5 (query `i` at position
+#   `i + t_k − t_q`).
+# - **Gradients:** `o.backward(g)` fills `q.grad, k.grad, v.grad` with the gradients of attention
+#   (they are checked against PyTorch's `scaled_dot_product_attention` in float64, and by
+#   `torch.autograd.gradcheck` against finite differences).
+# - **Built from your pieces:** the forward runs your `flash_forward_`, the backward your
+#   `flash_backward_` (call them with keyword arguments after `causal`). The forward saves for
+#   the backward nothing of `(t_q, t_k)` numbers: the backward recomputes what it needs.
+# - **Forbidden:** any `(t_q, t_k)` tensor, in either pass; copying K or V for each query head
+#   (`repeat_kv`, `repeat_interleave`, `expand` + `reshape`: the check measures peak memory with 8
+#   query heads on one KV head); PyTorch's SDPA, autograd inside `backward`, and llmlab's
+#   attention functions.
+# - **Bad input:** `ValueError` naming what was expected and what came for 4-D shapes that do
+#   not fit together (batch, `d`, `k` vs `v`, heads that do not divide), `causal` with
+#   `t_q > t_k`, and tile sizes below 1.
+#
+# After your class passes, the cells below swap it into every attention layer of a model with
+# the book's architecture and train it, side by side with PyTorch's fused attention.
+#
+# <details><summary>Hint 1 (the idea)</summary>A group of query heads that shares one KV head is
+# several ordinary attentions over the same K and V: run your forward once per member of the
+# group. In the backward, K and V received contributions from every member: their gradients add
+# up.</details>
+# <details><summary>Hint 2 (the structure)</summary>`q.unflatten(1, (n_kv_head, n_rep))` is a
+# view (no copy) whose `[:, :, r]` are the query heads `r, n_rep + r, 2·n_rep + r, …` — one per KV
+# head, in KV-head order, exactly the heads that pair with `k` as it is. The forward saves `q, k,
+# v`, the output and the log-sum-exp (`ctx.save_for_backward`) and keeps the non-tensor settings
+# as attributes of `ctx`. The backward returns six values.</details>
+# <details><summary>Hint 3 (the key lines)</summary>Forward: `o_r, lse_r = flash_forward_(q_g[:,
+# :, r], k, v, causal=causal, block_q=block_q, block_k=block_k)`, then `torch.stack(..., 2)
+# .flatten(1, 2)`. Backward: `dq_r, dk_r, dv_r = flash_backward_(do_g[:, :, r], q_g[:, :, r], k,
+# v, o_g[:, :, r], lse_g[:, :, r], causal=causal, block_q=block_q, block_k=block_k)`;
+# `dk += dk_r`, `dv += dv_r`; return `dq, dk, dv, None, None, None`.</details>
 
-# %%
-backward_fn = grading.prefer_yours(flash_backward_, flash_attention_backward,
-                                   [_backward_case(40, 40, True, 1, "")], name="flash_backward_",
-                                   atol=1e-9, rtol=1e-7)
+# %% solution="flash_capstone"
+class FlashAttention_(torch.autograd.Function):
+    """Exact attention with grouped KV heads from your tiled forward and backward (FlashAttention-2,
+    arXiv 2307.08691): q (b, n_head, t_q, d), k, v (b, n_kv_head, t_k, d) -> (b, n_head, t_q, d)."""
 
-
-class YourFlashAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, causal):
-        o, lse = flash_attention_forward(q, k, v, causal=causal)
+    def forward(ctx, q, k, v, causal=False, block_q=16, block_k=16):
+        ### BEGIN SOLUTION
+        if q.dim() != 4 or k.dim() != 4 or v.shape != k.shape:
+            raise ValueError(f"expected q (batch, n_head, t_q, d) and k, v both (batch, n_kv_head, "
+                             f"t_k, d), got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+        (b, h, t_q, d), (b_kv, h_kv, t_k, d_kv) = q.shape, k.shape
+        if b_kv != b or d_kv != d or h % h_kv:
+            raise ValueError(f"k, v need q's batch {b} and d {d} and a number of heads dividing "
+                             f"{h}, got {tuple(k.shape)}")
+        if causal and t_q > t_k:
+            raise ValueError(f"causal attention needs t_q <= t_k, got {t_q} > {t_k}")
+        if block_q < 1 or block_k < 1:
+            raise ValueError(f"tiles need block_q, block_k >= 1, got {block_q}, {block_k}")
+        q_g = q.unflatten(1, (h_kv, h // h_kv))  # [:, j, r] is query head j * n_rep + r
+        outs, lses = [], []
+        for r in range(h // h_kv):  # each member of a group attends to its group's K, V as they are
+            o_r, lse_r = flash_forward_(q_g[:, :, r], k, v, causal=causal, block_q=block_q,
+                                        block_k=block_k)
+            outs.append(o_r)
+            lses.append(lse_r)
+        o, lse = torch.stack(outs, 2).flatten(1, 2), torch.stack(lses, 2).flatten(1, 2)
         ctx.save_for_backward(q, k, v, o, lse)
-        ctx.causal = causal
+        ctx.causal, ctx.blocks = causal, (block_q, block_k)
         return o
+        ### END SOLUTION
 
     @staticmethod
     def backward(ctx, do):
-        return (*backward_fn(do, *ctx.saved_tensors, ctx.causal), None)
+        ### BEGIN SOLUTION
+        q, k, v, o, lse = ctx.saved_tensors
+        block_q, block_k = ctx.blocks
+        h_kv, n_rep = k.shape[1], q.shape[1] // k.shape[1]
+        q_g, o_g, do_g, lse_g = (x.unflatten(1, (h_kv, n_rep)) for x in (q, o, do, lse))
+        dq, dk, dv = [], torch.zeros_like(k), torch.zeros_like(v)
+        for r in range(n_rep):  # K and V served every member of the group: their gradients add up
+            dq_r, dk_r, dv_r = flash_backward_(do_g[:, :, r], q_g[:, :, r], k, v, o_g[:, :, r],
+                                               lse_g[:, :, r], causal=ctx.causal, block_q=block_q,
+                                               block_k=block_k)
+            dq.append(dq_r)
+            dk += dk_r
+            dv += dv_r
+        return torch.stack(dq, 2).flatten(1, 2), dk, dv, None, None, None
+        ### END SOLUTION
 
 
-q, k, v = (torch.randn(1, 2, 70, 16, dtype=torch.float64, requires_grad=True) for _ in range(3))
-d_out = torch.randn(1, 2, 70, 16, dtype=torch.float64)
-yours = torch.autograd.grad(YourFlashAttention.apply(q, k, v, True), (q, k, v), d_out)
-naive = torch.autograd.grad(naive_attention(q, k, v, causal=True), (q, k, v), d_out)
-print("gradients equal naive attention's:", all(torch.allclose(a, b, atol=1e-10) for a, b in zip(yours, naive)))
+# %% check="flash_capstone" points=4
+from torch.autograd import gradcheck  # noqa: E402
+
+from llmlab.attention import repeat_kv  # noqa: E402
+from llmlab.nn import attention as reference_attention  # noqa: E402
+from llmlab.nn import fast_attention  # noqa: E402
+
+
+def _capstone_inputs(seed: int, b: int, h: int, h_kv: int, t_q: int, t_k: int, d: int = 8):
+    """Seeded float64 q (b, h, t_q, d), k, v (b, h_kv, t_k, d) and an output gradient."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(b, h, t_q, d, generator=g, dtype=torch.float64)
+    k, v = (torch.randn(b, h_kv, t_k, d, generator=g, dtype=torch.float64) for _ in range(2))
+    return q, k, v, torch.randn(b, h, t_q, d, generator=g, dtype=torch.float64)
+
+
+def _flash_trace(cls, seed, b, h, h_kv, t_q, t_k, causal, block_q=16, block_k=16):
+    """(o, dq, dk, dv) of ``cls.apply`` on seeded inputs: the output and its three gradients."""
+    q, k, v, do = _capstone_inputs(seed, b, h, h_kv, t_q, t_k)
+    q, k, v = (x.requires_grad_() for x in (q, k, v))
+    o = cls.apply(q, k, v, causal, block_q, block_k)
+    return (o.detach(), *torch.autograd.grad(o, (q, k, v), do))
+
+
+def _check_capstone_inputs(q, k, v, causal, block_q, block_k):
+    if q.dim() != 4 or k.dim() != 4 or v.shape != k.shape or k.shape[0] != q.shape[0] or \
+            k.shape[-1] != q.shape[-1] or q.shape[1] % k.shape[1]:
+        raise ValueError(f"shapes {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    if causal and q.shape[-2] > k.shape[-2]:
+        raise ValueError("causal attention needs t_q <= t_k")
+    if block_q < 1 or block_k < 1:
+        raise ValueError("tiles need block_q, block_k >= 1")
+
+
+class _SDPAttention:
+    """The reference: PyTorch's fused attention, with the bottom-right causal mask."""
+
+    @staticmethod
+    def apply(q, k, v, causal=False, block_q=16, block_k=16):
+        _check_capstone_inputs(q, k, v, causal, block_q, block_k)
+        t_q, t_k = q.shape[-2], k.shape[-2]
+        mask = torch.ones(t_q, t_k, dtype=torch.bool).tril(t_k - t_q) if causal else None
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+
+
+class _LlmlabFlash:
+    """llmlab's FlashAttention, K and V copied to every query head (the chapter's fallback)."""
+
+    @staticmethod
+    def apply(q, k, v, causal=False, block_q=16, block_k=16):
+        _check_capstone_inputs(q, k, v, causal, block_q, block_k)
+        n_rep = q.shape[1] // k.shape[1]
+        return flash_attention(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), causal=causal,
+                               block_q=block_q, block_k=block_k)
+
+
+CAPSTONE_BLOCK = [flash_attention, llmlab_attention.FlashAttentionFunction, flash_attention_forward,
+                  flash_attention_backward, naive_attention, F.scaled_dot_product_attention,
+                  reference_attention, fast_attention, torch.Tensor.backward]
+CAPSTONE_MISTAKES = {label: (lambda *a, cls=cls: _flash_trace(cls, *a))
+                     for label, cls in CATALOGUE.mistakes("flash_capstone").items()}
+grading.check_function(
+    lambda *a: _flash_trace(FlashAttention_, *a), lambda *a: _flash_trace(_SDPAttention, *a),
+    [grading.Case(0, 1, 2, 2, 12, 12, False, 4, 8, note="2 heads, 2 KV heads, full attention"),
+     grading.Case(1, 2, 4, 2, 10, 10, True, 4, 4, note="GQA: 4 query heads on 2 KV heads, causal"),
+     grading.Case(2, 1, 6, 2, 5, 9, True, 2, 4, note="GQA, 5 queries after 4 cached keys, causal"),
+     grading.Case(3, 1, 3, 2, 4, 4, False, note="3 query heads on 2 KV heads: ValueError")],
+    name="FlashAttention_", block=CAPSTONE_BLOCK, mistakes=CAPSTONE_MISTAKES, atol=1e-9, rtol=1e-7,
+    hint="the output is (o, dq, dk, dv); compare the entry that differs with the contract above")
+
+# %% hidden="flash_capstone" points=4
+### BEGIN HIDDEN TESTS
+grading.check_function(
+    lambda *a: _flash_trace(FlashAttention_, *a), lambda *a: _flash_trace(_SDPAttention, *a),
+    [grading.Case(4, 2, 8, 2, 7, 13, True, 3, 5, note="4 query heads per KV head, 6 cached keys"),
+     grading.Case(5, 1, 3, 1, 9, 9, True, 16, 16, note="MQA: one KV head, one tile"),
+     grading.Case(6, 1, 4, 4, 1, 11, True, 1, 3, note="one decoding query, MHA"),
+     grading.Case(7, 1, 2, 1, 6, 3, True, note="causal with more queries than keys: ValueError"),
+     grading.Case(8, 1, 2, 1, 4, 4, False, 0, 4, note="a tile of 0 queries: ValueError")],
+    name="FlashAttention_", block=CAPSTONE_BLOCK, mistakes=CAPSTONE_MISTAKES, atol=1e-9, rtol=1e-7)
+_gq, _gk, _gv, _ = _capstone_inputs(9, 1, 4, 2, 3, 5)
+_ok = gradcheck(lambda q, k, v: FlashAttention_.apply(q, k, v, True, 2, 2),
+                tuple(x.requires_grad_() for x in (_gq, _gk, _gv)), raise_exception=False)
+grading.expect(_ok, "torch.autograd.gradcheck: your gradients differ from finite differences",
+               what="FlashAttention_ gradcheck")
+_mq, _mk, _mv, _md = _capstone_inputs(10, 1, 1, 1, 512, 512)
+_, _peak = peak_memory(lambda: torch.autograd.grad(
+    FlashAttention_.apply(*(x.requires_grad_() for x in (_mq, _mk, _mv)), True, 64, 64),
+    (_mq, _mk, _mv), _md))
+grading.expect(_peak < 512 * 512 * 8 / 2,
+               f"forward and backward held {_peak / 2**20:.2f} MiB at once; one (512, 512) score "
+               f"matrix is {512 * 512 * 8 / 2**20:.1f} MiB: work in tiles", what="FlashAttention_ memory")
+_cq, _ck, _cv, _cd = _capstone_inputs(11, 1, 8, 1, 16, 1024)
+_, _peak = peak_memory(lambda: torch.autograd.grad(
+    FlashAttention_.apply(*(x.requires_grad_() for x in (_cq, _ck, _cv)), False, 16, 128),
+    (_cq, _ck, _cv), _cd))
+grading.expect(_peak < 16 * _ck.nbytes,
+               f"with 8 query heads on one KV head, forward and backward held {_peak / _ck.nbytes:.1f}"
+               f"x the size of K at once; copies of K and V for 8 query heads alone take 16x: "
+               f"never copy them", what="FlashAttention_ K/V copies")
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ### The model on your kernel
+#
+# A model with the book's architecture (chapter 02's GPT: RoPE, RMSNorm, SwiGLU, grouped KV
+# heads), shrunk to train in seconds: every attention layer now calls your `FlashAttention_`
+# (when it passes; llmlab's FlashAttention otherwise, with the note below). Each layer's
+# `attend(q, k, v, mask)` is the one place attention happens; a mask only comes with a KV cache
+# (chapter 08), where the fused path stays.
+
+# %%
+from llmlab.model import GPT  # noqa: E402
+from llmlab.nn import fast_causal_attention  # noqa: E402
+
+Flash = grading.prefer_yours(
+    FlashAttention_, _LlmlabFlash, [grading.Case(0, 1, 4, 2, 12, 12, True, 4, 4)],
+    name="FlashAttention_", probe=lambda cls: (lambda *a: _flash_trace(cls, *a)),
+    block=CAPSTONE_BLOCK, atol=1e-9, rtol=1e-7)
+
+
+def flash_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                 mask: torch.Tensor | None = None) -> torch.Tensor:
+    """A layer's attention through the chosen FlashAttention (causal), the fused path with a mask."""
+    return fast_causal_attention(q, k, v, mask) if mask is not None else Flash.apply(q, k, v, True, 16, 16)
+
+
+tiny_cfg = cfg.replace(n_layer=2, d_model=64, n_head=4, n_kv_head=2, d_head=None, d_ff=None,
+                       block_size=64)
+train_text = "".join(d.text for d in load_documents(split="train")[:6])[:30_000]
+train_ids = torch.tensor(tokenizer.encode(train_text))
+
+
+def train_tiny(attend, steps: int = 20, batch: int = 8, seed: int = 0) -> list[float]:
+    """Losses of `steps` AdamW steps of a fresh tiny model whose layers attend with `attend`."""
+    torch.manual_seed(seed)
+    net = GPT(tiny_cfg)
+    for block in net.blocks:
+        block.attn.attend = attend
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(seed)
+    losses = []
+    for _ in range(steps):
+        starts = torch.randint(0, len(train_ids) - tiny_cfg.block_size - 1, (batch,), generator=g)
+        windows = torch.stack([train_ids[s:s + tiny_cfg.block_size + 1] for s in starts])
+        loss = cross_entropy(net(windows[:, :-1]), windows[:, 1:])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+print(f"tiny model: {tiny_cfg.n_layer} layers, {tiny_cfg.n_head} query heads on "
+      f"{tiny_cfg.n_kv_head} KV heads, d_head {tiny_cfg.d_head}, {len(train_ids):,} training tokens")
+sdpa_losses = train_tiny(fast_causal_attention)
+flash_losses = train_tiny(flash_attend)
+
+# %% tags=["nbval-ignore-output"]
+gap = max(abs(a - b) for a, b in zip(sdpa_losses, flash_losses))
+for step in (0, 4, 9, 14, 19):
+    print(f"step {step + 1:>2}: loss with SDPA {sdpa_losses[step]:.4f} · with FlashAttention "
+          f"{flash_losses[step]:.4f}")
+print(f"largest difference over {len(sdpa_losses)} steps: {gap:.1e} nats")
+# what the text below says of the runs, checked on this run
+assert sdpa_losses[-1] < sdpa_losses[0] - 1.0, "the model learns"
+assert gap < 1e-3, "the two runs train the same model"
+
+# %%
+plt.figure(figsize=(5.5, 3.2))
+plt.plot(range(1, len(sdpa_losses) + 1), sdpa_losses, "o-", ms=3, label="PyTorch SDPA")
+plt.plot(range(1, len(flash_losses) + 1), flash_losses, "x--", ms=4, label="FlashAttention (tiles)")
+plt.xlabel("training step")
+plt.ylabel("loss (nats)")
+plt.title("the same training run, two attention kernels", fontsize=9)
+plt.legend(fontsize=8)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The two curves lie on each other: the runs differ only by the rounding of different summation
+# orders (the cell above prints the largest gap and checks it is below 10⁻³ nats), because the
+# tiled forward and the recomputing backward are exact — not an approximation of attention.
+# What they cost on this CPU, per training step (forward, backward and AdamW), as medians of
+# warmed steps:
+
+# %% tags=["nbval-ignore-output"]
+def median_step_ms(attend, repeats: int = 5) -> float:
+    torch.manual_seed(0)
+    net = GPT(tiny_cfg)
+    for block in net.blocks:
+        block.attn.attend = attend
+    windows = train_ids[:8 * (tiny_cfg.block_size + 1)].view(8, -1)
+
+    def step() -> None:
+        cross_entropy(net(windows[:, :-1]), windows[:, 1:]).backward()
+
+    step()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return 1000 * sorted(times)[repeats // 2]
+
+
+step_ms = {"SDPA": median_step_ms(fast_causal_attention), "FlashAttention": median_step_ms(flash_attend)}
+print(" · ".join(f"{name}: {ms:.1f} ms per step" for name, ms in step_ms.items()),
+      f"(median of 5 warmed steps; FlashAttention {step_ms['FlashAttention'] / step_ms['SDPA']:.1f}x SDPA's time)")
+assert step_ms["FlashAttention"] > step_ms["SDPA"], "the text below says the tiles are slower here"
+
+# %% [markdown]
+# Python pays for every tile — a few dozen small matmuls per layer where SDPA makes one fused
+# call — so the tiled kernel is slower here, by the factor printed above, for the same numbers.
+# Its gain is memory, which the experiment below measures; on a GPU the same tile loop, fused
+# into one kernel (section 10), is also the fast one.
 
 # %% [markdown]
 # **Flash-decoding.** Decoding has one query, so tiling over queries gives a GPU nothing to do in
@@ -699,7 +1001,7 @@ for n_splits in (1, 4, 16):
 # pure-PyTorch FlashAttention and PyTorch's fused `scaled_dot_product_attention` (SDPA), on
 # one sequence with 2 heads of 64 dimensions in float32.
 #
-# ### Exercise 3.7 — predict: the size of one score matrix · 2 points · difficulty 1 · ~3 min
+# ### Exercise 3.8 — predict: the size of one score matrix · 2 points · difficulty 1 · ~3 min
 #
 # Predict first. Naive attention materialises the score matrix `S = QKᵀ` for every head. With
 # batch 1, 2 heads and 1,024 tokens in float32, how many **MiB** does one such `S` take (all
@@ -723,14 +1025,14 @@ def score_mib(seq: int = 1024, heads: int = 2) -> float:
     return torch.empty(1, heads, seq, seq).nbytes / 2**20
 
 
-SCORE_MISTAKES = {"seq × d_head instead of seq × seq": lambda seq=1024, heads=2: heads * seq * 64 * 4 / 2**20,
-                  "2 bytes per number (float32 takes 4)": lambda seq=1024, heads=2: heads * seq * seq * 2 / 2**20}
+SCORE_MISTAKES = CATALOGUE.mistakes("predict_scores")
 grading.check_function(predict_score_mib, score_mib, [grading.Case(note="1,024 tokens, 2 heads")],
                        mistakes=SCORE_MISTAKES, hint="heads × seq × seq scores, 4 bytes each, divided by 2**20")
 
 # %% hidden="predict_scores" points=1
 grading.check_function(predict_score_mib, score_mib, [grading.Case(8192, 32, note="8k tokens, 32 heads"),
-                                                      grading.Case(256, 1, note="256 tokens, one head")])
+                                                      grading.Case(256, 1, note="256 tokens, one head")],
+                       mistakes=SCORE_MISTAKES)
 
 # %% tags=["nbval-ignore-output"]
 from llmlab.attention import peak_memory
@@ -831,7 +1133,7 @@ display(Markdown(results.read_text() if results.exists() else "(run the benchmar
 # $\sum_t p_t v_{t,h} = W^{UV}_h \sum_t p_t c^{KV}_t$: take the attention-weighted sum of
 # *latents*, then up-project once per query.
 #
-# ### Exercise 3.8 — MLA attention on the latent · 3 points · difficulty 2 · ~15 min
+# ### Exercise 3.9 — MLA attention on the latent · 3 points · difficulty 2 · ~15 min
 #
 # Shapes: `q_nope (b, s, h, d_nope)`, `q_rope (b, s, h, d_rope)`, `c_kv (b, T, d_c)`,
 # `k_rope (b, T, d_rope)`, `w_uk (h, d_nope, d_c)`, `w_uv (h, d_v, d_c)`. Scores are
@@ -869,7 +1171,7 @@ grading.check_function(absorbed_attention_, absorbed_attention, [
     mla_case(2, 6, 6, 3, 4, 2, 8, 5, seed=0, note="prefill: 6 tokens, causal"),
     mla_case(1, 1, 9, 2, 4, 2, 6, 3, seed=1, note="decoding one token against 9 cached"),
 ], hint="absorb: q_latent = einsum('bshn,hnc->bhsc', q_nope, w_uk); average the latents with "
-        "the probabilities, then apply w_uv")
+        "the probabilities, then apply w_uv", mistakes=CATALOGUE.mistakes("mla_absorb"))
 
 # %% hidden="mla_absorb" points=1
 ragged = torch.ones(2, 1, 4, 7, dtype=torch.bool).tril(3)
@@ -877,7 +1179,8 @@ ragged[1, ..., :2] = False  # row 1 is left-padded
 grading.check_function(absorbed_attention_, absorbed_attention, [
     mla_case(2, 4, 7, 4, 6, 4, 10, 6, seed=2, mask=ragged, note="an explicit padding mask"),
     mla_case(3, 5, 5, 1, 2, 2, 3, 2, seed=3, note="one head, tiny latent"),
-])
+    mla_case(2, 3, 8, 2, 4, 2, 6, 3, seed=4, note="3 new tokens after 5 cached, causal"),
+], mistakes=CATALOGUE.mistakes("mla_absorb"))
 
 # %% [markdown]
 # `MultiHeadLatentAttention` implements both forms behind the model's attention interface
@@ -978,7 +1281,7 @@ plt.show()
 # the **chunked** form of Lightning Attention (parallel inside chunks, the recurrent state
 # between them). All three are the same function.
 #
-# ### Exercise 3.9 — the recurrent form of linear attention · 2 points · difficulty 2 · ~10 min
+# ### Exercise 3.10 — the recurrent form of linear attention · 2 points · difficulty 2 · ~10 min
 #
 # `q, k: (batch, heads, seq, d_k)`, `v: (batch, heads, seq, d_v)` → `(batch, heads, seq, d_v)`.
 # Use `φ(x) = F.elu(x) + 1`, walk the sequence keeping `S` and `z`, and add `eps` to the
@@ -1009,7 +1312,7 @@ LINEAR_TWINS = [linear_attention_parallel, linear_attention_chunked]
 g = torch.Generator().manual_seed(0)
 grading.check_function(linear_attention_recurrent_, linear_attention_recurrent, [
     grading.Case(*(torch.randn(1, 2, 8, 4, generator=g) for _ in range(3)), note="8 tokens"),
-], block=LINEAR_TWINS,
+], block=LINEAR_TWINS, mistakes=CATALOGUE.mistakes("linear_recurrent"),
    hint="update S and z with token t *before* reading them for token t (a token sees itself)")
 
 # %% hidden="linear_recurrent" points=1
@@ -1017,7 +1320,7 @@ grading.check_function(linear_attention_recurrent_, linear_attention_recurrent, 
     grading.Case(*(torch.randn(2, 3, 1, 5, generator=g) for _ in range(3)), note="one token"),
     grading.Case(torch.randn(1, 1, 12, 3, generator=g), torch.randn(1, 1, 12, 3, generator=g),
                  torch.randn(1, 1, 12, 7, generator=g), note="d_k != d_v"),
-], block=LINEAR_TWINS)
+], block=LINEAR_TWINS, mistakes=CATALOGUE.mistakes("linear_recurrent"))
 
 # %%
 from llmlab.attention import linear_attention_chunked, linear_attention_parallel
@@ -1094,7 +1397,7 @@ for name, f in linear_flops.items():
 #   those rotating more than `β_fast` times, ramps between, and sharpens attention by
 #   `0.1 ln s + 1`.
 #
-# ### Exercise 3.10 — YaRN's frequencies · 3 points · difficulty 2 · ~20 min
+# ### Exercise 3.11 — YaRN's frequencies · 3 points · difficulty 2 · ~20 min
 #
 # `yarn_frequencies_(d_head, base, factor, original_max_len, beta_fast=32, beta_slow=1)` →
 # `(inv_freq, attention_factor)`: `inv_freq (d_head/2,)` float32 and a float. With
@@ -1144,8 +1447,7 @@ def yarn_reference(d_head, base, factor, original_max_len, beta_fast=32.0, beta_
     return scaled_frequencies(d_head, base, RopeScaling("yarn", factor, original_max_len, beta_fast, beta_slow))
 
 
-YARN_MISTAKES = {"the ramp reversed (fast channels interpolated)": mistakes.yarn_ramp_reversed,
-                 "no attention temperature": mistakes.yarn_without_temperature}
+YARN_MISTAKES = CATALOGUE.mistakes("yarn")
 grading.check_function(yarn_frequencies_, yarn_reference, [
     grading.Case(64, 10000.0, 4.0, 256, note="d_head 64, 4x a 256-token context"),
     grading.Case(128, 500000.0, 8.0, 8192, note="Llama 3's base, 8x"),
@@ -1299,7 +1601,7 @@ print("flash_attention gradients (dq, dk, dv) equal within 1e-4:",
       all(torch.allclose(a, b, atol=1e-4) for a, b in zip(g_fused, g_ref)))
 
 # %% [markdown]
-# ### Exercise 3.11 — the tile loop of the Triton flash kernel · 3 points · difficulty 3 · ~25 min
+# ### Exercise 3.12 — the tile loop of the Triton flash kernel · 3 points · difficulty 3 · ~25 min
 #
 # Below is the forward kernel of `llmlab.kernels.flash` with its tile loop missing. One program
 # owns query rows `rows = i·BLOCK_Q + arange(BLOCK_Q)` of head `h` of batch `b`; its query tile
@@ -1389,12 +1691,17 @@ def with_llmlab_kernel(q, k, v, causal=False):
     return triton_forward(q, k, v, causal, block_q=16, block_k=16)
 
 
+TRITON_MISTAKES = {label: (lambda q, k, v, causal=False, kern=kern: triton_forward(
+    q, k, v, causal, block_q=16, block_k=16, kernel=kern))
+    for label, kern in CATALOGUE.mistakes("triton_flash").items()}
+
+
 gen = torch.Generator().manual_seed(1)
 q1, k1, v1 = (torch.randn(1, 2, 32, 16, generator=gen) for _ in range(3))
 grading.check_function(with_your_kernel, with_llmlab_kernel, [
     grading.Case(q1, k1, v1, note="not causal, 2 x 2 tiles"),
     grading.Case(q1, k1, v1, causal=True, note="causal: the diagonal tile is masked"),
-], atol=1e-5, block=[flash_fwd_kernel],
+], atol=1e-5, block=[flash_fwd_kernel], mistakes=TRITON_MISTAKES,
     hint="mask the scores with -inf before the running max; rescale l and acc by "
          "exp(m_old - m_new) before adding the new tile")
 
@@ -1404,7 +1711,7 @@ k2, v2 = torch.randn(2, 2, 45, 16, generator=gen), torch.randn(2, 2, 45, 16, gen
 grading.check_function(with_your_kernel, with_llmlab_kernel, [
     grading.Case(q2, k2, v2, causal=True, note="20 queries after 25 cached keys, grouped KV heads"),
     grading.Case(q2[..., :1, :], k2, v2, note="one query, 45 keys: a ragged last tile"),
-], atol=1e-5, block=[flash_fwd_kernel])
+], atol=1e-5, block=[flash_fwd_kernel], mistakes=TRITON_MISTAKES)
 
 # %% [markdown]
 # When your kernel passes, the cell below uses it (otherwise llmlab's, with a note) to run the
