@@ -7,6 +7,7 @@ and ``tests/platform/test_catalogue.py`` grades every one.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -126,6 +127,7 @@ class _DDPParts(torch.nn.Module):
         self.bucket_of = {p: i for i, bucket in enumerate(self.buckets) for p in bucket}
         self.missing = [len(b) for b in self.buckets]
         self.started = {}
+        self.syncing = True
         for p in params:
             p.register_post_accumulate_grad_hook(self.grad_ready)
 
@@ -140,7 +142,17 @@ class _DDPParts(torch.nn.Module):
     def forward(self, *args, **kwargs):
         return self.module(*args, **kwargs)
 
+    @contextlib.contextmanager
+    def no_sync(self):
+        self.syncing = False
+        try:
+            yield
+        finally:
+            self.syncing = True
+
     def grad_ready(self, p):
+        if not self.syncing:
+            return
         i = self.bucket_of[p]
         self.missing[i] -= 1
         if self.missing[i] == 0:
@@ -195,6 +207,14 @@ class DDPNoOverlap(_DDPParts):
 
     def grad_ready(self, p):
         pass
+
+
+class DDPSyncsAnyway(_DDPParts):
+    """no_sync changes nothing: the accumulating backward starts the buckets too."""
+
+    @contextlib.contextmanager
+    def no_sync(self):
+        yield
 
 
 class DDPNoWait(_DDPParts):
@@ -367,6 +387,8 @@ CATALOGUE = Catalogue({
         Mistake("no overlap: every bucket all-reduced in finish_gradient_sync, none during "
                 "backward", DDPNoOverlap),
         Mistake("gradients written back without waiting for the all-reduce handles", DDPNoWait),
+        Mistake("no_sync ignored: the accumulating backward starts the buckets' all-reduces too",
+                DDPSyncsAnyway),
     ],
     "zero1_step": [
         Mistake("the sum of the ranks' gradients, not their mean", zero1_sum_of_grads),

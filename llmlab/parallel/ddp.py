@@ -17,6 +17,8 @@ Taught in chapter 04 (solutions/04_parallel).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -47,7 +49,9 @@ class DDP(nn.Module):
     (default: every rank) or a :class:`~llmlab.parallel.groups.RingGroup` of simulated ranks.
 
     Use: ``loss = f(ddp(x)); loss.backward(); ddp.finish_gradient_sync(); opt.step()``.
-    After ``finish_gradient_sync`` every ``p.grad`` is the mean over ranks. ``overlap=False``
+    After ``finish_gradient_sync`` every ``p.grad`` is the mean over ranks. Backward passes run
+    inside ``with ddp.no_sync():`` only accumulate gradients (gradient accumulation: the next
+    backward outside it all-reduces the sums, as PyTorch's ``DDP.no_sync``). ``overlap=False``
     reduces every bucket after backward (the baseline the overlap is measured against).
     ``bytes_reduced`` counts the gradient bytes all-reduced so far.
     """
@@ -66,6 +70,7 @@ class DDP(nn.Module):
         self._pending: list[int] = []
         self._inflight: dict[int, tuple[torch.Tensor, Any]] = {}
         self.bytes_reduced = 0
+        self.syncing = True
         self._reset()
         for p in params:
             p.register_post_accumulate_grad_hook(self._grad_ready)
@@ -73,11 +78,22 @@ class DDP(nn.Module):
     def forward(self, *args, **kwargs):
         return self.module(*args, **kwargs)
 
+    @contextlib.contextmanager
+    def no_sync(self) -> Iterator[None]:
+        """Backward passes inside only accumulate ``p.grad``; nothing is communicated."""
+        self.syncing = False
+        try:
+            yield
+        finally:
+            self.syncing = True
+
     def _reset(self) -> None:
         self._pending = [len(b) for b in self.buckets]
         self._inflight = {}
 
     def _grad_ready(self, p: nn.Parameter) -> None:
+        if not self.syncing:
+            return
         i = self._bucket_of[id(p)]
         self._pending[i] -= 1
         if self.overlap and self._pending[i] == 0:

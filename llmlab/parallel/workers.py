@@ -10,7 +10,9 @@ Taught in chapter 04 (solutions/04_parallel).
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import math
 
 import torch
 import torch.distributed as dist
@@ -431,10 +433,11 @@ def ddp_source_check(sources: list[str] | None, name: str = "DDP", steps: int = 
 
     ``sources``: the cells that define the class ``name`` (a notebook's answer: new processes
     cannot import a notebook's cells, so its source travels), run in a namespace with ``torch``,
-    ``nn`` and ``F``; the class is built as ``cls(module, DistGroup(), bucket_bytes)`` and its
+    ``nn``, ``F``, ``contextlib`` and ``math``; the class is built as ``cls(module, DistGroup(), bucket_bytes)`` and its
     ``finish_gradient_sync()`` runs after each backward. ``None``: llmlab's :class:`DDP`."""
     if sources:
-        ns: dict = {"torch": torch, "nn": torch.nn, "F": F}
+        ns: dict = {"torch": torch, "nn": torch.nn, "F": F, "contextlib": contextlib,
+                    "math": math}
         for source in sources:
             exec(compile(source, f"<{name} cell>", "exec"), ns)  # noqa: S102 - the learner's own cell
         cls = ns[name]

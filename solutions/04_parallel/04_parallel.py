@@ -27,6 +27,7 @@
 # **Budget:** ~1 min on 2 CPU cores · peak RAM ~1.5 GB. No GPU and no network needed.
 
 # %% tags=["nbval-ignore-output"]
+import contextlib
 import time
 
 import ipywidgets as widgets
@@ -352,6 +353,9 @@ except ValueError:
 # - **`finish_gradient_sync()`**: starts any bucket backward did not start (a gradient that
 #   never came counts as zeros); when it returns, every `p.grad` is the **mean** over the ranks;
 #   the next step works the same way;
+# - **gradient accumulation**: backward passes run inside `with ddp.no_sync():` communicate
+#   nothing and only accumulate `p.grad`; the next backward outside it syncs the accumulated
+#   gradients as above (PyTorch's `DistributedDataParallel.no_sync`);
 # - `forward(*args, **kwargs)` is `module`'s; bad `bucket_bytes` raises your `make_buckets`'
 #   `ValueError`;
 # - forbidden: `torch.distributed` (use `group`), `P.DDP`, `P.make_buckets`, PyTorch's
@@ -360,8 +364,8 @@ except ValueError:
 # The check trains a tiny network 2 SGD steps on 2 simulated ranks, each rank starting from its
 # own random weights and taking its half of each batch, and compares with llmlab's DDP: every
 # rank's weights, and the sizes of the all-reduces started during backward and in
-# `finish_gradient_sync`. The grader adds 3 ranks and other bucket sizes. Then this chapter
-# runs your class on real `gloo` processes.
+# `finish_gradient_sync`. The grader adds 3 ranks, other bucket sizes and accumulation over
+# micro-batches. Then this chapter runs your class on real `gloo` processes.
 #
 # <details><summary>Hint 1 (the idea)</summary>Every rank runs the same graph, so backward
 # finishes the gradients in the same order on every rank and the buckets' all-reduces line up
@@ -373,7 +377,7 @@ except ValueError:
 # runs once <code>p.grad</code> is final). Keep per bucket the number of gradients still
 # missing; the hook that brings it to zero starts the bucket's all-reduce and keeps the handle.
 # <code>finish_gradient_sync</code> waits on each handle, writes the averaged slices back and
-# resets the counts.</details>
+# resets the counts. <code>no_sync</code> only has to set a flag the hooks read.</details>
 # <details><summary>Hint 3 (the formulas)</summary><code>flat = torch.cat([p.grad.reshape(-1)
 # for p in bucket])</code>; after the wait, <code>p.grad = (flat[o:o + p.numel()] /
 # world_size).view_as(p)</code> with the offset <code>o</code> running over the bucket in its
@@ -396,6 +400,7 @@ class DDP(torch.nn.Module):
         self.bucket_of = {p: i for i, bucket in enumerate(self.buckets) for p in bucket}
         self.missing = [len(b) for b in self.buckets]
         self.started: dict[int, tuple[torch.Tensor, object]] = {}
+        self.syncing = True
 
         def start(i: int) -> None:  # bucket i's all-reduce, of one flat buffer
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.buckets[i]]
@@ -403,6 +408,8 @@ class DDP(torch.nn.Module):
             self.started[i] = (flat, group.all_reduce(flat))
 
         def grad_ready(p: torch.Tensor) -> None:  # p.grad is final
+            if not self.syncing:
+                return
             i = self.bucket_of[p]
             self.missing[i] -= 1
             if self.missing[i] == 0:
@@ -415,6 +422,17 @@ class DDP(torch.nn.Module):
 
     def forward(self, *args, **kwargs):
         return self.module(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def no_sync(self):
+        """Backward passes inside only accumulate ``p.grad``."""
+        ### BEGIN SOLUTION
+        self.syncing = False
+        try:
+            yield
+        finally:
+            self.syncing = True
+        ### END SOLUTION
 
     def finish_gradient_sync(self) -> None:
         """Afterwards every ``p.grad`` is the mean over the ranks."""
@@ -446,10 +464,11 @@ def _ddp_net(seed: int) -> torch.nn.Module:
     return net
 
 
-def ddp_trace(cls, world_size: int, bucket_bytes: int, steps: int = 2) -> dict:
+def ddp_trace(cls, world_size: int, bucket_bytes: int, steps: int = 2, micro: int = 1) -> dict:
     """Train ``_ddp_net`` with ``cls(net, group, bucket_bytes)`` on simulated ranks, each rank
-    from its own weights and on its slice of each batch: every rank's weights afterwards, and
-    the sizes of the all-reduces rank 0 started during backward and after it."""
+    from its own weights and on its slice of each batch (in ``micro`` micro-batches, all but the
+    last under ``no_sync``): every rank's weights afterwards, and the sizes of the all-reduces
+    rank 0 started during backward and after it."""
     def rank(comm):
         group = P.RingGroup(comm)
         net = _ddp_net(100 + comm.rank)
@@ -457,11 +476,15 @@ def ddp_trace(cls, world_size: int, bucket_bytes: int, steps: int = 2) -> dict:
         opt = torch.optim.SGD(net.parameters(), lr=0.5)
         g = torch.Generator().manual_seed(0)
         for _ in range(steps):
-            idx = torch.randint(0, 16, (2 * world_size, 6), generator=g)
-            x, y = idx[:, :-1].chunk(world_size)[comm.rank], idx[:, 1:].chunk(world_size)[comm.rank]
+            idx = torch.randint(0, 16, (2 * world_size * micro, 6), generator=g)
+            mine = idx.chunk(world_size)[comm.rank]
             opt.zero_grad()
             group.phase = "backward"
-            torch.nn.functional.cross_entropy(ddp(x).flatten(0, 1), y.flatten()).backward()
+            for j, part in enumerate(mine.chunk(micro)):
+                with ddp.no_sync() if j < micro - 1 else contextlib.nullcontext():
+                    loss = torch.nn.functional.cross_entropy(ddp(part[:, :-1]).flatten(0, 1),
+                                                             part[:, 1:].flatten())
+                    (loss / micro).backward()
             group.phase = "finish_gradient_sync"
             ddp.finish_gradient_sync()
             group.phase = ""
@@ -487,7 +510,7 @@ _ddp_mistakes = {k: (lambda *a, v=v: ddp_trace(v, *a))
                  for k, v in CATALOGUE.mistakes("ddp").items()}
 grading.check_function(lambda *a: ddp_trace(DDP, *a), lambda *a: ddp_trace(reference_ddp, *a),
                        name="DDP", block=_ddp_blocked, mistakes=_ddp_mistakes, cases=[
-    grading.Case(2, 1024, note="2 ranks, 1 KB buckets: 3 buckets"),
+    grading.Case(2, 1024, 2, 2, note="2 ranks, 1 KB buckets (3 buckets), 2 micro-batches a step"),
 ], hint="compare the entry that differs with the contract above; the hints go from the idea "
         "to the formulas")
 
@@ -498,6 +521,7 @@ grading.check_function(lambda *a: ddp_trace(DDP, *a), lambda *a: ddp_trace(refer
     grading.Case(3, 1024, note="3 ranks (a batch of 6 sequences, 2 per rank)"),
     grading.Case(2, 1, note="1-byte buckets: one bucket per parameter"),
     grading.Case(2, 1 << 20, 3, note="one bucket for everything, 3 steps"),
+    grading.Case(2, 1024, 2, 3, note="gradient accumulation: 3 micro-batches, 2 under no_sync"),
 ])
 ### END HIDDEN TESTS
 
