@@ -123,7 +123,7 @@ class _DDPParts(torch.nn.Module):
         self.module, self.group = module, group
         self.broadcast_all()
         params = [p for p in module.parameters() if p.requires_grad]
-        self.buckets = make_buckets(self.order(params), bucket_bytes)
+        self.buckets = make_buckets(params[::-1], bucket_bytes)
         self.bucket_of = {p: i for i, bucket in enumerate(self.buckets) for p in bucket}
         self.missing = [len(b) for b in self.buckets]
         self.started = {}
@@ -135,9 +135,6 @@ class _DDPParts(torch.nn.Module):
         with torch.no_grad():
             for t in [*self.module.parameters(), *self.module.buffers()]:
                 self.group.broadcast(t, 0)
-
-    def order(self, params):
-        return params[::-1]
 
     def forward(self, *args, **kwargs):
         return self.module(*args, **kwargs)
@@ -195,42 +192,11 @@ class DDPNoBroadcast(_DDPParts):
         pass
 
 
-class DDPForwardOrder(_DDPParts):
-    """Buckets filled in the parameters' own order, not in reverse (backward's) order."""
-
-    def order(self, params):
-        return params
-
-
 class DDPNoOverlap(_DDPParts):
     """No hooks: every bucket all-reduced in finish_gradient_sync, after backward."""
 
     def grad_ready(self, p):
         pass
-
-
-class DDPSyncsAnyway(_DDPParts):
-    """no_sync changes nothing: the accumulating backward starts the buckets too."""
-
-    @contextlib.contextmanager
-    def no_sync(self):
-        yield
-
-
-class DDPNoWait(_DDPParts):
-    """Gradients written back without waiting for the all-reduce handles."""
-
-    def finish_gradient_sync(self):
-        for i in range(len(self.buckets)):
-            if i not in self.started:
-                self.start(i)
-        for i, (flat, handle) in self.started.items():
-            offset = 0
-            for p in self.buckets[i]:
-                p.grad = (flat[offset:offset + p.numel()] / self.group.world_size).view_as(p).clone()
-                offset += p.numel()
-        self.missing = [len(b) for b in self.buckets]
-        self.started = {}
 
 
 # ------------------------------------------------------------------ 4.5 one ZeRO-1 step
@@ -382,13 +348,8 @@ CATALOGUE = Catalogue({
                 "world size", DDPSum),
         Mistake("no broadcast at construction: every rank trains from its own initial weights",
                 DDPNoBroadcast),
-        Mistake("buckets filled in the parameters' own order, not in reverse (backward's) order",
-                DDPForwardOrder),
         Mistake("no overlap: every bucket all-reduced in finish_gradient_sync, none during "
                 "backward", DDPNoOverlap),
-        Mistake("gradients written back without waiting for the all-reduce handles", DDPNoWait),
-        Mistake("no_sync ignored: the accumulating backward starts the buckets' all-reduces too",
-                DDPSyncsAnyway),
     ],
     "zero1_step": [
         Mistake("the sum of the ranks' gradients, not their mean", zero1_sum_of_grads),

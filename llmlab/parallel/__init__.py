@@ -51,8 +51,8 @@ from llmlab.parallel.context_parallel import (
     ulysses_attention,
 )
 from llmlab.parallel.ddp import DDP, make_buckets
-from llmlab.parallel.groups import DistGroup, Done, RingGroup
 from llmlab.parallel.functional import all_gather_dim, all_to_all, reduce_scatter_dim, ring_shift
+from llmlab.parallel.groups import DistGroup, Done, RingGroup
 from llmlab.parallel.launch import launch, source_of
 from llmlab.parallel.mesh import Mesh2D, make_mesh, mesh_ranks
 from llmlab.parallel.moe import (

@@ -433,8 +433,9 @@ def ddp_source_check(sources: list[str] | None, name: str = "DDP", steps: int = 
 
     ``sources``: the cells that define the class ``name`` (a notebook's answer: new processes
     cannot import a notebook's cells, so its source travels), run in a namespace with ``torch``,
-    ``nn``, ``F``, ``contextlib`` and ``math``; the class is built as ``cls(module, DistGroup(), bucket_bytes)`` and its
-    ``finish_gradient_sync()`` runs after each backward. ``None``: llmlab's :class:`DDP`."""
+    ``nn``, ``F``, ``contextlib`` and ``math``; the class is built as
+    ``cls(module, DistGroup(), bucket_bytes)`` and its ``finish_gradient_sync()`` runs after
+    each backward. ``None``: llmlab's :class:`DDP`."""
     if sources:
         ns: dict = {"torch": torch, "nn": torch.nn, "F": F, "contextlib": contextlib,
                     "math": math}
