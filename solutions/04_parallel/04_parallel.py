@@ -492,7 +492,7 @@ def ddp_trace(cls, world_size: int, bucket_bytes: int, steps: int = 2, micro: in
         sizes = {phase: [n for op, n, ph in group.log if op == "all_reduce" and ph == phase]
                  for phase in ("backward", "finish_gradient_sync")}
         return [p.detach().clone() for p in net.parameters()], sizes
-    outs = P.run_threads(rank, world_size, timeout=10.0)[0]
+    outs = P.run_threads(rank, world_size, timeout=60.0)[0]
     trace = {f"rank {r}'s weights after {steps} steps": w for r, (w, _) in enumerate(outs)}
     trace["sizes of the all-reduces started during backward"] = outs[0][1]["backward"]
     trace["sizes of the all-reduces started in finish_gradient_sync"] = \
