@@ -840,6 +840,7 @@ grading.check_function(merge_attention, P.merge_step, cases=[
 ### BEGIN HIDDEN TESTS
 grading.check_function(merge_attention, P.merge_step, cases=[
     grading.Case(*_partials(1, 5, 30.0), note="large scores: must not overflow"),
+    grading.Case(*_partials(2, 4), note="two blocks of 4 keys"),
 ], block=[P.merge_step, merge_partials], mistakes=CATALOGUE.mistakes("merge"))
 ### END HIDDEN TESTS
 
