@@ -7,7 +7,8 @@ One module per strategy, each tested equal to single-process training:
 - collectives from send/recv — :func:`ring_all_reduce`, :func:`ring_reduce_scatter`,
   :func:`ring_all_gather`, :func:`chain_broadcast`, with α-β costs :func:`ring_bytes`,
   :func:`ring_time`, on real (:class:`DistComm`) or simulated (:func:`run_threads`) ranks;
-- data parallel — :class:`DDP` (gradient buckets, all-reduce overlapped with backward);
+- data parallel — :class:`DDP` (gradient buckets, all-reduce overlapped with backward) over a
+  :class:`DistGroup` (real processes) or a :class:`RingGroup` (simulated ranks);
 - ZeRO — :class:`ZeroOptimizer` (stages 1, 2), :func:`zero3` / :class:`ShardedUnit` (stage 3),
   :func:`zero_memory`;
 - tensor parallel (Megatron) — ``f``/``g`` (:func:`f_op`, :func:`g_op`),
@@ -51,7 +52,8 @@ from llmlab.parallel.context_parallel import (
 )
 from llmlab.parallel.ddp import DDP, make_buckets
 from llmlab.parallel.functional import all_gather_dim, all_to_all, reduce_scatter_dim, ring_shift
-from llmlab.parallel.launch import launch
+from llmlab.parallel.groups import DistGroup, Done, RingGroup
+from llmlab.parallel.launch import launch, source_of
 from llmlab.parallel.mesh import Mesh2D, make_mesh, mesh_ranks
 from llmlab.parallel.moe import (
     LAYER_KINDS,
@@ -95,7 +97,7 @@ from llmlab.parallel.zero import GatherParams, ShardedUnit, ZeroOptimizer, zero3
 
 __all__ = [
     "DDP", "DEEPSEEK_V3", "LAYER_KINDS", "LLAMA3_70B", "SCHEDULES", "ColumnParallelLinear", "Comm",
-    "DistComm",
+    "DistComm", "DistGroup", "Done", "RingGroup", "source_of",
     "ExpertParallelMoE", "GPTStage", "GatherParams", "Hardware", "Mesh2D", "MoE", "MoEConfig",
     "ModelShape", "Plan", "Recomputed", "RowParallelLinear", "ShardedUnit", "Slot", "Step",
     "ReplayComm", "TensorParallelGPT", "TensorParallelRegion", "ThreadComm", "VocabParallelEmbedding",

@@ -17,9 +17,15 @@ Taught in chapter 04 (solutions/04_parallel).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from llmlab.parallel.groups import DistGroup, RingGroup
 
 
 def make_buckets(params: list[nn.Parameter], bucket_bytes: int) -> list[list[nn.Parameter]]:
@@ -39,27 +45,32 @@ def make_buckets(params: list[nn.Parameter], bucket_bytes: int) -> list[list[nn.
 
 
 class DDP(nn.Module):
-    """Wrap ``module`` for data parallelism over ``group`` (default: every rank).
+    """Wrap ``module`` for data parallelism over ``group``: a ``torch.distributed`` process group
+    (default: every rank) or a :class:`~llmlab.parallel.groups.RingGroup` of simulated ranks.
 
     Use: ``loss = f(ddp(x)); loss.backward(); ddp.finish_gradient_sync(); opt.step()``.
-    After ``finish_gradient_sync`` every ``p.grad`` is the mean over ranks. ``overlap=False``
+    After ``finish_gradient_sync`` every ``p.grad`` is the mean over ranks. Backward passes run
+    inside ``with ddp.no_sync():`` only accumulate gradients (gradient accumulation: the next
+    backward outside it all-reduces the sums, as PyTorch's ``DDP.no_sync``). ``overlap=False``
     reduces every bucket after backward (the baseline the overlap is measured against).
     ``bytes_reduced`` counts the gradient bytes all-reduced so far.
     """
 
     def __init__(self, module: nn.Module, bucket_bytes: int = 1 << 20, overlap: bool = True,
-                 group: dist.ProcessGroup | None = None) -> None:
+                 group: dist.ProcessGroup | DistGroup | RingGroup | None = None) -> None:
         super().__init__()
-        self.module, self.group, self.overlap = module, group, overlap
-        self.world_size = dist.get_world_size(group)
+        self.module, self.overlap = module, overlap
+        self.group = group if isinstance(group, (DistGroup, RingGroup)) else DistGroup(group)
+        self.world_size = self.group.world_size
         for t in [*module.parameters(), *module.buffers()]:  # every rank starts from rank 0's
-            dist.broadcast(t.data, src=dist.get_global_rank(group, 0) if group else 0, group=group)
+            self.group.broadcast(t.data, src=0)
         params = [p for p in module.parameters() if p.requires_grad]
         self.buckets = make_buckets(params[::-1], bucket_bytes)  # backward order, roughly
         self._bucket_of = {id(p): i for i, b in enumerate(self.buckets) for p in b}
         self._pending: list[int] = []
-        self._inflight: dict[int, tuple[torch.Tensor, dist.Work]] = {}
+        self._inflight: dict[int, tuple[torch.Tensor, Any]] = {}
         self.bytes_reduced = 0
+        self.syncing = True
         self._reset()
         for p in params:
             p.register_post_accumulate_grad_hook(self._grad_ready)
@@ -67,11 +78,22 @@ class DDP(nn.Module):
     def forward(self, *args, **kwargs):
         return self.module(*args, **kwargs)
 
+    @contextlib.contextmanager
+    def no_sync(self) -> Iterator[None]:
+        """Backward passes inside only accumulate ``p.grad``; nothing is communicated."""
+        self.syncing = False
+        try:
+            yield
+        finally:
+            self.syncing = True
+
     def _reset(self) -> None:
         self._pending = [len(b) for b in self.buckets]
         self._inflight = {}
 
     def _grad_ready(self, p: nn.Parameter) -> None:
+        if not self.syncing:
+            return
         i = self._bucket_of[id(p)]
         self._pending[i] -= 1
         if self.overlap and self._pending[i] == 0:
@@ -81,7 +103,7 @@ class DDP(nn.Module):
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.buckets[i]]
         flat = torch.cat([g.reshape(-1) for g in grads])
         self.bytes_reduced += flat.numel() * flat.element_size()
-        self._inflight[i] = (flat, dist.all_reduce(flat, group=self.group, async_op=True))
+        self._inflight[i] = (flat, self.group.all_reduce(flat))
 
     def finish_gradient_sync(self) -> None:
         """Start the buckets not started yet, wait for all, write the mean gradients back."""

@@ -20,8 +20,11 @@ Taught in chapter 04 (solutions/04_parallel).
 
 from __future__ import annotations
 
+import ast
 import datetime
 import importlib
+import inspect
+import linecache
 import pickle
 import queue
 import socket
@@ -127,6 +130,25 @@ def launch(fn: Callable, world_size: int, *args: Any, backend: str = "gloo",
                 p.terminate()
                 p.join(timeout=5.0)
     return [out[r] for r in range(world_size)]
+
+
+def source_of(obj: Callable) -> str:
+    """The source of a function or class, also one defined in a notebook cell (whose module has
+    no file, so ``inspect.getsource`` cannot find a class there): what a worker needs to run a
+    notebook's code, since new processes cannot import a notebook's cells."""
+    try:
+        return inspect.getsource(obj)
+    except (OSError, TypeError):
+        if not inspect.isclass(obj):
+            raise
+    codes = [v.__code__ for v in vars(obj).values() if inspect.isfunction(v)]
+    for code in codes:
+        text = "".join(linecache.getlines(code.co_filename))
+        for node in ast.walk(ast.parse(text)) if text else ():
+            if isinstance(node, ast.ClassDef) and node.name == obj.__name__ and \
+                    node.lineno <= code.co_firstlineno <= (node.end_lineno or 0):
+                return ast.get_source_segment(text, node, padded=True) or ""
+    raise OSError(f"could not find the source of {obj!r}")
 
 
 def _resolve(spec: str) -> Callable:

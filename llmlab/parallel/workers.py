@@ -10,7 +10,9 @@ Taught in chapter 04 (solutions/04_parallel).
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import math
 
 import torch
 import torch.distributed as dist
@@ -27,6 +29,7 @@ from llmlab.parallel.collectives import (
 from llmlab.parallel.comm import DistComm
 from llmlab.parallel.context_parallel import ring_attention, ulysses_attention
 from llmlab.parallel.ddp import DDP
+from llmlab.parallel.groups import DistGroup
 from llmlab.parallel.moe import ExpertParallelMoE, MoE, MoEConfig
 from llmlab.parallel.pipeline import SCHEDULES, run_schedule, split_gpt
 from llmlab.parallel.tensor_parallel import TensorParallelGPT
@@ -421,3 +424,35 @@ def pipeline_timeline(schedule: str, n_micro: int, d_model: int = 64) -> list:
                        token_loss,
                        (2, 32, d_model))
     return res["timeline"]
+
+
+def ddp_source_check(sources: list[str] | None, name: str = "DDP", steps: int = 2,
+                     bucket_bytes: int = 4096) -> dict:
+    """A DDP class on real processes vs one process on the whole batch: each rank starts from
+    its own weights (seed = rank) and trains the tiny GPT on its half of each batch.
+
+    ``sources``: the cells that define the class ``name`` (a notebook's answer: new processes
+    cannot import a notebook's cells, so its source travels), run in a namespace with ``torch``,
+    ``nn``, ``F``, ``contextlib`` and ``math``; the class is built as
+    ``cls(module, DistGroup(), bucket_bytes)`` and its ``finish_gradient_sync()`` runs after
+    each backward. ``None``: llmlab's :class:`DDP`."""
+    if sources:
+        ns: dict = {"torch": torch, "nn": torch.nn, "F": F, "contextlib": contextlib,
+                    "math": math}
+        for source in sources:
+            exec(compile(source, f"<{name} cell>", "exec"), ns)  # noqa: S102 - the learner's own cell
+        cls = ns[name]
+        make = lambda m: cls(m, DistGroup(), bucket_bytes)  # noqa: E731
+    else:
+        make = lambda m: DDP(m, bucket_bytes=bucket_bytes)  # noqa: E731
+    ref = params_of(train_reference(steps))
+    model = tiny_gpt(seed=dist.get_rank())  # rank 0 holds the reference's start; the others not
+    ddp = make(model)
+    opt = AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    for s in range(steps):
+        idx, tgt = batch(s)
+        opt.zero_grad()
+        token_loss(ddp(my_slice(idx)), my_slice(tgt)).backward()
+        ddp.finish_gradient_sync()
+        opt.step()
+    return {"vs_single": max_diff(params_of(model), ref)}

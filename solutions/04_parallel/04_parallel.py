@@ -27,6 +27,7 @@
 # **Budget:** ~1 min on 2 CPU cores · peak RAM ~1.5 GB. No GPU and no network needed.
 
 # %% tags=["nbval-ignore-output"]
+import contextlib
 import time
 
 import ipywidgets as widgets
@@ -42,6 +43,7 @@ from llmlab.model import load_book_model
 from llmlab.parallel import workers
 from llmlab.train.optim import adamw_step
 from llmlab.utils import seed_all
+from llmlab_book.ch04_parallel import CATALOGUE
 
 seed_all(0)
 torch.set_num_threads(1)
@@ -123,22 +125,32 @@ except RuntimeError as err:
 # ### Exercise 4.1 — ring all-reduce from send/recv · 4 points · difficulty 3 · ~30 min
 #
 # Write `ring_all_reduce(x, comm)`: every rank passes its flat tensor `x` `(n,)`; every rank
-# returns the sum over ranks, `(n,)`. Use only `comm.sendrecv` — the ring, not a gather:
+# returns the sum over ranks, `(n,)`, for any N ≥ 1 and any n ≥ 0 (n need not divide by N).
 #
-# 1. cut a copy of `x` into N chunks with `torch.tensor_split(buf, N)` (views; sizes may differ
-#    by one);
-# 2. reduce-scatter: for s = 0 … N−2, send chunk (r − s − 1) mod N to rank r+1, receive the
-#    chunk (r − s − 2) mod N from rank r−1 into a fresh buffer of that chunk's size, add it;
-# 3. all-gather: for s = 0 … N−2, send chunk (r − s) mod N to the right and receive chunk
-#    (r − s − 1) mod N from the left (now copy, do not add).
+# - The only communication is `comm.sendrecv(send, dst, recv, src)`, and only with the two
+#   neighbours on the ring (`dst` = r + 1, `src` = r − 1, mod N); no rank ever holds every
+#   rank's `x`.
+# - Each rank sends **2(N−1)/N of the buffer** in total (the bandwidth-optimal bound; the check
+#   counts your bytes), in 2(N−1) `sendrecv` calls.
+# - Cut the buffer with `torch.tensor_split(buf, N)` (the check's byte counts assume its
+#   chunk sizes); do not modify `x`.
+# - Forbidden: `torch.distributed` and llmlab's rings.
 #
-# The check runs it on 2, 3 and 4 simulated ranks and counts your bytes.
+# The check runs it on 2 and 3 simulated ranks; the grader adds uneven chunks, empty chunks
+# and one rank.
 #
-# <details><summary>Hint 1</summary>After the reduce-scatter, rank r holds the finished sum of
-# chunk r: follow chunk c — it starts at rank c+1 and visits every rank once.</details>
-# <details><summary>Hint 2</summary>Receive into <code>torch.empty_like(chunks[i])</code>, then
-# add or copy into <code>chunks[i]</code>: the chunks are views of one buffer, so that buffer
-# is the result.</details>
+# <details><summary>Hint 1 (the idea)</summary>Two phases. In the first, partial sums travel
+# around the ring and grow by one rank's contribution per hop, so that after N−1 hops every
+# rank owns one chunk summed over all ranks. In the second, the finished chunks travel around
+# the ring and are copied, not added.</details>
+# <details><summary>Hint 2 (the structure)</summary>Two loops of N−1 steps. In step s rank r
+# sends one chunk to the right and receives another from the left into a fresh buffer
+# (<code>torch.empty_like</code>), then adds it (phase 1) or copies it (phase 2) into that
+# chunk. Keep the chunks as views of one clone of <code>x</code>: that clone is the result.
+# </details>
+# <details><summary>Hint 3 (the indices)</summary>Phase 1, step s: send chunk (r − s − 1) mod N,
+# receive and add chunk (r − s − 2) mod N — after it rank r holds the sum of chunk r.
+# Phase 2, step s: send chunk (r − s) mod N, receive and copy chunk (r − s − 1) mod N.</details>
 
 # %% solution="ring_all_reduce"
 def ring_all_reduce(x: torch.Tensor, comm) -> torch.Tensor:
@@ -172,7 +184,8 @@ def _ranks(n: int, size: int, seed: int) -> list[torch.Tensor]:
     return [torch.randn(size, generator=g) for _ in range(n)]
 
 
-grading.check_function(on_ranks(ring_all_reduce), on_ranks(P.ring_all_reduce), cases=[
+_ring_mistakes = {k: on_ranks(v) for k, v in CATALOGUE.mistakes("ring_all_reduce").items()}
+grading.check_function(on_ranks(ring_all_reduce), on_ranks(P.ring_all_reduce), mistakes=_ring_mistakes, cases=[
     grading.Case(_ranks(2, 8, 0), note="2 ranks, 8 numbers"),
     grading.Case(_ranks(3, 9, 1), note="3 ranks, 9 numbers"),
 ], block=[P.ring_all_reduce, P.ring_reduce_scatter, P.ring_all_gather,
@@ -181,7 +194,7 @@ grading.check_function(on_ranks(ring_all_reduce), on_ranks(P.ring_all_reduce), c
 
 # %% hidden="ring_all_reduce" points=2
 ### BEGIN HIDDEN TESTS
-grading.check_function(on_ranks(ring_all_reduce), on_ranks(P.ring_all_reduce), cases=[
+grading.check_function(on_ranks(ring_all_reduce), on_ranks(P.ring_all_reduce), mistakes=_ring_mistakes, cases=[
     grading.Case(_ranks(4, 10, 2), note="4 ranks, uneven chunks (10 numbers)"),
     grading.Case(_ranks(3, 2, 3), note="fewer numbers than ranks: an empty chunk"),
     grading.Case(_ranks(1, 5, 4), note="one rank: nothing to send"),
@@ -235,12 +248,14 @@ def predict_allreduce_bytes() -> float:
 # %% check="predict_bytes" points=1
 grading.check_prediction(predict_allreduce_bytes, P.ring_bytes("all_reduce", N_PARAMS * 4, 8),
                          what="bytes sent per rank", rtol=1e-3,
+                         mistakes=CATALOGUE.mistakes("predict_bytes"),
                          hint="n = N_PARAMS * 4 bytes; a ring all-reduce sends 2 (N-1)/N * n per rank")
 
 # %% hidden="predict_bytes" points=1
 ### BEGIN HIDDEN TESTS
 grading.check_value(float(predict_allreduce_bytes()), 2 * 7 / 8 * N_PARAMS * 4,
-                    what="bytes sent per rank (exact)", rtol=1e-6)
+                    what="bytes sent per rank (exact)", rtol=1e-6,
+                    mistakes={k: v() for k, v in CATALOGUE.mistakes("predict_bytes").items()})
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -287,17 +302,20 @@ def bucket_sizes(fn):
     return lambda sizes, cap: [[p.numel() for p in b] for b in fn([torch.zeros(n) for n in sizes], cap)]
 
 
+_bucket_mistakes = {k: bucket_sizes(v) for k, v in CATALOGUE.mistakes("make_buckets").items()}
 grading.check_function(bucket_sizes(make_buckets), bucket_sizes(P.make_buckets), cases=[
     grading.Case([10, 10, 30, 5], 80, note="caps at 80 bytes = 20 floats"),
+    grading.Case([3, 3, 3], 16, note="a bucket may go over the cap by its last parameter"),
     grading.Case([4, 4, 4], 1000, note="everything fits in one bucket"),
-], block=[P.make_buckets], hint="start a new bucket when the current one holds >= bucket_bytes")
+], block=[P.make_buckets], mistakes=_bucket_mistakes, hint="start a new bucket when the current one holds >= bucket_bytes")
 
 # %% hidden="make_buckets" points=1
 ### BEGIN HIDDEN TESTS
 grading.check_function(bucket_sizes(make_buckets), bucket_sizes(P.make_buckets), cases=[
     grading.Case([100, 1, 1, 100], 4, note="a parameter bigger than the cap gets its own bucket"),
     grading.Case([], 16, note="no parameters"),
-], block=[P.make_buckets])
+    grading.Case([2, 2, 2, 2, 2], 12, note="a 12-byte cap: buckets of 16 bytes"),
+], block=[P.make_buckets], mistakes=_bucket_mistakes)
 try:
     make_buckets([torch.zeros(2)], 0)
     grading.expect(False, "bucket_bytes=0 must raise ValueError")
@@ -306,9 +324,226 @@ except ValueError:
 ### END HIDDEN TESTS
 
 # %% [markdown]
-# `P.DDP` uses these buckets and hooks. On 2 processes, each with half the batch, it reaches
-# the same weights as one process on the whole batch after 2 AdamW steps — and so does
-# PyTorch's `DistributedDataParallel`:
+# ### Exercise 4.4 — capstone: your DDP · 8 points · difficulty 3 · ~60 min
+#
+# Write `DDP(module, group, bucket_bytes)`, an `nn.Module` with which `module` trains on every
+# rank of `group` exactly as one process would on the whole batch, its gradient communication
+# overlapped with backward. It is used as
+#
+# ```python
+# ddp = DDP(model, group, bucket_bytes)            # on every rank
+# loss_fn(ddp(x_mine), y_mine).backward()          # this rank's slice of the batch
+# ddp.finish_gradient_sync()
+# opt.step()                                       # opt holds model.parameters()
+# ```
+#
+# `group` is the only way to reach the other ranks: it has `rank`, `world_size`,
+# `broadcast(t, src)` (rank `src`'s `t` on every rank, in place) and `all_reduce(t)`, which
+# **starts** summing `t` in place over the ranks and returns a handle; `handle.wait()` returns
+# once `t` holds the sum. (`P.DistGroup()` is that over `torch.distributed`'s processes,
+# `P.RingGroup(comm)` over simulated ranks with this chapter's rings.) The contract:
+#
+# - **construction**: afterwards every parameter and buffer of `module` equals rank 0's, on
+#   every rank;
+# - **buckets**: your `make_buckets` (4.3) of the parameters that require a gradient, taken in
+#   **reverse** order (the order backward produces their gradients), with `bucket_bytes`; exactly
+#   one `all_reduce` per bucket per step, of one flat buffer of the bucket's gradients;
+# - **overlap**: a bucket's all-reduce starts *during* backward, as soon as the last gradient
+#   of that bucket is final — nothing waits inside backward;
+# - **`finish_gradient_sync()`**: starts any bucket backward did not start (a gradient that
+#   never came counts as zeros); when it returns, every `p.grad` is the **mean** over the ranks;
+#   the next step works the same way;
+# - **gradient accumulation**: backward passes run inside `with ddp.no_sync():` communicate
+#   nothing and only accumulate `p.grad`; the next backward outside it syncs the accumulated
+#   gradients as above (PyTorch's `DistributedDataParallel.no_sync`);
+# - `forward(*args, **kwargs)` is `module`'s; bad `bucket_bytes` raises your `make_buckets`'
+#   `ValueError`;
+# - forbidden: `torch.distributed` (use `group`), `P.DDP`, `P.make_buckets`, PyTorch's
+#   `DistributedDataParallel`.
+#
+# The check trains a tiny network 2 SGD steps on 2 simulated ranks, each rank starting from its
+# own random weights and taking its half of each batch, and compares with llmlab's DDP: every
+# rank's weights, and the sizes of the all-reduces started during backward and in
+# `finish_gradient_sync`. The grader adds 3 ranks, other bucket sizes and accumulation over
+# micro-batches. Then this chapter runs your class on real `gloo` processes.
+#
+# <details><summary>Hint 1 (the idea)</summary>Every rank runs the same graph, so backward
+# finishes the gradients in the same order on every rank and the buckets' all-reduces line up
+# across ranks with no coordination. Communication only has to be <em>started</em> in
+# backward; all the waiting can happen in <code>finish_gradient_sync</code>.</details>
+# <details><summary>Hint 2 (the structure)</summary>At construction: broadcast, build the
+# buckets, remember each parameter's bucket, and register
+# <code>p.register_post_accumulate_grad_hook(fn)</code> on each parameter (<code>fn(p)</code>
+# runs once <code>p.grad</code> is final). Keep per bucket the number of gradients still
+# missing; the hook that brings it to zero starts the bucket's all-reduce and keeps the handle.
+# <code>finish_gradient_sync</code> waits on each handle, writes the averaged slices back and
+# resets the counts. <code>no_sync</code> only has to set a flag the hooks read.</details>
+# <details><summary>Hint 3 (the formulas)</summary><code>flat = torch.cat([p.grad.reshape(-1)
+# for p in bucket])</code>; after the wait, <code>p.grad = (flat[o:o + p.numel()] /
+# world_size).view_as(p)</code> with the offset <code>o</code> running over the bucket in its
+# order. Broadcast under <code>torch.no_grad()</code>: the parameters are leaves that require
+# gradients.</details>
+
+# %% solution="ddp"
+class DDP(torch.nn.Module):
+    """Data parallelism over ``group``: gradients averaged in buckets, overlapped with backward."""
+
+    def __init__(self, module: torch.nn.Module, group, bucket_bytes: int = 1 << 20) -> None:
+        super().__init__()
+        ### BEGIN SOLUTION
+        self.module, self.group = module, group
+        with torch.no_grad():
+            for t in [*module.parameters(), *module.buffers()]:
+                group.broadcast(t, 0)
+        params = [p for p in module.parameters() if p.requires_grad]
+        self.buckets = make_buckets(params[::-1], bucket_bytes)
+        self.bucket_of = {p: i for i, bucket in enumerate(self.buckets) for p in bucket}
+        self.missing = [len(b) for b in self.buckets]
+        self.started: dict[int, tuple[torch.Tensor, object]] = {}
+        self.syncing = True
+
+        def start(i: int) -> None:  # bucket i's all-reduce, of one flat buffer
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.buckets[i]]
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            self.started[i] = (flat, group.all_reduce(flat))
+
+        def grad_ready(p: torch.Tensor) -> None:  # p.grad is final
+            if not self.syncing:
+                return
+            i = self.bucket_of[p]
+            self.missing[i] -= 1
+            if self.missing[i] == 0:
+                start(i)
+
+        self.start = start
+        for p in params:
+            p.register_post_accumulate_grad_hook(grad_ready)
+        ### END SOLUTION
+
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def no_sync(self):
+        """Backward passes inside only accumulate ``p.grad``."""
+        ### BEGIN SOLUTION
+        self.syncing = False
+        try:
+            yield
+        finally:
+            self.syncing = True
+        ### END SOLUTION
+
+    def finish_gradient_sync(self) -> None:
+        """Afterwards every ``p.grad`` is the mean over the ranks."""
+        ### BEGIN SOLUTION
+        for i in range(len(self.buckets)):
+            if i not in self.started:
+                self.start(i)
+        for i, (flat, handle) in self.started.items():
+            handle.wait()
+            offset = 0
+            for p in self.buckets[i]:
+                p.grad = (flat[offset:offset + p.numel()] / self.group.world_size).view_as(p)
+                offset += p.numel()
+        self.missing = [len(b) for b in self.buckets]
+        self.started = {}
+        ### END SOLUTION
+
+
+# %% check="ddp" points=3
+def _ddp_net(seed: int) -> torch.nn.Module:
+    """A tiny next-token network, its weights drawn from ``seed`` (no global RNG: ranks are
+    threads)."""
+    net = torch.nn.Sequential(torch.nn.Embedding(16, 8), torch.nn.Linear(8, 32), torch.nn.GELU(),
+                              torch.nn.Linear(32, 16))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(0.3 * torch.randn(p.shape, generator=g))
+    return net
+
+
+def ddp_trace(cls, world_size: int, bucket_bytes: int, steps: int = 2, micro: int = 1) -> dict:
+    """Train ``_ddp_net`` with ``cls(net, group, bucket_bytes)`` on simulated ranks, each rank
+    from its own weights and on its slice of each batch (in ``micro`` micro-batches, all but the
+    last under ``no_sync``): every rank's weights afterwards, and the sizes of the all-reduces
+    rank 0 started during backward and after it."""
+    def rank(comm):
+        group = P.RingGroup(comm)
+        net = _ddp_net(100 + comm.rank)
+        ddp = cls(net, group, bucket_bytes)
+        opt = torch.optim.SGD(net.parameters(), lr=0.5)
+        g = torch.Generator().manual_seed(0)
+        for _ in range(steps):
+            idx = torch.randint(0, 16, (2 * world_size * micro, 6), generator=g)
+            mine = idx.chunk(world_size)[comm.rank]
+            opt.zero_grad()
+            group.phase = "backward"
+            for j, part in enumerate(mine.chunk(micro)):
+                with ddp.no_sync() if j < micro - 1 else contextlib.nullcontext():
+                    loss = torch.nn.functional.cross_entropy(ddp(part[:, :-1]).flatten(0, 1),
+                                                             part[:, 1:].flatten())
+                    (loss / micro).backward()
+            group.phase = "finish_gradient_sync"
+            ddp.finish_gradient_sync()
+            group.phase = ""
+            opt.step()
+        sizes = {phase: [n for op, n, ph in group.log if op == "all_reduce" and ph == phase]
+                 for phase in ("backward", "finish_gradient_sync")}
+        return [p.detach().clone() for p in net.parameters()], sizes
+    outs = P.run_threads(rank, world_size, timeout=60.0)[0]
+    trace = {f"rank {r}'s weights after {steps} steps": w for r, (w, _) in enumerate(outs)}
+    trace["sizes of the all-reduces started during backward"] = outs[0][1]["backward"]
+    trace["sizes of the all-reduces started in finish_gradient_sync"] = \
+        outs[0][1]["finish_gradient_sync"]
+    return trace
+
+
+def reference_ddp(module, group, bucket_bytes=1 << 20):
+    return P.DDP(module, bucket_bytes, group=group)
+
+
+_ddp_blocked = [P.DDP, P.make_buckets, torch.nn.parallel.DistributedDataParallel,
+                torch.distributed.all_reduce, torch.distributed.broadcast]
+_ddp_mistakes = {k: (lambda *a, v=v: ddp_trace(v, *a))
+                 for k, v in CATALOGUE.mistakes("ddp").items()}
+grading.check_function(lambda *a: ddp_trace(DDP, *a), lambda *a: ddp_trace(reference_ddp, *a),
+                       name="DDP", block=_ddp_blocked, mistakes=_ddp_mistakes, cases=[
+    grading.Case(2, 1024, 2, 2, note="2 ranks, 1 KB buckets (3 buckets), 2 micro-batches a step"),
+], hint="compare the entry that differs with the contract above; the hints go from the idea "
+        "to the formulas")
+
+# %% hidden="ddp" points=5
+### BEGIN HIDDEN TESTS
+grading.check_function(lambda *a: ddp_trace(DDP, *a), lambda *a: ddp_trace(reference_ddp, *a),
+                       name="DDP", block=_ddp_blocked, mistakes=_ddp_mistakes, cases=[
+    grading.Case(3, 1024, note="3 ranks (a batch of 6 sequences, 2 per rank)"),
+    grading.Case(2, 1, note="1-byte buckets: one bucket per parameter"),
+    grading.Case(2, 1 << 20, 3, note="one bucket for everything, 3 steps"),
+    grading.Case(2, 1024, 2, 3, note="gradient accumulation: 3 micro-batches, 2 under no_sync"),
+])
+### END HIDDEN TESTS
+
+# %% [markdown]
+# When your `DDP` passes, it runs on 2 real `gloo` processes: each rank starts from its own
+# random weights of the tiny GPT and trains on its half of each batch; after 2 AdamW steps
+# every rank holds the weights one process reaches on the whole batch. New processes cannot
+# import a notebook's cells, so your class travels as its source (`P.source_of`), with your
+# `make_buckets`:
+
+# %%
+DDPClass = grading.prefer_yours(DDP, reference_ddp, [grading.Case(2, 1024)], name="DDP",
+                                probe=lambda cls: (lambda *a: ddp_trace(cls, *a)),
+                                block=_ddp_blocked)
+sources = None if DDPClass is reference_ddp else [P.source_of(make_buckets), P.source_of(DDP)]
+res = P.launch(workers.ddp_source_check, 2, sources, "DDP", 2, 4096)
+print(f"{'your' if sources else 'llmlab'} DDP on 2 processes: max |weights − one process| "
+      f"< 1e-4 on every rank: {all(r['vs_single'] < 1e-4 for r in res)}")
+
+# %% [markdown]
+# llmlab's `P.DDP` is the same design; so is PyTorch's `DistributedDataParallel`, which reaches
+# the same weights too:
 
 # %%
 res = P.launch(workers.ddp_check, 2, 2, 4096)[0]
@@ -338,7 +573,7 @@ print(f"gradient bytes all-reduced per step: {res['bytes_reduced'] // 2} = param
 # and frees them after: 1.5× DDP's bytes.
 
 # %% [markdown]
-# ### Exercise 4.4 — one ZeRO-1 step, simulated · 3 points · difficulty 2 · ~20 min
+# ### Exercise 4.5 — one ZeRO-1 step, simulated · 3 points · difficulty 2 · ~20 min
 #
 # Simulate one ZeRO-1 AdamW step of N ranks in one process. Inputs: the flat parameters
 # `param` `(P,)` (identical on every rank, P divisible by N), each rank's local gradient
@@ -389,12 +624,14 @@ def _zero_case(n: int, size: int, step: int, seed: int) -> grading.Case:
 
 grading.check_function(zero1_step, plain_adamw, cases=[_zero_case(2, 8, 1, 0),
                                                        _zero_case(4, 16, 3, 1)],
+                       mistakes=CATALOGUE.mistakes("zero1_step"),
                        hint="each rank updates only its slice with the mean gradient of that slice")
 
 # %% hidden="zero1_step" points=2
 ### BEGIN HIDDEN TESTS
 grading.check_function(zero1_step, plain_adamw, cases=[_zero_case(3, 12, 5, 2),
-                                                       _zero_case(1, 6, 1, 3)])
+                                                       _zero_case(1, 6, 1, 3)],
+                       mistakes=CATALOGUE.mistakes("zero1_step"))
 p0, c = torch.zeros(4), _zero_case(2, 4, 1, 4)
 m_before = [t.clone() for t in c.args[2]]
 zero1_step(*c.args)
@@ -403,7 +640,7 @@ grading.expect(not torch.equal(c.args[2][0], m_before[0]),
 ### END HIDDEN TESTS
 
 # %% [markdown]
-# ### Exercise 4.5 — predict: ZeRO-3 memory per rank · 2 points · difficulty 1 · ~5 min
+# ### Exercise 4.6 — predict: ZeRO-3 memory per rank · 2 points · difficulty 1 · ~5 min
 #
 # The ZeRO paper's running example: Ψ = 7.5 B parameters, N = 64 GPUs, K = 12. **Before
 # reading on**, compute the model-state bytes per GPU with ZeRO stage 3 (in GB = 1e9 bytes).
@@ -418,12 +655,13 @@ def predict_zero3_gb() -> float:
 
 # %% check="predict_zero3" points=1
 grading.check_prediction(predict_zero3_gb, P.zero_memory(7.5e9, 64, 3) / 1e9, what="GB per GPU",
-                         rtol=1e-2, hint="stage 3 divides all (2 + 2 + K) Ψ bytes by N")
+                         rtol=1e-2, hint="stage 3 divides all (2 + 2 + K) Ψ bytes by N",
+                         mistakes=CATALOGUE.mistakes("predict_zero3"))
 
 # %% hidden="predict_zero3" points=1
 ### BEGIN HIDDEN TESTS
 grading.check_value(float(predict_zero3_gb()), 16 * 7.5e9 / 64 / 1e9, what="GB per GPU (exact)",
-                    rtol=1e-4)
+                    rtol=1e-4, mistakes={k: v() for k, v in CATALOGUE.mistakes("predict_zero3").items()})
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -475,7 +713,7 @@ plt.show()
 # nodes, which is why TP ≤ 8 in practice.
 
 # %% [markdown]
-# ### Exercise 4.6 — column- then row-parallel MLP · 3 points · difficulty 2 · ~15 min
+# ### Exercise 4.7 — column- then row-parallel MLP · 3 points · difficulty 2 · ~15 min
 #
 # Write `tensor_parallel_mlp(x, w_fc, w_proj, n)`: a GELU MLP `gelu(x W_fcᵀ) W_projᵀ` (weights
 # in `Linear` layout: `w_fc` `(d_ff, d)`, `w_proj` `(d, d_ff)`) computed as N ranks would:
@@ -512,9 +750,7 @@ g = torch.Generator().manual_seed(0)
 grading.check_function(tensor_parallel_mlp, dense_mlp_split, cases=[
     grading.Case(torch.randn(3, 4, generator=g), torch.randn(8, 4, generator=g),
                  torch.randn(4, 8, generator=g), 2, note="2 ranks"),
-], mistakes={"the exact GELU: the spec asks for approximate=\"tanh\", as GPT-2's MLP uses":
-             lambda x, w_fc, w_proj, n: [hc @ wc.T for hc, wc in zip(
-                 torch.nn.functional.gelu(x @ w_fc.T).chunk(n, -1), w_proj.chunk(n, 1))]},
+], mistakes=CATALOGUE.mistakes("tp_mlp"),
    hint="rank r: gelu(x @ w_fc_r.T, approximate=\"tanh\") @ w_proj_r.T; do not sum — return the partials")
 
 # %% hidden="tp_mlp" points=2
@@ -524,7 +760,7 @@ x, a, b = torch.randn(2, 5, 6, generator=g), torch.randn(12, 6, generator=g), to
 grading.check_function(tensor_parallel_mlp, dense_mlp_split, cases=[
     grading.Case(x, a, b, 4, note="4 ranks, batched input"),
     grading.Case(x, a, b, 1, note="1 rank: the dense MLP"),
-])
+], mistakes=CATALOGUE.mistakes("tp_mlp"))
 parts = tensor_parallel_mlp(x, a, b, 3)
 grading.check_value(sum(parts), torch.nn.functional.gelu(x @ a.T, approximate="tanh") @ b.T,
                     what="the sum of the partials (the g all-reduce)")
@@ -562,7 +798,7 @@ print(f"book model on 2 ranks: {res['params_here'] / 1e6:.2f} M of {res['params_
 # all-to-all to trade "all heads, my sequence chunk" for "my heads, the whole sequence".
 
 # %% [markdown]
-# ### Exercise 4.7 — the ring-attention merge · 2 points · difficulty 2 · ~15 min
+# ### Exercise 4.8 — the ring-attention merge · 2 points · difficulty 2 · ~15 min
 #
 # Two partial attention results over disjoint key blocks, for the same queries: outputs
 # `out_a`, `out_b` `(b, h, t, d)` (each softmax-normalised over its own block) and their
@@ -597,13 +833,15 @@ from llmlab.attention import merge_partials  # noqa: E402 - chapter 03's merge, 
 
 grading.check_function(merge_attention, P.merge_step, cases=[
     grading.Case(*_partials(0), note="two blocks of 3 keys"),
-], block=[P.merge_step, merge_partials], hint="weights exp(lse_a - lse) and exp(lse_b - lse)")
+], block=[P.merge_step, merge_partials], hint="weights exp(lse_a - lse) and exp(lse_b - lse)",
+   mistakes=CATALOGUE.mistakes("merge"))
 
 # %% hidden="merge" points=1
 ### BEGIN HIDDEN TESTS
 grading.check_function(merge_attention, P.merge_step, cases=[
     grading.Case(*_partials(1, 5, 30.0), note="large scores: must not overflow"),
-], block=[P.merge_step, merge_partials])
+    grading.Case(*_partials(2, 4), note="two blocks of 4 keys"),
+], block=[P.merge_step, merge_partials], mistakes=CATALOGUE.mistakes("merge"))
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -629,7 +867,7 @@ print(", ".join(f"{k} {'< 1e-5' if v < 1e-5 else f'{v:.1e}'}" for k, v in res.it
 # p − s micro-batches in flight — memory independent of m, so m can grow to shrink the bubble.
 
 # %% [markdown]
-# ### Exercise 4.8 — the 1F1B schedule · 4 points · difficulty 3 · ~30 min
+# ### Exercise 4.9 — the 1F1B schedule · 4 points · difficulty 2 · ~20 min
 #
 # Write `one_f_one_b(p, m)`: for each stage s = 0 … p−1 the list of steps it runs, each step a
 # tuple `("F", i)` or `("B", i)` for micro-batch i. Stage s: `w = min(p − s − 1, m)` warm-up
@@ -670,7 +908,7 @@ def reference_1f1b(p, m):
 grading.check_function(one_f_one_b, reference_1f1b, cases=[
     grading.Case(2, 4, note="2 stages, 4 micro-batches"),
     grading.Case(4, 8, note="4 stages, 8 micro-batches"),
-], block=[P.one_f_one_b_schedule, P.gpipe_schedule],
+], block=[P.one_f_one_b_schedule, P.gpipe_schedule], mistakes=CATALOGUE.mistakes("one_f_one_b"),
    hint="stage s: min(p - s - 1, m) warm-up forwards, then F/B pairs, then the rest of the B")
 
 # %% hidden="one_f_one_b" points=2
@@ -679,7 +917,7 @@ grading.check_function(one_f_one_b, reference_1f1b, cases=[
     grading.Case(4, 2, note="fewer micro-batches than stages"),
     grading.Case(1, 3, note="one stage: F0 B0 F1 B1 …"),
     grading.Case(3, 5),
-], block=[P.one_f_one_b_schedule, P.gpipe_schedule])
+], block=[P.one_f_one_b_schedule, P.gpipe_schedule], mistakes=CATALOGUE.mistakes("one_f_one_b"))
 try:
     one_f_one_b(0, 4)
     grading.expect(False, "p = 0 must raise ValueError")
@@ -688,7 +926,7 @@ except ValueError:
 ### END HIDDEN TESTS
 
 # %% [markdown]
-# ### Exercise 4.9 — predict: the bubble · 2 points · difficulty 1 · ~3 min
+# ### Exercise 4.10 — predict: the bubble · 2 points · difficulty 1 · ~3 min
 #
 # **Before the figure below**, compute the bubble fraction of a 4-stage pipeline with 8
 # micro-batches.
@@ -703,11 +941,12 @@ def predict_bubble() -> float:
 
 # %% check="predict_bubble" points=1
 grading.check_prediction(predict_bubble, P.bubble_formula(4, 8), what="the bubble fraction",
-                         hint="(p - 1) / (m + p - 1)")
+                         hint="(p - 1) / (m + p - 1)", mistakes=CATALOGUE.mistakes("predict_bubble"))
 
 # %% hidden="predict_bubble" points=1
 ### BEGIN HIDDEN TESTS
-grading.check_value(float(predict_bubble()), 3 / 11, what="the bubble fraction (exact)", rtol=1e-6)
+grading.check_value(float(predict_bubble()), 3 / 11, what="the bubble fraction (exact)", rtol=1e-6,
+                    mistakes={k: v() for k, v in CATALOGUE.mistakes("predict_bubble").items()})
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -790,7 +1029,7 @@ for name in ("gpipe", "1f1b"):
 # tokens). DeepSeekMoE adds **shared experts** every token passes through.
 
 # %% [markdown]
-# ### Exercise 4.10 — top-k routing with the load-balancing loss · 3 points · difficulty 2 · ~15 min
+# ### Exercise 4.11 — top-k routing with the load-balancing loss · 3 points · difficulty 2 · ~15 min
 #
 # Write `route(logits, k)`: `logits` `(T, E)` -> `(gates (T, k), experts (T, k), aux)`:
 # `experts` the indices of the k largest logits per token (largest first), `gates` the softmax
@@ -823,7 +1062,7 @@ def reference_route(logits, k):
 g = torch.Generator().manual_seed(0)
 grading.check_function(route, reference_route, cases=[
     grading.Case(torch.randn(6, 4, generator=g), 2, note="6 tokens, 4 experts, top-2"),
-], block=[P.top_k_route, P.load_balancing_loss],
+], block=[P.top_k_route, P.load_balancing_loss], mistakes=CATALOGUE.mistakes("route"),
    hint="gates: softmax over the k chosen logits only; P_i: softmax over all E, averaged")
 
 # %% hidden="route" points=2
@@ -833,7 +1072,7 @@ grading.check_function(route, reference_route, cases=[
     grading.Case(torch.randn(10, 8, generator=g), 1, note="top-1 (Switch)"),
     grading.Case(torch.zeros(4, 4) + torch.tensor([5.0, 0, 0, 0]), 2,
                  note="a collapsed router: aux near its maximum"),
-], block=[P.top_k_route, P.load_balancing_loss])
+], block=[P.top_k_route, P.load_balancing_loss], mistakes=CATALOGUE.mistakes("route"))
 ### END HIDDEN TESTS
 
 # %% [markdown]

@@ -34,6 +34,36 @@ def test_ddp_equals_single_process_and_torch_ddp():
         assert out["bytes_reduced"] == 3 * out["param_bytes"]  # every gradient, once a step
 
 
+_SUM_DDP = """
+class DDP(torch.nn.Module):  # a DDP that never averages: the check must see it
+    def __init__(self, module, group, bucket_bytes):
+        super().__init__()
+        self.module, self.group = module, group
+        with torch.no_grad():
+            for p in module.parameters():
+                group.broadcast(p, 0)
+
+    def forward(self, *args):
+        return self.module(*args)
+
+    def finish_gradient_sync(self):
+        for p in self.module.parameters():
+            self.group.all_reduce(p.grad).wait()
+"""
+
+
+def test_a_ddp_class_sent_as_source_runs_on_real_processes():
+    from llmlab.parallel import DDP, source_of
+
+    assert source_of(DDP).startswith("class DDP(nn.Module):")
+    right = _SUM_DDP.replace("self.group.all_reduce(p.grad).wait()",
+                             "self.group.all_reduce(p.grad).wait()\n            p.grad /= 2")
+    for out in launch(W.ddp_source_check, 2, [right], "DDP", 2, 4096):
+        assert out["vs_single"] < 1e-4
+    for out in launch(W.ddp_source_check, 2, [_SUM_DDP], "DDP", 2, 4096):
+        assert out["vs_single"] > 1e-3
+
+
 def test_a_failing_rank_fails_the_run_with_its_error():
     with pytest.raises(RuntimeError, match="(?s)rank 1 of 2 failed.*fails on purpose"):
         launch(W.fail_on_rank, 2, 1, timeout=10)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import pytest
@@ -221,3 +222,67 @@ def test_recomputation_saves_activations_and_keeps_gradients():
     assert saved["full"] < saved["selective"] <= saved[None]
     torch.testing.assert_close(grads["full"], grads[None])
     torch.testing.assert_close(grads["selective"], grads[None])
+
+
+def _ddp_on_simulated_ranks(world_size: int, micro: int, replay: bool) -> list:
+    """llmlab's DDP over RingGroups: every rank from other weights, its slice of each batch in
+    ``micro`` micro-batches (all but the last under no_sync), 2 SGD steps."""
+    from llmlab.parallel import DDP, RingGroup, run_replay, run_threads
+
+    def rank(net, comm):
+        group = RingGroup(comm)
+        ddp = DDP(net, bucket_bytes=64, group=group)
+        opt = torch.optim.SGD(net.parameters(), lr=0.5)
+        g = torch.Generator().manual_seed(0)
+        for _ in range(2):
+            x = torch.randn(2 * world_size * micro, 4, generator=g)
+            mine = x.chunk(world_size)[comm.rank]
+            opt.zero_grad()
+            for j, part in enumerate(mine.chunk(micro)):
+                ctx = ddp.no_sync() if j < micro - 1 else contextlib.nullcontext()
+                with ctx:
+                    (ddp(part).pow(2).mean() / micro).backward()
+            ddp.finish_gradient_sync()
+            opt.step()
+        return [p.detach().clone() for p in net.parameters()], group.log
+
+    nets = []
+    for r in range(world_size):  # different starts: the broadcast must fix them
+        torch.manual_seed(10 + r)
+        nets.append(torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)))
+    return (run_replay if replay else run_threads)(rank, world_size, nets)[0]
+
+
+@pytest.mark.parametrize("world_size,micro,replay", [(2, 1, False), (3, 2, False), (2, 2, True)])
+def test_ddp_on_ring_groups_equals_one_process(world_size, micro, replay):
+    torch.manual_seed(10)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(2):  # one process, the whole batch
+        x = torch.randn(2 * world_size * micro, 4, generator=g)
+        opt.zero_grad()
+        net(x).pow(2).mean().backward()
+        opt.step()
+    for weights, log in _ddp_on_simulated_ranks(world_size, micro, replay):
+        for got, want in zip(weights, net.parameters()):
+            torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+        reduces = [n for op, n, _ in log if op == "all_reduce"]
+        assert reduces == [8 * 3 + 3, 8 + 4 * 8] * 2  # 2 buckets a step, in backward's order
+
+
+def test_ring_group_all_reduce_happens_only_when_waited_on():
+    from llmlab.parallel import RingGroup, run_threads
+
+    def rank(comm):
+        group = RingGroup(comm)
+        t, u = torch.full((3,), float(comm.rank + 1)), torch.ones(2)
+        group.all_reduce(u)  # never waited on: nothing moves
+        handle = group.all_reduce(t)
+        before = t.clone()
+        handle.wait()
+        return before, t, u
+
+    for before, after, untouched in run_threads(rank, 2)[0]:
+        assert torch.equal(after, torch.full((3,), 3.0)) and not torch.equal(before, after)
+        assert torch.equal(untouched, torch.ones(2))
