@@ -47,7 +47,7 @@ lab: $(VENV)/.lab
 
 test: $(VENV)/.dev
 	$(PY) -m pytest -n $(JOBS) --dist loadfile --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg \
-		--nbval-cell-timeout 600 -p no:cacheprovider tests solutions $(PYTEST_ARGS)
+		--nbval-cell-timeout 600 -p no:cacheprovider --durations=25 tests solutions $(PYTEST_ARGS)
 
 # The check CI runs on the newest supported Python as well (make test-smoke PYTHON=python3.13
 # VENV=.venv-3.13): the unit and parity tests and one end-to-end grade. (Saved notebook outputs

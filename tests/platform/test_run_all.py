@@ -3,8 +3,7 @@
 A learner who has answered nothing presses Run All: each unanswered exercise prints its ✗ and
 the chapter goes on, the later cells falling back to llmlab's pieces, until the last cell. The
 kernel runs as a learner's does (``LLMLAB_GRADER`` unset) and stops at the first error, as
-JupyterLab does. The chapters are split in two files so ``pytest -n 2 --dist loadfile`` runs
-them on both workers (``tests/platform/test_run_all_late.py`` holds 05-09).
+JupyterLab does.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from nbclient.exceptions import CellExecutionError
 ROOT = Path(__file__).resolve().parents[2]
 CHAPTERS = sorted(p.name for p in (ROOT / "chapters").glob("[0-9][0-9]_*")
                   if (p / f"{p.name}.ipynb").exists())
-EARLY = [c for c in CHAPTERS if c < "05"]
 
 
 def run_all(path: Path, timeout: int = 600) -> tuple[int, int | None, str]:
@@ -45,6 +43,6 @@ def check_reaches_the_end(name: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", EARLY)
+@pytest.mark.parametrize("name", CHAPTERS)
 def test_run_all_on_the_untouched_release_reaches_the_last_cell(name):
     check_reaches_the_end(name)
