@@ -159,7 +159,8 @@ def gptq_columns_without_propagation(W, H, bits=4):
 
 
 def gptq_columns_fp32_scales(W, H, bits=4):
-    """Scales left in fp32: QuantLinear stores them in fp16, so codes must be rounded against the fp16 scale."""
+    """Scales left in fp32: QuantLinear stores them in fp16, so codes must be rounded against the
+    fp16 scale."""
     return _gptq_sweep(W, H, bits, fp16=False)
 
 
@@ -302,7 +303,8 @@ def _gptq_whole(model, calib, bits, group_size, act_order, propagate=True, live_
     def record(which):
         found = {n: [] for n in which}
         hooks = [model.get_submodule(n).register_forward_hook(
-            lambda mod, args, out, n=n: found[n].append(args[0].detach().reshape(-1, args[0].shape[-1]).float()))
+            lambda mod, args, out, n=n: found[n].append(
+                args[0].detach().reshape(-1, args[0].shape[-1]).float()))
             for n in which]
         try:
             with torch.no_grad():
@@ -333,12 +335,14 @@ def gptq_model_without_propagation(model, calib, bits=4, group_size=64, act_orde
 
 
 def gptq_model_float_inputs(model, calib, bits=4, group_size=64, act_order=True):
-    """Every layer calibrated on the float model's inputs, not on those the quantized blocks before it produce."""
+    """Every layer calibrated on the float model's inputs, not on those the quantized blocks
+    before it produce."""
     return _gptq_whole(model, calib, bits, group_size, act_order, float_inputs=True)
 
 
 def gptq_model_static_groups(model, calib, bits=4, group_size=64, act_order=True):
-    """Without act-order, group scales taken from the original weights, not from the columns the sweep has updated."""
+    """Without act-order, group scales taken from the original weights, not from the columns the
+    sweep has updated."""
     return _gptq_whole(model, calib, bits, group_size, act_order, live_groups=False)
 
 
