@@ -1246,13 +1246,15 @@ print(f"tokens/param : {tokens_per_param:.2f} (Chinchilla's compute-optimal rati
 # Do not call llmlab's `generate` or `filter_logits`. With the same generator seed your samples
 # must be llmlab's, token for token.
 #
-# <details><summary>Hint 1</summary>Top-k: the k-th largest logit of each row is a threshold;
-# `torch.topk` finds it.</details>
-# <details><summary>Hint 2</summary>Top-p: sort the probabilities in descending order and take
-# the cumulative sum; the mass *before* a token is the cumulative sum minus its own probability.
-# Put the keep/drop decision back in vocabulary order (`scatter`).</details>
-# <details><summary>Hint 3</summary>Apply top-p to what top-k left: softmax over the filtered
-# logits, not the original ones.</details>
+# <details><summary>Hint 1 — idea</summary>Both filters decide, per row, which tokens survive
+# from how the tokens rank; everything that does not survive becomes $-\infty$ before the
+# softmax, so the draw renormalises over the survivors by itself.</details>
+# <details><summary>Hint 2 — structure</summary>Top-k: the k-th largest logit of each row is a
+# threshold (`torch.topk`). Top-p: rank the probabilities (`sort`, descending), decide in ranked
+# order, then put the decision back in vocabulary order (`scatter`).</details>
+# <details><summary>Hint 3 — key formula</summary>The mass *before* a ranked token is
+# `cumsum - p`; keep it while that mass is below `top_p`. Apply top-p to what top-k left: softmax
+# over the filtered logits, not the original ones.</details>
 
 # %% solution="generate"
 @torch.no_grad()

@@ -722,7 +722,7 @@ print("paged with this allocator == contiguous:",
       kv.generate_paged(model, prompts, check_cache, max_new_tokens=24) == out_contiguous)
 
 # %% [markdown]
-# ### Exercise 8.7 — write through the block table, with copy-on-write · 6 points · difficulty 3 · ~30 min
+# ### Exercise 8.7 — write through the block table, with copy-on-write · 6 points · difficulty 2 · ~30 min
 #
 # One sequence's side of a paged cache. `pool (num_blocks * block_size, ...)` holds every
 # block's slots; `table` (a list, edited in place) is the sequence's blocks in order; it stores
