@@ -18,7 +18,9 @@ For chapter ``NN_topic`` (its :data:`CATALOGUE`, see :mod:`llmlab_book.catalogue
    not in grading mode), in a separate process, and its output is kept.
 
 A variant must lose every hidden point of its exercise, and its words must appear in the
-grader's feedback and (unless only the hidden test can catch it) in the check's output.
+grader's feedback and (unless only the hidden test can catch it) in the check's output. Each
+variant notebook is also a partial solution: every exercise that holds its solution and reads
+nothing a variant defines (:func:`dependents`) must keep all its points.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ class VariantResult:
     passed_check: bool = False  # the visible check cell passed
     feedback: str = ""          # the grader's feedback on the exercise
     notebook: str = ""          # what the visible check printed in the notebook
+    others_lost: list[str] = field(default_factory=list)  # right answers beside it that lost points
 
     @property
     def named_by_grader(self) -> bool:
@@ -93,6 +96,8 @@ class VariantResult:
             out.append(f"the grader's feedback does not contain its words{why}")
         if not self.mistake.hidden and not self.named_in_notebook:
             out.append("the notebook's check output does not contain its words")
+        if self.others_lost:
+            out.append(f"right answers beside it lost points: {', '.join(self.others_lost)}")
         return out
 
 
@@ -162,6 +167,28 @@ def variant_sets(all_variants: list[Variant]) -> list[list[Variant]]:
     return sets
 
 
+def dependents(authored: nbformat.NotebookNode, exercises: set[str]) -> set[str]:
+    """The other exercises whose answer or test cells read a name one of ``exercises``' answers
+    defines, directly or through other answers: their grade may follow those answers'."""
+    answers = answer_cells(authored)
+    elsewhere = set().union(*[(cell_names(c.source) or (set(), set()))[0] for c in authored.cells
+                              if c.cell_type == "code" and not is_solution(c)])
+    defines = {ex: (cell_names(c.source) or (set(), set()))[0] - elsewhere for ex, c in answers.items()}
+    reads: dict[str, set[str]] = {ex: set() for ex in answers}
+    for c in authored.cells:
+        if c.cell_type == "code" and exercise_of(c) in reads:
+            reads[exercise_of(c)] |= (cell_names(c.source) or (set(), set()))[1]
+    out = set(exercises)
+    grown = True
+    while grown:
+        grown = False
+        for ex in answers:
+            if ex not in out and any(reads[ex] & defines[g] for g in out):
+                out.add(ex)
+                grown = True
+    return out - set(exercises)
+
+
 def variant_notebook(release: nbformat.NotebookNode, authored: nbformat.NotebookNode,
                      group: list[Variant]) -> nbformat.NotebookNode:
     """The release with the group's variants in their answer cells, solutions in the others."""
@@ -206,6 +233,9 @@ def verify_chapter(slug: str, root: Path = ROOT, timeout: int = 120) -> list[Var
             nbformat.write(nb, folder / f"{slug}.ipynb")
             report = grade_notebook(folder / f"{slug}.ipynb", root / "solutions", timeout=timeout)
             by_id = {e.id: e for e in report.exercises}
+            wrong = {v.exercise for v in group}
+            untouched = set(by_id) - wrong - dependents(authored, wrong)
+            others_lost = sorted(ex for ex in untouched if by_id[ex].score < by_id[ex].max_score)
             for v in group:
                 hidden = [g for g in tests[v.exercise] if g.endswith("__hidden")]
                 check = next(g for g in tests[v.exercise] if g.endswith("__check"))
@@ -213,7 +243,8 @@ def verify_chapter(slug: str, root: Path = ROOT, timeout: int = 120) -> list[Var
                 results.append(VariantResult(
                     v.exercise, v.mistake, e.score, e.max_score,
                     lost_hidden=bool(hidden) and not set(hidden) & set(report.passed_cells),
-                    passed_check=check in report.passed_cells, feedback=e.feedback))
+                    passed_check=check in report.passed_cells, feedback=e.feedback,
+                    others_lost=others_lost if v is group[0] else []))
     for result, output in zip(results, outputs.value):
         result.notebook = output
     return results

@@ -16,7 +16,7 @@ import pytest
 from llmlab.grading.assemble import read_notebook
 from llmlab_book import ch00_intro
 from llmlab_book.catalogue import Catalogue, Mistake, answer_source
-from llmlab_book.verify import ROOT, catalogue_of, chapter_paths, coverage, table, verify_chapter
+from llmlab_book.verify import ROOT, catalogue_of, chapter_paths, coverage, dependents, table, verify_chapter
 
 sys.path.insert(0, str(ROOT / "tools"))
 
@@ -52,6 +52,15 @@ def test_a_catalogue_refuses_what_it_cannot_use():
     assert catalogue.mistakes("x") == {"a": len}  # only what an output can tell
 
 
+def test_an_answer_that_reads_another_depends_on_it_through_every_link():
+    """Chapter 01: the tokenizer capstone calls the learner's bpe_encode, which calls merge_pair;
+    a wrong merge_pair may cost both, a wrong bpe_fast neither."""
+    authored = read_notebook(str(chapter_paths("01_tokenization")[0]))
+    assert {"bpe_encode", "tokenizer"} <= dependents(authored, {"merge_pair"})
+    assert "tokenizer" in dependents(authored, {"bpe_encode"})
+    assert dependents(authored, {"bpe_fast"}) == set()
+
+
 @pytest.mark.parametrize("slug", CATALOGUED)
 def test_every_exercise_has_two_catalogued_mistakes(slug):
     authored = read_notebook(str(chapter_paths(slug)[0]))
@@ -60,6 +69,8 @@ def test_every_exercise_has_two_catalogued_mistakes(slug):
 
 @pytest.mark.parametrize("slug", CATALOGUED)
 def test_every_mistake_loses_its_hidden_points_and_is_named_in_both_places(slug):
+    """Each variant notebook is also a partial solution, graded exactly: the variants' exercises
+    lose their hidden points and every untouched exercise keeps all of its points."""
     results = verify_chapter(slug)
     assert len(results) == sum(map(len, catalogue_of(slug).values()))
     assert not [r for r in results if r.problems()], table(results)
