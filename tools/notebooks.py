@@ -24,7 +24,7 @@ from pathlib import Path
 
 import jupytext
 import nbformat
-from nbclient import NotebookClient
+from llmlab.grading.runner import NotebookRunner
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -87,7 +87,7 @@ def execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int = 600) -> None:
     for name, value in [("ATEN_CPU_CAPABILITY", "avx2"), ("ONEDNN_MAX_CPU_ISA", "AVX2"),
                         ("MKL_ENABLE_INSTRUCTIONS", "AVX2"), ("MKL_DYNAMIC", "FALSE")]:
         os.environ.setdefault(name, value)
-    NotebookClient(nb, timeout=timeout, kernel_name="python3",
+    NotebookRunner(nb, timeout=timeout, kernel_name="python3",
                    resources={"metadata": {"path": str(cwd)}}).execute()
     for cell in nb.cells:
         cell.metadata.pop("execution", None)

@@ -513,7 +513,7 @@ def _torch_version() -> str:
 
 def run_reference(twin: Path, env: dict[str, str], timeout: int, workdir: Path) -> dict[str, Any]:
     """Execute the authored notebook ``twin`` in recording mode; the recorded data (JSON-able)."""
-    from nbclient import NotebookClient
+    from llmlab.grading.runner import NotebookRunner
 
     nb = nbformat.read(twin, 4)
     exclude = sorted(set().union(*[bound_names(c.source) for c in nb.cells
@@ -537,7 +537,7 @@ def run_reference(twin: Path, env: dict[str, str], timeout: int, workdir: Path) 
         cells.append(nbformat.v4.new_code_cell(cell.source))
     cells.append(nbformat.v4.new_code_cell("_llmlab_ref.RECORDER.finish()"))
     run = nbformat.v4.new_notebook(cells=cells, metadata=nb.metadata)
-    client = NotebookClient(run, timeout=timeout, kernel_name="python3", allow_errors=True,
+    client = NotebookRunner(run, timeout=timeout, kernel_name="python3", allow_errors=True,
                             resources={"metadata": {"path": str(twin.parent)}})
     with client.setup_kernel(env=env):
         for index, cell in enumerate(run.cells):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
+from llmlab.grading.runner import NotebookRunner
 from nbclient.exceptions import CellExecutionError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,7 +26,7 @@ def run_all(path: Path, timeout: int = 600) -> tuple[int, int | None, str]:
     cells, index of the cell that stopped it or None, its error)."""
     nb = nbformat.read(path, 4)
     env = {k: v for k, v in os.environ.items() if k != "LLMLAB_GRADER"}
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=False,
+    client = NotebookRunner(nb, timeout=timeout, kernel_name="python3", allow_errors=False,
                             resources={"metadata": {"path": str(path.parent)}})
     with client.setup_kernel(env=env):
         for index, cell in enumerate(nb.cells):
