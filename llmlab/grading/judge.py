@@ -219,6 +219,7 @@ def serve(sock_fd: int, preload: list[str]) -> None:
     for fd in (0, 1, 2):
         os.dup2(null, fd)
     sock = socket.socket(fileno=sock_fd)
+    private = in_private_root()
     for n in itertools.count():
         try:
             head, fds, _, _ = socket.recv_fds(sock, 8, 1)
@@ -240,15 +241,39 @@ def serve(sock_fd: int, preload: list[str]) -> None:
         os.close(fds[0])
         sock.sendall(json.dumps({"pid": pid}).encode() + b"\n")
         _, status = os.waitpid(pid, 0)
-        _empty_cwd()  # nothing a job wrote reaches the next (in a class, another student's)
+        # Nothing a job wrote reaches the next (in a class, another student's): not its folder,
+        # nor, in a private root, the server's own /tmp and /dev/shm.
+        _empty(".")
+        if private:
+            _empty("/tmp")
+            _empty("/dev/shm")
         sock.sendall(json.dumps({"exit": os.waitstatus_to_exitcode(status)}).encode() + b"\n")
 
 
-def _empty_cwd() -> None:
-    """Remove everything in the server's working directory (its scratch directory)."""
+def in_private_root() -> bool:
+    """Whether this process runs in the sandbox's private root (``sandbox.launch``), whose /tmp
+    and /dev/shm are its own tmpfs mounts: its root is the tmpfs named ``llmlab-judge``."""
+    try:
+        with open("/proc/self/mountinfo") as f:
+            lines = [line.split() for line in f]
+    except OSError:
+        return False
+    for fields in lines:
+        if len(fields) > 4 and fields[4] == "/" and "-" in fields:
+            if fields[fields.index("-") + 1:][:2] == ["tmpfs", "llmlab-judge"]:
+                return True
+    return False
+
+
+def _empty(folder: str) -> None:
+    """Remove everything in ``folder`` (the server's scratch directory, or its private /tmp)."""
     import shutil
 
-    for entry in os.scandir("."):
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
         if entry.is_dir(follow_symlinks=False):
             shutil.rmtree(entry.path, ignore_errors=True)
         else:

@@ -244,3 +244,39 @@ def test_chapter_01(warm_cache, tmp_path):
         attacked -= {"chat_mask", "viterbi_segment"}
     assert got == {**honest, **dict.fromkeys(attacked, 0)}, \
         [(e.id, e.score, e.feedback[:300]) for e in report.exercises]
+
+
+# Appended to an honest answer: before computing, it looks for a file another exercise's judge
+# left in /tmp or /dev/shm (and answers wrong if it finds one), then leaves its own.
+DROPBOX = '''
+
+_honest_{name} = {name}
+
+
+def {name}(*args, **kwargs):
+    import glob
+    left = [p for d in ("/tmp", "/dev/shm") for p in glob.glob(d + "/llmlab-drop-*")
+            if not p.endswith("-{exercise}")]
+    for d in ("/tmp", "/dev/shm"):
+        with open(d + "/llmlab-drop-{exercise}", "w") as f:
+            f.write("a note for the next job")
+    return None if left else _honest_{name}(*args, **kwargs)
+'''
+
+
+def test_a_judge_finds_nothing_an_earlier_job_left_in_tmp(tmp_path):
+    """Jobs on one judge server (one worker, exercise after exercise) share no /tmp, /dev/shm or
+    folder: in a class, the next job is another student's."""
+    if not files_isolated():
+        pytest.skip("no private root here: /tmp is the machine's (README, the threat model)")
+    nb = nbformat.read(ROOT / "solutions" / "00_intro" / "00_intro.ipynb", 4)
+    names = {"softmax": "softmax", "split_heads": "split_heads_", "masked_mean": "masked_mean_"}
+    answers = {}
+    for cell in nb.cells:
+        if is_solution(cell) and grade_id(cell) in names:
+            exercise = grade_id(cell)
+            answers[exercise] = cell.source + DROPBOX.format(name=names[exercise], exercise=exercise)
+    assert answers.keys() == names.keys()
+    report = grade_notebook(learner(tmp_path, "00_intro", answers), workers=1)
+    assert scores(report) == {"softmax": 2, "split_heads": 2, "masked_mean": 2}, \
+        [(e.id, e.feedback[:300]) for e in report.exercises]
