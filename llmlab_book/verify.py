@@ -43,7 +43,7 @@ from typing import Any
 import nbformat
 
 from llmlab.grading.assemble import exercise_of, grade_id, is_solution, read_notebook
-from llmlab.grading.autograde import grade_notebook, learner_cells, reference
+from llmlab.grading.autograde import grade_against, judge_pool, learner_cells, reference
 from llmlab.grading.reference_run import cell_names, expand_snapshot, test_cells
 from llmlab.grading.sandbox import Workspace
 from llmlab_book import chapter_module
@@ -209,44 +209,57 @@ def verify_chapter(slug: str, root: Path = ROOT, timeout: int = 120) -> list[Var
     twin, release_path = chapter_paths(slug, root)
     authored, release = read_notebook(str(twin)), read_notebook(str(release_path))
     groups = variant_sets(variants(catalogue, authored))
-    with Workspace() as workspace:
-        data = reference(twin, workspace, timeout)  # shared by every grade below
     tests = {ex: [grade_id(c) for c in test_cells(authored) if exercise_of(c) == ex] for ex in catalogue}
     first = {ex: min(i for i, c in enumerate(authored.cells) if grade_id(c) in gids)
              for ex, gids in tests.items()}
     notebooks = [variant_notebook(release, authored, group) for group in groups]
-    jobs = []
-    for group, nb in zip(groups, notebooks):
-        cells = learner_cells(nb, authored)
-        for v in group:
-            check = next(g for g in tests[v.exercise] if g.endswith("__check"))
-            jobs.append({"gid": check,
-                         "check": next(c.source for c in authored.cells if grade_id(c) == check),
-                         "learner": [c.source for c in cells if c.position < first[v.exercise]],
-                         "snapshot": base64.b64encode(expand_snapshot(data, v.exercise)).decode()})
     results: list[VariantResult] = []
-    with tempfile.TemporaryDirectory(prefix="llmlab-variants-") as tmp, \
-            start_checks(jobs, twin.parent, Path(tmp)) as outputs:  # runs while the grader does
-        for k, (group, nb) in enumerate(zip(groups, notebooks)):
-            folder = Path(tmp) / f"set{k}" / slug
-            folder.mkdir(parents=True)
-            nbformat.write(nb, folder / f"{slug}.ipynb")
-            report = grade_notebook(folder / f"{slug}.ipynb", root / "solutions", timeout=timeout)
-            by_id = {e.id: e for e in report.exercises}
-            wrong = {v.exercise for v in group}
-            untouched = set(by_id) - wrong - dependents(authored, wrong)
-            others_lost = sorted(ex for ex in untouched if by_id[ex].score < by_id[ex].max_score)
+    # One reference run and one set of judge servers for every variant set, as for a class.
+    with Workspace() as workspace, tempfile.TemporaryDirectory(prefix="llmlab-variants-") as tmp:
+        data = reference(twin, workspace, timeout)
+        jobs = []
+        for group, nb in zip(groups, notebooks):
+            cells = learner_cells(nb, authored)
             for v in group:
-                hidden = [g for g in tests[v.exercise] if g.endswith("__hidden")]
                 check = next(g for g in tests[v.exercise] if g.endswith("__check"))
-                e = by_id[v.exercise]
-                results.append(VariantResult(
-                    v.exercise, v.mistake, e.score, e.max_score,
-                    lost_hidden=bool(hidden) and not set(hidden) & set(report.passed_cells),
-                    passed_check=check in report.passed_cells, feedback=e.feedback,
-                    others_lost=others_lost if v is group[0] else []))
+                jobs.append({"gid": check,
+                             "check": next(c.source for c in authored.cells if grade_id(c) == check),
+                             "learner": [c.source for c in cells if c.position < first[v.exercise]],
+                             "snapshot": base64.b64encode(expand_snapshot(data, v.exercise)).decode()})
+        pool = judge_pool(workspace, data, timeout)
+        try:
+            with start_checks(jobs, twin.parent, Path(tmp)) as outputs:  # runs while the grader does
+                for k, (group, nb) in enumerate(zip(groups, notebooks)):
+                    path = Path(tmp) / f"set{k}" / slug / f"{slug}.ipynb"
+                    path.parent.mkdir(parents=True)
+                    nbformat.write(nb, path)
+                    report = grade_against(read_notebook(str(path)), path.name, twin, authored,
+                                           workspace, timeout, pool=pool)
+                    results += _variant_results(group, report, tests, authored)
+        finally:
+            pool.close()
     for result, output in zip(results, outputs.value):
         result.notebook = output
+    return results
+
+
+def _variant_results(group: list[Variant], report: Any, tests: dict[str, list[str]],
+                     authored: nbformat.NotebookNode) -> list[VariantResult]:
+    """What one variant set's grade says of each of its variants."""
+    by_id = {e.id: e for e in report.exercises}
+    wrong = {v.exercise for v in group}
+    untouched = set(by_id) - wrong - dependents(authored, wrong)
+    others_lost = sorted(ex for ex in untouched if by_id[ex].score < by_id[ex].max_score)
+    results = []
+    for v in group:
+        hidden = [g for g in tests[v.exercise] if g.endswith("__hidden")]
+        check = next(g for g in tests[v.exercise] if g.endswith("__check"))
+        e = by_id[v.exercise]
+        results.append(VariantResult(
+            v.exercise, v.mistake, e.score, e.max_score,
+            lost_hidden=bool(hidden) and not set(hidden) & set(report.passed_cells),
+            passed_check=check in report.passed_cells, feedback=e.feedback,
+            others_lost=others_lost if v is group[0] else []))
     return results
 
 
