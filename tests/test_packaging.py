@@ -1,0 +1,93 @@
+"""The package stands without the notebook tooling: ``pip install llmlab`` pulls no Jupyter,
+nbgrader or notebook client, every module but the grader's notebook side imports without them,
+and ``llmlab grade`` says which extra it needs."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from importlib import metadata
+from pathlib import Path
+
+from packaging.requirements import Requirement
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+NOTEBOOK_TOOLING = {"nbformat", "nbclient", "nbgrader", "ipykernel", "jupyter-client", "ipywidgets",
+                    "ipython", "jupyterlab", "notebook", "jupyter-server", "nbconvert", "jupytext"}
+# The modules that read, run or grade notebooks: they need the `grading` extra.
+NOTEBOOK_SIDE = re.compile(r"llmlab\.(chapters|grading\.(assemble|autograde|autograded|classroom|"
+                           r"export|reference_run|runner))$")
+
+
+def _name(req: str) -> str:
+    return re.sub(r"[-_.]+", "-", Requirement(req).name).lower()
+
+
+def closure(requirements: list[str]) -> set[str]:
+    """Every distribution ``requirements`` pull in, read from the installed distributions'
+    metadata (their unconditional requirements: no extras)."""
+    seen: set[str] = set()
+    todo = [r for r in requirements if Requirement(r).marker is None or Requirement(r).marker.evaluate()]
+    while todo:
+        req = Requirement(todo.pop())
+        name = _name(str(req))
+        if name in seen:
+            continue
+        seen.add(name)
+        for sub in metadata.requires(name) or []:
+            r = Requirement(sub)
+            if r.marker is None or r.marker.evaluate({"extra": ""}):
+                todo.append(sub)
+    return seen
+
+
+def test_the_core_install_pulls_no_notebook_tooling():
+    pulled = closure(PROJECT["dependencies"])
+    assert "torch" in pulled and "numpy" in pulled  # the walk reaches the dependencies
+    assert not pulled & NOTEBOOK_TOOLING, sorted(pulled & NOTEBOOK_TOOLING)
+
+
+def test_the_grading_extra_brings_what_the_grader_imports():
+    extras = PROJECT["optional-dependencies"]
+    assert {"nbformat", "nbclient", "nbgrader", "ipykernel"} <= {_name(r) for r in extras["grading"]}
+    assert "llmlab[grading,serve,agent]" in extras["lab"]
+
+
+BLOCKER = """
+import importlib, importlib.abc, pkgutil, sys
+BLOCK = {"nbformat", "nbclient", "nbgrader", "ipykernel", "jupyter_client", "ipywidgets",
+         "IPython", "jupyterlab", "notebook", "jupyter_server", "nbconvert"}
+class Blocked(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in BLOCK:
+            raise ImportError("not installed: " + name)
+sys.meta_path.insert(0, Blocked())
+import llmlab
+failed = []
+for m in pkgutil.walk_packages(llmlab.__path__, "llmlab."):
+    try:
+        importlib.import_module(m.name)
+    except ImportError as exc:
+        failed.append(m.name)
+print("\\n".join(failed))
+"""
+
+
+def test_every_module_but_the_notebook_side_imports_without_the_tooling():
+    out = subprocess.run([sys.executable, "-c", BLOCKER], capture_output=True, text=True,
+                         cwd=ROOT, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    failed = out.stdout.split()
+    assert [m for m in failed if not NOTEBOOK_SIDE.match(m)] == []
+    assert "llmlab.grading.autograde" in failed  # the blocker blocks
+
+
+def test_llmlab_grade_names_the_extra_it_needs(monkeypatch, capsys):
+    from llmlab import cli
+
+    monkeypatch.setattr(cli, "_grading_missing", lambda: "nbgrader")
+    assert cli.main(["grade", "chapters/00_intro/00_intro.ipynb"]) == 2
+    assert "pip install 'llmlab[grading]'" in capsys.readouterr().err
