@@ -311,7 +311,54 @@ class PagedCachePositionsFromZero(_PagedCacheBase):
         return cols.expand(len(past), -1)
 
 
-# ------------------------------------------------------------------ 8.9 the prefix hash chain
+# ------------------------------------------------------------------ 8.9 PagedAttention, block by block
+
+def _paged_attention(q, k_pool, v_pool, block_tables, lengths, rescale=True, mask=True, tiled=False):
+    """The block-by-block kernel with one of its slips switched on."""
+    batch, n_head, d = q.shape
+    block_size, n_kv = k_pool.shape[1], k_pool.shape[2]
+    if tiled:  # query head h grouped with KV head h % n_kv
+        qg = q.float().view(batch, n_head // n_kv, n_kv, d).transpose(1, 2) / d ** 0.5
+    else:
+        qg = q.float().view(batch, n_kv, n_head // n_kv, d) / d ** 0.5
+    m = torch.full((batch, n_kv, n_head // n_kv), float("-inf"))
+    denom = torch.zeros_like(m)
+    acc = torch.zeros(batch, n_kv, n_head // n_kv, d)
+    for j in range(block_tables.shape[1]):
+        slots = j * block_size + torch.arange(block_size)
+        real = slots[None, :] < lengths[:, None]
+        if not real.any():
+            break
+        kb = k_pool[block_tables[:, j]].float()
+        vb = v_pool[block_tables[:, j]].float()
+        scores = torch.einsum("bgrd,btgd->bgrt", qg, kb)
+        if mask:
+            scores = scores.masked_fill(~real[:, None, None, :], float("-inf"))
+        m_new = torch.maximum(m, scores.amax(-1))
+        alpha = torch.exp(m - m_new) if rescale else torch.ones_like(m)
+        p = torch.exp(scores - m_new[..., None])
+        denom = alpha * denom + p.sum(-1)
+        acc = alpha[..., None] * acc + torch.einsum("bgrt,btgd->bgrd", p, vb)
+        m = m_new
+    out = acc / denom[..., None]
+    if tiled:
+        out = out.transpose(1, 2)
+    return out.reshape(batch, n_head, d).to(q.dtype)
+
+
+def paged_attention_not_rescaled(q, k_pool, v_pool, block_tables, lengths):
+    return _paged_attention(q, k_pool, v_pool, block_tables, lengths, rescale=False)
+
+
+def paged_attention_unmasked(q, k_pool, v_pool, block_tables, lengths):
+    return _paged_attention(q, k_pool, v_pool, block_tables, lengths, mask=False)
+
+
+def paged_attention_tiled_heads(q, k_pool, v_pool, block_tables, lengths):
+    return _paged_attention(q, k_pool, v_pool, block_tables, lengths, tiled=True)
+
+
+# ------------------------------------------------------------------ 8.10 the prefix hash chain
 
 
 def prefix_hashes_with_partial(tokens, block_size):
@@ -329,7 +376,7 @@ def prefix_hashes_unchained(tokens, block_size):
             for start in range(0, len(tokens) - block_size + 1, block_size)]
 
 
-# ------------------------------------------------------------------ 8.10 KIVI
+# ------------------------------------------------------------------ 8.11 KIVI
 
 
 def kivi_axes_swapped(k, v, bits=4):
@@ -390,6 +437,14 @@ CATALOGUE = Catalogue({
                 PagedCacheUnscaledBlock),
         Mistake("positions not advanced: every step's tokens at 0, 1, … instead of after the "
                 "cached ones", PagedCachePositionsFromZero),
+    ],
+    "paged_attention": [
+        Mistake("the running sum and output not rescaled by exp(m - m_new) when a block brings a "
+                "larger score", paged_attention_not_rescaled),
+        Mistake("slots at or past a row's length not masked: the last block's unused slots are "
+                "attended to", paged_attention_unmasked),
+        Mistake("query heads grouped as h % n_kv_head, not h // (n_head // n_kv_head)",
+                paged_attention_tiled_heads),
     ],
     "prefix_hashes": [
         Mistake("the partial last block hashed too", prefix_hashes_with_partial),

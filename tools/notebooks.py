@@ -24,6 +24,7 @@ from pathlib import Path
 
 import jupytext
 import nbformat
+
 from llmlab.grading.runner import NotebookRunner
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -464,8 +464,9 @@ def cache_key(twin: Path) -> str:
     cache format, Python, torch, and the code of llmlab and of the packages beside it that the
     notebook imports (its cases pickle their objects, which another version's classes may not
     unpickle into)."""
-    h = hashlib.sha256(twin.read_bytes())
-    packages = _imported_packages(nbformat.read(twin, 4))
+    raw = twin.read_bytes()
+    h = hashlib.sha256(raw)
+    packages = _imported_packages(nbformat.reads(raw.decode("utf-8"), 4))
     for part in (str(FORMAT), sys.version, _torch_version(), _code_digest(packages)):
         h.update(part.encode())
     return h.hexdigest()

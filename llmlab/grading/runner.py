@@ -13,8 +13,9 @@ a busy machine. Here each wait is cut into one-second polls; every new poll read
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from queue import Empty
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from nbclient import NotebookClient
 from nbclient.util import run_sync

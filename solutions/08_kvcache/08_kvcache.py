@@ -1221,6 +1221,142 @@ for p, o in zip(prompts, yours):
     print(f"{tokenizer.decode(p)!r:>28} → {tokenizer.decode(o)!r}")
 
 # %% [markdown]
+# ### Exercise 8.9 — PagedAttention: attend through the block table, block by block · 5 points · difficulty 3 · ~30 min
+#
+# Your `PagedCache.update` gathers every row's keys and values into contiguous
+# `(batch, T, n_kv_head, d)` tensors before attention: a copy of the whole cache, per layer and
+# per step. vLLM's PagedAttention kernel makes no such copy. It reads the pool in place, one
+# block of each sequence at a time, and merges the blocks' partial results as they come. Write
+# `paged_attention_(q, k_pool, v_pool, block_tables, lengths)`:
+#
+# - `q`: `(batch, n_head, d)`, one decoding query per sequence;
+# - `k_pool, v_pool`: `(num_blocks, block_size, n_kv_head, d)`, the pool;
+# - `block_tables`: `(batch, max_blocks)` integer block ids: row `b`'s `j`-th block (entries past
+#   the row's last block hold any valid id);
+# - `lengths`: `(batch,)`, the number of tokens of row `b` (at least 1);
+#
+# returning `(batch, n_head, d)` in `q`'s dtype: $\operatorname{softmax}(qK^\top/\sqrt d)\,V$ over
+# row `b`'s first `lengths[b]` tokens, where query head `h` reads KV head
+# `h // (n_head // n_kv_head)`. Memory is part of the contract: hold at most one block of keys and
+# values per row at a time. The hidden test decodes 4,096 cached tokens and requires the memory
+# your function allocates at its peak to stay below a quarter of one gathered copy of the keys.
+# Do not use `kv.paged_attention`, `kv.decode_attention` or any ready-made attention.
+#
+# <details><summary>Hint 1 — the idea</summary>Chapter 03's online softmax: keep, per query
+# head, the largest score seen so far, the sum of exponentials relative to it, and the weighted
+# sum of values relative to it; when a block brings a larger score, rescale what you have before
+# adding the block.</details>
+# <details><summary>Hint 2 — the structure</summary>Loop over the block columns `j` of
+# `block_tables`: read `k_pool[block_tables[:, j]]` (`(batch, block_size, n_kv_head, d)`), score
+# it against the queries grouped by KV head, set the scores of slots at or past each row's length
+# to $-\infty$, update the three running quantities; divide once after the loop.</details>
+# <details><summary>Hint 3 — the key formulas</summary>With a block's masked scores $s$:
+# $m' = \max(m, \max_t s_t)$, $\alpha = e^{m - m'}$, $\ell' = \alpha\ell + \sum_t e^{s_t - m'}$,
+# $a' = \alpha a + \sum_t e^{s_t - m'} v_t$, and the output is $a/\ell$. Start from
+# $m = -\infty$, $\ell = 0$, $a = 0$; a block column wholly past a row's end leaves that row as
+# it was (its $\alpha$ is 1 and its exponentials 0), so guard $e^{-\infty - (-\infty)}$ for rows
+# that have seen nothing yet — the first block always holds a token, so no row does after it.</details>
+
+# %% solution="paged_attention"
+def paged_attention_(q: torch.Tensor, k_pool: torch.Tensor, v_pool: torch.Tensor,
+                     block_tables: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """q: (batch, n_head, d); k_pool, v_pool: (num_blocks, block_size, n_kv_head, d);
+    block_tables: (batch, max_blocks); lengths: (batch,) -> (batch, n_head, d)."""
+    ### BEGIN SOLUTION
+    batch, n_head, d = q.shape
+    block_size, n_kv = k_pool.shape[1], k_pool.shape[2]
+    qg = q.float().view(batch, n_kv, n_head // n_kv, d) / d ** 0.5  # query heads grouped by KV head
+    m = torch.full((batch, n_kv, n_head // n_kv), float("-inf"))
+    denom = torch.zeros_like(m)
+    acc = torch.zeros(batch, n_kv, n_head // n_kv, d)
+    for j in range(block_tables.shape[1]):
+        slots = j * block_size + torch.arange(block_size)
+        real = slots[None, :] < lengths[:, None]  # (batch, block_size)
+        if not real.any():
+            break
+        kb = k_pool[block_tables[:, j]].float()  # (batch, block_size, n_kv, d)
+        vb = v_pool[block_tables[:, j]].float()
+        scores = torch.einsum("bgrd,btgd->bgrt", qg, kb).masked_fill(~real[:, None, None, :], float("-inf"))
+        m_new = torch.maximum(m, scores.amax(-1))
+        alpha = torch.exp(m - m_new)
+        p = torch.exp(scores - m_new[..., None])
+        denom = alpha * denom + p.sum(-1)
+        acc = alpha[..., None] * acc + torch.einsum("bgrt,btgd->bgrd", p, vb)
+        m = m_new
+    return (acc / denom[..., None]).reshape(batch, n_head, d).to(q.dtype)
+    ### END SOLUTION
+
+
+# %% check="paged_attention" points=2
+from llmlab.attention import peak_memory
+
+PAGED_ATTENTION_BLOCK = [kv.decode_attention, *DECODE_TWINS]
+
+
+def paged_attention_case(seed: int, lengths: list[int], n_head: int, n_kv: int, d: int,
+                         block_size: int, note: str, dtype: torch.dtype = torch.float32) -> grading.Case:
+    """A random pool and query; each row's blocks are distinct pool blocks in shuffled order, and
+    the table's entries past a row's blocks point at other rows' blocks."""
+    g = torch.Generator().manual_seed(seed)
+    width = max(-(-n // block_size) for n in lengths)
+    num_blocks = len(lengths) * width + 3
+    order = torch.randperm(num_blocks, generator=g)
+    tables = order[:len(lengths) * width].view(len(lengths), width)
+    pools = [torch.randn(num_blocks, block_size, n_kv, d, generator=g).to(dtype) for _ in range(2)]
+    q = torch.randn(len(lengths), n_head, d, generator=g).to(dtype)
+    return grading.Case(q, *pools, tables, torch.tensor(lengths), note=note)
+
+
+PAGED_ATTENTION_MISTAKES = CATALOGUE.mistakes("paged_attention")
+grading.check_function(paged_attention_, kv.paged_attention, block=PAGED_ATTENTION_BLOCK,
+                       mistakes=PAGED_ATTENTION_MISTAKES, atol=1e-5, rtol=1e-5, cases=[
+    paged_attention_case(0, [5, 9], 2, 2, 8, 4, "two rows of 5 and 9 tokens, blocks of 4"),
+    paged_attention_case(1, [7, 3, 12], 4, 2, 8, 3, "GQA: 4 query heads on 2 KV heads, blocks of 3"),
+], hint="compare one block column at a time with the scores of the gathered sequence")
+
+# %% hidden="paged_attention" points=3
+grading.check_function(paged_attention_, kv.paged_attention, block=PAGED_ATTENTION_BLOCK,
+                       mistakes=PAGED_ATTENTION_MISTAKES, atol=1e-5, rtol=1e-5, cases=[
+    paged_attention_case(2, [8, 1, 16], 6, 1, 4, 8, "MQA; lengths on block boundaries and one token"),
+    paged_attention_case(3, [1, 2, 3, 40], 2, 2, 16, 5, "growing scores over ten blocks of 5"),
+])
+grading.check_function(paged_attention_, kv.paged_attention, block=PAGED_ATTENTION_BLOCK,
+                       mistakes=PAGED_ATTENTION_MISTAKES, atol=2e-2, rtol=2e-2, cases=[
+    paged_attention_case(4, [6, 11], 4, 2, 8, 4, "bfloat16 inputs and output", torch.bfloat16)])
+_long = paged_attention_case(5, [4096, 4096], 4, 2, 64, 16, "4,096 tokens, blocks of 16")
+_, _peak = peak_memory(lambda: paged_attention_(*_long.args))
+_gathered = 2 * 4096 * 2 * 64 * 4  # one (batch, T, n_kv_head, d) fp32 copy of the keys
+grading.expect(_peak < _gathered / 4,
+               f"your function held {_peak / 2**20:.2f} MiB at once; one gathered copy of the keys is "
+               f"{_gathered / 2**20:.1f} MiB: read one block column at a time", what="paged_attention_ memory")
+
+# %% [markdown]
+# The two ways side by side, on the 4,096-token case: the gathered decode attention of exercise
+# 8.3 (a copy of every row's cache first) and your block-by-block kernel (llmlab's when yours has
+# not passed). Same result; the memory each allocates at its peak differs by the copy.
+
+# %%
+paged_attn = grading.prefer_yours(paged_attention_, kv.paged_attention,
+                                  [paged_attention_case(0, [5, 9], 2, 2, 8, 4, "")],
+                                  name="paged_attention_", block=PAGED_ATTENTION_BLOCK)
+_q, _kp, _vp, _tables, _lengths = paged_attention_case(5, [4096, 4096], 4, 2, 64, 16, "").args
+_rows = _tables[:, :, None] * 16 + torch.arange(16)  # (batch, blocks, 16) slots of every token
+
+
+def gathered_attention():
+    k = _kp.flatten(0, 1)[_rows.flatten(1)]  # (batch, T, n_kv, d): the copy
+    v = _vp.flatten(0, 1)[_rows.flatten(1)]
+    return kv.decode_attention(_q, k, v, _lengths)
+
+
+want, gathered_peak = peak_memory(gathered_attention)
+got, paged_peak = peak_memory(lambda: paged_attn(_q, _kp, _vp, _tables, _lengths))
+print(f"block by block equals gathered (max |difference| < 1e-5): {bool((got - want).abs().max() < 1e-5)}")
+print(f"memory allocated at the peak: gathered {gathered_peak / 2**20:.2f} MiB, "
+      f"block by block {paged_peak / 2**20:.3f} MiB ({gathered_peak / paged_peak:.0f}× less)")
+assert torch.allclose(got, want, atol=1e-5) and paged_peak < gathered_peak / 4
+
+# %% [markdown]
 # ## 7. Prefix caching: compute a shared prompt once
 #
 # Chat requests often start with the same system prompt; agents resend a growing history.
@@ -1232,7 +1368,7 @@ for p, o in zip(prompts, yours):
 # recently used first when the pool needs them.
 
 # %% [markdown]
-# ### Exercise 8.9 — the prefix hash chain · 2 points · difficulty 1 · ~10 min
+# ### Exercise 8.10 — the prefix hash chain · 2 points · difficulty 1 · ~10 min
 #
 # Write `prefix_block_hashes(tokens, block_size)`: the chained hashes of the *full* blocks of
 # `tokens`, in order, using `kv.hash_block(prev_hash, block_tokens)` (with `prev_hash=None` for
@@ -1363,7 +1499,7 @@ eviction = {name: [compare(next_token_logprobs(make(b))) for b in tqdm(budgets, 
             for name, make in policies.items()}
 
 # %% [markdown]
-# ### Exercise 8.10 — a KIVI quantizer · 3 points · difficulty 2 · ~15 min
+# ### Exercise 8.11 — a KIVI quantizer · 3 points · difficulty 2 · ~15 min
 #
 # Asymmetric min-max quantization with `bits` bits along one axis:
 # $\text{scale} = (\max - \min)/(2^\text{bits} - 1)$,

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from llmlab.grading.runner import NotebookRunner
 from nbclient.exceptions import CellExecutionError
+
+from llmlab.grading.runner import NotebookRunner
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAPTERS = sorted(p.name for p in (ROOT / "chapters").glob("[0-9][0-9]_*")

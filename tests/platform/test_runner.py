@@ -49,10 +49,12 @@ def test_the_deadline_still_raises_empty():
 
 def test_a_notebook_with_a_widget_runs_through(tmp_path):
     nb = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_code_cell("import ipywidgets as w\nw.interact(lambda x: print(x * 2), x=w.IntSlider(value=3));"),
+        nbformat.v4.new_code_cell("import ipywidgets as w\n"
+                                  "w.interact(lambda x: print(x * 2), x=w.IntSlider(value=3));"),
         nbformat.v4.new_code_cell("print('after')"),
     ])
-    client = NotebookRunner(nb, timeout=60, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    client = NotebookRunner(nb, timeout=60, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}})
     with client.setup_kernel():
         assert client.kc.shell_channel.get_msg.__qualname__.startswith("in_slices")
         for index, cell in enumerate(nb.cells):
