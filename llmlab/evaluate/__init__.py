@@ -54,11 +54,13 @@ from llmlab.evaluate.long_context import copy_logprobs, needle_item
 from llmlab.evaluate.membership import (
     BigramReference,
     TokenStats,
+    auroc_interval,
     fit_reference,
     membership_scores,
     min_k_plus_plus,
     reference_calibrated,
     reference_corpus,
+    text_ids,
     text_token_stats,
     zlib_ratio,
 )
@@ -91,8 +93,9 @@ from llmlab.evaluate.statistics import (
 from llmlab.evaluate.tasks import load_suite, return_item_parts, return_items
 
 __all__ = [
-    "BigramReference", "TokenStats", "fit_reference", "membership_scores", "min_k_plus_plus",
-    "reference_calibrated", "reference_corpus", "text_token_stats", "zlib_ratio",
+    "BigramReference", "TokenStats", "auroc_interval", "fit_reference", "membership_scores",
+    "min_k_plus_plus", "reference_calibrated", "reference_corpus", "text_ids",
+    "text_token_stats", "zlib_ratio",
     "CODE_STOPS", "DEFAULT_LIMITS", "PROBLEMS", "CodeProblem", "ExecutionResult", "Interval",
     "KVCompressedModel", "LikelihoodStats", "Loglikelihood", "MCItem", "MCResult", "PositionBias",
     "PromptFormat", "Request", "Row", "SuiteConfig", "auroc", "book_variants", "bootstrap_ci",

@@ -39,6 +39,7 @@ import torch
 
 from llmlab.evaluate.contamination import min_k_prob
 from llmlab.evaluate.likelihood import _logits, prefix_token_id
+from llmlab.evaluate.statistics import Interval
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,29 @@ def fit_reference(tokenizer, texts: Iterable[str], vocab_size: int, lam: float =
     return BigramReference.fit(([prefix] + tokenizer.encode(t) for t in texts), vocab_size, lam)
 
 
+def auroc_interval(positives: Sequence[float], negatives: Sequence[float], n_resamples: int = 2000,
+                   confidence: float = 0.9, rng: np.random.Generator | int | None = 0) -> Interval:
+    """AUROC with a percentile bootstrap interval that resamples the two sets independently
+    (``scipy.stats.bootstrap`` on two unpaired samples does the same)."""
+    pos, neg = np.asarray(positives, float), np.asarray(negatives, float)
+    if pos.ndim != 1 or neg.ndim != 1 or len(pos) < 2 or len(neg) < 2:
+        raise ValueError(f"need two 1-D score lists of >= 2 items, got {pos.shape} and {neg.shape}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+
+    def area(p: np.ndarray, n: np.ndarray) -> np.ndarray:  # p: (R, P), n: (R, N) -> (R,)
+        d = p[:, :, None] - n[:, None, :]
+        return (d > 0).mean((1, 2)) + 0.5 * (d == 0).mean((1, 2))
+
+    thetas = np.concatenate([area(pos[rng.integers(0, len(pos), (m, len(pos)))],
+                                  neg[rng.integers(0, len(neg), (m, len(neg)))])
+                             for m in np.diff(np.r_[0:n_resamples:250, n_resamples])])
+    alpha = (1 - confidence) / 2
+    low, high = np.percentile(thetas, [100 * alpha, 100 * (1 - alpha)])
+    return Interval(float(area(pos[None], neg[None])[0]), float(low), float(high), confidence)
+
+
 def membership_scores(stats: TokenStats, text: str, reference_lp: torch.Tensor | None = None,
                       k: float = 0.2) -> dict[str, float]:
     """Every signal for one text, each oriented so that *higher means member* (the AUROC
@@ -198,7 +222,7 @@ def membership_scores(stats: TokenStats, text: str, reference_lp: torch.Tensor |
     return out
 
 
-__all__ = ["BigramReference", "TokenStats", "distribution_stats", "fit_reference", "loss",
+__all__ = ["BigramReference", "TokenStats", "auroc_interval", "distribution_stats", "fit_reference", "loss",
            "membership_scores", "min_k_plus_plus", "reference_calibrated", "reference_corpus", "text_ids",
            "text_token_stats",
            "zlib_ratio"]

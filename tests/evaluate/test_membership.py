@@ -16,6 +16,7 @@ from llmlab.evaluate import (
     BigramReference,
     TokenStats,
     auroc,
+    auroc_interval,
     fit_reference,
     membership_scores,
     min_k_plus_plus,
@@ -147,3 +148,20 @@ def test_every_signal_auroc_equals_sklearn(model, tokenizer):
         s = [d[name] for d in scores]
         ours = auroc([x for x, y in zip(s, labels) if y], [x for x, y in zip(s, labels) if not y])
         assert ours == pytest.approx(roc_auc_score(labels, s)), name
+
+
+@pytest.mark.parity
+def test_auroc_interval_agrees_with_scipy_bootstrap():
+    from scipy.stats import bootstrap
+
+    rng = np.random.default_rng(1)
+    pos, neg = rng.normal(0.6, 1, 30), rng.normal(0, 1, 25)
+    ours = auroc_interval(pos, neg, n_resamples=4000, confidence=0.9, rng=0)
+    assert ours.estimate == pytest.approx(roc_auc_score([1] * 30 + [0] * 25, np.r_[pos, neg]))
+    theirs = bootstrap((pos, neg), lambda p, n: auroc(list(p), list(n)), vectorized=False, paired=False,
+                       n_resamples=4000, confidence_level=0.9, method="percentile", random_state=0)
+    assert ours.low == pytest.approx(theirs.confidence_interval.low, abs=0.02)
+    assert ours.high == pytest.approx(theirs.confidence_interval.high, abs=0.02)
+    assert ours.low < ours.estimate < ours.high
+    with pytest.raises(ValueError):
+        auroc_interval([1.0], [0.0, 1.0])
