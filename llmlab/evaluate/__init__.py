@@ -6,6 +6,7 @@ conventions), ``perplexity`` (rolling windows past the context, bits per byte, p
 book's corpus and shipped as a snapshot), ``generation`` (stop sequences, greedy and sampled),
 ``passk`` (HumanEval's unbiased estimator), ``execution`` (generated programs under limits),
 ``code_tasks`` (small HumanEval-style problems), ``contamination`` (n-gram overlap, Min-K%),
+``membership`` (calibrated membership signals: zlib ratio, a reference model, Min-K%++),
 ``statistics`` (bootstrap intervals, paired tests, sample sizes), ``judges`` (pairwise judging and
 its position bias), ``long_context`` (needle and copy tests) and ``leaderboard`` (the book's
 models on one suite). ``llmlab eval`` runs a task from the command line (``cli``).
@@ -50,6 +51,19 @@ from llmlab.evaluate.likelihood import (
     token_logprobs,
 )
 from llmlab.evaluate.long_context import copy_logprobs, needle_item
+from llmlab.evaluate.membership import (
+    BigramReference,
+    TokenStats,
+    auroc_interval,
+    fit_reference,
+    membership_scores,
+    min_k_plus_plus,
+    reference_calibrated,
+    reference_corpus,
+    text_ids,
+    text_token_stats,
+    zlib_ratio,
+)
 from llmlab.evaluate.multiple_choice import (
     MCItem,
     MCResult,
@@ -79,6 +93,9 @@ from llmlab.evaluate.statistics import (
 from llmlab.evaluate.tasks import load_suite, return_item_parts, return_items
 
 __all__ = [
+    "BigramReference", "TokenStats", "auroc_interval", "fit_reference", "membership_scores",
+    "min_k_plus_plus", "reference_calibrated", "reference_corpus", "text_ids",
+    "text_token_stats", "zlib_ratio",
     "CODE_STOPS", "DEFAULT_LIMITS", "PROBLEMS", "CodeProblem", "ExecutionResult", "Interval",
     "KVCompressedModel", "LikelihoodStats", "Loglikelihood", "MCItem", "MCResult", "PositionBias",
     "PromptFormat", "Request", "Row", "SuiteConfig", "auroc", "book_variants", "bootstrap_ci",

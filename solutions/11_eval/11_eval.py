@@ -18,7 +18,8 @@
 # 3. generate with stop sequences, execute the programs under limits, and estimate pass@k without
 #    bias; see how temperature trades pass@1 for pass@k;
 # 4. detect contamination — n-gram overlap with the training data, and Min-K% probability, a
-#    membership test that needs only the model — and see how a mismatched held-out set fools it;
+#    membership test that needs only the model — see how a mismatched held-out set fools it, and
+#    calibrate it against a text's intrinsic difficulty (zlib, a reference model, Min-K%++);
 # 5. put confidence intervals on every score, compare two models on the same items, and count the
 #    items a difference needs; expose a judge's position bias; test the whole context window;
 # 6. write the evaluator itself — batched log-likelihood with the token/character alignment done
@@ -44,6 +45,8 @@ from tqdm.auto import tqdm
 
 import llmlab.evaluate as ev
 from llmlab import grading
+from llmlab.data import load_documents
+from llmlab.evaluate.tasks import function_texts
 from llmlab_book import ch11_eval as wrong
 from llmlab.model import BOOK_MODEL_DIR, load_book_model
 from llmlab.utils import seed_all
@@ -545,40 +548,108 @@ grading.check_function(min_k_prob_, ev.min_k_prob, [
 min_k = grading.prefer_yours(min_k_prob_, ev.min_k_prob, [grading.Case(torch.tensor([-1.0, -4.0, -2.0]), 0.5)],
                              name="min_k_prob_")
 N_FN = 60
-
-
-def looks_like_torch(text: str) -> bool:
-    return "torch" in text or "tensor" in text.lower()
-
-
+# the suite's own extractor on the standard library's held-out files: a function's exact provenance
+stdlib_val = set(function_texts([d.text for d in load_documents(split="val")]))
 members = suite["functions"]["members"][:N_FN]  # all from the standard library's training files
 nonmembers_all = suite["functions"]["nonmembers"][:N_FN]  # held-out files of the stdlib *and* of torch
-nonmembers_std = [f for f in suite["functions"]["nonmembers"] if not looks_like_torch(f)][:N_FN]
-token_lp = {f: ev.text_token_logprobs(model, tok, f)
-            for f in tqdm(dict.fromkeys(members + nonmembers_all + nonmembers_std), desc="functions", leave=False)}
-scores = {name: [min_k(token_lp[f], 0.2) for f in texts]
-          for name, texts in (("members", members), ("all", nonmembers_all), ("std", nonmembers_std))}
-auc_mixed = ev.auroc(scores["members"], scores["all"])
-auc_min_k = ev.auroc(scores["members"], scores["std"])
-auc_mean = ev.auroc([float(token_lp[f].mean()) for f in members],
-                    [float(token_lp[f].mean()) for f in nonmembers_std])
-fig, ax = plt.subplots(figsize=(6, 3))
-ax.hist(scores["members"], bins=20, alpha=0.6, label="training functions (stdlib)")
-ax.hist(scores["std"], bins=20, alpha=0.6, label="held-out functions (stdlib)")
-ax.set_xlabel("Min-20% log-probability"), ax.legend()
-ax.set_title(f"membership: AUROC {auc_min_k:.2f}")
-plt.tight_layout()
-plt.show()
-n_torch = sum(looks_like_torch(f) for f in nonmembers_all)
-print(f"held-out functions as drawn ({n_torch} of {N_FN} are about torch or tensors): AUROC {auc_mixed:.2f}; "
-      f"stdlib against stdlib: AUROC {auc_min_k:.2f}")
-print(f"AUROC of Min-20% prob {auc_min_k:.2f}; of the plain mean log-probability {auc_mean:.2f} "
-      f"({N_FN} + {len(nonmembers_std)} functions)")
-print(f"mixing torch's code into the held-out side moved the AUROC by {auc_mixed - auc_min_k:+.2f}; "
-      + (f"even like for like the training functions look *less* familiar (AUROC {auc_min_k:.2f} < 0.5): "
-         "whatever else differs between the two sets outweighs membership for a model this small"
-         if auc_min_k < 0.5 else
-         f"like for like, training functions score higher (AUROC {auc_min_k:.2f})"))
+nonmembers_std = [f for f in suite["functions"]["nonmembers"] if f in stdlib_val][:N_FN]  # like for like
+candidates = dict.fromkeys(members + nonmembers_all + nonmembers_std)
+fn_stats = {f: ev.text_token_stats(model, tok, f)  # log p; mean and spread of log p over the vocabulary
+            for f in tqdm(candidates, desc="functions", leave=False)}
+min_k_scores = {name: [min_k(fn_stats[f].logprob, 0.2) for f in texts]
+                for name, texts in (("members", members), ("all", nonmembers_all), ("std", nonmembers_std))}
+auc_mixed = ev.auroc(min_k_scores["members"], min_k_scores["all"])
+auc_min_k = ev.auroc(min_k_scores["members"], min_k_scores["std"])
+n_std = sum(f in stdlib_val for f in nonmembers_all)
+print(f"held-out functions as drawn: {n_std} of {N_FN} from the standard library, {N_FN - n_std} from torch's "
+      f"held-out files; Min-20% AUROC {auc_mixed:.2f}")
+print(f"standard library against standard library ({N_FN} training, {len(nonmembers_std)} held-out functions): "
+      f"Min-20% AUROC {auc_min_k:.2f}"
+      + (" — below 0.5: the training functions look *less* familiar" if auc_min_k < 0.5 else ""))
+
+# %% [markdown]
+# Min-K% ranks texts by how likely the model finds them, so it also ranks them by how **easy**
+# they are: a short function of common idioms is likely under any model, seen or not. Two sets
+# that differ in difficulty differ in Min-K% whatever their membership. The fix is to
+# **calibrate** — compare the model's likelihood with a baseline for the same text:
+#
+# - **zlib ratio** (Carlini et al., 2021): the loss divided by the zlib-compressed length of the
+#   text in bytes; compressible text is easy for everyone.
+# - **reference model** (same paper): the target's loss minus a *reference* model's loss on the
+#   same tokens. Both find easy code easy; only the target saw the members. Ours is a token
+#   bigram model (`ev.BigramReference`) counted on the standard library's training files that
+#   hold no candidate function: it knows which tokens and pairs are common in Python, and has
+#   never seen a candidate.
+# - **Min-K%++** (Zhang et al., 2024): each token's $\log p(x_t)$ standardised by the model's own
+#   next-token distribution at that position, $(\log p(x_t) - \mu_t)/\sigma_t$ with
+#   $\mu_t = \mathbb{E}_{z\sim p}[\log p(z)]$ and $\sigma_t^2 = \mathrm{Var}_{z\sim p}[\log p(z)]$, then the
+#   Min-K% mean: training makes a seen token stand out from the alternatives at its position.
+#
+# Every score is oriented so that higher means "member"; the interval is a 90 % bootstrap over
+# both sets, and "separates" below means the whole interval lies above 0.5.
+
+# %%
+reference = ev.fit_reference(tok, ev.reference_corpus([d.text for d in load_documents(split="train")],
+                                                      suite["functions"]["members"]), model.config.vocab_size)
+ref_loss, signals = {}, {}
+for f in fn_stats:
+    ref_lp = reference.token_logprobs(ev.text_ids(tok, f, model.config.block_size))
+    ref_loss[f] = -float(ref_lp.mean())
+    signals[f] = {**ev.membership_scores(fn_stats[f], f, ref_lp), "Min-20%": min_k(fn_stats[f].logprob, 0.2)}
+SIGNALS = {"loss": "−loss (mean log p)", "Min-20%": "Min-20% prob (yours)", "zlib ratio": "−loss / zlib bytes",
+           "reference": "−(loss − bigram reference's loss)", "Min-20%++": "Min-20%++ (standardised log p)"}
+nonmembers_torch = [f for f in nonmembers_all if f not in stdlib_val]
+auc = {name: {side: ev.auroc_interval([signals[f][name] for f in members], [signals[f][name] for f in texts])
+              for side, texts in (("std", nonmembers_std), ("all", nonmembers_all))} for name in SIGNALS}
+display(Markdown("| signal (higher = member) | AUROC, stdlib vs stdlib [90 % interval] | AUROC, held-out as drawn |\n"
+                 "|---|---|---|\n" + "\n".join(
+                     f"| {label} | {auc[n]['std'].estimate:.2f} [{auc[n]['std'].low:.2f}, {auc[n]['std'].high:.2f}] "
+                     f"| {auc[n]['all'].estimate:.2f} |" for n, label in SIGNALS.items())))
+
+
+def names(signal_names):
+    return ", ".join(SIGNALS[n].split(" (")[0] for n in signal_names)
+
+
+separating = [n for n in SIGNALS if auc[n]["std"].low > 0.5]
+reversed_ = [n for n in SIGNALS if auc[n]["std"].high < 0.5]
+chance = [n for n in SIGNALS if n not in separating and n not in reversed_]
+best = max(SIGNALS, key=lambda n: auc[n]["std"].estimate)
+print(f"like for like ({N_FN} training against {len(nonmembers_std)} held-out standard-library functions): "
+      + (f"{names(separating)} separate{'s' if len(separating) == 1 else ''} them, the whole interval above 0.5; "
+         if separating else f"no signal separates them (the best, {names([best])}, reaches "
+                            f"{auc[best]['std'].estimate:.2f} and its interval holds 0.5); ")
+      + (f"{names(chance)} cannot be told from chance (interval holds 0.5)" if chance else "")
+      + (f"; {names(reversed_)} point the wrong way" if reversed_ else ""))
+
+
+def mean_of(values, texts):
+    return float(np.mean([values[f] for f in texts]))
+
+
+tgt_loss = {f: -s["loss"] for f, s in signals.items()}
+groups = (("training", members), ("held-out stdlib", nonmembers_std), ("held-out torch", nonmembers_torch))
+print("mean loss, nats per token — " + "; ".join(
+    f"{g}: book model {mean_of(tgt_loss, t):.2f}, bigram reference {mean_of(ref_loss, t):.2f}" for g, t in groups))
+easier_std = mean_of(ref_loss, nonmembers_std) < mean_of(ref_loss, members)
+print(f"the two like-for-like sets differ in intrinsic difficulty: the reference, which saw neither, finds the "
+      f"held-out functions {'easier' if easier_std else 'harder'} by "
+      f"{abs(mean_of(ref_loss, members) - mean_of(ref_loss, nonmembers_std)):.2f} nats per token; the raw loss "
+      f"scores {auc['loss']['std'].estimate:.2f}, the reference-calibrated loss {auc['reference']['std'].estimate:.2f}"
+      + (" — dividing out difficulty is what exposes membership" if "reference" in separating
+         and "loss" not in separating else ""))
+torch_easier = mean_of(tgt_loss, nonmembers_torch) < mean_of(tgt_loss, members)
+shift = {n: auc[n]["all"].estimate - auc[n]["std"].estimate for n in SIGNALS}
+steady = min(SIGNALS, key=lambda n: abs(shift[n]))
+print(f"against the held-out set as drawn, torch's functions are {'easier' if torch_easier else 'harder'} for the "
+      f"book model than its own training functions ({mean_of(tgt_loss, nonmembers_torch):.2f} against "
+      f"{mean_of(tgt_loss, members):.2f} nats per token; it trained on torch's other files), and mixing them in "
+      "moves each AUROC: " + ", ".join(f"{names([n])} {shift[n]:+.2f}" for n in SIGNALS)
+      + f"; {names([steady])} moves least"
+      + (": it compares each token with the model's own alternatives at that position, so a text that is easy "
+         "throughout does not look familiar" if steady == "Min-20%++" else "")
+      + ". The reference was counted on the standard library only: it cannot know torch's code is easy for the model")
+
 
 # %% [markdown]
 # ## 5. Is a difference real? Intervals, paired tests, sample sizes
@@ -1010,7 +1081,8 @@ display(Markdown(board.read_text() if board.exists() else "(run `python -m bench
 #   points on the same log-likelihoods; few-shot scores move with the choice of shots.
 # - pass@k needs many samples and the unbiased estimator; programs run in a separate process
 #   under limits.
-# - A held-out split, n-gram overlap and Min-K% tell whether a score measures memory.
+# - A held-out split, n-gram overlap and a membership signal tell whether a score measures memory; a
+#   membership signal must be calibrated for difficulty, and its two sets alike in all but membership.
 # - Every score is a sample: give its interval, compare models paired on the same items, and count
 #   the items a difference needs before believing it.
 #
@@ -1018,7 +1090,7 @@ display(Markdown(board.read_text() if board.exists() else "(run `python -m bench
 #
 # - Gao et al., *The Language Model Evaluation Harness* ([arXiv:2405.14782](https://arxiv.org/abs/2405.14782)); Biderman et al., *Lessons from the Trenches on Reproducible Evaluation of Language Models* (same paper).
 # - Chen et al., *Evaluating Large Language Models Trained on Code* (HumanEval, pass@k) ([arXiv:2107.03374](https://arxiv.org/abs/2107.03374)).
-# - Shi et al., *Detecting Pretraining Data from Large Language Models* (Min-K%) ([arXiv:2310.16789](https://arxiv.org/abs/2310.16789)); Duan et al., *Do Membership Inference Attacks Work on Large Language Models?* ([arXiv:2402.07841](https://arxiv.org/abs/2402.07841)).
+# - Shi et al., *Detecting Pretraining Data from Large Language Models* (Min-K%) ([arXiv:2310.16789](https://arxiv.org/abs/2310.16789)); Carlini et al., *Extracting Training Data from Large Language Models* (zlib and reference-model calibration) ([arXiv:2012.07805](https://arxiv.org/abs/2012.07805)); Zhang et al., *Min-K%++: Improved Baseline for Detecting Pre-Training Data from Large Language Models* ([arXiv:2404.02936](https://arxiv.org/abs/2404.02936)); Duan et al., *Do Membership Inference Attacks Work on Large Language Models?* ([arXiv:2402.07841](https://arxiv.org/abs/2402.07841)).
 # - Brown et al., *Language Models are Few-Shot Learners*, appendix C on contamination ([arXiv:2005.14165](https://arxiv.org/abs/2005.14165)).
 # - Miller, *Adding Error Bars to Evals* ([arXiv:2411.00640](https://arxiv.org/abs/2411.00640)).
 # - Zheng et al., *Judging LLM-as-a-Judge with MT-Bench and Chatbot Arena* ([arXiv:2306.05685](https://arxiv.org/abs/2306.05685)).
