@@ -8,8 +8,27 @@ tiny-model ablations that show what each choice does. One file per stage, named 
 or system. Taught in chapter 10 (solutions/10_data).
 """
 
-from llmlab.curate.ablation import AblationConfig, heldout_loss, memorization, to_bytes, train_bytes
+from llmlab.curate.ablation import (
+    AblationConfig,
+    Comparison,
+    compare,
+    mixture_sweep,
+    mixture_tokens,
+    to_bytes,
+    train_bytes,
+    window_losses,
+)
 from llmlab.curate.c4 import C4Config, c4_filter
+from llmlab.curate.canaries import (
+    Canary,
+    canary_loss,
+    count_occurrences,
+    inject,
+    make_canaries,
+    memorization,
+    memorization_vs_duplicates,
+    suffix_accuracy,
+)
 from llmlab.curate.crawl import crawl_manifest, load_crawl
 from llmlab.curate.document import Doc, read_docs, write_docs
 from llmlab.curate.exact_dedup import (
@@ -62,17 +81,21 @@ from llmlab.curate.text import split_sentences, split_words
 
 __all__ = [
     "LANGID", "QUALITY", "STATEMENTS", "TASKS",
-    "PRF", "AblationConfig", "C4Config", "CurateTools", "Doc", "DocDedup", "ExtractConfig",
+    "PRF", "AblationConfig", "C4Config", "Canary", "Comparison", "CurateTools", "Doc",
+    "DocDedup", "ExtractConfig",
     "FastTextClassifier", "FastTextConfig", "FineWebConfig", "GopherQualityConfig",
     "GopherRepetitionConfig", "LineDedup", "MinHashConfig", "Stage", "Task",
-    "c4_filter", "candidate_probability", "crawl_manifest", "curate", "curate_stages",
+    "c4_filter", "canary_loss", "candidate_probability", "compare", "count_occurrences",
+    "crawl_manifest", "curate", "curate_stages",
     "decode_html", "dedup_docs", "dedup_file", "dedup_lines", "dedup_stream", "detect",
     "estimate_jaccard", "find_pii", "fineweb_filter", "gopher_quality", "gopher_repetition",
-    "hash_bucket", "heldout_loss", "html_to_text", "jaccard", "jaccard_pairs", "kmeans",
-    "load_crawl", "lsh_candidates", "lsh_params", "mask_pii", "memorization", "micro",
+    "hash_bucket", "html_to_text", "inject", "jaccard", "jaccard_pairs", "kmeans",
+    "load_crawl", "lsh_candidates", "lsh_params", "make_canaries", "mask_pii", "memorization",
+    "memorization_vs_duplicates", "micro", "mixture_sweep", "mixture_tokens",
     "minhash_signature", "mixture_plan", "near_dedup", "ngram_features", "normalize",
     "permutations", "prf", "quality_scores", "read_docs", "run", "run_sharded",
     "sample_mixture", "semdedup", "set_prf", "shingles", "sif_embeddings", "split_sentences",
-    "split_words", "synthesize", "temperature_weights", "to_bytes", "train_bytes",
-    "train_fasttext", "train_langid", "train_quality", "verify", "word_prf", "write_docs",
+    "split_words", "suffix_accuracy", "synthesize", "temperature_weights", "to_bytes", "train_bytes",
+    "train_fasttext", "train_langid", "train_quality", "verify", "window_losses", "word_prf",
+    "write_docs",
 ]
