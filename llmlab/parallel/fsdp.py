@@ -101,7 +101,7 @@ def _gather(unit: _Unit, shards: tuple[torch.Tensor, ...], dtype: torch.dtype | 
               for s, r in zip(shards, unit.rows)]
     mine = torch.cat(pieces)
     everyone = mine.new_empty(n * mine.numel())
-    dist.all_gather_into_tensor(everyone, mine, group=unit.group)
+    dist.all_gather_single(everyone, mine, group=unit.group)
     everyone = everyone.view(n, mine.numel())
     out, offset = [], 0
     for piece, shape, rows in zip(pieces, unit.shapes, unit.rows):
@@ -132,7 +132,7 @@ class _GatherParams(torch.autograd.Function):
             blocks.append(_pad_rows(g, n * rows).reshape(n, -1))  # row r: rank r's chunk
         flat = torch.cat(blocks, dim=1).contiguous()  # (n, S)
         mine = flat.new_empty(flat.shape[1])
-        dist.reduce_scatter_tensor(mine, flat.reshape(-1), group=unit.group)
+        dist.reduce_scatter_single(mine, flat.reshape(-1), group=unit.group)
         mine /= n
         out, offset = [], 0
         for (master, local_rows), shape, rows in zip(ctx.master, unit.shapes, unit.rows):

@@ -95,8 +95,15 @@ def zero_optimizer_check(steps: int = 10, lr: float = 1e-2) -> dict:
             sched.step()
         return model, opt, sched
 
+    def sharded(groups, stage):
+        if stage == 1:
+            return ShardedOptimizer(groups, torch.optim.AdamW, stage=1)
+        opt = ShardedOptimizer(groups[:1], torch.optim.AdamW, stage=2)
+        opt.add_param_group(groups[1])  # the second group added later, as torch allows
+        return opt
+
     for stage in (1, 2):
-        model, opt, _ = train(lambda g, s=stage: ShardedOptimizer(g, torch.optim.AdamW, stage=s))
+        model, opt, _ = train(lambda g, s=stage: sharded(g, s))
         out["diff"][f"stage{stage}"] = max_diff(params_of(model), plain["adamw"][0])
         out["state_bytes"][f"stage{stage}"] = _state_bytes(opt.state)
         out["grad_bytes"][f"stage{stage}"] = sum(p.grad.numel() * 4 for p in model.parameters()

@@ -93,10 +93,9 @@ class ShardedOptimizer(torch.optim.Optimizer):
         if len({id(p) for p in everything}) != len(everything):
             raise ValueError("a parameter appears twice in params")
         self.owner: dict[int, int] = {}
-        load = [0] * self.world_size
+        self._load = [0] * self.world_size  # elements owned per rank, carried group to group
         for g in self.param_groups:
-            owners = partition_by_size([p.numel() for p in g["params"]], self.world_size, load)
-            self.owner.update({id(p): r for p, r in zip(g["params"], owners)})
+            self._deal(g)
         local_groups = [{**{k: v for k, v in g.items() if k != "params"},
                          "params": [p for p in g["params"] if self.owner[id(p)] == self.rank]}
                         for g in self.param_groups]
@@ -110,6 +109,26 @@ class ShardedOptimizer(torch.optim.Optimizer):
                     mine.setdefault(k, v)
         self.state = self.optim.state  # only this rank's parameters have state
         self._consolidated: dict[str, Any] | None = None
+
+    def _deal(self, group: dict[str, Any]) -> None:
+        owners = partition_by_size([p.numel() for p in group["params"]], self.world_size,
+                                   self._load)
+        self.owner.update({id(p): r for p, r in zip(group["params"], owners)})
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a parameter group, as every torch optimizer can: its parameters are dealt out to
+        the ranks from the current loads and this rank's share joins the inner optimizer."""
+        super().add_param_group(param_group)
+        if not hasattr(self, "optim"):  # called by torch.optim.Optimizer.__init__: dealt there
+            return
+        g = self.param_groups[-1]
+        self._deal(g)
+        self.optim.add_param_group({**{k: v for k, v in g.items() if k != "params"},
+                                    "params": [p for p in g["params"]
+                                               if self.owner[id(p)] == self.rank]})
+        for k, v in self.optim.param_groups[-1].items():
+            if k != "params":
+                g.setdefault(k, v)
 
     # -- the step ---------------------------------------------------------------------------
     def _owned_by(self, r: int) -> list[nn.Parameter]:
