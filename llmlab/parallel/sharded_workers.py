@@ -87,7 +87,8 @@ def zero_optimizer_check(steps: int = 10, lr: float = 1e-2) -> dict:
     def train(make, stop=steps, model=None, opt=None, sched=None):
         model = model or tiny_gpt()
         if opt is None:
-            opt = make(param_groups(model, lr))
+            inner = getattr(model, "module", model)  # DDP's groups: its module's parameters
+            opt = make(param_groups(inner, lr))
             sched = _schedule(opt)
         for s in range(sched.last_epoch, stop):
             _my_grads(model, s)
@@ -113,6 +114,10 @@ def zero_optimizer_check(steps: int = 10, lr: float = 1e-2) -> dict:
     out["grad_bytes"]["unsharded"] = sum(p.numel() * 4 for p in tiny_gpt().parameters())
     model, _, _ = train(lambda g: ShardedOptimizer(g, torch.optim.SGD, momentum=0.9))
     out["diff"]["sgd"] = max_diff(params_of(model), plain["sgd"][0])
+    ddp = torch.nn.parallel.DistributedDataParallel(tiny_gpt())  # DDP averages the gradients
+    train(lambda g: ShardedOptimizer(g, torch.optim.AdamW, reduce_gradients=False),
+          model=ddp, opt=None)
+    out["diff"]["under_ddp"] = max_diff(params_of(ddp.module), plain["adamw"][0])
 
     def torch_zero(groups):
         opt = ZeroRedundancyOptimizer(groups[0]["params"], torch.optim.AdamW, lr=lr,

@@ -19,7 +19,7 @@ def test_sharded_optimizer_equals_unsharded_and_torch_zero_and_holds_half_the_st
     for out in outs:
         # 10 steps, two parameter groups (own lr and weight decay) under an LR schedule:
         # bit-equal to the unsharded optimizer given the same averaged gradients
-        for what in ("stage1", "stage2", "sgd", "torch_zero_vs_plain", "resumed"):
+        for what in ("stage1", "stage2", "sgd", "torch_zero_vs_plain", "resumed", "under_ddp"):
             assert out["diff"][what] <= 1e-7, (what, out["diff"])
         assert out["names_kept"]
         assert out["state_dict_diff"] <= 1e-7  # consolidated = the unsharded optimizer's state
