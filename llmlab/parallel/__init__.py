@@ -10,7 +10,10 @@ One module per strategy, each tested equal to single-process training:
 - data parallel — :class:`DDP` (gradient buckets, all-reduce overlapped with backward) over a
   :class:`DistGroup` (real processes) or a :class:`RingGroup` (simulated ranks);
 - ZeRO — :class:`ZeroOptimizer` (stages 1, 2), :func:`zero3` / :class:`ShardedUnit` (stage 3),
-  :func:`zero_memory`;
+  :func:`zero_memory`; the industry-shaped versions: :class:`ShardedOptimizer` (a
+  ``torch.optim.Optimizer`` wrapping any optimizer class, as torch's
+  ``ZeroRedundancyOptimizer``) and :func:`fully_shard` with a :class:`MixedPrecisionPolicy`
+  (FSDP2's shape: parameters keep their names, fp32 master shards, bf16 compute);
 - tensor parallel (Megatron) — ``f``/``g`` (:func:`f_op`, :func:`g_op`),
   :class:`ColumnParallelLinear`, :class:`RowParallelLinear`, :class:`VocabParallelEmbedding`,
   :func:`vocab_parallel_cross_entropy`, :class:`TensorParallelGPT` (with sequence parallelism);
@@ -51,6 +54,7 @@ from llmlab.parallel.context_parallel import (
     ulysses_attention,
 )
 from llmlab.parallel.ddp import DDP, make_buckets
+from llmlab.parallel.fsdp import MixedPrecisionPolicy, full_parameters, fully_shard
 from llmlab.parallel.functional import all_gather_dim, all_to_all, reduce_scatter_dim, ring_shift
 from llmlab.parallel.groups import DistGroup, Done, RingGroup
 from llmlab.parallel.launch import launch, source_of
@@ -94,11 +98,13 @@ from llmlab.parallel.tensor_parallel import (
     vocab_parallel_cross_entropy,
 )
 from llmlab.parallel.zero import GatherParams, ShardedUnit, ZeroOptimizer, zero3, zero_memory
+from llmlab.parallel.zero_optim import ShardedOptimizer, partition_by_size
 
 __all__ = [
     "DDP", "DEEPSEEK_V3", "LAYER_KINDS", "LLAMA3_70B", "SCHEDULES", "ColumnParallelLinear", "Comm",
     "DistComm", "DistGroup", "Done", "RingGroup", "source_of",
-    "ExpertParallelMoE", "GPTStage", "GatherParams", "Hardware", "Mesh2D", "MoE", "MoEConfig",
+    "ExpertParallelMoE", "GPTStage", "GatherParams", "Hardware", "Mesh2D", "MixedPrecisionPolicy",
+    "MoE", "MoEConfig", "ShardedOptimizer", "full_parameters", "fully_shard", "partition_by_size",
     "ModelShape", "Plan", "Recomputed", "RowParallelLinear", "ShardedUnit", "Slot", "Step",
     "ReplayComm", "TensorParallelGPT", "TensorParallelRegion", "ThreadComm", "VocabParallelEmbedding",
     "ZeroOptimizer", "activation_bytes_per_layer", "all_gather_dim", "all_to_all",
