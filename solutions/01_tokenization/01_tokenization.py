@@ -1409,8 +1409,8 @@ display(Markdown(bench_md.read_text() if bench_md.exists() else
 #   sample segmentations; BPE-dropout brings sampling to BPE.
 # - Vocabulary size trades compression against parameters; languages under-represented in the
 #   tokenizer's training data pay more tokens per character.
-- Losses per token depend on the tokenizer; bits per byte, $\ell / (\ln 2 \cdot \text{bytes per
-  token})$, compares models across vocabularies.
+# - Losses per token depend on the tokenizer; bits per byte, $\ell / (\ln 2 \cdot \text{bytes per
+#   token})$, compares models across vocabularies.
 #
 # ## Further reading
 #

@@ -1843,10 +1843,10 @@ plt.show()
 #   clipping, bf16 autocast where the hardware multiplies bf16 natively (fp32 elsewhere) and
 #   gradient accumulation; a checkpoint with optimizer and sampler
 #   state resumes exactly.
-- A loss of $\ell$ nats per token is $\ell/\ln 2$ bits per token and perplexity $e^{\ell}$ (the
-  exponential of the *mean*); GPT-2's initialisation (N(0, 0.02²), residual projections
-  ÷ $\sqrt{2L}$) starts the loss at $\ln V$ with a residual stream that does not grow with depth;
-  a stack that cannot overfit one batch has a bug.
+# - A loss of $\ell$ nats per token is $\ell/\ln 2$ bits per token and perplexity $e^{\ell}$ (the
+#   exponential of the *mean*); GPT-2's initialisation (N(0, 0.02²), residual projections
+#   ÷ $\sqrt{2L}$) starts the loss at $\ln V$ with a residual stream that does not grow with depth;
+#   a stack that cannot overfit one batch has a bug.
 # - Training memory is 16 bytes per parameter plus activations; compute is ≈ 6·N·D; MFU says
 #   how much of the machine a run uses; compute-optimal models balance N and D.
 #
