@@ -8,6 +8,7 @@ and ``tests/platform/test_catalogue.py`` grades every one.
 from __future__ import annotations
 
 import heapq
+import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 
@@ -459,6 +460,24 @@ def embedding_parameters_not_fraction() -> float:
     return 50_257 * 768
 
 
+
+# ------------------------------------------------------------------ 1.12 predict: bits per byte
+
+
+def bpb_nats_per_byte() -> float:
+    """Nats per byte: the loss not divided by ln 2."""
+    return 2.2 / 3.6
+
+
+def bpb_times_bytes_per_token() -> float:
+    """Multiplied by the bytes per token instead of divided."""
+    return 2.2 / math.log(2) * 3.6
+
+
+def bpb_times_ln2() -> float:
+    """Multiplied by ln 2 instead of divided."""
+    return 2.2 * math.log(2) / 3.6
+
 CATALOGUE = Catalogue({
     "predict_bytes": [
         Mistake("counting characters instead of bytes", bytes_as_characters),
@@ -519,5 +538,10 @@ CATALOGUE = Catalogue({
     "predict_embedding": [
         Mistake("counting the tied output layer a second time", embedding_counted_twice),
         Mistake("a number of parameters instead of a fraction", embedding_parameters_not_fraction),
+    ],
+    "predict_bpb": [
+        Mistake("nats per byte: the loss not divided by ln 2", bpb_nats_per_byte),
+        Mistake("multiplied by the bytes per token instead of divided", bpb_times_bytes_per_token),
+        Mistake("multiplied by ln 2 instead of divided", bpb_times_ln2),
     ],
 })

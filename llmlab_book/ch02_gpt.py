@@ -330,7 +330,25 @@ def pretrain_resume_without_optimizer(model, train_ids, val_ids, config, stop_af
     return _pretrain(model, train_ids, val_ids, config, stop_after, restore_optimizer=False)
 
 
-# ------------------------------------------------------------------ 2.11 sampling
+# ------------------------------------------------------------------ 2.11 perplexity
+
+
+def perplexity_mean_of_exp(token_losses):
+    """exp of each token's loss, then the mean: the mean of exponentials, not exp of the mean."""
+    return token_losses.exp().mean()
+
+
+def perplexity_base_two(token_losses):
+    """2 ** mean: base 2 for a loss in natural log units."""
+    return 2 ** token_losses.mean()
+
+
+def perplexity_exp_of_sum(token_losses):
+    """exp of the total loss instead of the mean."""
+    return token_losses.sum().exp()
+
+
+# ------------------------------------------------------------------ 2.12 sampling
 
 
 @torch.no_grad()
@@ -364,7 +382,7 @@ def generate_temperature_times(model, idx, n, temperature=1.0, top_k=0, top_p=1.
     return _generate(model, idx, n, temperature, top_k, top_p, generator, True, True)
 
 
-# ------------------------------------------------------------------ 2.12 predict: Chinchilla's FLOPs
+# ------------------------------------------------------------------ 2.13 predict: Chinchilla's FLOPs
 
 
 def chinchilla_flops_forward_only():
@@ -408,6 +426,10 @@ CATALOGUE = Catalogue({
         Mistake("the learning rate of the next step (schedule at s + 1)", pretrain_lr_one_step_ahead),
         Mistake("resuming without the sampler's generator state", pretrain_resume_without_sampler),
         Mistake("resuming without the optimizer's state", pretrain_resume_without_optimizer)],
+    "perplexity": [
+        Mistake("the mean of per-token exp(loss) instead of exp of the mean loss", perplexity_mean_of_exp),
+        Mistake("2 ** mean loss: base 2 for a loss in nats", perplexity_base_two),
+        Mistake("exp of the summed loss instead of the mean", perplexity_exp_of_sum)],
     "generate": [
         Mistake("top-p dropping the token that crosses p", generate_top_p_off_by_one),
         Mistake("the logits multiplied by the temperature instead of divided", generate_temperature_times)],

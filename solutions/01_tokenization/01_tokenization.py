@@ -27,6 +27,7 @@
 # and its docstrings as English prose — plus a short Chinese text that ships with `llmlab`.
 
 # %% tags=["nbval-ignore-output"]
+import math
 import random
 import time
 from collections import Counter
@@ -1280,6 +1281,76 @@ print(f"{len(unused)} of {tok.vocab_size} tokens never occur in the held-out tex
 print([b.decode("utf-8", "replace") for b in unused[:8]])
 
 # %% [markdown]
+# ### Bits per byte: comparing models across vocabularies
+#
+# A language model's loss is counted per **token** (nats per token, chapter 02). Two models with
+# different tokenizers predict different units: with a larger vocabulary each token covers more
+# bytes and is one of more choices, so it is harder to guess, and there are fewer of them. Their
+# per-token losses (and perplexities) cannot be compared. What can be compared is the cost of the
+# *text*: the bits the model needs to encode it, per byte of UTF-8. A document of $B$ bytes in
+# $N$ tokens at a loss of $\ell$ nats per token costs $N\ell/\ln 2$ bits, so
+#
+# $$\text{bits per byte} = \frac{N\,\ell/\ln 2}{B} = \frac{\ell}{\ln 2 \cdot (\text{bytes per token})} .$$
+#
+# This is the unit of the Pile (Gao et al. 2020, [arXiv:2101.00027](https://arxiv.org/abs/2101.00027))
+# and of lm-evaluation-harness's `bits_per_byte`; chapter 11's `llmlab.evaluate` reports it per
+# domain.
+#
+# ### Exercise 1.12 — predict: bits per byte · 2 points · difficulty 1 · ~3 min
+#
+# Predict first. A model scores a validation loss of 2.2 nats per token with a tokenizer that
+# averages 3.6 bytes per token on that text. Return its loss in bits per byte.
+#
+# <details><summary>Hint 1</summary>Two conversions: nats to bits (one nat is $1/\ln 2$ bits),
+# then per token to per byte (one token covers 3.6 bytes).</details>
+
+# %% solution="predict_bpb"
+def predict_bits_per_byte() -> float:
+    """Bits per byte of a loss of 2.2 nats/token at 3.6 bytes/token."""
+    ### BEGIN SOLUTION
+    return 2.2 / math.log(2) / 3.6
+    ### END SOLUTION
+
+
+# %% check="predict_bpb" points=1
+grading.check_prediction(predict_bits_per_byte, 2.2 / math.log(2) / 3.6, what="bits per byte",
+                         atol=0.01, rtol=0.0, mistakes=CATALOGUE.mistakes("predict_bpb"),
+                         hint="nats -> bits: divide by ln 2; per token -> per byte: divide by bytes per token")
+
+# %% hidden="predict_bpb" points=1
+grading.check_prediction(predict_bits_per_byte, 0.8817, what="bits per byte", atol=0.01, rtol=0.0,
+                         mistakes=CATALOGUE.mistakes("predict_bpb"))
+
+# %% [markdown]
+# Now two of this chapter's tokenizers, 512 and 8,000 tokens, each with the simplest language
+# model there is: a **unigram** model that predicts every token by its frequency in the training
+# text encoded with that tokenizer (add-one smoothed), scored on the held-out text.
+
+# %%
+def unigram_nats_per_token(train_ids: list[int], eval_ids: list[int], vocab_size: int) -> float:
+    """Mean -ln p(token) on eval_ids, p the add-one-smoothed token frequency of train_ids."""
+    counts, total = Counter(train_ids), len(train_ids) + vocab_size
+    return -sum(math.log((counts[i] + 1) / total) for i in eval_ids) / len(eval_ids)
+
+
+bpb_rows = {}
+for size in (512, 8000):
+    small = Tokenizer({i: b for i, b in vocab.items() if i < size}, merges[:size - 256])
+    for name, train_text, eval_text in (("English", english, english_eval), ("code", code, code_eval)):
+        nats = unigram_nats_per_token(small.encode(train_text), small.encode(eval_text), size)
+        bpt = bytes_per_token(small.encode, eval_text)
+        bpb_rows[size, name] = (nats, bpt, nats / math.log(2) / bpt)
+print(f"{'vocab':>6} {'text':8} {'nats/token':>11} {'bytes/token':>12} {'bits/byte':>10}")
+for (size, name), (nats, bpt, bpb) in bpb_rows.items():
+    print(f"{size:6,} {name:8} {nats:11.3f} {bpt:12.2f} {bpb:10.3f}")
+for name in ("English", "code"):
+    (n_s, _, b_s), (n_l, _, b_l) = bpb_rows[512, name], bpb_rows[8000, name]
+    assert n_l > n_s and b_l < b_s, (name, bpb_rows)
+    print(f"{name}: per token the 8,000-token model looks worse ({n_l:.2f} vs {n_s:.2f} nats), per byte it is "
+          f"better ({b_l:.2f} vs {b_s:.2f} bits): {100 * (1 - b_l / b_s):.0f}% fewer bits for the same text")
+
+
+# %% [markdown]
 # ## 11. Benchmarks: llmlab next to tiktoken and Hugging Face
 #
 # `bench/bench_tokenizer.py` measures, side by side in one run, training time against HF
@@ -1338,6 +1409,8 @@ display(Markdown(bench_md.read_text() if bench_md.exists() else
 #   sample segmentations; BPE-dropout brings sampling to BPE.
 # - Vocabulary size trades compression against parameters; languages under-represented in the
 #   tokenizer's training data pay more tokens per character.
+# - Losses per token depend on the tokenizer; bits per byte, $\ell / (\ln 2 \cdot \text{bytes per
+#   token})$, compares models across vocabularies.
 #
 # ## Further reading
 #
@@ -1350,6 +1423,7 @@ display(Markdown(bench_md.read_text() if bench_md.exists() else
 # - Provilkov, Emelianenko & Voita 2020, *BPE-Dropout*, [arXiv:1910.13267](https://arxiv.org/abs/1910.13267)
 # - Devlin et al. 2018, *BERT*, [arXiv:1810.04805](https://arxiv.org/abs/1810.04805);
 #   Wu et al. 2016, *Google's NMT System* (WordPiece), [arXiv:1609.08144](https://arxiv.org/abs/1609.08144)
+# - Gao et al. 2020, *The Pile* (bits per byte), [arXiv:2101.00027](https://arxiv.org/abs/2101.00027)
 # - Rust et al. 2021, *How Good is Your Tokenizer?*, [arXiv:2012.15613](https://arxiv.org/abs/2012.15613)
 # - Petrov et al. 2023, *Language Model Tokenizers Introduce Unfairness Between Languages*,
 #   [arXiv:2305.15425](https://arxiv.org/abs/2305.15425)

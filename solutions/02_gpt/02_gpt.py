@@ -926,6 +926,95 @@ print("input :", repr(tok.decode(x_demo[0].tolist())))
 print("target:", repr(tok.decode(y_demo[0].tolist())))
 
 # %% [markdown]
+# ### Initialisation: what step 0 should look like
+#
+# `GPT.__init__` (`llmlab/model/gpt.py`) initialises as GPT-2 does: every linear and embedding
+# weight from $\mathcal N(0, 0.02^2)$ (`config.init_std`; with tied embeddings that matrix is
+# also the LM head), the norms' gains at 1, and the two projections that *write into the
+# residual stream* — attention's `o_proj` and the MLP's `down_proj` — with the standard deviation
+# divided by $\sqrt{2\,n_\text{layer}}$: "we scale the weights of residual layers at
+# initialization by a factor of $1/\sqrt N$ where $N$ is the number of residual layers"
+# (Radford et al. 2019, *Language Models are Unsupervised Multitask Learners*, section 2.3).
+# Each block adds two updates to the stream; if each has variance $\sigma^2$, after $L$ blocks
+# the stream's variance has grown by $2L\sigma^2$. Scaling those weights by $1/\sqrt{2L}$ makes the
+# total $\sigma^2$, whatever the depth. Two numbers tell a good initialisation at step 0: the
+# loss is $\ln V$ (exercise 2.6: small logits, a near-uniform softmax), and the residual stream's
+# scale does not grow with the layer index. Here is a fresh 16-layer model of the live run's width
+# three ways: llmlab's scheme, the same without the residual scaling, and a naive
+# $\mathcal N(0, 1)$ everywhere.
+
+# %%
+from llmlab.model.gpt import RESIDUAL_PROJECTIONS  # noqa: E402
+from llmlab.nn import fast_cross_entropy  # noqa: E402
+
+init_cfg = GPTConfig.llama_style(vocab_size=tok.vocab_size, block_size=64, d_model=64, n_layer=16, n_head=4,
+                                 n_kv_head=2, d_ff=192)
+seed_all(0)
+fresh = GPT(init_cfg)
+o_std = fresh.blocks[0].attn.o_proj.weight.std().item()
+print(f"fresh GPT: q_proj std {fresh.blocks[0].attn.q_proj.weight.std():.4f} · o_proj std {o_std:.4f} "
+      f"(0.02/sqrt(2·{init_cfg.n_layer}) = {init_cfg.init_std / math.sqrt(2 * init_cfg.n_layer):.4f}) · "
+      f"norm gains {fresh.blocks[0].norm1.weight.mean():.0f}")
+
+
+def initialised(std: float, residual_scaled: bool) -> GPT:
+    """A fresh GPT(init_cfg) with every weight matrix ~ N(0, std²), the residual projections
+    divided by sqrt(2 n_layer) when ``residual_scaled``; norm gains stay 1."""
+    seed_all(0)
+    model = GPT(init_cfg)
+    for name, p in model.named_parameters():
+        if p.dim() == 2:
+            scaled = residual_scaled and any(name.endswith(r + ".weight") for r in RESIDUAL_PROJECTIONS)
+            nn.init.normal_(p, 0.0, std / math.sqrt(2 * init_cfg.n_layer) if scaled else std)
+    return model
+
+
+x_init, y_init = random_windows(val_ids, 8, 64, torch.Generator().manual_seed(0))
+schemes = {"llmlab / GPT-2: N(0, 0.02²), residual ÷ √(2L)": initialised(0.02, True),
+           "N(0, 0.02²), no residual scaling": initialised(0.02, False),
+           "naive N(0, 1)": initialised(1.0, False)}
+init_loss, stream_std, logit_std = {}, {}, {}
+for label, model in schemes.items():
+    stds = []
+    hooks = [blk.register_forward_hook(lambda mod, inp, out: stds.append(out.std().item())) for blk in model.blocks]
+    with torch.no_grad():
+        logits = model(x_init)
+    init_loss[label], logit_std[label] = fast_cross_entropy(logits, y_init).item(), logits.std().item()
+    for hk in hooks:
+        hk.remove()
+    stream_std[label] = stds
+
+fig, ax = plt.subplots(figsize=(6.5, 2.8))
+for label, stds in stream_std.items():
+    ax.plot(range(1, init_cfg.n_layer + 1), stds, "o-", ms=3, label=f"{label} · loss {init_loss[label]:.2f}")
+ax.set_yscale("log"), ax.set_xlabel("after block"), ax.set_ylabel("std of the residual stream")
+ax.set_title(f"a fresh {init_cfg.n_layer}-layer model, three initialisations (ln V = {math.log(tok.vocab_size):.2f})")
+ax.legend(fontsize=7)
+plt.tight_layout()
+plt.show()
+good, unscaled, naive = schemes
+growth = {label: s[-1] / s[0] for label, s in stream_std.items()}
+assert abs(init_loss[good] - math.log(tok.vocab_size)) < 0.05, init_loss
+assert init_loss[naive] > 2 * math.log(tok.vocab_size), init_loss
+assert growth[unscaled] > 2 * growth[good], growth
+for label, std in ((good, 0.02), (naive, 1.0)):
+    assert abs(logit_std[label] / (std * math.sqrt(init_cfg.d_model)) - 1) < 0.2, logit_std
+for label in schemes:
+    print(f"{label:<48} loss at step 0 {init_loss[label]:6.2f} nats (ln V = {math.log(tok.vocab_size):.2f}) · "
+          f"logits std {logit_std[label]:.2f} · stream std grows ×{growth[label]:.2f} from block 1 to "
+          f"{init_cfg.n_layer}")
+print(f"std·sqrt(d_model) = {0.02 * math.sqrt(init_cfg.d_model):.2f} for std 0.02, "
+      f"{math.sqrt(init_cfg.d_model):.2f} for std 1")
+
+# %% [markdown]
+# The logits' standard deviation is the init's std times $\sqrt{d_\text{model}}$ (the final norm
+# gives the stream unit scale, then each logit is a sum of $d_\text{model}$ products; the cell
+# asserts it within 20%). With llmlab's scheme that is small, the softmax is nearly uniform and
+# the loss sits on $\ln V$; without the $1/\sqrt{2L}$ scaling the stream grows block after
+# block; with $\mathcal N(0,1)$ the model starts out confidently wrong, at a loss several times
+# $\ln V$. A loss at step 0 far above $\ln V$ is the first sign of a broken initialisation.
+
+# %% [markdown]
 # ### Your pieces, wired for the loop
 #
 # The loop below is built from what you wrote wherever it passes: your blocks and forward build
@@ -1137,6 +1226,50 @@ grading.check_function(after_run(pretrain_), after_run(pretrain_reference), [
 ], name="pretrain_", block=PRETRAIN_TWINS, mistakes=PRETRAIN_MISTAKES)
 
 # %% [markdown]
+# ### Before a long run: overfit one batch
+#
+# The cheapest test of a whole training stack: take **one** small batch and train on it alone.
+# A small model can memorise a few hundred tokens, so the loss must go to about 0 within a
+# hundred or so steps (the cell asserts it). If it stalls, something between the data and the
+# update is broken — targets not shifted, a mask that leaks or hides, a loss not averaged, an
+# optimizer that does not step, gradients zeroed at the wrong time — and a long run would only
+# have hidden it (Karpathy 2019, "A Recipe for Training Neural Networks": "overfit one batch").
+# It runs here on *your* pieces, where they pass their checks: your blocks and forward
+# (`your_gpt`), your cross-entropy (`loss_fn`) and your AdamW step (`your_optimizer`), with no
+# weight decay and a constant learning rate.
+
+# %% tags=["nbval-ignore-output"]
+seed_all(0)
+overfit_cfg = GPTConfig.llama_style(vocab_size=tok.vocab_size, block_size=32, d_model=64, n_layer=2, n_head=4,
+                                    n_kv_head=2, d_ff=192)
+one_model = your_gpt(overfit_cfg)
+x_one, y_one = random_windows(train_ids, 4, 32, torch.Generator().manual_seed(3))
+one_opt = your_optimizer(one_model, TrainConfig(lr=3e-3, weight_decay=0.0, precision="fp32"))
+one_losses = []
+for _ in tqdm(range(120), desc="one batch"):
+    one_opt.zero_grad(set_to_none=True)
+    loss = loss_fn(one_model(x_one), y_one)
+    loss.backward()
+    one_opt.step()
+    one_losses.append(loss.item())
+
+# %%
+with torch.no_grad():
+    one_final = loss_fn(one_model(x_one), y_one).item()
+    one_other = loss_fn(one_model(x_init[:, :32]), y_init[:, :32]).item()
+assert one_final < 0.05, f"one batch not memorised: loss {one_final:.3f} after 120 steps — look for a bug"
+assert one_other > math.log(tok.vocab_size), one_other
+fig, ax = plt.subplots(figsize=(6, 2.4))
+ax.plot(one_losses)
+ax.set_yscale("log"), ax.set_xlabel("step"), ax.set_ylabel("loss on the batch (nats)")
+ax.set_title(f"{x_one.numel()} tokens, trained on alone")
+plt.tight_layout()
+plt.show()
+print(f"{one_model.num_params():,} parameters, loss on the batch: {one_losses[0]:.2f} at step 0 -> "
+      f"{one_final:.4f} after {len(one_losses)} steps; on other text: {one_other:.2f} nats, worse than the "
+      f"uniform guess's ln V = {math.log(tok.vocab_size):.2f} (memorised, not learned)")
+
+# %% [markdown]
 # ### Your model, pretrained live by your loop
 #
 # The live run: a 2-layer model of the book's config family, 100 steps of 2 × 8 windows of 64
@@ -1218,6 +1351,97 @@ print(f"tokens/param : {tokens_per_param:.2f} (Chinchilla's compute-optimal rati
 # sweep shows the same trade in miniature.
 
 # %% [markdown]
+# ### Perplexity, and bits per token
+#
+# A loss is often quoted as its **perplexity**: the exponential of the *mean* per-token
+# cross-entropy over $N$ tokens,
+#
+# $$\operatorname{PPL} = \exp\Big(-\frac1N\sum_{t=1}^{N}\ln p(x_t \mid x_{<t})\Big) = e^{\,\text{loss in nats}} .$$
+#
+# It reads as a branching factor: a model with perplexity $k$ is as unsure as one choosing
+# uniformly among $k$ tokens at every step — the uniform guess has loss $\ln V$ and perplexity
+# exactly $V$. The same loss in base 2 is **bits per token**, $\text{loss}/\ln 2$, and
+# $\operatorname{PPL} = 2^{\text{bits per token}}$. Both count per *token*, so they compare models
+# that share a tokenizer; across tokenizers, divide by the bytes each token covers (bits per
+# byte, chapter 01).
+
+# %% [markdown]
+# ### Exercise 2.11 — perplexity · 2 points · difficulty 1 · ~5 min
+#
+# `perplexity_(token_losses)`: `token_losses` holds per-token cross-entropies in nats, any shape
+# → the perplexity of all of them together, as a 0-d float tensor.
+#
+# <details><summary>Hint 1 (the idea)</summary>Perplexity is a function of the mean loss, the
+# number the training loop already prints.</details>
+# <details><summary>Hint 2 (the structure)</summary>Average over every entry, whatever the
+# shape; then undo the logarithm. Which average comes first matters: the mean of the
+# exponentials is not the exponential of the mean.</details>
+# <details><summary>Hint 3 (the key formula)</summary>The losses are natural logarithms, so
+# undo them with $e^x$: `PPL = exp(mean(loss))`.</details>
+
+# %% solution="perplexity"
+def perplexity_(token_losses: torch.Tensor) -> torch.Tensor:
+    """exp of the mean per-token cross-entropy (nats). token_losses: any shape -> 0-d tensor."""
+    ### BEGIN SOLUTION
+    return token_losses.mean().exp()
+    ### END SOLUTION
+
+
+# %% check="perplexity" points=1
+def perplexity_reference(token_losses: torch.Tensor) -> torch.Tensor:
+    """exp(mean) of the per-token losses."""
+    return torch.exp(torch.mean(token_losses))
+
+
+PPL_MISTAKES = mistakes.CATALOGUE.mistakes("perplexity")
+grading.check_function(perplexity_, perplexity_reference, [
+    grading.Case(torch.tensor([2.0, 0.5, 3.0, 1.0]), note="4 tokens"),
+    grading.Case(torch.rand(2, 5) * 4, note="(batch, seq) of losses"),
+], mistakes=PPL_MISTAKES, hint="average the losses first, then exponentiate (base e: they are nats)")
+
+# %% hidden="perplexity" points=1
+grading.check_function(perplexity_, perplexity_reference, [
+    grading.Case(torch.full((3, 7), math.log(4096)), note="the uniform guess: PPL = V"),
+    grading.Case(torch.rand(4, 16) * 6, note="64 tokens"),
+    grading.Case(torch.tensor([0.0]), note="one token predicted with certainty"),
+    grading.Case(torch.tensor([[0.1, 4.0], [2.5, 7.0]]), note="one badly predicted token"),
+], mistakes=PPL_MISTAKES)
+
+# %% [markdown]
+# The numbers of this chapter in all three units, with your `perplexity_` where it passes. The
+# per-token losses are recomputed over the validation windows `evaluate_loss` read for the book
+# model above (their mean is asserted to be the `book_val` printed there); the unigram model's
+# are $-\ln$ of each validation token's smoothed training frequency.
+
+# %%
+from llmlab.data import sequential_windows  # noqa: E402
+
+ppl_fn = grading.prefer_yours(perplexity_, perplexity_reference, [grading.Case(torch.rand(2, 5) * 4)],
+                              name="perplexity_")
+with torch.no_grad():
+    book_token_losses = torch.cat([fast_cross_entropy(book(x), y, reduction="none").flatten()
+                                   for x, y in sequential_windows(val_ids, 16, SEQ, 4)])
+assert abs(book_token_losses.mean().item() - book_val) < 1e-4, (book_token_losses.mean().item(), book_val)
+_counts = np.bincount(train_ids.astype(np.int64), minlength=tok.vocab_size) + 1.0
+unigram_token_losses = torch.from_numpy(-np.log(_counts / _counts.sum())[val_ids.astype(np.int64)])
+assert abs(unigram_token_losses.mean().item() - baseline) < 1e-6
+rows = {"uniform over V": torch.full((8,), math.log(tok.vocab_size)), "unigram": unigram_token_losses,
+        "llmlab's book model": book_token_losses}
+print(f"{'':22}{'nats/token':>11}{'bits/token':>11}{'perplexity':>11}")
+for label, losses in rows.items():
+    nats, ppl = losses.double().mean().item(), float(ppl_fn(losses))
+    assert math.isclose(ppl, 2 ** (nats / math.log(2)), rel_tol=1e-4)
+    print(f"{label:22}{nats:11.3f}{nats / math.log(2):11.3f}{ppl:11.1f}")
+assert math.isclose(float(ppl_fn(rows["uniform over V"])), tok.vocab_size, rel_tol=1e-4)
+assert math.isclose(summary["val_ppl"], math.exp(summary["val_loss"]), rel_tol=1e-4)
+per_token_exp = book_token_losses.double().exp()
+worst = per_token_exp.topk(len(per_token_exp) // 100).values.sum().item() / per_token_exp.sum().item()
+assert per_token_exp.mean().item() > float(ppl_fn(book_token_losses))
+print(f"the book model is as unsure as a uniform choice among {float(ppl_fn(book_token_losses)):.0f} of the "
+      f"{tok.vocab_size:,} tokens. The mean of per-token exp(loss) would say {per_token_exp.mean().item():,.0f}: "
+      f"exp is convex, and the worst-predicted 1% of tokens make {worst:.0%} of that average")
+
+# %% [markdown]
 # ### Sampling
 #
 # To generate, feed the text so far, take the last position's logits, divide by a
@@ -1229,7 +1453,7 @@ print(f"tokens/param : {tokens_per_param:.2f} (Chinchilla's compute-optimal rati
 # with `use_cache=False` it runs exactly this loop; by default it keeps a KV cache, the subject of
 # chapter 08.
 #
-# ### Exercise 2.11 — sampling with temperature, top-k and top-p · 5 points · difficulty 3 · ~30 min
+# ### Exercise 2.12 — sampling with temperature, top-k and top-p · 5 points · difficulty 3 · ~30 min
 #
 # Write `generate_(model, idx, max_new_tokens, temperature, top_k, top_p, generator)`:
 # `idx (batch, seq)` → `(batch, seq + max_new_tokens)`. Each step feeds at most the last
@@ -1490,7 +1714,7 @@ print("identical after resume:", all(torch.equal(p, q) for p, q in zip(a.paramet
 # the hardware's peak in the precision actually used; here the peak is *measured* with a large
 # matmul in that precision (fp32 for the live run above).
 #
-# ### Exercise 2.12 — predict: the compute of a Chinchilla-optimal GPT-2 · 2 points · difficulty 1 · ~5 min
+# ### Exercise 2.13 — predict: the compute of a Chinchilla-optimal GPT-2 · 2 points · difficulty 1 · ~5 min
 #
 # Predict first. Train a 124 M-parameter model (GPT-2 small) compute-optimally, at 20 tokens
 # per parameter. How many FLOPs does it cost by $C \approx 6ND$? Return the number (e.g.
@@ -1619,6 +1843,10 @@ plt.show()
 #   clipping, bf16 autocast where the hardware multiplies bf16 natively (fp32 elsewhere) and
 #   gradient accumulation; a checkpoint with optimizer and sampler
 #   state resumes exactly.
+# - A loss of $\ell$ nats per token is $\ell/\ln 2$ bits per token and perplexity $e^{\ell}$ (the
+#   exponential of the *mean*); GPT-2's initialisation (N(0, 0.02²), residual projections
+#   ÷ $\sqrt{2L}$) starts the loss at $\ln V$ with a residual stream that does not grow with depth;
+#   a stack that cannot overfit one batch has a bug.
 # - Training memory is 16 bytes per parameter plus activations; compute is ≈ 6·N·D; MFU says
 #   how much of the machine a run uses; compute-optimal models balance N and D.
 #
