@@ -1,7 +1,7 @@
 """The GPT model of chapter 02: config, model, counting, Hugging Face interop, the book's model,
 and decoding — one ``SamplingParams``, one logits pipeline, one ``generate``.
 
-- ``load(spec)`` -> (model, tokenizer) for ``"book"``, a Hugging Face directory or a hub id;
+- ``load(spec)`` -> (model, tokenizer) for ``"book"``, ``"book-chat"``, a Hugging Face directory or a hub id;
   ``resolve()`` reads the ``LLMLAB_MODEL`` / ``LLMLAB_DEVICE`` switch (:mod:`llmlab.model.spec`).
 
 - ``generate(model, ids, params, **overrides)`` is the one entry point; it decodes through a
@@ -13,7 +13,12 @@ and decoding — one ``SamplingParams``, one logits pipeline, one ``generate``.
 Taught in chapter 02 (solutions/02_gpt); the cache in chapter 08 (solutions/08_kvcache).
 """
 
-from llmlab.model.book import BOOK_MODEL_DIR, load_book_model
+from llmlab.model.book import (
+    BOOK_CHAT_MODEL_DIR,
+    BOOK_MODEL_DIR,
+    load_book_chat_model,
+    load_book_model,
+)
 from llmlab.model.cache import ContiguousKVCache
 from llmlab.model.config import GPTConfig
 from llmlab.model.generate import decode_loop, generate
@@ -31,6 +36,7 @@ from llmlab.model.sampling import (
 from llmlab.model.spec import load, load_hf_directory, resolve
 
 __all__ = [
+    "BOOK_CHAT_MODEL_DIR",
     "BOOK_MODEL_DIR",
     "GPT",
     "ContiguousKVCache",
@@ -44,6 +50,7 @@ __all__ = [
     "generate",
     "hf_model_type",
     "load",
+    "load_book_chat_model",
     "load_book_model",
     "load_hf_directory",
     "load_model",

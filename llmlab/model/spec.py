@@ -1,6 +1,8 @@
 """One switch for which model a chapter runs on: ``load(spec)`` and ``resolve()``.
 
-``spec`` is ``"book"`` (the shipped book model, :func:`llmlab.model.load_book_model`), a local
+``spec`` is ``"book"`` (the shipped book model, :func:`llmlab.model.load_book_model`),
+``"book-chat"`` (it after supervised fine-tuning, :func:`llmlab.model.load_book_chat_model`;
+ChatML, rendered by :func:`llmlab.tokenizer.apply_chat_template`), a local
 Hugging Face directory (``config.json`` + safetensors weights + ``tokenizer.json``), or a hub id
 such as ``"Qwen/Qwen3-0.6B"``, found in the Hugging Face cache (``HF_HUB_CACHE``, default
 ``~/.cache/huggingface/hub``) and fetched into it only when the machine is online. Weights go
@@ -20,7 +22,7 @@ from typing import Any
 
 import torch
 
-from llmlab.model.book import load_book_model
+from llmlab.model.book import load_book_chat_model, load_book_model
 from llmlab.model.gpt import GPT
 from llmlab.model.hf import from_hf
 
@@ -59,14 +61,14 @@ def load(spec: str | os.PathLike, *, device: str | torch.device | None = None,
     if text == "book":
         model, tok = load_book_model(dtype=dtype)
     elif text == "book-chat":
-        raise ValueError("'book-chat' (the book model after supervised fine-tuning) is not "
-                         "shipped yet; use 'book', a Hugging Face directory or a hub id")
+        model, tok = load_book_chat_model(dtype=dtype)
     elif Path(text).expanduser().is_dir():
         model, tok = load_hf_directory(Path(text).expanduser(), dtype)
     elif _HUB_ID.match(text):
         model, tok = load_hf_directory(hub_snapshot(text), dtype)
     else:
-        raise ValueError(f"model spec {text!r} is neither 'book', an existing directory nor a "
+        raise ValueError(f"model spec {text!r} is neither 'book', 'book-chat', an existing "
+                         "directory nor a "
                          "hub id like 'Qwen/Qwen3-0.6B'")
     return model.to(dev).eval(), tok
 

@@ -40,7 +40,7 @@ import llmlab.serve as serve
 from llmlab import grading, peft
 from llmlab.grading.compare import explain
 from llmlab.kvcache import PagedKVCache
-from llmlab.model import generate, load_book_model
+from llmlab.model import generate, load, load_book_model
 from llmlab.serve.scheduler import Scheduler, Status
 from llmlab.serve.server import create_app, serve_in_thread
 from llmlab.utils import seed_all
@@ -1282,8 +1282,30 @@ except openai.NotFoundError as err:
 # book's model is a *base* model: it has never seen a conversation, so the chat template's role
 # markers are just unfamiliar tokens to it, and it answers by repeating pieces of them. The
 # server did its job (the template, the streaming, the stop); what a chat endpoint needs from the
-# model is supervised fine-tuning on conversations, chapter 06's first step. The rest of this
-# chapter serves completions, which a base model does well.
+# model is supervised fine-tuning on conversations, chapter 06's first step.
+#
+# `book-chat` is that step done: the same weights after chapter 06's SFT on questions built from
+# the standard library (its card, `llmlab/model/assets/book-chat/MODEL_CARD.md`, gives the recipe
+# and its held-out score; `llmlab serve --model book-chat` serves it). Its chat template is
+# ChatML, with `<|im_start|>` and `<|im_end|>` as real special tokens. Ask it for a function:
+
+# %% tags=["nbval-ignore-output"]
+chat_model, chat_tok = load("book-chat", device="cpu")
+chat_engine = serve.LLMEngine(chat_model, chat_tok, serve.EngineConfig(num_blocks=64, block_size=16))
+with serve_in_thread(create_app(chat_engine, "book-chat")) as chat_url:
+    chat_client = openai.OpenAI(base_url=chat_url + "/v1", api_key="not-needed", max_retries=0,
+                                timeout=30)
+    ask = "Write a function `read_config(path)` that read the configuration file at path."
+    reply = chat_client.chat.completions.create(
+        model="book-chat", messages=[{"role": "user", "content": ask}], max_tokens=24,
+        temperature=0)
+print(repr(reply.choices[0].message.content), reply.choices[0].finish_reason)
+assert "def read_config(path):" in reply.choices[0].message.content
+
+# %% [markdown]
+# A 1.6 M-parameter model can follow the format, not write the body: the `def` line it was asked
+# for comes back, and what follows is Python-shaped. The rest of this chapter serves
+# completions, which a base model does well.
 #
 # ## 10. A load test: throughput, latency percentiles, goodput
 #

@@ -92,8 +92,9 @@ def test_load_book_and_unknown_specs(tmp_path):
     with torch.no_grad():
         assert torch.equal(model(idx), book(idx))
     assert tok.encode("x = 1") == book_tok.encode("x = 1")
-    with pytest.raises(ValueError, match="not shipped yet"):
-        load("book-chat")
+    chat, chat_tok = load("book-chat", device="cpu")
+    assert chat.config.vocab_size == book.config.vocab_size + 2
+    assert chat_tok.encode("<|im_start|>") == [chat_tok.special_ids["<|im_start|>"]]
     with pytest.raises(ValueError, match="neither 'book'"):
         load("no such model")
     with pytest.raises(ValueError, match="no config.json"):
