@@ -35,19 +35,13 @@ def _write(path: str | None, text: str) -> None:
 GRADING_TOOLS = ("nbformat", "nbclient", "nbgrader", "ipykernel", "jupyter_client")
 
 
-def _grading_missing() -> str | None:
-    """The notebook tooling ``llmlab grade`` needs that is not installed (the ``grading`` extra)."""
-    from importlib.util import find_spec
-
-    missing = [name for name in GRADING_TOOLS if find_spec(name) is None]
-    return ", ".join(missing) or None
-
-
 def _grade(args: argparse.Namespace) -> int:
-    missing = _grading_missing()
-    if missing:
-        print(f"llmlab grade needs the notebook tooling of the grading extra (missing: {missing}): "
-              "pip install 'llmlab[grading]'", file=sys.stderr)
+    from llmlab.utils import require
+
+    try:
+        require(GRADING_TOOLS, "grading", "llmlab grade")
+    except ImportError as exc:
+        print(exc, file=sys.stderr)
         return 2
     from llmlab.grading.assemble import GradingError
     from llmlab.grading.autograde import grade_notebook

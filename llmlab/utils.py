@@ -48,3 +48,14 @@ def reject_unknown_keys(cls: type) -> type:
     cls.__init__ = strict_init
     cls.__rejects_unknown_keys__ = True
     return cls
+
+
+def require(modules: tuple[str, ...], extra: str, what: str) -> None:
+    """Raise ``ImportError`` naming the extra to install when one of ``modules`` is missing: the
+    core install (``pip install llmlab``) carries no notebook tooling, server or Triton."""
+    from importlib.util import find_spec
+
+    missing = [m for m in modules if find_spec(m) is None]
+    if missing:
+        raise ImportError(f"{what} needs {', '.join(missing)}, which the core install does not "
+                          f"carry: pip install 'llmlab[{extra}]'")

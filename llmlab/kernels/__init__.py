@@ -22,6 +22,10 @@ import sys
 
 import torch
 
+from llmlab.utils import require
+
+require(("triton",), "kernels", "llmlab.kernels (Triton, on Linux)")
+
 
 def _use_interpreter() -> None:
     """Run kernels under Triton's interpreter. It is chosen when a kernel is *defined*; torch may

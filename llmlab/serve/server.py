@@ -22,13 +22,17 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from llmlab.utils import require
 
-from llmlab.serve.engine import LLMEngine, RequestOutput
-from llmlab.serve.metrics import ServerMetrics
-from llmlab.serve.openai_api import (
+require(("fastapi", "starlette"), "serve", "llmlab's HTTP server")
+
+from fastapi import FastAPI, Request  # noqa: E402
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse  # noqa: E402
+from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: E402
+
+from llmlab.serve.engine import LLMEngine, RequestOutput  # noqa: E402
+from llmlab.serve.metrics import ServerMetrics  # noqa: E402
+from llmlab.serve.openai_api import (  # noqa: E402
     ApiError,
     chat_prompt,
     completion_prompt,
