@@ -39,7 +39,11 @@ def closure(requirements: list[str]) -> set[str]:
         if name in seen:
             continue
         seen.add(name)
-        for sub in metadata.requires(name) or []:
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:  # required on another platform only: its name counts
+            continue
+        for sub in requires:
             r = Requirement(sub)
             if r.marker is None or r.marker.evaluate({"extra": ""}):
                 todo.append(sub)
