@@ -36,12 +36,11 @@ GRADING_TOOLS = ("nbformat", "nbclient", "nbgrader", "ipykernel", "jupyter_clien
 
 
 def _grade(args: argparse.Namespace) -> int:
-    from llmlab.utils import require
+    from llmlab.utils import missing_extra
 
-    try:
-        require(GRADING_TOOLS, "grading", "llmlab grade")
-    except ImportError as exc:
-        print(exc, file=sys.stderr)
+    missing = missing_extra(GRADING_TOOLS, "grading", "llmlab grade")
+    if missing:
+        print(missing, file=sys.stderr)
         return 2
     from llmlab.grading.assemble import GradingError
     from llmlab.grading.autograde import grade_notebook

@@ -50,12 +50,14 @@ def reject_unknown_keys(cls: type) -> type:
     return cls
 
 
-def require(modules: tuple[str, ...], extra: str, what: str) -> None:
-    """Raise ``ImportError`` naming the extra to install when one of ``modules`` is missing: the
-    core install (``pip install llmlab``) carries no notebook tooling, server or Triton."""
+def missing_extra(modules: tuple[str, ...], extra: str, what: str) -> str | None:
+    """Why ``what`` cannot run here, naming the extra to install, when one of ``modules`` is
+    missing (the core install, ``pip install llmlab``, carries no notebook tooling, server or
+    Triton); None when all are installed."""
     from importlib.util import find_spec
 
     missing = [m for m in modules if find_spec(m) is None]
-    if missing:
-        raise ImportError(f"{what} needs {', '.join(missing)}, which the core install does not "
-                          f"carry: pip install 'llmlab[{extra}]'")
+    if not missing:
+        return None
+    return (f"{what} needs {', '.join(missing)}, which the core install does not carry: "
+            f"pip install 'llmlab[{extra}]'")

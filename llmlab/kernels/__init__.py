@@ -22,9 +22,10 @@ import sys
 
 import torch
 
-from llmlab.utils import require
+from llmlab.utils import missing_extra
 
-require(("triton",), "kernels", "llmlab.kernels (Triton, on Linux)")
+if _missing := missing_extra(("triton",), "kernels", "llmlab.kernels (Triton, on Linux)"):
+    raise ImportError(_missing)
 
 
 def _use_interpreter() -> None:

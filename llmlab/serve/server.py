@@ -22,9 +22,10 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
-from llmlab.utils import require
+from llmlab.utils import missing_extra
 
-require(("fastapi", "starlette"), "serve", "llmlab's HTTP server")
+if _missing := missing_extra(("fastapi", "starlette"), "serve", "llmlab's HTTP server"):
+    raise ImportError(_missing)
 
 from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse  # noqa: E402
