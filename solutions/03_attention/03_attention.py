@@ -967,15 +967,21 @@ def median_step_ms(attend, repeats: int = 5) -> float:
 
 
 step_ms = {"SDPA": median_step_ms(fast_causal_attention), "FlashAttention": median_step_ms(flash_attend)}
+ratio = step_ms["FlashAttention"] / step_ms["SDPA"]
 print(" · ".join(f"{name}: {ms:.1f} ms per step" for name, ms in step_ms.items()),
-      f"(median of 5 warmed steps; FlashAttention {step_ms['FlashAttention'] / step_ms['SDPA']:.1f}x SDPA's time)")
-assert step_ms["FlashAttention"] > step_ms["SDPA"], "the text below says the tiles are slower here"
+      f"(median of 5 warmed steps; FlashAttention {ratio:.2f}x SDPA's time)")
+if ratio > 1:
+    print(f"Here the tiles cost {ratio:.2f}x SDPA's time per step, for the same numbers.")
+else:
+    print(f"Here the tiles cost no more ({ratio:.2f}x SDPA's time): at this model's size the rest of "
+          "the step (the MLP, the embedding, AdamW) outweighs attention, and the machine's load "
+          "moves single timings by more than the difference.")
 
 # %% [markdown]
-# Python pays for every tile — a few dozen small matmuls per layer where SDPA makes one fused
-# call — so the tiled kernel is slower here, by the factor printed above, for the same numbers.
-# Its gain is memory, which the experiment below measures; on a GPU the same tile loop, fused
-# into one kernel (section 10), is also the fast one.
+# Python pays for every tile: a few dozen small matmuls per layer where SDPA makes one fused
+# call. The tiled kernel's gain is memory, which the experiment below measures, with the time of
+# attention alone at 256 to 1,024 tokens; on a GPU the same tile loop, fused into one kernel
+# (section 10), is also the fast one.
 
 # %% [markdown]
 # **Flash-decoding.** Decoding has one query, so tiling over queries gives a GPU nothing to do in
