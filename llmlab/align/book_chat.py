@@ -15,7 +15,6 @@ the tokenizer, ``summary.json`` (checksums, held-out score, wall time) and ``MOD
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import platform
@@ -28,6 +27,7 @@ import torch
 
 from llmlab.align import chat_data
 from llmlab.align.sft import add_chat_tokens, pack_examples, packed_sft_loss, sft_example
+from llmlab.data import sha256_file
 from llmlab.model import generate, load_book_model, save_model
 from llmlab.tokenizer import apply_chat_template
 from llmlab.utils import reject_unknown_keys
@@ -54,10 +54,6 @@ class BookChatConfig:
     def __post_init__(self) -> None:
         if self.steps < 1 or self.rows_per_step < 1 or self.lr <= 0:
             raise ValueError(f"steps and rows_per_step must be >= 1 and lr > 0, got {self}")
-
-
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def answer(model, tok, question: str, max_new_tokens: int) -> str:

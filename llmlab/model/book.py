@@ -10,12 +10,12 @@ Taught in chapter 02 (solutions/02_gpt).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import torch
 
+from llmlab.data.downloads import sha256_file
 from llmlab.model.gpt import GPT
 from llmlab.model.io import load_model
 
@@ -49,7 +49,7 @@ def load_book_chat_model(directory: str | Path | None = None, dtype: torch.dtype
     if not want:
         raise ValueError(f"{summary} records no weights_sha256: {directory} is not a book-chat "
                          "folder written by `python -m llmlab.align.book_chat`")
-    got = hashlib.sha256(weights.read_bytes()).hexdigest()
+    got = sha256_file(weights)
     if got != want:
         raise ValueError(f"{weights} has sha256 {got[:16]}…, but {summary.name} records "
                          f"{want[:16]}…: the asset is damaged or was replaced without its card")
