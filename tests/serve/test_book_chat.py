@@ -2,14 +2,8 @@
 model card through the official openai client (127.0.0.1 only), at the rate the card states."""
 
 import json
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
 
-import httpx
 import openai
 import pytest
 
@@ -21,33 +15,9 @@ SUMMARY = json.loads((BOOK_CHAT_MODEL_DIR / "summary.json").read_text())
 
 
 @pytest.fixture(scope="module")
-def url():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, PYTHONPATH=os.getcwd())
-    proc = subprocess.Popen([sys.executable, "-m", "llmlab.cli", "serve", "--model", "book-chat",
-                             "--port", str(port), "--threads", "1"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(base + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-            if proc.poll() is not None:
-                pytest.fail(f"the server exited: {proc.stdout.read().decode()[-2000:]}")
+def url(cli_server):
+    with cli_server("book-chat") as (_, base):
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def test_the_card_states_the_rate_the_server_reaches(url):

@@ -1,10 +1,7 @@
 """The HTTP server with the official openai client, on 127.0.0.1 only, every call time-bounded."""
 
 import concurrent.futures as cf
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import httpx
@@ -129,26 +126,9 @@ def test_metrics_and_load_test(server):
     assert int(count[0].split()[1]) >= 6
 
 
-def test_cli_serves_and_shuts_down_gracefully(tmp_path):
+def test_cli_serves_and_shuts_down_gracefully(cli_server):
     """`llmlab serve` in its own process; SIGTERM mid-stream lets the stream finish first."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, PYTHONPATH=os.getcwd())
-    proc = subprocess.Popen([sys.executable, "-m", "llmlab.cli", "serve", "--model", "book",
-                             "--port", str(port), "--threads", "1"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 40
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+    with cli_server("book", start_timeout=40) as (proc, url):
         body = {"model": "book", "prompt": "def f():\n", "max_tokens": 40, "stream": True,
                 "ignore_eos": True}
         with httpx.Client(timeout=20) as c, c.stream("POST", url + "/v1/completions", json=body) as r:
@@ -160,7 +140,3 @@ def test_cli_serves_and_shuts_down_gracefully(tmp_path):
         # uvicorn re-raises the signal once its graceful shutdown is complete
         assert proc.wait(timeout=20) in (0, -signal.SIGTERM)
         assert b"Application shutdown complete" in proc.stdout.read()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
